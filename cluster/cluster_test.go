@@ -1,0 +1,345 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if err := waitNoLeaks(10 * time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// waitNoLeaks waits until no goroutine runs code from this package or
+// memberlist (memberlist's timers may take a moment to wind down).
+func waitNoLeaks(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaked []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "meshchat/cluster.") && !strings.Contains(g, "waitNoLeaks") && !strings.Contains(g, "TestMain") ||
+				strings.Contains(g, "hashicorp/memberlist.") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var testKey = bytes.Repeat([]byte{7}, KeySize)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() && os.Getenv("CLUSTER_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// eventLog records events delivered to a subscriber.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []Event
+}
+
+func (l *eventLog) add(e Event) { l.mu.Lock(); l.evs = append(l.evs, e); l.mu.Unlock() }
+func (l *eventLog) has(kind EventKind, name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.evs {
+		if e.Kind == kind && e.Node.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func startNode(t *testing.T, name, bind string, join []string, key []byte, mod func(*Config)) (*Cluster, *eventLog) {
+	t.Helper()
+	cfg := Config{
+		Name:           name,
+		BindAddr:       bind,
+		HTTPURL:        "http://" + name + ".test:80",
+		Join:           join,
+		Key:            key,
+		RejoinInterval: 200 * time.Millisecond,
+		Logger:         testLogger(t),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &eventLog{}
+	c.Subscribe(log.add)
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown %s: %v", name, err)
+		}
+	})
+	return c, log
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > d {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func stateOf(c *Cluster, name string) State {
+	for _, n := range c.Members() {
+		if n.Name == name {
+			return n.State
+		}
+	}
+	return ""
+}
+
+func aliveCount(c *Cluster) int { return len(c.Alive()) }
+
+func threeNodes(t *testing.T) []*Cluster {
+	a, _ := startNode(t, "a", "127.0.0.1:0", nil, testKey, nil)
+	b, _ := startNode(t, "b", "127.0.0.1:0", []string{a.BindAddr()}, testKey, nil)
+	c, _ := startNode(t, "c", "127.0.0.1:0", []string{a.BindAddr()}, testKey, nil)
+	nodes := []*Cluster{a, b, c}
+	waitFor(t, 10*time.Second, "3 alive members everywhere", func() bool {
+		for _, n := range nodes {
+			if aliveCount(n) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+func TestNewValidates(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no name", Config{Key: testKey}, "Name is required"},
+		{"no key", Config{Name: "a"}, "Key must be 32 bytes"},
+		{"short key", Config{Name: "a", Key: []byte("short")}, "Key must be 32 bytes"},
+		{"bad bind", Config{Name: "a", Key: testKey, BindAddr: "nope"}, "BindAddr"},
+		{"bad port", Config{Name: "a", Key: testKey, BindAddr: "127.0.0.1:x"}, "BindAddr"},
+		{"bad advertise", Config{Name: "a", Key: testKey, AdvertiseAddr: "x"}, "AdvertiseAddr"},
+		{"meta too big", Config{Name: "a", Key: testKey, Data: make([]byte, 600)}, "metadata"},
+		{"ok", Config{Name: "a", Key: testKey, BindAddr: "127.0.0.1:0"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestJoinAndMetadata(t *testing.T) {
+	nodes := threeNodes(t)
+	for _, n := range nodes {
+		if !n.Joined() {
+			t.Errorf("%s: Joined() = false", n.cfg.Name)
+		}
+		peers := n.Alive()
+		for i, want := range []string{"a", "b", "c"} {
+			if peers[i].Name != want || peers[i].Addr != "http://"+want+".test:80" {
+				t.Errorf("%s: peer %d = %+v", n.cfg.Name, i, peers[i])
+			}
+		}
+	}
+	if got := nodes[1].LocalNode(); got.Name != "b" || got.HTTP != "http://b.test:80" || got.State != StateAlive {
+		t.Errorf("LocalNode = %+v", got)
+	}
+}
+
+func TestWrongKeyCannotJoin(t *testing.T) {
+	a, _ := startNode(t, "a", "127.0.0.1:0", nil, testKey, nil)
+	other := bytes.Repeat([]byte{9}, KeySize)
+	x, _ := startNode(t, "x", "127.0.0.1:0", nil, other, nil)
+	// Join directly so the failure is observed, not inferred from silence.
+	n, err := x.ml.Join([]string{a.BindAddr()})
+	if n != 0 || err == nil {
+		t.Fatalf("join with a wrong key: n=%d err=%v", n, err)
+	}
+	t.Logf("join refused: %v", err)
+	if stateOf(a, "x") != "" || aliveCount(x) != 1 {
+		t.Fatalf("node with a wrong key got in: a sees %v, x sees %v", a.Members(), x.Members())
+	}
+}
+
+func TestAbruptShutdownDetectedDead(t *testing.T) {
+	nodes := threeNodes(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	killed := time.Now()
+	if err := nodes[2].Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 8*time.Second, "c dead on a and b", func() bool {
+		return stateOf(nodes[0], "c") == StateDead && stateOf(nodes[1], "c") == StateDead
+	})
+	took := time.Since(killed)
+	t.Logf("failure detected after %v", took)
+	if took > 6*time.Second {
+		t.Errorf("failure detection took %v, want about 5s or less", took)
+	}
+	if aliveCount(nodes[0]) != 2 {
+		t.Errorf("a alive = %v", nodes[0].Alive())
+	}
+}
+
+func TestLeaveReportsLeft(t *testing.T) {
+	nodes := threeNodes(t)
+	var (
+		mu   sync.Mutex
+		left bool
+	)
+	nodes[0].Subscribe(func(e Event) {
+		if e.Kind == EventLeave && e.Node.Name == "b" {
+			mu.Lock()
+			left = true
+			mu.Unlock()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := nodes[1].Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if nodes[1].Joined() {
+		t.Error("Joined() after Leave")
+	}
+	if err := nodes[1].Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[1].Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+	took := waitFor(t, 5*time.Second, "b left on a and c", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return left && stateOf(nodes[0], "b") == StateLeft && stateOf(nodes[2], "b") == StateLeft
+	})
+	t.Logf("leave seen after %v", took)
+}
+
+func TestSeedStartingLater(t *testing.T) {
+	port := freePort(t)
+	seed := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	b, _ := startNode(t, "b", "127.0.0.1:0", []string{seed}, testKey, nil)
+	if b.Joined() {
+		t.Fatal("joined before the seed exists")
+	}
+	a, _ := startNode(t, "a", seed, nil, testKey, nil)
+	waitFor(t, 10*time.Second, "b joined late seed", func() bool {
+		return b.Joined() && aliveCount(a) == 2 && aliveCount(b) == 2
+	})
+}
+
+// TestRejoinDeadPeer restarts a dead node without seeds: only the survivor's
+// re-join loop can bring them back together, as after a partition heals.
+func TestRejoinDeadPeer(t *testing.T) {
+	a, events := startNode(t, "a", "127.0.0.1:0", nil, testKey, nil)
+	b, _ := startNode(t, "b", "127.0.0.1:0", []string{a.BindAddr()}, testKey, nil)
+	waitFor(t, 10*time.Second, "2 alive", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
+	bAddr := b.BindAddr()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "b dead", func() bool { return stateOf(a, "b") == StateDead })
+	waitFor(t, 2*time.Second, "dead event", func() bool { return events.has(EventDead, "b") })
+
+	b2, _ := startNode(t, "b", bAddr, nil, testKey, nil)
+	took := waitFor(t, 10*time.Second, "b back", func() bool {
+		return stateOf(a, "b") == StateAlive && aliveCount(b2) == 2
+	})
+	t.Logf("merged after %v", took)
+}
+
+func TestEventsCoalescedAndOrdered(t *testing.T) {
+	a, events := startNode(t, "a", "127.0.0.1:0", nil, testKey, nil)
+	startNode(t, "b", "127.0.0.1:0", []string{a.BindAddr()}, testKey, nil)
+	waitFor(t, 5*time.Second, "join events", func() bool { return events.has(EventJoin, "a") && events.has(EventJoin, "b") })
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	joins := 0
+	for _, e := range events.evs {
+		if e.Kind == EventJoin && e.Node.Name == "b" {
+			joins++
+			if e.Node.HTTP != "http://b.test:80" {
+				t.Errorf("event node = %+v", e.Node)
+			}
+		}
+	}
+	if joins != 1 {
+		t.Errorf("b joined %d times, want 1", joins)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	// Memberlist needs the port free on both TCP and UDP.
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}

@@ -1,0 +1,127 @@
+package brokertest
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// leakTimeout is how long goroutines get to finish after the tests end.
+const leakTimeout = 5 * time.Second
+
+// leakIgnore lists stack fragments of goroutines the runtime or standard
+// library start lazily and keep for the life of the process.
+var leakIgnore = []string{
+	"os/signal.signal_recv",
+	"os/signal.loop",
+	"runtime.ensureSigM",
+	"testing.(*M).",
+	"testing.runTests",
+	"testing.(*T).Run",
+	"testing.tRunner",
+}
+
+// VerifyTestMain runs the package's tests and then fails the test binary
+// when goroutines started during the run are still alive after a grace
+// period. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { brokertest.VerifyTestMain(m) }
+func VerifyTestMain(m *testing.M) {
+	base := goroutineIDs()
+	code := m.Run()
+	if code == 0 {
+		if leaked := waitLeaks(base); leaked != "" {
+			fmt.Fprintf(os.Stderr, "goroutine leak after tests:\n%s\n", leaked)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// VerifyNoLeaks checks, when tb ends (after its other cleanups), that
+// every goroutine started since this call has ended. Call it first thing
+// in a test that runs alone (not t.Parallel).
+func VerifyNoLeaks(tb testing.TB) {
+	tb.Helper()
+	base := goroutineIDs()
+	tb.Cleanup(func() {
+		if leaked := waitLeaks(base); leaked != "" {
+			tb.Errorf("goroutine leak:\n%s", leaked)
+		}
+	})
+}
+
+// waitLeaks waits until no goroutine outside base is left and returns the
+// stacks of those that are, or "".
+func waitLeaks(base map[string]bool) string {
+	deadline := time.Now().Add(leakTimeout)
+	for {
+		leaked := newGoroutines(base)
+		if len(leaked) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(leaked, "\n\n")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, bounded by deadline
+	}
+}
+
+func goroutineIDs() map[string]bool {
+	ids := make(map[string]bool)
+	for _, g := range stacks() {
+		ids[goroutineID(g)] = true
+	}
+	return ids
+}
+
+func newGoroutines(base map[string]bool) []string {
+	self := goroutineID(stacks1())
+	var out []string
+	for _, g := range stacks() {
+		id := goroutineID(g)
+		if base[id] || id == self || ignored(g) {
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+func ignored(stack string) bool {
+	for _, s := range leakIgnore {
+		if strings.Contains(stack, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// stacks returns every goroutine's stack trace.
+func stacks() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Split(strings.TrimSpace(string(buf[:n])), "\n\n")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func stacks1() string {
+	buf := make([]byte, 4096)
+	return string(buf[:runtime.Stack(buf, false)])
+}
+
+// goroutineID extracts N from "goroutine N [state]:".
+func goroutineID(stack string) string {
+	stack = strings.TrimPrefix(stack, "goroutine ")
+	if i := strings.IndexByte(stack, ' '); i > 0 {
+		return stack[:i]
+	}
+	return strings.TrimSpace(stack)
+}

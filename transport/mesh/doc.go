@@ -1,0 +1,44 @@
+// Package mesh is the embedded peer-to-peer transport.Broker: the nodes of
+// a cluster carry chat traffic between themselves over their HTTP
+// listeners, with no external service.
+//
+// # What it owns
+//
+// Every channel has an owner, the first node in the rendezvous (HRW)
+// ranking of the channel name over the alive peers, and a backup, the
+// second. The owner orders the channel's publications (offset, epoch,
+// time), keeps its retained history and idempotency keys, the set of
+// subscribed nodes and the presence table, and sends each publication to
+// every subscribed node in offset order. Before acknowledging a stored
+// publication it copies it synchronously to the backup, which keeps a
+// replica; when the owner fails, the backup ranks first and continues the
+// same epoch at the next offset. Each node owns its local side of every
+// channel it uses: whether it is subscribed, the last offset handed to the
+// handler, publications that arrived ahead of a gap, and its present
+// users. docs/cluster.md, "Ordering and ownership", has the full design.
+//
+// # Wiring
+//
+// Mount Handler at MountPath ("/_mesh/") on the node's HTTP listener; the
+// handler accepts any path ending in "/ws", prefix stripped or not. Call
+// PeersChanged on every membership change, with Config.Peers returning the
+// alive nodes (this one included).
+//
+// # Concurrency
+//
+// Every exported method is safe for concurrent use. Goroutines: one
+// membership goroutine; per outbound link a dialler/reader and a writer;
+// per inbound connection the HTTP handler's goroutine as reader, a writer,
+// and up to 64 request goroutines; per channel at most one resync
+// goroutine. All are started through goFn (or goAdd) and Close waits for
+// them.
+//
+// Locks: chanState.lk (a channel's owner or replica state; acquired with a
+// deadline, may be held across the synchronous copy to the backup and a
+// takeover) is taken before localChan.mu (a leaf) and before a link's or
+// queue's mutex (leaves). Broker.chMu, localMu and linkMu only guard their
+// maps and are never held while taking another lock, except linkMu, which
+// is held while closing links. The handler is never called with a lock
+// held: a channel's queued publications are drained by one goroutine at a
+// time, so HandlePublication runs once at a time per channel, in order.
+package mesh

@@ -1,0 +1,489 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshchat/meshchat/transport"
+	"github.com/meshchat/meshchat/transport/brokertest"
+)
+
+func TestMain(m *testing.M) { brokertest.VerifyTestMain(m) }
+
+var testKey = bytes.Repeat([]byte("k"), 32)
+
+func testLogger() *slog.Logger {
+	if os.Getenv("MESH_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// testCluster is a static membership the test can change, standing in for
+// the cluster package: removing a node updates the list and calls
+// PeersChanged on the others, as cmd does on a membership event.
+type testCluster struct {
+	mu      sync.Mutex
+	peers   []transport.Peer
+	brokers map[string]*Broker
+	servers map[string]*httptest.Server
+}
+
+func (c *testCluster) alive() []transport.Peer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.peers)
+}
+
+// remove drops a node from the membership and tells the others.
+func (c *testCluster) remove(name string) {
+	c.mu.Lock()
+	c.peers = slices.DeleteFunc(c.peers, func(p transport.Peer) bool { return p.Name == name })
+	var others []*Broker
+	for n, b := range c.brokers {
+		if n != name {
+			others = append(others, b)
+		}
+	}
+	c.mu.Unlock()
+	for _, b := range others {
+		b.PeersChanged()
+	}
+}
+
+// kill stops a node abruptly: its HTTP server and its broker go away.
+func (c *testCluster) kill(tb testing.TB, name string) {
+	c.mu.Lock()
+	srv, b := c.servers[name], c.brokers[name]
+	c.mu.Unlock()
+	srv.CloseClientConnections()
+	srv.Close()
+	if err := b.Close(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// newTestCluster starts n HTTP servers and builds one unstarted mesh
+// broker behind each.
+func newTestCluster(tb testing.TB, n int, mod func(i int, cfg *Config)) (*testCluster, []*Broker) {
+	tb.Helper()
+	c := &testCluster{brokers: make(map[string]*Broker), servers: make(map[string]*httptest.Server)}
+	brokers := make([]*Broker, n)
+	for i := range n {
+		var h atomic.Pointer[http.Handler]
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if hp := h.Load(); hp != nil {
+				(*hp).ServeHTTP(w, r)
+				return
+			}
+			http.NotFound(w, r)
+		}))
+		tb.Cleanup(srv.Close)
+		name := "n" + strconv.Itoa(i)
+		cfg := Config{
+			Self:        transport.Peer{Name: name, Addr: srv.URL},
+			Key:         testKey,
+			Peers:       c.alive,
+			HistorySize: brokertest.HistorySize,
+			Logger:      testLogger(),
+		}
+		if mod != nil {
+			mod(i, &cfg)
+		}
+		b, err := New(cfg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle(MountPath, b.Handler())
+		var handler http.Handler = mux
+		h.Store(&handler)
+		tb.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := b.Close(ctx); err != nil {
+				tb.Errorf("close %s: %v", name, err)
+			}
+		})
+		c.peers = append(c.peers, cfg.Self)
+		c.brokers[name] = b
+		c.servers[name] = srv
+		brokers[i] = b
+	}
+	return c, brokers
+}
+
+// closingBroker reports its Close to the membership, so the rest of the
+// cluster moves its channels elsewhere (the suite's Close test expects
+// the others to carry on).
+type closingBroker struct {
+	*Broker
+	c *testCluster
+}
+
+func (b closingBroker) Close(ctx context.Context) error {
+	err := b.Broker.Close(ctx)
+	b.c.remove(b.cfg.Self.Name)
+	return err
+}
+
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T, n int) []transport.Broker {
+		c, bs := newTestCluster(t, n, nil)
+		out := make([]transport.Broker, n)
+		for i, b := range bs {
+			out[i] = closingBroker{b, c}
+		}
+		return out
+	})
+}
+
+func BenchmarkPublishDeliver(b *testing.B) {
+	brokertest.Bench(b, func(b *testing.B, n int) []transport.Broker {
+		_, bs := newTestCluster(b, n, nil)
+		out := make([]transport.Broker, n)
+		for i, br := range bs {
+			out[i] = br
+		}
+		return out
+	})
+}
+
+func startAll(t *testing.T, bs []*Broker) []*brokertest.Recorder {
+	t.Helper()
+	recs := make([]*brokertest.Recorder, len(bs))
+	for i, b := range bs {
+		recs[i] = brokertest.NewRecorder()
+		if err := b.Start(t.Context(), recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return recs
+}
+
+// channelOwnedBy finds a channel name whose owner (over all of bs) is
+// bs[owner], and returns it with its backup's index.
+func channelOwnedBy(t *testing.T, bs []*Broker, owner int) (string, int) {
+	t.Helper()
+	for i := range 10000 {
+		ch := fmt.Sprintf("r:failover%d", i)
+		o, bk, _ := bs[0].ranked(ch)
+		if o.Name == bs[owner].cfg.Self.Name {
+			for j, b := range bs {
+				if b.cfg.Self.Name == bk.Name {
+					return ch, j
+				}
+			}
+		}
+	}
+	t.Fatal("no channel found")
+	return "", 0
+}
+
+func TestFailoverKeepsEpochAndOffsets(t *testing.T) {
+	c, bs := newTestCluster(t, 3, nil)
+	recs := startAll(t, bs)
+	ctx := t.Context()
+	ch, backup := channelOwnedBy(t, bs, 0)
+	survivors := []int{1, 2}
+	for _, i := range survivors {
+		if err := bs[i].Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var first transport.Publication
+	for i := range 10 {
+		p, err := bs[survivors[i%2]].Publish(ctx, ch, []byte("before"+strconv.Itoa(i)), transport.PublishOptions{IdempotencyKey: "k" + strconv.Itoa(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = p
+		}
+	}
+	for _, i := range survivors {
+		recs[i].WaitN(t, ch, 10)
+	}
+	t.Logf("owner n0, backup n%d; killing the owner", backup)
+
+	c.kill(t, "n0")
+	c.remove("n0")
+
+	// A retried publish from before the failure is still deduplicated:
+	// the backup replicated the idempotency keys.
+	again, err := bs[1].Publish(ctx, ch, []byte("before0"), transport.PublishOptions{IdempotencyKey: "k0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Offset != first.Offset || again.Epoch != first.Epoch {
+		t.Fatalf("retried key after failover got %+v, first was %+v", again, first)
+	}
+	for i := range 10 {
+		p, err := bs[survivors[i%2]].Publish(ctx, ch, []byte("after"+strconv.Itoa(i)), transport.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Epoch != first.Epoch || p.Offset != uint64(11+i) {
+			t.Fatalf("publish after failover: offset %d epoch %s, want %d in %s", p.Offset, p.Epoch, 11+i, first.Epoch)
+		}
+	}
+	res, err := bs[2].History(ctx, ch, transport.HistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := offsetsOf(res.Publications); !slices.Equal(got, seq(1, 20)) || res.Latest.Epoch != first.Epoch {
+		t.Fatalf("history after failover: %v in %s", got, res.Latest.Epoch)
+	}
+	for _, i := range survivors {
+		got := recs[i].WaitN(t, ch, 20)
+		if !slices.Equal(offsetsOf(got), seq(1, 20)) {
+			t.Fatalf("n%d delivered %v, want 1..20 once each", i, offsetsOf(got))
+		}
+	}
+}
+
+// TestFailoverWithoutReplicaStartsNewEpoch loses both the owner and the
+// backup: the stream cannot be continued, so a new epoch starts.
+func TestFailoverWithoutReplicaStartsNewEpoch(t *testing.T) {
+	c, bs := newTestCluster(t, 3, nil)
+	startAll(t, bs)
+	ctx := t.Context()
+	ch, backup := channelOwnedBy(t, bs, 0)
+	other := 3 - backup
+	p1, err := bs[other].Publish(ctx, ch, []byte("x"), transport.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"n0", bs[backup].cfg.Self.Name} {
+		c.kill(t, n)
+		c.remove(n)
+	}
+	p2, err := bs[other].Publish(ctx, ch, []byte("y"), transport.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.Epoch == p1.Epoch || p2.Offset != 1 {
+		t.Fatalf("after losing every copy: %+v (before: %+v), want offset 1 in a new epoch", p2, p1)
+	}
+	res, err := bs[other].History(ctx, ch, transport.HistoryRequest{Since: &transport.StreamPosition{Offset: 1, Epoch: p1.Epoch}})
+	if err != nil || res.Recovered {
+		t.Fatalf("history since the lost epoch: %+v, %v; want not recovered", res, err)
+	}
+}
+
+func TestPublishToUnreachableOwnerFails(t *testing.T) {
+	c, bs := newTestCluster(t, 2, nil)
+	startAll(t, bs)
+	ch, _ := channelOwnedBy(t, bs, 0)
+	c.kill(t, "n0") // still listed as alive: membership has not noticed yet
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if _, err := bs[1].Publish(ctx, ch, []byte("x"), transport.PublishOptions{}); !errors.Is(err, transport.ErrUnavailable) {
+		t.Fatalf("publish to a dead owner: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestBadKeyRejected(t *testing.T) {
+	other := bytes.Repeat([]byte("x"), 32)
+	_, bs := newTestCluster(t, 2, func(i int, cfg *Config) {
+		if i == 1 {
+			cfg.Key = other
+		}
+	})
+	startAll(t, bs)
+	ch, _ := channelOwnedBy(t, bs, 0)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if _, err := bs[1].Publish(ctx, ch, []byte("x"), transport.PublishOptions{}); !errors.Is(err, transport.ErrUnavailable) {
+		t.Fatalf("publish with a wrong key: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	_, bs := newTestCluster(t, 1, nil)
+	b := bs[0]
+	now := time.Now().UnixMilli()
+	sign := func(key []byte, from, to string, ts int64, nonce string) http.Header {
+		signer := &Broker{cfg: Config{Key: key}}
+		t := strconv.FormatInt(ts, 10)
+		return http.Header{
+			hdrFrom: {from}, hdrTo: {to}, hdrTime: {t}, hdrNonce: {nonce},
+			hdrSig: {signer.mac("dial", from, to, t, nonce)},
+		}
+	}
+	tests := []struct {
+		name string
+		h    http.Header
+		ok   bool
+	}{
+		{"good", sign(testKey, "peer", "n0", now, "0123456789abcdef0"), true},
+		{"replayed nonce", sign(testKey, "peer", "n0", now, "0123456789abcdef0"), false},
+		{"wrong key", sign(bytes.Repeat([]byte("x"), 32), "peer", "n0", now, "0123456789abcdef1"), false},
+		{"stale", sign(testKey, "peer", "n0", now-time.Minute.Milliseconds(), "0123456789abcdef2"), false},
+		{"future", sign(testKey, "peer", "n0", now+time.Minute.Milliseconds(), "0123456789abcdef3"), false},
+		{"addressed to another node", sign(testKey, "peer", "n9", now, "0123456789abcdef4"), false},
+		{"short nonce", sign(testKey, "peer", "n0", now, "x"), false},
+		{"no headers", http.Header{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := b.authenticate(tt.h)
+			if tt.ok != (err == nil) {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrAuth) {
+				t.Fatalf("err = %v, want ErrAuth", err)
+			}
+		})
+	}
+}
+
+func TestHandlerRejectsUnauthenticated(t *testing.T) {
+	c, bs := newTestCluster(t, 1, nil)
+	startAll(t, bs)
+	srv := c.servers["n0"]
+	for path, want := range map[string]int{MountPath + "ws": http.StatusUnauthorized, MountPath + "nope": http.StatusNotFound} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	self := transport.Peer{Name: "n", Addr: "http://127.0.0.1:1"}
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"ok", Config{Self: self, Key: testKey}, true},
+		{"no name", Config{Self: transport.Peer{Addr: self.Addr}, Key: testKey}, false},
+		{"bad addr", Config{Self: transport.Peer{Name: "n", Addr: "127.0.0.1:1"}, Key: testKey}, false},
+		{"short key", Config{Self: self, Key: []byte("short")}, false},
+		{"negative history", Config{Self: self, Key: testKey, HistorySize: -1}, false},
+		{"negative window", Config{Self: self, Key: testKey, DedupeWindow: -time.Second}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := New(tt.cfg)
+			if tt.ok != (err == nil) {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if b != nil {
+				_ = b.Close(context.Background())
+			}
+		})
+	}
+}
+
+func TestOwnershipSpreads(t *testing.T) {
+	b := &Broker{cfg: Config{Self: transport.Peer{Name: "n0"}}}
+	b.peers.Store(&peerSet{list: []transport.Peer{{Name: "n0"}, {Name: "n1"}, {Name: "n2"}}})
+	counts := map[string]int{}
+	for i := range 3000 {
+		o, bk, ok := b.ranked("r:room" + strconv.Itoa(i))
+		if !ok || o.Name == bk.Name {
+			t.Fatalf("owner %v backup %v", o, bk)
+		}
+		counts[o.Name]++
+	}
+	for n, c := range counts {
+		if c < 800 || c > 1200 {
+			t.Errorf("%s owns %d of 3000 channels", n, c)
+		}
+	}
+}
+
+func offsetsOf(pubs []transport.Publication) []uint64 {
+	out := make([]uint64, len(pubs))
+	for i, p := range pubs {
+		out[i] = p.Offset
+	}
+	return out
+}
+
+func seq(from, to uint64) []uint64 {
+	var out []uint64
+	for o := from; o <= to; o++ {
+		out = append(out, o)
+	}
+	return out
+}
+
+// TestFailoverUnderLoad kills a channel's owner while two nodes publish
+// (retrying with idempotency keys, as the hub does): every survivor must
+// deliver exactly the channel's history, with no gap and no duplicate.
+func TestFailoverUnderLoad(t *testing.T) {
+	c, bs := newTestCluster(t, 3, nil)
+	recs := startAll(t, bs)
+	ctx := t.Context()
+	ch, _ := channelOwnedBy(t, bs, 0)
+	for _, i := range []int{1, 2} {
+		if err := bs[i].Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const perNode = 40
+	var wg sync.WaitGroup
+	var published atomic.Int64
+	killed := make(chan struct{})
+	for _, i := range []int{1, 2} {
+		wg.Go(func() {
+			for j := range perNode {
+				key := fmt.Sprintf("n%d-%d", i, j)
+				for {
+					_, err := bs[i].Publish(ctx, ch, []byte(key), transport.PublishOptions{IdempotencyKey: key})
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, transport.ErrUnavailable) || ctx.Err() != nil {
+						t.Errorf("publish %s: %v", key, err)
+						return
+					}
+					<-killed // only the failover may make it unavailable
+				}
+				published.Add(1)
+			}
+		})
+	}
+	brokertest.Eventually(t, "some publications before the kill", func() bool { return published.Load() >= 20 })
+	c.kill(t, "n0")
+	c.remove("n0")
+	close(killed)
+	wg.Wait()
+
+	res, err := bs[1].History(ctx, ch, transport.HistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := uint64(2 * perNode)
+	if got := offsetsOf(res.Publications); !slices.Equal(got, seq(1, total)) {
+		t.Fatalf("history offsets %v, want 1..%d", got, total)
+	}
+	for _, i := range []int{1, 2} {
+		got := recs[i].WaitN(t, ch, int(total))
+		if !slices.EqualFunc(got, res.Publications, func(a, b transport.Publication) bool {
+			return a.Offset == b.Offset && a.Epoch == b.Epoch && bytes.Equal(a.Data, b.Data)
+		}) {
+			t.Fatalf("n%d delivered %v, history has %v", i, offsetsOf(got), offsetsOf(res.Publications))
+		}
+	}
+}

@@ -1,0 +1,613 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/meshchat/meshchat/transport"
+)
+
+// chanState is a channel's stream as kept by its owner, or as a replica
+// kept by its backup (owned == false). It is guarded by lk, a mutex that
+// can be acquired with a deadline: an owner holds it across the
+// synchronous copy to its backup, and a node taking over holds it while it
+// asks its peers for their copies.
+type chanState struct {
+	lk   chan struct{}
+	name string
+
+	owned bool // this node currently orders the channel
+	has   bool // epoch is set: the stream exists here (owned or replica)
+
+	epoch    string
+	offset   uint64
+	lastTime int64
+	hist     ring
+
+	dedupe      map[string]dedupeEntry
+	dedupeOrder []dedupeEntry // by at, for expiry
+
+	interest map[string]struct{}            // nodes subscribed
+	presence map[string]map[string]struct{} // user -> nodes
+}
+
+type dedupeEntry struct {
+	key string
+	at  int64 // Unix ms when first seen
+	pub transport.Publication
+}
+
+func newChanState(name string, histSize int) *chanState {
+	return &chanState{
+		lk:       make(chan struct{}, 1),
+		name:     name,
+		hist:     ring{buf: make([]transport.Publication, histSize)},
+		dedupe:   make(map[string]dedupeEntry),
+		interest: make(map[string]struct{}),
+		presence: make(map[string]map[string]struct{}),
+	}
+}
+
+func (s *chanState) lock(ctx context.Context) error {
+	select {
+	case s.lk <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("mesh: channel %s busy: %w", s.name, ctx.Err())
+	}
+}
+
+func (s *chanState) unlock() { <-s.lk }
+
+// ring is a channel's retained history, oldest first.
+type ring struct {
+	buf   []transport.Publication
+	start int
+	n     int
+}
+
+func (r *ring) push(p transport.Publication) {
+	if len(r.buf) == 0 {
+		return
+	}
+	if r.n < len(r.buf) {
+		r.buf[(r.start+r.n)%len(r.buf)] = p
+		r.n++
+		return
+	}
+	r.buf[r.start] = p
+	r.start = (r.start + 1) % len(r.buf)
+}
+
+func (r *ring) at(i int) transport.Publication { return r.buf[(r.start+i)%len(r.buf)] }
+
+func (r *ring) reset() {
+	clear(r.buf)
+	r.start, r.n = 0, 0
+}
+
+// all returns the retained publications, dropping those older than
+// minTime (HistoryMaxAge; 0 keeps all).
+func (r *ring) all(minTime int64) []transport.Publication {
+	out := make([]transport.Publication, 0, r.n)
+	for i := range r.n {
+		if p := r.at(i); p.Time >= minTime {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (b *Broker) newEpoch(s *chanState) {
+	var e [6]byte
+	_, _ = rand.Read(e[:])
+	s.epoch = hex.EncodeToString(e[:])
+	s.offset = 0
+	s.lastTime = time.Now().UnixMilli()
+	s.hist.reset()
+	clear(s.dedupe)
+	s.dedupeOrder = nil
+	s.has = true
+}
+
+func (b *Broker) minTime() int64 {
+	if b.cfg.HistoryMaxAge <= 0 {
+		return 0
+	}
+	return time.Now().Add(-b.cfg.HistoryMaxAge).UnixMilli()
+}
+
+// history answers a HistoryRequest from s; s must be locked.
+func (b *Broker) history(s *chanState, req transport.HistoryRequest) transport.HistoryResult {
+	res := transport.HistoryResult{Latest: transport.StreamPosition{Offset: s.offset, Epoch: s.epoch}}
+	all := s.hist.all(b.minTime())
+	if req.Since != nil && req.Since.Epoch == s.epoch && req.Since.Epoch != "" && req.Since.Offset <= s.offset {
+		oldest := s.offset - uint64(len(all)) // offset just before the oldest retained
+		if req.Since.Offset >= oldest {
+			res.Recovered = true
+			pubs := all[len(all)-int(s.offset-req.Since.Offset):]
+			if req.Limit > 0 && len(pubs) > req.Limit {
+				pubs = pubs[:req.Limit]
+			}
+			res.Publications = pubs
+			return res
+		}
+	}
+	if req.Limit > 0 && len(all) > req.Limit {
+		all = all[len(all)-req.Limit:]
+	}
+	res.Publications = all
+	return res
+}
+
+// snapshotOf copies s for the wire; s must be locked.
+func (b *Broker) snapshotOf(s *chanState) *snapshot {
+	snap := &snapshot{
+		Epoch:    s.epoch,
+		Offset:   s.offset,
+		LastTime: s.lastTime,
+		Pubs:     s.hist.all(0),
+		Dedupe:   slices.Clone(s.dedupeOrder),
+		Interest: slices.Collect(maps.Keys(s.interest)),
+		Presence: make(map[string][]string, len(s.presence)),
+	}
+	for u, ns := range s.presence {
+		snap.Presence[u] = slices.Collect(maps.Keys(ns))
+	}
+	return snap
+}
+
+// applySnapshot replaces s's stream with snap. Interest and presence are
+// merged, not replaced: they are refreshed by re-registration anyway, and
+// a union never forgets a subscriber.
+func (b *Broker) applySnapshot(s *chanState, snap *snapshot) {
+	s.epoch, s.offset, s.lastTime = snap.Epoch, snap.Offset, snap.LastTime
+	s.has = true
+	s.hist.reset()
+	for _, p := range snap.Pubs {
+		s.hist.push(p)
+	}
+	clear(s.dedupe)
+	s.dedupeOrder = s.dedupeOrder[:0]
+	for _, d := range snap.Dedupe {
+		s.dedupe[d.key] = d
+		s.dedupeOrder = append(s.dedupeOrder, d)
+	}
+	b.mergeMembers(s, snap)
+}
+
+func (b *Broker) mergeMembers(s *chanState, snap *snapshot) {
+	for _, n := range snap.Interest {
+		s.interest[n] = struct{}{}
+	}
+	for u, ns := range snap.Presence {
+		for _, n := range ns {
+			addPresence(s, u, n)
+		}
+	}
+}
+
+func addPresence(s *chanState, user, node string) {
+	set := s.presence[user]
+	if set == nil {
+		set = make(map[string]struct{})
+		s.presence[user] = set
+	}
+	set[node] = struct{}{}
+}
+
+// better reports whether snapshot a holds a more recent stream than b.
+// Within one epoch the higher offset wins; across epochs (only after a
+// stream was lost) the one written last wins.
+func better(a, b *snapshot) bool {
+	if b == nil {
+		return true
+	}
+	if a.Epoch == b.Epoch {
+		return a.Offset > b.Offset
+	}
+	return a.LastTime > b.LastTime
+}
+
+// acquireOwned returns the channel's state locked and owned by this node,
+// taking ownership over if needed. errNotOwner when this node's view says
+// another node owns ch.
+func (b *Broker) acquireOwned(ctx context.Context, ch string) (*chanState, error) {
+	if b.ownerOf(ch).Name != b.cfg.Self.Name {
+		return nil, errNotOwner
+	}
+	s := b.chanFor(ch)
+	if err := s.lock(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
+	}
+	if !s.owned {
+		b.takeover(ctx, s)
+	}
+	return s, nil
+}
+
+// takeoverTimeout bounds how long a new owner waits for its peers' copies
+// of a channel. A peer that does not answer in time (dead but still
+// listed) is skipped.
+const takeoverTimeout = 2 * time.Second
+
+// takeover makes this node the owner of s (locked). It collects every
+// alive peer's copy of the stream, keeps the most recent one (normally the
+// replica this node kept as the channel's backup, or the copy handed over
+// by a previous owner that is still alive), and continues that stream with
+// the same epoch and the next offset. With no copy anywhere it starts a
+// new epoch. A peer that answers hands over: it stops acting as owner.
+func (b *Broker) takeover(ctx context.Context, s *chanState) {
+	var best *snapshot
+	if s.has {
+		best = b.snapshotOf(s)
+	}
+	peers := b.peerList()
+	ctx, cancel := context.WithTimeout(ctx, takeoverTimeout)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		snaps []*snapshot
+	)
+	for _, p := range peers {
+		if p.Name == b.cfg.Self.Name {
+			continue
+		}
+		wg.Go(func() {
+			body, err := b.call(ctx, p, opState, s.name, nil)
+			if err != nil {
+				b.log.Debug("takeover: no state from peer", "channel", s.name, "peer", p.Name, "err", err)
+				return
+			}
+			d := dec{b: body}
+			if !d.bool1() {
+				return
+			}
+			snap := d.snapshot()
+			if d.err != nil {
+				return
+			}
+			mu.Lock()
+			snaps = append(snaps, snap)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for _, snap := range snaps {
+		if better(snap, best) {
+			best = snap
+		}
+	}
+	switch {
+	case best == nil:
+		b.newEpoch(s)
+		b.log.Debug("channel created", "channel", s.name, "epoch", s.epoch)
+	case s.has && best.Epoch == s.epoch && best.Offset == s.offset:
+		// Our own copy is the best: continue it.
+	default:
+		b.applySnapshot(s, best)
+	}
+	for _, snap := range snaps {
+		b.mergeMembers(s, snap)
+	}
+	b.dropGone(s)
+	s.owned = true
+	b.log.Debug("took ownership", "channel", s.name, "epoch", s.epoch, "offset", s.offset, "copies", len(snaps))
+}
+
+// dropGone forgets interest and presence of nodes that are no longer
+// alive; s must be locked.
+func (b *Broker) dropGone(s *chanState) {
+	alive := b.aliveSet()
+	for n := range s.interest {
+		if !alive[n] {
+			delete(s.interest, n)
+		}
+	}
+	for u, ns := range s.presence {
+		for n := range ns {
+			if !alive[n] {
+				delete(ns, n)
+			}
+		}
+		if len(ns) == 0 {
+			delete(s.presence, u)
+		}
+	}
+}
+
+// replicateTimeout bounds the synchronous copy to the backup.
+const replicateTimeout = 2 * time.Second
+
+// ownerPublish orders, stores, replicates and fans out one publication.
+// The channel lock is held throughout, so offsets, replication and
+// enqueueing to every link happen in one order.
+func (b *Broker) ownerPublish(ctx context.Context, ch string, data []byte, opts transport.PublishOptions) (transport.Publication, error) {
+	s, err := b.acquireOwned(ctx, ch)
+	if err != nil {
+		return transport.Publication{}, err
+	}
+	now := time.Now().UnixMilli()
+	if opts.Ephemeral {
+		pub := transport.Publication{Epoch: s.epoch, Time: now, Data: data}
+		local := b.fanout(s, pub)
+		s.unlock()
+		if local != nil {
+			local.drain(b)
+		}
+		return pub, nil
+	}
+	b.expireDedupe(s, now)
+	if opts.IdempotencyKey != "" {
+		if d, ok := s.dedupe[opts.IdempotencyKey]; ok {
+			s.unlock()
+			return d.pub, nil
+		}
+	}
+	pub := transport.Publication{Offset: s.offset + 1, Epoch: s.epoch, Time: now, Data: data}
+	s.offset = pub.Offset
+	s.lastTime = now
+	s.hist.push(pub)
+	if opts.IdempotencyKey != "" {
+		d := dedupeEntry{key: opts.IdempotencyKey, at: now, pub: pub}
+		s.dedupe[d.key] = d
+		s.dedupeOrder = append(s.dedupeOrder, d)
+	}
+	// Copy to the backup before anyone sees the publication: if this node
+	// died after a subscriber saw offset N but before the backup had it,
+	// the next owner would hand out N again for different data.
+	b.replicate(ctx, s, pub, opts.IdempotencyKey)
+	local := b.fanout(s, pub)
+	s.unlock()
+	if local != nil {
+		local.drain(b)
+	}
+	return pub, nil
+}
+
+func (b *Broker) expireDedupe(s *chanState, now int64) {
+	cutoff := now - b.cfg.DedupeWindow.Milliseconds()
+	i := 0
+	for i < len(s.dedupeOrder) && s.dedupeOrder[i].at < cutoff {
+		if d, ok := s.dedupe[s.dedupeOrder[i].key]; ok && d.at == s.dedupeOrder[i].at {
+			delete(s.dedupe, d.key)
+		}
+		i++
+	}
+	if i > 0 {
+		s.dedupeOrder = append(s.dedupeOrder[:0], s.dedupeOrder[i:]...)
+	}
+}
+
+// replicate copies pub to the channel's backup; s is locked. A backup
+// that lacks the preceding state gets a full snapshot. When the backup
+// cannot be reached the publication is still acked: the owner has it and
+// a backup that is down cannot be waited for (membership will replace
+// it); the window where both fail before the next copy is the documented
+// loss case.
+func (b *Broker) replicate(ctx context.Context, s *chanState, pub transport.Publication, key string) {
+	_, backup, ok := b.ranked(s.name)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, replicateTimeout)
+	defer cancel()
+	_, err := b.call(ctx, backup, opReplicate, s.name, enc(nil).pub(pub).str(key))
+	if err == errNeedSync {
+		_, err = b.call(ctx, backup, opSnapshot, s.name, enc(nil).snapshot(b.snapshotOf(s)))
+	}
+	if err != nil {
+		b.log.Warn("replication to backup failed", "channel", s.name, "backup", backup.Name, "offset", pub.Offset, "err", err)
+	}
+}
+
+// fanout sends pub to every interested node in the channel's order; s is
+// locked. The local copy is queued, not handled, so the handler never runs
+// under the channel lock; the caller drains the returned localChan after
+// unlocking.
+func (b *Broker) fanout(s *chanState, pub transport.Publication) *localChan {
+	var local *localChan
+	var msg []byte
+	for n := range s.interest {
+		if n == b.cfg.Self.Name {
+			if lc := b.localFor(s.name, false); lc != nil && lc.push(b, pub) {
+				local = lc
+			}
+			continue
+		}
+		if msg == nil {
+			msg = enc(make([]byte, 0, 32+len(s.name)+len(pub.Epoch)+len(pub.Data))).byte1(kindDelivery).str(s.name).pub(pub)
+		}
+		b.deliverTo(n, msg)
+	}
+	return local
+}
+
+// serveOwner handles the requests addressed to a channel's owner.
+func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string, d *dec) ([]byte, error) {
+	switch op {
+	case opPublish:
+		flags, key, data := d.byte1(), d.str(), d.bytes()
+		if d.err != nil {
+			return nil, d.err
+		}
+		pub, err := b.ownerPublish(ctx, ch, data, transport.PublishOptions{Ephemeral: flags&flagEphemeral != 0, IdempotencyKey: key})
+		if err != nil {
+			return nil, err
+		}
+		return enc(nil).pub(pub), nil
+	case opReplicate, opSnapshot, opState:
+		return b.serveReplica(ctx, op, ch, d)
+	}
+
+	// The rest only read or touch membership of the channel.
+	var req transport.HistoryRequest
+	var since *transport.StreamPosition
+	var user string
+	var users []string
+	switch op {
+	case opHistory, opSubscribe:
+		if d.bool1() {
+			p := d.pos()
+			since = &p
+		}
+		if op == opHistory {
+			req = transport.HistoryRequest{Since: since, Limit: int(d.u())}
+		}
+	case opPresenceAdd, opPresenceRemove:
+		user = d.str()
+	case opPresenceSet:
+		for n := d.count(); n > 0 && d.err == nil; n-- {
+			users = append(users, d.str())
+		}
+	case opUnsubscribe, opPresenceQuery:
+	default:
+		return nil, fmt.Errorf("%w: unknown op %d", errBadFrame, op)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	s, err := b.acquireOwned(ctx, ch)
+	if err != nil {
+		return nil, err
+	}
+	defer s.unlock()
+	switch op {
+	case opHistory:
+		res := b.history(s, req)
+		e := enc(nil).pos(res.Latest).bool1(res.Recovered).u(uint64(len(res.Publications)))
+		for _, p := range res.Publications {
+			e = e.pub(p)
+		}
+		return e, nil
+	case opSubscribe:
+		s.interest[from] = struct{}{}
+		if since != nil && since.Epoch == s.epoch && since.Offset > s.offset {
+			// The subscriber saw offsets this stream does not have: the
+			// stream was rebuilt from an incomplete copy. Reusing those
+			// offsets would make it drop new data as duplicates, so the
+			// stream starts over in a new epoch.
+			b.log.Warn("subscriber ahead of stream, starting new epoch", "channel", ch, "node", from, "seen", since.Offset, "have", s.offset)
+			b.newEpoch(s)
+		}
+		e := enc(nil).pos(transport.StreamPosition{Offset: s.offset, Epoch: s.epoch})
+		var pubs []transport.Publication
+		if since != nil {
+			if since.Epoch == s.epoch {
+				pubs = b.history(s, transport.HistoryRequest{Since: since}).Publications
+			} else {
+				pubs = s.hist.all(b.minTime())
+			}
+		}
+		e = e.u(uint64(len(pubs)))
+		for _, p := range pubs {
+			e = e.pub(p)
+		}
+		return e, nil
+	case opUnsubscribe:
+		delete(s.interest, from)
+	case opPresenceAdd:
+		addPresence(s, user, from)
+	case opPresenceRemove:
+		if ns := s.presence[user]; ns != nil {
+			delete(ns, from)
+			if len(ns) == 0 {
+				delete(s.presence, user)
+			}
+		}
+	case opPresenceSet:
+		for u, ns := range s.presence {
+			delete(ns, from)
+			if len(ns) == 0 {
+				delete(s.presence, u)
+			}
+		}
+		for _, u := range users {
+			addPresence(s, u, from)
+		}
+	case opPresenceQuery:
+		alive := b.aliveSet()
+		e := enc(nil)
+		var out []string
+		var names []string
+		for u, ns := range s.presence {
+			names = names[:0]
+			for n := range ns {
+				if alive[n] {
+					names = append(names, n)
+				}
+			}
+			if len(names) > 0 {
+				out = append(out, u)
+				slices.Sort(names)
+				e = e.str(u).u(uint64(len(names)))
+				for _, n := range names {
+					e = e.str(n)
+				}
+			}
+		}
+		return enc(nil).u(uint64(len(out))).append(e), nil
+	}
+	return nil, nil
+}
+
+func (e enc) append(p []byte) enc { return append(e, p...) }
+
+// serveReplica handles replication traffic: a copy of one publication, a
+// full snapshot, or a state query from a node taking ownership over.
+func (b *Broker) serveReplica(ctx context.Context, op byte, ch string, d *dec) ([]byte, error) {
+	var pub transport.Publication
+	var key string
+	var snap *snapshot
+	switch op {
+	case opReplicate:
+		pub, key = d.pub(), d.str()
+	case opSnapshot:
+		snap = d.snapshot()
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	s := b.chanFor(ch)
+	if err := s.lock(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
+	}
+	defer s.unlock()
+	switch op {
+	case opState:
+		// The asker is taking over: hand over and stop ordering here.
+		s.owned = false
+		if !s.has {
+			return enc(nil).bool1(false), nil
+		}
+		return enc(nil).bool1(true).snapshot(b.snapshotOf(s)), nil
+	case opSnapshot:
+		s.owned = false
+		b.applySnapshot(s, snap)
+		return nil, nil
+	}
+	// opReplicate: another node orders this channel now.
+	s.owned = false
+	switch {
+	case s.has && s.epoch == pub.Epoch && s.offset >= pub.Offset:
+		return nil, nil // already have it (a retried copy)
+	case !s.has || s.epoch != pub.Epoch || s.offset+1 != pub.Offset:
+		return nil, errNeedSync
+	}
+	s.offset, s.lastTime = pub.Offset, pub.Time
+	s.hist.push(pub)
+	if key != "" {
+		de := dedupeEntry{key: key, at: pub.Time, pub: pub}
+		s.dedupe[key] = de
+		s.dedupeOrder = append(s.dedupeOrder, de)
+		b.expireDedupe(s, pub.Time)
+	}
+	return nil, nil
+}
