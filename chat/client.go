@@ -1,0 +1,249 @@
+package chat
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// frameOverhead is what one queued frame costs on top of its bytes in
+// the outbound queue accounting (slice header, WebSocket framing).
+const frameOverhead = 32
+
+// Client is one connection of a user to the hub. The web layer reads
+// frames from the socket into Handle, and writes what the hub queues:
+// wait on Ready, take frames with Drain, and stop when Done is closed
+// (after draining what is left), closing the socket with CloseReason.
+// Close must be called once the connection has ended.
+//
+// Handle and Close are serialised; Ready, Drain, Done, CloseReason and
+// SendError are safe from any goroutine.
+type Client struct {
+	hub     *Hub
+	id      string
+	user    string
+	session string
+
+	ctx    context.Context // cancelled when the client is disconnected
+	cancel context.CancelFunc
+
+	op          sync.Mutex // serialises Handle and Close
+	rooms       map[string]*joined
+	inbox       *room
+	inboxMember *member
+	limiter     limiter
+	cleaned     bool
+
+	mu     sync.Mutex // guards what follows: the outbound queue
+	queue  [][]byte
+	queued int // bytes, including frameOverhead per frame
+	closed bool
+	code   int
+	reason string
+	ready  chan struct{}
+	done   chan struct{}
+}
+
+// ID returns the connection's cluster-unique id.
+func (c *Client) ID() string { return c.id }
+
+// User returns the user the connection belongs to.
+func (c *Client) User() string { return c.user }
+
+// Session returns the session id the connection was opened with.
+func (c *Client) Session() string { return c.session }
+
+// Ready is signalled (it has a buffer of one) whenever frames are queued.
+func (c *Client) Ready() <-chan struct{} { return c.ready }
+
+// Context is cancelled when the client is disconnected, like Done.
+func (c *Client) Context() context.Context { return c.ctx }
+
+// Done is closed when the hub disconnects the client (slow consumer,
+// logout, shutdown) or Close is called.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// CloseReason returns the WebSocket close code and reason to send once
+// Done is closed.
+func (c *Client) CloseReason() (code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		return 0, ""
+	}
+	return c.code, c.reason
+}
+
+// Drain moves every queued frame to dst and returns it. Frames are
+// shared between connections and must not be modified.
+func (c *Client) Drain(dst [][]byte) [][]byte {
+	c.mu.Lock()
+	dst = append(dst, c.queue...)
+	clear(c.queue)
+	c.queue = c.queue[:0]
+	c.queued = 0
+	c.mu.Unlock()
+	return dst
+}
+
+// Queued reports how many bytes are waiting in the outbound queue.
+func (c *Client) Queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued
+}
+
+// SendError queues an error frame for this connection.
+func (c *Client) SendError(code, message, ref string) {
+	c.enqueue(ErrorFrame(code, message, ref))
+}
+
+// enqueue appends a frame to the outbound queue. It never blocks: a
+// client whose queue would overflow is disconnected as a slow consumer.
+func (c *Client) enqueue(f []byte) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	n := len(f) + frameOverhead
+	if c.queued+n > c.hub.queueBytes {
+		c.killLocked(CloseSlowConsumer, "slow_consumer")
+		c.mu.Unlock()
+		return
+	}
+	c.queue = append(c.queue, f)
+	c.queued += n
+	c.mu.Unlock()
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+}
+
+// disconnect ends the client with a close code; the web layer sends it.
+func (c *Client) disconnect(code int, reason string) {
+	c.mu.Lock()
+	c.killLocked(code, reason)
+	c.mu.Unlock()
+}
+
+func (c *Client) killLocked(code int, reason string) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.code, c.reason = code, reason
+	if code == CloseSlowConsumer {
+		// What is queued is stale; the client resumes from history.
+		clear(c.queue)
+		c.queue = nil
+		c.queued = 0
+	}
+	close(c.done)
+	c.cancel()
+}
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// Handle processes one frame from the client. Failures of the frame are
+// answered with error frames on the connection; the returned error is
+// non-nil only when the client is closed. Handle may wait on the broker;
+// it returns early when ctx ends or the client is disconnected.
+func (c *Client) Handle(ctx context.Context, data []byte) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	if c.cleaned || c.isClosed() {
+		return ErrClosed
+	}
+	f, ferr := decodeFrame(data, c.hub.maxText)
+	if !c.limiter.allow(c.hub.now()) {
+		c.SendError(CodeRateLimited, "too many frames, slow down", f.Ref)
+		return nil
+	}
+	if ferr != nil {
+		c.SendError(ferr.code, ferr.msg, f.Ref)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.ctx, cancel)
+	defer stop()
+
+	var err *frameError
+	h := c.hub
+	switch f.Type {
+	case typeJoin:
+		err = h.join(ctx, c, f.Room, f.After)
+	case typeLeave:
+		err = h.leave(ctx, c, f.Room)
+	case typeSend:
+		err = h.send(ctx, c, f.Room, f.Text, f.Ref)
+	case typeDM:
+		err = h.dm(ctx, c, f.To, f.Text, f.Ref)
+	case typeTyping:
+		err = h.typing(ctx, c, f.Room)
+	case typeDMs:
+		err = h.dmHistory(ctx, c, f.After)
+	case typePing:
+		c.enqueue(pongFrame(f.Ref))
+	}
+	if err != nil {
+		c.SendError(err.code, err.msg, f.Ref)
+	}
+	return nil
+}
+
+// Close leaves every room, releases the DM inbox and forgets the client.
+// It is safe to call more than once; later calls return nil at once.
+func (c *Client) Close(ctx context.Context) error {
+	c.disconnect(CloseNormal, "")
+	c.op.Lock()
+	defer c.op.Unlock()
+	if c.cleaned {
+		return nil
+	}
+	c.cleaned = true
+	h := c.hub
+	for name, j := range c.rooms {
+		h.leaveRoom(ctx, c, j.r)
+		delete(c.rooms, name)
+	}
+	if c.inbox != nil {
+		h.removeMember(ctx, c, c.inbox)
+		c.inbox = nil
+	}
+	h.unregister(c)
+	return nil
+}
+
+// limiter is a token bucket; rate <= 0 means unlimited. It is used only
+// under Client.op.
+type limiter struct {
+	rate   float64 // tokens per second
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func (l *limiter) allow(now time.Time) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	if !l.last.IsZero() {
+		l.tokens += now.Sub(l.last).Seconds() * l.rate
+		if l.tokens > l.burst {
+			l.tokens = l.burst
+		}
+	}
+	l.last = now
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
+}

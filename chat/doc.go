@@ -1,0 +1,31 @@
+// Package chat is meshchat's domain: the Hub that owns rooms, members,
+// presence, history, direct messages and session revocation, and the
+// Client that is one WebSocket connection's view of it.
+//
+// The hub speaks to the rest of the cluster only through a
+// transport.Broker. Rooms live on channel "r:<room>", each user's DM inbox
+// on "u:<user>", and session revocations on "s:revoked". Payloads on the
+// broker are compact JSON events (see event.go); the hub decodes each
+// delivered publication once per node and encodes the outbound frame once
+// for all local members, plus one variant carrying "ref" for the
+// connection that sent it.
+//
+// # Concurrency
+//
+// Channels are spread over shards by hash; a shard's mutex guards only its
+// channel map, and each channel (type room) has its own locks, so there is
+// no hub-wide mutex on the message path. HandlePublication never blocks:
+// it appends the encoded frame to each member's bounded outbound queue,
+// and a member whose queue would exceed Config.QueueBytes is disconnected
+// as a slow consumer (close code 4008) instead of slowing the fan-out.
+//
+// Lock order, where locks nest:
+//
+//	Client.op -> room.ctl -> room.mu -> Client.mu
+//	shard.mu is a leaf: nothing else is taken while it is held.
+//
+// room.ctl serialises the slow control path of one channel (subscribe,
+// unsubscribe, presence writes) and may be held across broker calls;
+// room.mu is the hot-path lock and is never held across I/O. Client.op
+// serialises the frames of one connection (Handle) with its Close.
+package chat

@@ -1,0 +1,251 @@
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshchat/meshchat/transport/inproc"
+)
+
+const waitFor = 5 * time.Second
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		// Goroutines started by meshchat code must all have ended.
+		var left []string
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			left = ownGoroutines()
+			if len(left) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "goroutine leak: %d left\n%s\n", len(left), strings.Join(left, "\n\n"))
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// ownGoroutines returns the stacks of goroutines running or started by
+// meshchat code, other than the one running TestMain.
+func ownGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var own []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "github.com/meshchat/meshchat/") && !strings.Contains(g, ".TestMain(") {
+			own = append(own, g)
+		}
+	}
+	return own
+}
+
+// newHub starts a hub on its own inproc broker joined to net (nil: a
+// private network). The hub and broker are shut down by t.Cleanup.
+func newHub(t testing.TB, net *inproc.Network, node string, mod func(*Config)) *Hub {
+	t.Helper()
+	b, err := inproc.New(inproc.Config{Node: node, Network: net})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Node: node, Broker: b, Nodes: func() []string { return []string{"http://" + node} }}
+	if mod != nil {
+		mod(&cfg)
+	}
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("broker close: %v", err)
+		}
+	})
+	return h
+}
+
+// frame is any server frame, decoded loosely.
+type frame struct {
+	Type      string   `json:"type"`
+	Room      string   `json:"room"`
+	ID        string   `json:"id"`
+	From      string   `json:"from"`
+	To        string   `json:"to"`
+	Text      string   `json:"text"`
+	TS        int64    `json:"ts"`
+	Ref       *string  `json:"ref"`
+	Code      string   `json:"code"`
+	Message   string   `json:"message"`
+	User      string   `json:"user"`
+	Node      string   `json:"node"`
+	Nodes     []string `json:"nodes"`
+	Online    *bool    `json:"online"`
+	Members   []string `json:"members"`
+	History   []frame  `json:"history"`
+	Recovered *bool    `json:"recovered"`
+}
+
+func (f frame) ref() string {
+	if f.Ref == nil {
+		return ""
+	}
+	return *f.Ref
+}
+
+// tconn drives one Client the way the web writer would.
+type tconn struct {
+	t     testing.TB
+	c     *Client
+	queue [][]byte
+}
+
+func connect(t testing.TB, h *Hub, user string) *tconn {
+	t.Helper()
+	return connectSession(t, h, user, "")
+}
+
+func connectSession(t testing.TB, h *Hub, user, session string) *tconn {
+	t.Helper()
+	c, err := h.Connect(context.Background(), user, session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &tconn{t: t, c: c}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	if f := tc.next(); f.Type != "welcome" || f.User != user || f.Node != h.node {
+		t.Fatalf("first frame = %+v, want welcome", f)
+	}
+	return tc
+}
+
+func (tc *tconn) do(format string, args ...any) {
+	tc.t.Helper()
+	if err := tc.c.Handle(context.Background(), []byte(fmt.Sprintf(format, args...))); err != nil {
+		tc.t.Fatalf("Handle: %v", err)
+	}
+}
+
+// next returns the next frame, waiting up to waitFor.
+func (tc *tconn) next() frame {
+	tc.t.Helper()
+	f, ok := tc.tryNext(waitFor)
+	if !ok {
+		tc.t.Fatalf("%s: no frame within %v", tc.c.user, waitFor)
+	}
+	return f
+}
+
+func (tc *tconn) tryNext(d time.Duration) (frame, bool) {
+	tc.t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for len(tc.queue) == 0 {
+		tc.queue = tc.c.Drain(tc.queue)
+		if len(tc.queue) > 0 {
+			break
+		}
+		select {
+		case <-tc.c.Ready():
+		case <-tc.c.Done():
+			tc.queue = tc.c.Drain(tc.queue)
+			if len(tc.queue) == 0 {
+				return frame{}, false
+			}
+		case <-timer.C:
+			return frame{}, false
+		}
+	}
+	raw := tc.queue[0]
+	tc.queue = tc.queue[1:]
+	var f frame
+	if err := json.Unmarshal(raw, &f); err != nil {
+		tc.t.Fatalf("bad frame %q: %v", raw, err)
+	}
+	return f, true
+}
+
+// expect returns the next frame and checks its type.
+func (tc *tconn) expect(typ string) frame {
+	tc.t.Helper()
+	f := tc.next()
+	if f.Type != typ {
+		tc.t.Fatalf("%s: got %+v, want type %q", tc.c.user, f, typ)
+	}
+	return f
+}
+
+// until skips frames until one satisfies ok.
+func (tc *tconn) until(what string, ok func(frame) bool) frame {
+	tc.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		f, got := tc.tryNext(time.Until(deadline))
+		if got && ok(f) {
+			return f
+		}
+	}
+	tc.t.Fatalf("%s: no %s within %v", tc.c.user, what, waitFor)
+	return frame{}
+}
+
+// quiet asserts that no frame matching ok is queued right now. Delivery
+// through an inproc network completes before Publish returns, so what a
+// test has caused so far is already queued.
+func (tc *tconn) quiet(what string, ok func(frame) bool) {
+	tc.t.Helper()
+	tc.queue = tc.c.Drain(tc.queue)
+	for _, raw := range tc.queue {
+		var f frame
+		_ = json.Unmarshal(raw, &f)
+		if ok(f) {
+			tc.t.Fatalf("%s: unexpected %s: %s", tc.c.user, what, raw)
+		}
+	}
+}
+
+func (tc *tconn) join(room string) frame {
+	tc.t.Helper()
+	tc.do(`{"type":"join","room":%q}`, room)
+	return tc.until("joined "+room, func(f frame) bool { return f.Type == "joined" && f.Room == room })
+}
+
+func isType(typ string) func(frame) bool {
+	return func(f frame) bool { return f.Type == typ }
+}
+
+func waitCond(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func ids(fs []frame) string {
+	s := make([]string, len(fs))
+	for i, f := range fs {
+		s[i] = f.ID
+	}
+	return strings.Join(s, ",")
+}

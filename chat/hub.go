@@ -1,0 +1,536 @@
+package chat
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshchat/meshchat/transport"
+)
+
+// Defaults for Config.
+const (
+	DefaultQueueBytes   = 1 << 20
+	DefaultRateLimit    = 50
+	DefaultMinBurst     = 100
+	DefaultMaxTextBytes = 4096
+	DefaultHistoryPage  = 100
+	DefaultMaxRooms     = 100
+	DefaultShards       = 64
+	// NoRateLimit, as Config.RateLimit, turns the per-connection frame
+	// limit off (what the command line's --rate-limit 0 means).
+	NoRateLimit = -1
+	// typingInterval is the least time between two typing notices of one
+	// connection in one room; more frequent ones are dropped silently.
+	typingInterval = time.Second
+)
+
+// Config configures a Hub. Zero values mean the documented defaults.
+type Config struct {
+	// Node is this node's name, unique in the cluster. Required.
+	Node string
+	// Broker carries traffic between nodes. Required; it must also
+	// implement transport.PresenceManager. The hub starts it in Start;
+	// closing it stays with the caller (after Shutdown).
+	Broker transport.Broker
+	// Nodes returns the HTTP base URLs of the cluster's alive nodes, for
+	// the welcome frame. Nil means an empty list.
+	Nodes func() []string
+	// QueueBytes bounds each connection's outbound queue, in bytes. A
+	// connection that would exceed it is closed as a slow consumer
+	// (CloseSlowConsumer). Default 1 MiB.
+	QueueBytes int
+	// RateLimit is how many frames per second a connection may send,
+	// sustained. 0 means DefaultRateLimit (50); a negative value (use
+	// NoRateLimit) means no limit.
+	RateLimit float64
+	// RateBurst is how many frames a connection may send at once.
+	// 0 means max(100, 2*RateLimit).
+	RateBurst int
+	// MaxTextBytes bounds the text of a message or DM. Default 4096.
+	MaxTextBytes int
+	// HistoryPage is how many messages joined.history holds when the
+	// join does not resume (no "after", or it cannot be recovered).
+	// Default 100.
+	HistoryPage int
+	// MaxRooms bounds the rooms one connection may hold. Default 100.
+	MaxRooms int
+	// Shards is how many shards the channel table is split into.
+	// Default 64.
+	Shards int
+	// Logger receives the hub's logs. Nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time; nil means time.Now. For tests.
+	Now func() time.Time
+}
+
+// Hub is the chat domain of one node. It is the transport.Handler of its
+// broker. Create it with New, then Start it.
+type Hub struct {
+	node       string
+	broker     transport.Broker
+	presence   transport.PresenceManager
+	nodes      func() []string
+	queueBytes int
+	rate       float64
+	burst      int
+	maxText    int
+	page       int
+	maxRooms   int
+	log        *slog.Logger
+	now        func() time.Time
+
+	shards []shard
+
+	idPrefix string
+	connSeq  atomic.Uint64
+
+	clientsMu sync.Mutex
+	clients   map[*Client]struct{}
+	closing   bool // guarded by clientsMu
+
+	revMu   sync.RWMutex
+	revoked map[string]int64 // session id -> Unix ms until which it matters
+
+	ctx      context.Context // cancelled by Shutdown
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	started  atomic.Bool
+	shutOnce sync.Once
+	shutDone chan struct{}
+}
+
+var _ transport.Handler = (*Hub)(nil)
+
+// New validates cfg and returns a hub that is not started yet.
+func New(cfg Config) (*Hub, error) {
+	if cfg.Node == "" {
+		return nil, errors.New("chat: no node name")
+	}
+	if cfg.Broker == nil {
+		return nil, errors.New("chat: no broker")
+	}
+	pm, ok := cfg.Broker.(transport.PresenceManager)
+	if !ok {
+		return nil, ErrNoPresence
+	}
+	if cfg.QueueBytes < 0 || cfg.RateBurst < 0 || cfg.MaxTextBytes < 0 || cfg.HistoryPage < 0 ||
+		cfg.MaxRooms < 0 || cfg.Shards < 0 {
+		return nil, errors.New("chat: negative size in config")
+	}
+	if math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) {
+		return nil, fmt.Errorf("chat: rate limit %v is not a number", cfg.RateLimit)
+	}
+	h := &Hub{
+		node:       cfg.Node,
+		broker:     cfg.Broker,
+		presence:   pm,
+		nodes:      cfg.Nodes,
+		queueBytes: orDefault(cfg.QueueBytes, DefaultQueueBytes),
+		maxText:    orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
+		page:       orDefault(cfg.HistoryPage, DefaultHistoryPage),
+		maxRooms:   orDefault(cfg.MaxRooms, DefaultMaxRooms),
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		clients:    make(map[*Client]struct{}),
+		revoked:    make(map[string]int64),
+		shutDone:   make(chan struct{}),
+	}
+	switch {
+	case cfg.RateLimit == 0:
+		h.rate = DefaultRateLimit
+	case cfg.RateLimit > 0:
+		h.rate = cfg.RateLimit
+	}
+	if h.rate > 0 {
+		h.burst = cfg.RateBurst
+		if h.burst == 0 {
+			h.burst = int(math.Min(math.Max(DefaultMinBurst, math.Ceil(2*h.rate)), math.MaxInt32))
+		}
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	h.log = h.log.With("component", "chat")
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.nodes == nil {
+		h.nodes = func() []string { return nil }
+	}
+	h.shards = make([]shard, orDefault(cfg.Shards, DefaultShards))
+	for i := range h.shards {
+		h.shards[i].rooms = make(map[string]*room)
+	}
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("chat: random: %w", err)
+	}
+	h.idPrefix = hex.EncodeToString(rnd[:])
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	return h, nil
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Node returns the node name the hub was configured with.
+func (h *Hub) Node() string { return h.node }
+
+// Start starts the broker with the hub as its handler and begins loading
+// session revocations in the background.
+func (h *Hub) Start(ctx context.Context) error {
+	if !h.started.CompareAndSwap(false, true) {
+		return ErrStarted
+	}
+	if err := h.broker.Start(ctx, h); err != nil {
+		return fmt.Errorf("chat: start broker: %w", err)
+	}
+	h.goTracked(h.loadRevocations)
+	return nil
+}
+
+// goTracked runs f in a goroutine that Shutdown waits for.
+func (h *Hub) goTracked(f func()) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		f()
+	}()
+}
+
+// Shutdown disconnects every client with CloseServiceRestart (so clients
+// reconnect to another node), removes their presence, and waits for the
+// hub's goroutines. It does not close the broker. Safe to call twice.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.shutOnce.Do(func() {
+		go func() {
+			defer close(h.shutDone)
+			h.clientsMu.Lock()
+			h.closing = true
+			clients := make([]*Client, 0, len(h.clients))
+			for c := range h.clients {
+				clients = append(clients, c)
+			}
+			h.clientsMu.Unlock()
+			for _, c := range clients {
+				c.disconnect(CloseServiceRestart, "service restart: reconnect to another node")
+			}
+			h.cancel()
+			for _, c := range clients {
+				cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = c.Close(cctx)
+				cancel()
+			}
+			h.wg.Wait()
+		}()
+	})
+	select {
+	case <-h.shutDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Connect registers a new connection of user, opened with the given
+// session id (may be empty), and queues the welcome frame. It subscribes
+// the user's DM inbox; an error means the broker is unavailable or the
+// hub is shutting down.
+func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error) {
+	if !ValidName(user) {
+		return nil, fmt.Errorf("chat: invalid user name %q", user)
+	}
+	c := &Client{
+		hub:     h,
+		id:      h.idPrefix + "." + strconv.FormatUint(h.connSeq.Add(1), 36),
+		user:    user,
+		session: session,
+		rooms:   make(map[string]*joined),
+		limiter: limiter{rate: h.rate, burst: float64(h.burst), tokens: float64(h.burst)},
+		ready:   make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	h.clientsMu.Lock()
+	if h.closing {
+		h.clientsMu.Unlock()
+		c.cancel()
+		return nil, ErrClosed
+	}
+	h.clients[c] = struct{}{}
+	h.clientsMu.Unlock()
+
+	nodes := h.nodes()
+	if nodes == nil {
+		nodes = []string{}
+	}
+	c.enqueue(welcomeFrame(user, h.node, nodes))
+
+	c.op.Lock()
+	defer c.op.Unlock()
+	r, m, err := h.addMember(ctx, c, inboxPrefix+user)
+	if err != nil {
+		c.cleaned = true
+		c.disconnect(CloseInternal, "unavailable")
+		h.unregister(c)
+		return nil, err
+	}
+	c.inbox, c.inboxMember = r, m
+	return c, nil
+}
+
+func (h *Hub) unregister(c *Client) {
+	h.clientsMu.Lock()
+	delete(h.clients, c)
+	h.clientsMu.Unlock()
+}
+
+// Clients returns how many connections the hub holds.
+func (h *Hub) Clients() int {
+	h.clientsMu.Lock()
+	defer h.clientsMu.Unlock()
+	return len(h.clients)
+}
+
+// HandlePublication implements transport.Handler. It decodes the payload
+// once and queues the encoded frame on every local member; it never
+// blocks.
+func (h *Hub) HandlePublication(channel string, pub transport.Publication) {
+	if channel == revokedChannel {
+		h.handleRevocation(pub)
+		return
+	}
+	r := h.lookup(channel)
+	if r == nil {
+		return
+	}
+	ev, ok := decodeEvent(pub.Data)
+	if !ok {
+		return
+	}
+	r.deliver(h, ev, pub)
+}
+
+// NodeGone tells the hub that a node left the cluster or died: users who
+// were online only there go offline in every local room.
+func (h *Hub) NodeGone(name string) {
+	if name == h.node {
+		return
+	}
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		rooms := make([]*room, 0, len(s.rooms))
+		for _, r := range s.rooms {
+			if r.kind == roomKindRoom {
+				rooms = append(rooms, r)
+			}
+		}
+		s.mu.Unlock()
+		for _, r := range rooms {
+			r.nodeGone(h, name)
+		}
+	}
+}
+
+// RevokeSession records, cluster-wide, that session id must no longer be
+// accepted; until is when the session would have expired anyway. Open
+// connections of that session are closed with CloseLoggedOut.
+func (h *Hub) RevokeSession(ctx context.Context, id string, until time.Time) error {
+	if id == "" {
+		return errors.New("chat: empty session id")
+	}
+	ev := event{Kind: kindRevoke, Session: id, Until: until.UnixMilli()}
+	if _, err := h.broker.Publish(ctx, revokedChannel, ev.marshal(), transport.PublishOptions{}); err != nil {
+		return fmt.Errorf("chat: revoke session: %w", err)
+	}
+	h.revoke(id, ev.Until)
+	return nil
+}
+
+// SessionRevoked reports whether session id was revoked on any node.
+func (h *Hub) SessionRevoked(id string) bool {
+	h.revMu.RLock()
+	until, ok := h.revoked[id]
+	h.revMu.RUnlock()
+	return ok && until > h.now().UnixMilli()
+}
+
+func (h *Hub) revoke(id string, until int64) {
+	now := h.now().UnixMilli()
+	if until <= now {
+		return
+	}
+	h.revMu.Lock()
+	if old, ok := h.revoked[id]; !ok || old < until {
+		h.revoked[id] = until
+	}
+	// Prune now and then; a map of live revocations stays small.
+	if len(h.revoked)%256 == 0 {
+		for k, v := range h.revoked {
+			if v <= now {
+				delete(h.revoked, k)
+			}
+		}
+	}
+	h.revMu.Unlock()
+
+	h.clientsMu.Lock()
+	var hit []*Client
+	for c := range h.clients {
+		if c.session == id {
+			hit = append(hit, c)
+		}
+	}
+	h.clientsMu.Unlock()
+	for _, c := range hit {
+		c.disconnect(CloseLoggedOut, "logged_out")
+	}
+}
+
+func (h *Hub) handleRevocation(pub transport.Publication) {
+	ev, ok := decodeEvent(pub.Data)
+	if !ok || ev.Kind != kindRevoke || ev.Session == "" {
+		return
+	}
+	h.revoke(ev.Session, ev.Until)
+}
+
+// loadRevocations subscribes to the revocation channel and loads what it
+// retains, retrying until it succeeds or the hub shuts down.
+func (h *Hub) loadRevocations() {
+	backoff := 100 * time.Millisecond
+	for {
+		err := h.loadRevocationsOnce()
+		if err == nil {
+			return
+		}
+		h.log.Warn("loading session revocations", "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-h.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (h *Hub) loadRevocationsOnce() error {
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	if err := h.broker.Subscribe(ctx, revokedChannel); err != nil {
+		return err
+	}
+	res, err := h.broker.History(ctx, revokedChannel, transport.HistoryRequest{})
+	if err != nil {
+		return err
+	}
+	for _, p := range res.Publications {
+		h.handleRevocation(p)
+	}
+	return nil
+}
+
+// shard is one slice of the channel table.
+type shard struct {
+	mu    sync.Mutex
+	rooms map[string]*room
+}
+
+func (h *Hub) shardOf(channel string) *shard {
+	// FNV-1a, inline so that hashing allocates nothing.
+	var x uint32 = 2166136261
+	for i := 0; i < len(channel); i++ {
+		x ^= uint32(channel[i])
+		x *= 16777619
+	}
+	return &h.shards[x%uint32(len(h.shards))]
+}
+
+func (h *Hub) lookup(channel string) *room {
+	s := h.shardOf(channel)
+	s.mu.Lock()
+	r := s.rooms[channel]
+	s.mu.Unlock()
+	return r
+}
+
+// acquire returns the channel's room, creating it, and takes a reference
+// that keeps it in the table until release.
+func (h *Hub) acquire(channel string) *room {
+	s := h.shardOf(channel)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[channel]
+	if r == nil {
+		r = newRoom(channel)
+		s.rooms[channel] = r
+	}
+	r.refs++
+	return r
+}
+
+// release drops a reference; the last one unsubscribes the node from
+// the channel and removes the room from the table.
+func (h *Hub) release(ctx context.Context, r *room) {
+	s := h.shardOf(r.channel)
+	s.mu.Lock()
+	r.refs--
+	s.mu.Unlock()
+
+	r.ctl.Lock()
+	defer r.ctl.Unlock()
+	s.mu.Lock()
+	idle := r.refs == 0
+	s.mu.Unlock()
+	if idle && r.subscribed {
+		if err := h.broker.Unsubscribe(ctx, r.channel); err != nil {
+			h.log.Debug("unsubscribe", "channel", r.channel, "err", err)
+		}
+		r.subscribed = false
+	}
+	s.mu.Lock()
+	if r.refs == 0 && !r.subscribed && s.rooms[r.channel] == r {
+		delete(s.rooms, r.channel)
+	}
+	s.mu.Unlock()
+}
+
+// ensureSubscribed subscribes the node to the room's channel once and,
+// for rooms, seeds the cluster-wide presence from the broker.
+func (h *Hub) ensureSubscribed(ctx context.Context, r *room) error {
+	r.ctl.Lock()
+	defer r.ctl.Unlock()
+	if r.subscribed {
+		return nil
+	}
+	if err := h.broker.Subscribe(ctx, r.channel); err != nil {
+		return err
+	}
+	r.subscribed = true
+	if r.kind != roomKindRoom {
+		return nil
+	}
+	pres, err := h.presence.Presence(ctx, r.channel)
+	if err != nil {
+		h.log.Warn("reading presence", "channel", r.channel, "err", err)
+		return nil
+	}
+	r.seed(h.node, pres)
+	return nil
+}

@@ -1,0 +1,577 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshchat/meshchat/transport"
+)
+
+const (
+	roomKindRoom  = iota // r:<room>
+	roomKindInbox        // u:<user>
+)
+
+// room is the local state of one channel this node is subscribed to: a
+// chat room or a user's DM inbox.
+type room struct {
+	channel string
+	name    string // room name, or the inbox's user
+	kind    int
+	refs    int // guarded by the shard's mu
+
+	ctl        sync.Mutex // serialises subscribe/unsubscribe and presence writes
+	subscribed bool       // guarded by ctl
+
+	mu      sync.Mutex // the hot-path lock; guards what follows
+	members map[*Client]*member
+	local   map[string]int                 // local connections per user
+	online  map[string]map[string]struct{} // user -> nodes they are on
+}
+
+// member is one connection's membership of a room.
+type member struct {
+	// pending members are fetching history: live frames wait in buf and
+	// are released, minus those the history already holds, when the
+	// history has been sent (see catchUp).
+	pending  bool
+	buf      []buffered
+	bufBytes int
+	// last is the newest stored publication the member has been given
+	// (through history or live). A broker may deliver a publication
+	// after History already returned it; those and any redelivery are
+	// dropped here.
+	last      uint64
+	lastEpoch string
+	// Acks: a connection has at most one send or dm in flight (Handle
+	// is serial), so one slot each is enough. acked is the last
+	// publication this member got with its ref; want is a publication
+	// whose Publish returned before it was delivered here, to be
+	// delivered with wantRef (see ack).
+	acked, want           uint64
+	ackedEpoch, wantEpoch string
+	wantRef               string
+}
+
+type buffered struct {
+	frame  []byte
+	offset uint64 // 0 for ephemeral frames
+	epoch  string
+}
+
+// joined is a room held by a client; only the client's Handle/Close
+// touch it.
+type joined struct {
+	r        *room
+	m        *member
+	typingAt time.Time
+}
+
+func newRoom(channel string) *room {
+	r := &room{
+		channel: channel,
+		members: make(map[*Client]*member),
+		local:   make(map[string]int),
+		online:  make(map[string]map[string]struct{}),
+	}
+	switch {
+	case strings.HasPrefix(channel, inboxPrefix):
+		r.kind, r.name = roomKindInbox, channel[len(inboxPrefix):]
+	default:
+		r.kind, r.name = roomKindRoom, strings.TrimPrefix(channel, roomPrefix)
+	}
+	return r
+}
+
+// put hands a frame to one member: queued when live, buffered while the
+// member catches up. Called with r.mu held.
+func (r *room) put(h *Hub, c *Client, m *member, f []byte, offset uint64, epoch string) {
+	if !m.pending {
+		if offset != 0 {
+			if offset <= m.last && epoch == m.lastEpoch {
+				return
+			}
+			m.last, m.lastEpoch = offset, epoch
+		}
+		c.enqueue(f)
+		return
+	}
+	if m.bufBytes+len(f)+frameOverhead > h.queueBytes {
+		c.disconnect(CloseSlowConsumer, "slow_consumer")
+		return
+	}
+	m.buf = append(m.buf, buffered{frame: f, offset: offset, epoch: epoch})
+	m.bufBytes += len(f) + frameOverhead
+}
+
+// broadcastLocked sends an ephemeral frame to every member but skip.
+func (r *room) broadcastLocked(h *Hub, f []byte, skip *Client) {
+	for c, m := range r.members {
+		if c != skip {
+			r.put(h, c, m, f, 0, "")
+		}
+	}
+}
+
+// deliver fans a publication out to the local members.
+func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
+	switch ev.Kind {
+	case kindMessage:
+		if r.kind != roomKindRoom || pub.Offset == 0 {
+			return
+		}
+		plain := appendMessage(make([]byte, 0, 112+len(r.name)+len(ev.User)+len(ev.Text)+len(pub.Epoch)),
+			r.name, infoOf(pub), ev.User, ev.Text)
+		r.fanOut(h, ev, pub, plain)
+	case kindDM:
+		if r.kind != roomKindInbox || pub.Offset == 0 {
+			return
+		}
+		plain := appendDM(make([]byte, 0, 112+len(ev.User)+len(ev.To)+len(ev.Text)+len(pub.Epoch)),
+			infoOf(pub), ev.User, ev.To, ev.Text)
+		r.fanOut(h, ev, pub, plain)
+	case kindTyping:
+		if r.kind != roomKindRoom || ev.User == "" {
+			return
+		}
+		f := typingFrame(r.name, ev.User)
+		r.mu.Lock()
+		for c, m := range r.members {
+			if c.user != ev.User {
+				r.put(h, c, m, f, 0, "")
+			}
+		}
+		r.mu.Unlock()
+	case kindPresence:
+		// This node's own users are tracked from local connections; its
+		// own notices may lag behind them and are ignored.
+		if r.kind != roomKindRoom || ev.Node == h.node || ev.Node == "" || !ValidName(ev.User) {
+			return
+		}
+		r.mu.Lock()
+		if r.setOnline(ev.User, ev.Node, ev.Online) {
+			r.broadcastLocked(h, presenceFrame(r.name, ev.User, ev.Online), nil)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// fanOut queues plain on every member, and the variant with ref on the
+// connection that sent it.
+func (r *room) fanOut(h *Hub, ev event, pub transport.Publication, plain []byte) {
+	var refd []byte
+	r.mu.Lock()
+	for c, m := range r.members {
+		f := plain
+		switch {
+		case ev.Ref != "" && c.id == ev.Conn:
+			if refd == nil {
+				refd = withRef(plain, ev.Ref)
+			}
+			f = refd
+			m.acked, m.ackedEpoch = pub.Offset, pub.Epoch
+		case m.want != 0 && m.want == pub.Offset && m.wantEpoch == pub.Epoch:
+			// A retry from this connection of a publication first
+			// sent by another one.
+			f = withRef(plain, m.wantRef)
+			m.acked, m.ackedEpoch = pub.Offset, pub.Epoch
+			m.want, m.wantRef = 0, ""
+		}
+		r.put(h, c, m, f, pub.Offset, pub.Epoch)
+	}
+	r.mu.Unlock()
+}
+
+// setOnline records user on node and reports whether the user's
+// cluster-wide online state changed. Called with r.mu held.
+func (r *room) setOnline(user, node string, on bool) bool {
+	nodes := r.online[user]
+	was := len(nodes) > 0
+	if on {
+		if nodes == nil {
+			nodes = make(map[string]struct{}, 1)
+			r.online[user] = nodes
+		}
+		nodes[node] = struct{}{}
+		return !was
+	}
+	delete(nodes, node)
+	if len(nodes) == 0 {
+		delete(r.online, user)
+	}
+	return was && len(nodes) == 0
+}
+
+// onlineUsers lists the users online cluster-wide, sorted. Called with
+// r.mu held.
+func (r *room) onlineUsers() []string {
+	users := make([]string, 0, len(r.online))
+	for u := range r.online {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	return users
+}
+
+// seed merges the broker's presence (other nodes only) into the room.
+func (r *room) seed(self string, pres map[string][]string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for user, nodes := range pres {
+		if !ValidName(user) {
+			continue
+		}
+		for _, n := range nodes {
+			if n != self && n != "" {
+				r.setOnline(user, n, true)
+			}
+		}
+	}
+}
+
+func (r *room) nodeGone(h *Hub, node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for user, nodes := range r.online {
+		if _, ok := nodes[node]; ok && r.setOnline(user, node, false) {
+			r.broadcastLocked(h, presenceFrame(r.name, user, false), nil)
+		}
+	}
+}
+
+// brokerErr turns a broker failure into the client-visible error.
+func (h *Hub) brokerErr(op string, err error) *frameError {
+	if errors.Is(err, context.Canceled) && h.ctx.Err() != nil {
+		return errf(CodeUnavailable, "server is shutting down")
+	}
+	h.log.Debug(op, "err", err)
+	return errf(CodeUnavailable, "chat is unavailable right now, retry later")
+}
+
+// cleanupCtx is the context for undoing work when the caller's context
+// may already be done.
+func cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+}
+
+// addMember subscribes the node to channel if needed and adds c as a
+// live member (used for the DM inbox).
+func (h *Hub) addMember(ctx context.Context, c *Client, channel string) (*room, *member, error) {
+	r := h.acquire(channel)
+	if err := h.ensureSubscribed(ctx, r); err != nil {
+		cctx, cancel := cleanupCtx(ctx)
+		h.release(cctx, r)
+		cancel()
+		return nil, nil, err
+	}
+	m := &member{}
+	r.mu.Lock()
+	r.members[c] = m
+	r.mu.Unlock()
+	return r, m, nil
+}
+
+func (h *Hub) removeMember(ctx context.Context, c *Client, r *room) {
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	r.mu.Lock()
+	delete(r.members, c)
+	r.mu.Unlock()
+	h.release(ctx, r)
+}
+
+// join makes c a member of room name, or, when it already is one,
+// answers again with history (a resume).
+func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameError {
+	j := c.rooms[name]
+	if j == nil {
+		if len(c.rooms) >= h.maxRooms {
+			return errf(CodeTooManyRooms, "too many rooms on one connection")
+		}
+		r := h.acquire(roomPrefix + name)
+		if err := h.ensureSubscribed(ctx, r); err != nil {
+			cctx, cancel := cleanupCtx(ctx)
+			h.release(cctx, r)
+			cancel()
+			return h.brokerErr("subscribe", err)
+		}
+		m := &member{pending: true}
+		r.ctl.Lock()
+		r.mu.Lock()
+		r.local[c.user]++
+		first := r.local[c.user] == 1
+		if first && r.setOnline(c.user, h.node, true) {
+			r.broadcastLocked(h, presenceFrame(name, c.user, true), nil)
+		}
+		r.members[c] = m
+		members := r.onlineUsers()
+		r.mu.Unlock()
+		if first {
+			h.announce(ctx, r, c.user, true)
+		}
+		r.ctl.Unlock()
+		j = &joined{r: r, m: m}
+		c.rooms[name] = j
+		if err := h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
+			return joinedFrame(name, members, hist, rec)
+		}); err != nil {
+			cctx, cancel := cleanupCtx(ctx)
+			h.leaveRoom(cctx, c, r)
+			cancel()
+			delete(c.rooms, name)
+			return err
+		}
+		return nil
+	}
+	r, m := j.r, j.m
+	r.mu.Lock()
+	m.pending = true
+	members := r.onlineUsers()
+	r.mu.Unlock()
+	return h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
+		return joinedFrame(name, members, hist, rec)
+	})
+}
+
+// catchUp sends the history of r after the id "after" (or the latest
+// page) in the frame made by first, then releases the frames buffered
+// meanwhile, dropping those the history already held: the member gets
+// every publication exactly once, in order. m must be pending.
+func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after string,
+	first func(history [][]byte, recovered bool) []byte) *frameError {
+	req := transport.HistoryRequest{Limit: h.page}
+	var since *transport.StreamPosition
+	if after != "" {
+		if off, epoch, ok := parseID(after); ok {
+			since = &transport.StreamPosition{Offset: off, Epoch: epoch}
+			req = transport.HistoryRequest{Since: since}
+		}
+	}
+	res, err := h.broker.History(ctx, r.channel, req)
+	if err != nil {
+		r.mu.Lock()
+		r.goLiveLocked(c, m, nil, 0, "")
+		r.mu.Unlock()
+		return h.brokerErr("history", err)
+	}
+	pubs := res.Publications
+	recovered := since != nil && res.Recovered
+	if !recovered && len(pubs) > h.page {
+		pubs = pubs[len(pubs)-h.page:]
+	}
+	var cut uint64
+	var cutEpoch string
+	if n := len(pubs); n > 0 {
+		cut, cutEpoch = pubs[n-1].Offset, pubs[n-1].Epoch
+	} else if recovered {
+		cut, cutEpoch = since.Offset, since.Epoch
+	}
+	hist := make([][]byte, 0, len(pubs))
+	for _, p := range pubs {
+		ev, ok := decodeEvent(p.Data)
+		if !ok {
+			continue
+		}
+		switch {
+		case r.kind == roomKindRoom && ev.Kind == kindMessage:
+			hist = append(hist, appendMessage(nil, r.name, infoOf(p), ev.User, ev.Text))
+		case r.kind == roomKindInbox && ev.Kind == kindDM:
+			hist = append(hist, appendDM(nil, infoOf(p), ev.User, ev.To, ev.Text))
+		}
+	}
+	f := first(hist, recovered)
+	r.mu.Lock()
+	r.goLiveLocked(c, m, f, cut, cutEpoch)
+	r.mu.Unlock()
+	return nil
+}
+
+// goLiveLocked queues first (when non-nil), then the buffered frames not
+// at or before cut, and makes the member live. Called with r.mu held.
+func (r *room) goLiveLocked(c *Client, m *member, first []byte, cut uint64, epoch string) {
+	if first != nil {
+		c.enqueue(first)
+	}
+	buf := m.buf
+	m.buf, m.bufBytes, m.pending = nil, 0, false
+	if cut != 0 {
+		m.last, m.lastEpoch = cut, epoch
+	}
+	for _, b := range buf {
+		r.put(nil, c, m, b.frame, b.offset, b.epoch)
+	}
+}
+
+// announce publishes that user came online or went offline in r on this
+// node. Called with r.ctl held, so that notices of one room keep their
+// order.
+func (h *Hub) announce(ctx context.Context, r *room, user string, online bool) {
+	var err error
+	if online {
+		err = h.presence.AddPresence(ctx, r.channel, user)
+	} else {
+		err = h.presence.RemovePresence(ctx, r.channel, user)
+	}
+	if err != nil {
+		h.log.Warn("updating presence", "channel", r.channel, "online", online, "err", err)
+	}
+	ev := event{Kind: kindPresence, User: user, Node: h.node, Online: online}
+	if _, err := h.broker.Publish(ctx, r.channel, ev.marshal(), transport.PublishOptions{Ephemeral: true}); err != nil {
+		h.log.Debug("publishing presence", "channel", r.channel, "err", err)
+	}
+}
+
+func (h *Hub) leave(ctx context.Context, c *Client, name string) *frameError {
+	j := c.rooms[name]
+	if j == nil {
+		return errf(CodeNotJoined, "not a member of this room")
+	}
+	delete(c.rooms, name)
+	h.leaveRoom(ctx, c, j.r)
+	c.enqueue(leftFrame(name))
+	return nil
+}
+
+// leaveRoom removes c from r; the user's last local connection takes
+// their presence with it. It runs to the end even when ctx is done (the
+// client may have been disconnected mid-frame): presence left behind
+// would show the user online for good.
+func (h *Hub) leaveRoom(ctx context.Context, c *Client, r *room) {
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	r.ctl.Lock()
+	r.mu.Lock()
+	delete(r.members, c)
+	r.local[c.user]--
+	last := r.local[c.user] <= 0
+	if last {
+		delete(r.local, c.user)
+		if r.setOnline(c.user, h.node, false) {
+			r.broadcastLocked(h, presenceFrame(r.name, c.user, false), nil)
+		}
+	}
+	r.mu.Unlock()
+	if last {
+		h.announce(ctx, r, c.user, false)
+	}
+	r.ctl.Unlock()
+	h.release(ctx, r)
+}
+
+// idempotencyKey scopes a ref to its user and to what was sent: a retry
+// repeats both, so it is stored once, while a client that reuses a ref for
+// different text (or another DM peer) still has every message kept.
+func idempotencyKey(user, ref, to, text string) string {
+	if ref == "" {
+		return ""
+	}
+	h := fnv.New64a()
+	h.Write([]byte(to))
+	h.Write([]byte{0})
+	h.Write([]byte(text))
+	return user + "\x00" + ref + "\x00" + strconv.FormatUint(h.Sum64(), 36)
+}
+
+func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *frameError {
+	j := c.rooms[name]
+	if j == nil {
+		return errf(CodeNotJoined, "join the room before sending to it")
+	}
+	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
+	pub, err := h.broker.Publish(ctx, j.r.channel, ev.marshal(),
+		transport.PublishOptions{IdempotencyKey: idempotencyKey(c.user, ref, "", text)})
+	if err != nil {
+		return h.brokerErr("publish", err)
+	}
+	if ref != "" {
+		j.r.ack(j.m, c, pub, ev, ref)
+	}
+	return nil
+}
+
+// ack makes sure the connection that published pub with ref gets exactly
+// one copy of it carrying the ref. Usually the live delivery does that.
+// But a Publish with an IdempotencyKey that was used before returns the
+// original publication, which is not delivered again and whose delivery
+// (if any) carried another connection's ref: then the ack is sent here,
+// or, when the original has not reached this member yet, attached to it
+// on arrival.
+func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, ref string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case m.acked == pub.Offset && m.ackedEpoch == pub.Epoch:
+		// Delivered with our ref already.
+	case m.last >= pub.Offset && m.lastEpoch == pub.Epoch:
+		// Seen without our ref: a retry of an older publication.
+		orig, ok := decodeEvent(pub.Data)
+		if !ok || orig.Kind != ev.Kind {
+			orig = ev
+		}
+		var f []byte
+		if ev.Kind == kindDM {
+			f = appendDM(nil, infoOf(pub), orig.User, orig.To, orig.Text)
+		} else {
+			f = appendMessage(nil, r.name, infoOf(pub), orig.User, orig.Text)
+		}
+		c.enqueue(withRef(f, ref))
+		m.acked, m.ackedEpoch = pub.Offset, pub.Epoch
+	default:
+		m.want, m.wantEpoch, m.wantRef = pub.Offset, pub.Epoch, ref
+	}
+}
+
+func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameError {
+	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
+	data := ev.marshal()
+	opts := transport.PublishOptions{IdempotencyKey: idempotencyKey(c.user, ref, to, text)}
+	// The recipient's copy first: when the sender's copy (the ack) then
+	// fails, a retry with the same ref does not deliver the DM twice.
+	if to != c.user {
+		if _, err := h.broker.Publish(ctx, inboxPrefix+to, data, opts); err != nil {
+			return h.brokerErr("publish dm", err)
+		}
+	}
+	pub, err := h.broker.Publish(ctx, inboxPrefix+c.user, data, opts)
+	if err != nil {
+		return h.brokerErr("publish dm", err)
+	}
+	if ref != "" {
+		c.inbox.ack(c.inboxMember, c, pub, ev, ref)
+	}
+	return nil
+}
+
+func (h *Hub) typing(ctx context.Context, c *Client, name string) *frameError {
+	j := c.rooms[name]
+	if j == nil {
+		return errf(CodeNotJoined, "join the room before typing in it")
+	}
+	now := h.now()
+	if !j.typingAt.IsZero() && now.Sub(j.typingAt) < typingInterval {
+		return nil
+	}
+	j.typingAt = now
+	ev := event{Kind: kindTyping, User: c.user, Conn: c.id}
+	if _, err := h.broker.Publish(ctx, j.r.channel, ev.marshal(), transport.PublishOptions{Ephemeral: true}); err != nil {
+		// Typing notices are best effort.
+		h.log.Debug("publishing typing", "err", err)
+	}
+	return nil
+}
+
+// dmHistory answers a "dms" frame with the inbox's history after the id
+// (or the latest page) in a "dm_history" frame.
+func (h *Hub) dmHistory(ctx context.Context, c *Client, after string) *frameError {
+	r, m := c.inbox, c.inboxMember
+	r.mu.Lock()
+	m.pending = true
+	r.mu.Unlock()
+	return h.catchUp(ctx, c, r, m, after, dmHistoryFrame)
+}

@@ -1,0 +1,229 @@
+package web
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/sessions"
+
+	"github.com/meshchat/meshchat/chat"
+)
+
+// Session values.
+const (
+	keyUser = "user"
+	keySID  = "sid" // random id: what logout revokes
+	keyExp  = "exp" // Unix seconds the session expires at
+)
+
+// identity is who a request speaks for.
+type identity struct {
+	user string
+	sid  string
+	exp  time.Time
+}
+
+// sessionIdentity reads the session cookie.
+func (s *Server) sessionIdentity(r *http.Request) (identity, bool) {
+	sess, err := s.sessions.New(r, CookieName)
+	if err != nil || sess == nil || sess.IsNew {
+		return identity{}, false
+	}
+	user, _ := sess.Values[keyUser].(string)
+	sid, _ := sess.Values[keySID].(string)
+	exp, _ := sess.Values[keyExp].(int64)
+	id := identity{user: user, sid: sid, exp: time.Unix(exp, 0)}
+	return id, s.valid(id)
+}
+
+func (s *Server) valid(id identity) bool {
+	return chat.ValidName(id.user) && id.sid != "" && time.Now().Before(id.exp) && !s.hub.SessionRevoked(id.sid)
+}
+
+// authenticate accepts the session cookie, an Authorization: Bearer
+// token, and, when query is set (for /ws, where browsers cannot set
+// headers), ?token=.
+func (s *Server) authenticate(r *http.Request, query bool) (identity, bool) {
+	if id, ok := s.sessionIdentity(r); ok {
+		return id, true
+	}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		if id, ok := s.parseToken(strings.TrimSpace(tok)); ok {
+			return id, true
+		}
+	}
+	if query {
+		if tok := r.URL.Query().Get("token"); tok != "" {
+			return s.parseToken(tok)
+		}
+	}
+	return identity{}, false
+}
+
+// Tokens are "<payload>.<mac>", both base64url: payload is
+// "user|sid|exp" and mac its HMAC-SHA256 under TokenKey.
+
+func (s *Server) makeToken(id identity) string {
+	exp := time.Now().Add(s.cfg.TokenTTL)
+	if id.exp.Before(exp) {
+		exp = id.exp
+	}
+	payload := id.user + "|" + id.sid + "|" + strconv.FormatInt(exp.Unix(), 10)
+	mac := hmac.New(sha256.New, s.tokenKey)
+	mac.Write([]byte(payload))
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
+		base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func (s *Server) parseToken(tok string) (identity, bool) {
+	p64, m64, ok := strings.Cut(tok, ".")
+	if !ok || len(tok) > 512 {
+		return identity{}, false
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
+	sum, err2 := base64.RawURLEncoding.DecodeString(m64)
+	if err1 != nil || err2 != nil {
+		return identity{}, false
+	}
+	mac := hmac.New(sha256.New, s.tokenKey)
+	mac.Write(payload)
+	if !hmac.Equal(sum, mac.Sum(nil)) {
+		return identity{}, false
+	}
+	parts := strings.Split(string(payload), "|")
+	if len(parts) != 3 {
+		return identity{}, false
+	}
+	exp, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil {
+		return identity{}, false
+	}
+	id := identity{user: parts[0], sid: parts[1], exp: time.Unix(exp, 0)}
+	return id, s.valid(id)
+}
+
+func newSessionID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("web: random: " + err.Error()) // crypto/rand does not fail
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// cookieOptions applies the per-request cookie flags gorilla's per-store
+// options cannot know.
+func cookieOptions(sess *sessions.Session, r *http.Request) {
+	sess.Options.HttpOnly = true
+	sess.Options.SameSite = http.SameSiteLaxMode
+	sess.Options.Secure = isTLS(r)
+}
+
+// loginName reads the name from a JSON body or a form.
+func loginName(w http.ResponseWriter, r *http.Request) (string, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLoginBody))
+	if err != nil {
+		return "", false
+	}
+	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' {
+		var v struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(t, &v); err != nil {
+			return "", false
+		}
+		return v.Name, true
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return "", false
+	}
+	return form.Get("name"), true
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
+		return
+	}
+	name, ok := loginName(w, r)
+	if !ok {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "body must be JSON {\"name\":...} or a form with name")
+		return
+	}
+	if !chat.ValidName(name) {
+		writeError(w, http.StatusBadRequest, CodeBadName, "name must be 1-32 letters, digits, '_', '.' or '-'")
+		return
+	}
+	sess, _ := s.sessions.New(r, CookieName) // a bad cookie yields a fresh session
+	if old, _ := sess.Values[keySID].(string); old != "" {
+		// A login replaces whatever session the browser had.
+		exp, _ := sess.Values[keyExp].(int64)
+		if err := s.hub.RevokeSession(r.Context(), old, time.Unix(exp, 0)); err != nil {
+			s.log.Warn("revoking replaced session", "err", err)
+		}
+	}
+	// A fresh id: a session id known before login is worthless after it.
+	sess.ID = ""
+	sess.IsNew = true
+	sess.Values = map[any]any{}
+	cookieOptions(sess, r)
+	id := identity{user: name, sid: newSessionID(), exp: time.Now().Add(time.Duration(sess.Options.MaxAge) * time.Second)}
+	sess.Values[keyUser] = id.user
+	sess.Values[keySID] = id.sid
+	sess.Values[keyExp] = id.exp.Unix()
+	if err := sess.Save(r, w); err != nil {
+		s.log.Error("saving session", "err", err)
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot store the session right now")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"user": name, "node": s.node, "token": s.makeToken(id)})
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
+		return
+	}
+	if id, ok := s.authenticate(r, false); ok {
+		if err := s.hub.RevokeSession(r.Context(), id.sid, id.exp); err != nil {
+			// A cookie session lives on until its revocation is known
+			// cluster-wide; Redis sessions die with their key below.
+			if _, cookie := s.sessions.(*sessions.CookieStore); cookie {
+				writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot log out right now, retry")
+				return
+			}
+			s.log.Warn("revoking session", "err", err)
+		}
+	}
+	sess, _ := s.sessions.New(r, CookieName)
+	cookieOptions(sess, r)
+	sess.Values = map[any]any{}
+	sess.Options.MaxAge = -1 // deletes the Redis key; expires the cookie
+	if err := sess.Save(r, w); err != nil {
+		s.log.Error("deleting session", "err", err)
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot log out right now, retry")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.authenticate(r, false)
+	if !ok {
+		writeError(w, http.StatusUnauthorized, CodeUnauthorized, "not logged in")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"user": id.user, "node": s.node})
+}

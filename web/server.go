@@ -1,0 +1,424 @@
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/gorilla/sessions"
+	"github.com/gorilla/websocket"
+
+	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/cluster"
+	"github.com/meshchat/meshchat/web/ui"
+)
+
+// Defaults for Config.
+const (
+	DefaultMaxFrameBytes  = 16 << 10
+	DefaultHardFrameBytes = 1 << 20
+	DefaultTokenTTL       = 12 * time.Hour
+	DefaultPingInterval   = 20 * time.Second
+	DefaultPongTimeout    = 45 * time.Second
+	DefaultWriteTimeout   = 10 * time.Second
+	// CookieName is the session cookie's name.
+	CookieName = "meshchat"
+	// closeGrace is how long the reader may wait for the peer's close
+	// frame after the writer sent ours.
+	closeGrace = 2 * time.Second
+	// maxLoginBody bounds the login request body.
+	maxLoginBody = 4 << 10
+)
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// Hub is the chat hub WebSocket clients connect to. Required.
+	Hub *chat.Hub
+	// Sessions stores the session cookie (store.NewCookieStore or
+	// store.NewRedisSessions). Required.
+	Sessions sessions.Store
+	// Node is this node's name, reported by the API. Default: Hub.Node().
+	Node string
+	// BrokerName is "mesh" or "redis", reported by /api/cluster.
+	BrokerName string
+	// Members lists the cluster's nodes for /api/cluster and the origin
+	// check. Nil means a cluster of this node alone.
+	Members func() []cluster.Node
+	// Ready reports whether the node can serve (/readyz). Nil means
+	// always ready.
+	Ready func(ctx context.Context) error
+	// AllowedOrigins are extra browser origins ("https://chat.example.com")
+	// allowed on /ws and the POST endpoints, besides the request's own
+	// host and the cluster members' HTTP URLs.
+	AllowedOrigins []string
+	// MaxFrameBytes is the largest WebSocket frame a client may send; a
+	// larger one is answered with a too_large error frame and the
+	// connection stays open. Default 16 KiB.
+	MaxFrameBytes int64
+	// HardFrameBytes is the frame size at which the connection is closed
+	// with 1009 instead. Default max(1 MiB, 4*MaxFrameBytes).
+	HardFrameBytes int64
+	// Mounts are extra handlers by path prefix, e.g. "/_mesh/" for
+	// node-to-node traffic. A prefix ending in "/" matches everything
+	// under it; handlers see the full request path.
+	Mounts map[string]http.Handler
+	// UI serves everything the other routes do not claim. Default
+	// ui.Handler(), the embedded single-page app.
+	UI http.Handler
+	// TokenKey signs the bearer tokens login hands out. Every node must
+	// have the same key for tokens to work across nodes. Nil means a
+	// random key: tokens then work on this node only.
+	TokenKey []byte
+	// TokenTTL is how long a bearer token is valid (never longer than its
+	// session). Default 12h.
+	TokenTTL time.Duration
+	// PingInterval, PongTimeout and WriteTimeout govern WebSocket
+	// keepalive: a ping every PingInterval (default 20s), the connection
+	// is dropped when nothing arrives for PongTimeout (default 45s) or a
+	// write takes longer than WriteTimeout (default 10s).
+	PingInterval, PongTimeout, WriteTimeout time.Duration
+	// Logger receives the server's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server serves meshchat's HTTP API and WebSocket endpoint.
+type Server struct {
+	cfg      Config
+	hub      *chat.Hub
+	sessions sessions.Store
+	node     string
+	allowed  map[string]bool // normalised origins
+	tokenKey []byte
+	log      *slog.Logger
+	handler  http.Handler
+	upgrader websocket.Upgrader
+
+	ctx    context.Context // cancelled when Shutdown gives up waiting
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[*websocket.Conn]struct{}
+	wg      sync.WaitGroup // one per WebSocket connection
+}
+
+// New validates cfg and builds the server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Hub == nil {
+		return nil, errors.New("web: no hub")
+	}
+	if cfg.Sessions == nil {
+		return nil, errors.New("web: no session store")
+	}
+	if cfg.MaxFrameBytes < 0 || cfg.HardFrameBytes < 0 || cfg.TokenTTL < 0 ||
+		cfg.PingInterval < 0 || cfg.PongTimeout < 0 || cfg.WriteTimeout < 0 {
+		return nil, errors.New("web: negative limit in config")
+	}
+	if cfg.Node == "" {
+		cfg.Node = cfg.Hub.Node()
+	}
+	if cfg.MaxFrameBytes == 0 {
+		cfg.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if cfg.HardFrameBytes == 0 {
+		cfg.HardFrameBytes = max(DefaultHardFrameBytes, 4*cfg.MaxFrameBytes)
+	}
+	if cfg.HardFrameBytes < cfg.MaxFrameBytes {
+		return nil, fmt.Errorf("web: hard frame cap %d below frame limit %d", cfg.HardFrameBytes, cfg.MaxFrameBytes)
+	}
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = DefaultTokenTTL
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.PongTimeout == 0 {
+		cfg.PongTimeout = DefaultPongTimeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.UI == nil {
+		cfg.UI = ui.Handler()
+	}
+	s := &Server{
+		cfg:      cfg,
+		hub:      cfg.Hub,
+		sessions: cfg.Sessions,
+		node:     cfg.Node,
+		allowed:  make(map[string]bool),
+		tokenKey: cfg.TokenKey,
+		log:      cfg.Logger,
+		conns:    make(map[*websocket.Conn]struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("component", "web")
+	for _, o := range cfg.AllowedOrigins {
+		n, ok := normalizeOrigin(o)
+		if !ok {
+			return nil, fmt.Errorf("web: invalid allowed origin %q", o)
+		}
+		s.allowed[n] = true
+	}
+	if len(s.tokenKey) == 0 {
+		s.tokenKey = make([]byte, 32)
+		if _, err := rand.Read(s.tokenKey); err != nil {
+			return nil, fmt.Errorf("web: random token key: %w", err)
+		}
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		// The origin was checked before the upgrade (checkOrigin), with
+		// a JSON 403 instead of gorilla's plain one.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllow, "method not allowed")
+	})
+
+	api := chi.NewRouter()
+	api.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint")
+	})
+	api.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllow, "method not allowed")
+	})
+	api.Post("/login", s.handleLogin)
+	api.Post("/logout", s.handleLogout)
+	api.Get("/me", s.handleMe)
+	api.Get("/cluster", s.handleCluster)
+	r.Mount("/api", api)
+
+	r.Get("/ws", s.handleWS)
+	r.Get("/healthz", s.handleHealth)
+	r.Get("/readyz", s.handleReady)
+	for prefix, h := range s.cfg.Mounts {
+		if strings.HasSuffix(prefix, "/") {
+			r.Handle(prefix+"*", h)
+		} else {
+			r.Handle(prefix, h)
+		}
+	}
+	r.Handle("/*", s.cfg.UI)
+	return r
+}
+
+// recoverer turns a panic in a handler into a logged 500.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("handler panic", "path", r.URL.Path, "panic", v)
+				writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, message
+	writeJSON(w, status, b)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.node})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		writeError(w, http.StatusServiceUnavailable, CodeNotReady, "shutting down")
+		return
+	}
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, CodeNotReady, err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node": s.node})
+}
+
+type clusterNode struct {
+	Name  string `json:"name"`
+	HTTP  string `json:"http"`
+	State string `json:"state"`
+}
+
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	nodes := []clusterNode{}
+	if s.cfg.Members != nil {
+		for _, m := range s.cfg.Members() {
+			nodes = append(nodes, clusterNode{Name: m.Name, HTTP: m.HTTP, State: publicState(m.State)})
+		}
+	} else {
+		nodes = append(nodes, clusterNode{Name: s.node, HTTP: requestBase(r), State: "alive"})
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Node   string        `json:"node"`
+		Broker string        `json:"broker"`
+		Nodes  []clusterNode `json:"nodes"`
+	}{s.node, s.cfg.BrokerName, nodes})
+}
+
+// publicState maps membership states onto the contract's three: a node
+// that left cleanly is as gone as a dead one.
+func publicState(st cluster.State) string {
+	switch st {
+	case cluster.StateAlive:
+		return "alive"
+	case cluster.StateSuspect:
+		return "suspect"
+	default:
+		return "dead"
+	}
+}
+
+func isTLS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+func requestBase(r *http.Request) string {
+	if isTLS(r) {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
+}
+
+// normalizeOrigin reduces an origin or base URL to "scheme://host[:port]",
+// lower-case, without a default port.
+func normalizeOrigin(s string) (string, bool) {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "", false
+	}
+	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+	if h, port, err := net.SplitHostPort(host); err == nil &&
+		((scheme == "http" && port == "80") || (scheme == "https" && port == "443")) {
+		host = h
+	}
+	return scheme + "://" + host, true
+}
+
+func stripDefaultPort(host string) string {
+	if h, port, err := net.SplitHostPort(host); err == nil && (port == "80" || port == "443") {
+		return h
+	}
+	return host
+}
+
+// originAllowed: no Origin header (not a browser), the request's own host,
+// a configured origin, or any cluster member's HTTP URL.
+func (s *Server) originAllowed(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	origin, ok := normalizeOrigin(o)
+	if !ok {
+		return false
+	}
+	host := origin[strings.Index(origin, "://")+3:]
+	if host == stripDefaultPort(strings.ToLower(r.Host)) {
+		return true
+	}
+	// A proxy in front says which host the browser talked to; a browser
+	// page cannot set this header itself.
+	if fwd := r.Header.Get("X-Forwarded-Host"); fwd != "" {
+		first, _, _ := strings.Cut(fwd, ",")
+		if host == stripDefaultPort(strings.ToLower(strings.TrimSpace(first))) {
+			return true
+		}
+	}
+	if s.allowed[origin] {
+		return true
+	}
+	if s.cfg.Members != nil {
+		for _, m := range s.cfg.Members() {
+			if n, ok := normalizeOrigin(m.HTTP); ok && n == origin {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Shutdown stops accepting WebSocket connections, disconnects every
+// client with close code 1012 (service restart: reconnect to another
+// node) through the hub, and waits for the connections' goroutines. When
+// ctx ends first the remaining sockets are closed hard. Safe to call
+// twice.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	err := s.hub.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return err
+	case <-ctx.Done():
+	}
+	s.cancel()
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}

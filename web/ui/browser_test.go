@@ -1,0 +1,426 @@
+package ui_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/store"
+	"github.com/meshchat/meshchat/transport/inproc"
+	"github.com/meshchat/meshchat/web"
+	"github.com/meshchat/meshchat/web/ui"
+)
+
+// waitFor bounds every wait on the page; the steps normally take
+// milliseconds, the margin is for a loaded 2-core machine under -race.
+const waitFor = 15 * time.Second
+
+// chromium finds the browser, or ends the test the way the team agreed:
+// skip locally, fail in CI.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
+		return "/usr/bin/chromium"
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	const msg = "chromium not found: apt-get install chromium"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// newBrowser starts its own Chromium with a fresh profile, so two of them
+// share no cookies or storage: two users on two machines.
+func newBrowser(t *testing.T, execPath string) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(execPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-sync", true),
+		// Both pages must keep running timers and sockets while the other
+		// one is driven.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	// Start the browser now, so a failure shows up here and not mid-scenario.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// testNode is one real meshchat node: inproc broker, hub, cookie sessions
+// and the web server with the UI, on a free port of 127.0.0.1.
+type testNode struct {
+	base   string
+	ts     *httptest.Server
+	srv    *web.Server
+	hub    *chat.Hub
+	broker *inproc.Broker
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+// stop shuts the node down the way a deploy does: clients are told to go
+// elsewhere (1012), then the listener closes.
+func (n *testNode) stop() {
+	n.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.srv.Shutdown(ctx)
+		n.ts.Close()
+		_ = n.hub.Shutdown(ctx)
+		_ = n.broker.Close(ctx)
+		n.cancel()
+	})
+}
+
+// startCluster starts count nodes sharing one in-memory network, session
+// keys and token key, so a session from one is valid on all.
+func startCluster(t *testing.T, count int) []*testNode {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	network := inproc.NewNetwork()
+	sessions := store.NewCookieStore(
+		[]byte("0123456789abcdef0123456789abcdef"), // hash key, 32 bytes
+		[]byte("fedcba9876543210fedcba9876543210"), // block key, 32 bytes
+		store.SessionOptions{},
+	)
+	nodes := make([]*testNode, count)
+	var bases []string
+	for i := range nodes {
+		ts := httptest.NewUnstartedServer(nil)
+		nodes[i] = &testNode{ts: ts, base: "http://" + ts.Listener.Addr().String()}
+		bases = append(bases, nodes[i].base)
+	}
+	for i, n := range nodes {
+		name := fmt.Sprintf("n%d", i+1)
+		var err error
+		n.broker, err = inproc.New(inproc.Config{Node: name, Network: network})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.hub, err = chat.New(chat.Config{
+			Node:   name,
+			Broker: n.broker,
+			Nodes:  func() []string { return bases },
+			Logger: logger,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ctx context.Context
+		ctx, n.cancel = context.WithCancel(context.Background())
+		if err := n.hub.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n.srv, err = web.New(web.Config{
+			Hub:            n.hub,
+			Sessions:       sessions,
+			Node:           name,
+			BrokerName:     "inproc",
+			AllowedOrigins: bases,
+			TokenKey:       []byte("browser-test-token-key"),
+			Logger:         logger,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.ts.Config.Handler = n.srv.Handler()
+		n.ts.Start()
+		t.Cleanup(n.stop)
+	}
+	return nodes
+}
+
+func startServer(t *testing.T) string {
+	t.Helper()
+	return startCluster(t, 1)[0].base
+}
+
+// poll waits until the JavaScript expression is truthy in the page.
+func poll(t *testing.T, ctx context.Context, what, expr string) {
+	t.Helper()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr,
+		chromedp.WithPollingInterval(25*time.Millisecond),
+		chromedp.WithPollingTimeout(waitFor)))
+	if err != nil {
+		page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("waiting for %s: %v\npage text:\n%s", what, err, page)
+	}
+}
+
+func do(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, waitFor)
+	defer cancel()
+	if err := chromedp.Do(tctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// js quotes a Go string as a JavaScript string literal.
+func js(s string) string { return strconv.Quote(s) }
+
+// hasMessage is true when the open conversation shows a delivered (acked,
+// id-carrying) message with exactly this sender and text.
+func hasMessage(from, text string) string {
+	return fmt.Sprintf(`[...document.querySelectorAll('#messages li[data-id]')].some(li =>
+		li.dataset.from === %s && li.querySelector('[data-testid="message-text"]').textContent === %s)`, js(from), js(text))
+}
+
+const connected = `document.querySelector('#conn-state').dataset.state === 'connected'`
+
+func login(t *testing.T, ctx context.Context, base, name string) {
+	t.Helper()
+	do(t, ctx, "open the app", chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
+	do(t, ctx, "log in as "+name,
+		chromedp.SendKeys(chromedp.CSS(`[data-testid="login-name"]`), name),
+		chromedp.Click(chromedp.CSS(`[data-testid="login-button"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="chat-view"]`)))
+	poll(t, ctx, name+" connected", connected)
+}
+
+func joinRoom(t *testing.T, ctx context.Context, room string) {
+	t.Helper()
+	do(t, ctx, "join "+room,
+		chromedp.SendKeys(chromedp.CSS(`[data-testid="room-input"]`), room),
+		chromedp.Click(chromedp.CSS(`[data-testid="join-button"]`)))
+	poll(t, ctx, "room "+room+" open", fmt.Sprintf(
+		`document.querySelector('[data-testid="room-item"][data-room=%s] [aria-current="page"]') !== null`, js(room)))
+}
+
+func send(t *testing.T, ctx context.Context, text string) {
+	t.Helper()
+	do(t, ctx, "send "+text,
+		chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), text),
+		chromedp.Click(chromedp.CSS(`[data-testid="send-button"]`)))
+}
+
+func TestBrowserChat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	exe := chromium(t)
+	base := startServer(t)
+	alice := newBrowser(t, exe)
+	bob := newBrowser(t, exe)
+
+	login(t, alice, base, "alice")
+	login(t, bob, base, "bob")
+	joinRoom(t, alice, "general")
+	joinRoom(t, bob, "general")
+
+	// Presence: each sees the other online in the room.
+	poll(t, alice, "bob online for alice",
+		`document.querySelector('[data-testid="member"][data-user="bob"][data-online="true"]') !== null`)
+	poll(t, bob, "alice online for bob",
+		`document.querySelector('[data-testid="member"][data-user="alice"][data-online="true"]') !== null`)
+
+	send(t, alice, "hello bob")
+	poll(t, bob, "bob sees alice's message", hasMessage("alice", "hello bob"))
+	poll(t, alice, "alice's message acked", hasMessage("alice", "hello bob")+
+		` && document.querySelector('#messages li.pending') === null`)
+
+	send(t, bob, "hi alice")
+	poll(t, alice, "alice sees bob's message", hasMessage("bob", "hi alice"))
+
+	// User text is text: markup arrives literally and builds no element.
+	const markup = `<b>x</b><img src=x onerror="document.body.dataset.pwned=1">`
+	send(t, alice, markup)
+	poll(t, bob, "bob sees the markup as text", hasMessage("alice", markup))
+	if n := eval[int](t, bob, `document.querySelectorAll('#messages b, #messages img').length`); n != 0 {
+		t.Errorf("markup became %d elements", n)
+	}
+	if pwned := eval[bool](t, bob, `document.body.dataset.pwned === '1'`); pwned {
+		t.Error("message text ran script")
+	}
+
+	// Typing indicator. Typing notices are rate limited on both ends, so
+	// bob keeps typing, as a person would, until alice sees it.
+	bobTyping := `document.querySelector('[data-testid="typing"]').textContent.includes('bob is typing')`
+	for deadline := time.Now().Add(waitFor); ; {
+		do(t, bob, "bob types", chromedp.SendKeys(chromedp.CSS(`[data-testid="message-input"]`), "t"))
+		_, err := chromedp.Run(alice, chromedp.Poll[chromedp.Void](bobTyping,
+			chromedp.WithPollingInterval(25*time.Millisecond), chromedp.WithPollingTimeout(250*time.Millisecond)))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice never saw bob typing: %v", err)
+		}
+	}
+
+	// A DM: alice opens a conversation with bob from the member list.
+	do(t, alice, "open DM with bob",
+		chromedp.Click(chromedp.CSS(`[data-testid="member"][data-user="bob"] button`)))
+	poll(t, alice, "DM open", `document.querySelector('[data-testid="dm-item"][data-peer="bob"] [aria-current="page"]') !== null`)
+	send(t, alice, "psst, bob")
+	poll(t, bob, "bob's DM list shows alice", `document.querySelector('[data-testid="dm-list"] [data-peer="alice"]') !== null`)
+	do(t, bob, "bob opens the DM", chromedp.Click(chromedp.CSS(`[data-testid="dm-item"][data-peer="alice"] button`)))
+	poll(t, bob, "bob reads the DM", hasMessage("alice", "psst, bob"))
+	do(t, bob, "clear the draft", chromedp.Evaluate[chromedp.Void](`document.querySelector('[data-testid="message-input"]').value = ''`))
+	send(t, bob, "got it")
+	poll(t, alice, "alice gets the reply", hasMessage("bob", "got it"))
+
+	// Bob reloads: still logged in, history and DMs are back, nothing twice.
+	do(t, bob, "reload", chromedp.Reload())
+	poll(t, bob, "bob connected after reload", connected+
+		` && !document.querySelector('[data-testid="chat-view"]').hidden`)
+	if me := eval[string](t, bob, `document.querySelector('[data-testid="me-name"]').textContent`); me != "bob" {
+		t.Fatalf("after reload logged in as %q, want bob", me)
+	}
+	poll(t, bob, "DM history after reload", hasMessage("alice", "psst, bob")+" && "+hasMessage("bob", "got it"))
+	do(t, bob, "open general", chromedp.Click(chromedp.CSS(`[data-testid="room-item"][data-room="general"] button`)))
+	poll(t, bob, "room history after reload",
+		hasMessage("alice", "hello bob")+" && "+hasMessage("bob", "hi alice")+" && "+hasMessage("alice", markup))
+	dups := eval[int](t, bob, `(() => { const ids = [...document.querySelectorAll('#messages li[data-id]')].map(li => li.dataset.id);
+		return ids.length - new Set(ids).size; })()`)
+	if dups != 0 {
+		t.Errorf("%d duplicate messages after reload", dups)
+	}
+
+	// Live traffic still flows to the reloaded page.
+	do(t, alice, "alice opens general", chromedp.Click(chromedp.CSS(`[data-testid="room-item"][data-room="general"] button`)))
+	send(t, alice, "after reload")
+	poll(t, bob, "bob sees live message after reload", hasMessage("alice", "after reload"))
+
+	// Logout ends the session: a reload shows the login form.
+	do(t, alice, "log out", chromedp.Click(chromedp.CSS(`[data-testid="logout-button"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
+	do(t, alice, "reload after logout", chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
+}
+
+// TestBrowserFailover stops the node a page came from and checks that the
+// page carries on through another node (token auth, cross-origin /ws),
+// catches up on what it missed, and sends again.
+func TestBrowserFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	exe := chromium(t)
+	nodes := startCluster(t, 2)
+	alice := newBrowser(t, exe)
+	bob := newBrowser(t, exe)
+	login(t, alice, nodes[0].base, "alice")
+	login(t, bob, nodes[1].base, "bob")
+	joinRoom(t, alice, "general")
+	joinRoom(t, bob, "general")
+	send(t, alice, "before")
+	poll(t, bob, "bob sees before", hasMessage("alice", "before"))
+	poll(t, alice, "alice on n1", `document.querySelector('[data-testid="node-name"]').textContent === 'via n1'`)
+
+	nodes[0].stop()
+	send(t, bob, "during")
+	poll(t, alice, "alice moved to n2", connected+
+		` && document.querySelector('[data-testid="node-name"]').textContent === 'via n2'`)
+	poll(t, alice, "alice caught up", hasMessage("bob", "during"))
+	send(t, alice, "after")
+	poll(t, bob, "bob sees after", hasMessage("alice", "after"))
+	for _, id := range []string{"alice", "bob"} {
+		ctx := map[string]context.Context{"alice": alice, "bob": bob}[id]
+		dups := eval[int](t, ctx, `(() => { const ids = [...document.querySelectorAll('#messages li[data-id]')].map(li => li.dataset.id);
+			return ids.length - new Set(ids).size; })()`)
+		if dups != 0 {
+			t.Errorf("%s: %d duplicate messages", id, dups)
+		}
+	}
+}
+
+// TestClientProtocol runs the protocol tests of meshchat.js
+// (testdata/client_test.js: resume, dedupe, ref resend, failover order,
+// logout) in Chromium against a scripted fake WebSocket.
+func TestClientProtocol(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	exe := chromium(t)
+	mux := http.NewServeMux()
+	mux.Handle("/test/", http.StripPrefix("/test/", http.FileServer(http.Dir("testdata"))))
+	mux.Handle("/", ui.Handler())
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	ctx := newBrowser(t, exe)
+	do(t, ctx, "open test page", chromedp.Navigate(ts.URL+"/test/client_test.html"))
+	poll(t, ctx, "tests done", `window.__done === true`)
+	type result struct {
+		Name  string `json:"name"`
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	results := eval[[]result](t, ctx, `window.__results`)
+	if len(results) == 0 {
+		t.Fatal("no results")
+	}
+	for _, r := range results {
+		t.Run(r.Name, func(t *testing.T) {
+			if !r.OK {
+				t.Error(r.Error)
+			}
+		})
+	}
+}
+
+// TestBrowserPhoneLayout checks that at phone width the side panels get
+// out of the way and can be opened.
+func TestBrowserPhoneLayout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	exe := chromium(t)
+	base := startServer(t)
+	ctx := newBrowser(t, exe)
+	do(t, ctx, "phone viewport", chromedp.EmulateViewport(360, 740, chromedp.EmulateMobile))
+	login(t, ctx, base, "carol")
+	joinRoom(t, ctx, "general")
+	poll(t, ctx, "sidebar off screen", `document.querySelector('#sidebar').getBoundingClientRect().right <= 0`)
+	poll(t, ctx, "composer fits", `document.querySelector('#send-button').getBoundingClientRect().right <= window.innerWidth`)
+	do(t, ctx, "open rooms", chromedp.Click(chromedp.CSS(`#toggle-rooms`)))
+	poll(t, ctx, "sidebar on screen", `document.querySelector('#sidebar').getBoundingClientRect().left >= 0`)
+	do(t, ctx, "pick room", chromedp.Click(chromedp.CSS(`[data-testid="room-item"][data-room="general"] button`)))
+	poll(t, ctx, "sidebar closed again", `document.querySelector('#sidebar').getBoundingClientRect().right <= 0`)
+	send(t, ctx, "from a phone")
+	poll(t, ctx, "message shown", hasMessage("carol", "from a phone"))
+}

@@ -1,0 +1,699 @@
+/**
+ * meshchat.js: a dependency-free client for the meshchat WebSocket protocol
+ * (v1). Drop it into any web page as an ES module:
+ *
+ *   import { MeshchatClient } from "/meshchat.js";
+ *
+ *   const client = new MeshchatClient({
+ *     base: "https://chat.example.org",   // HTTP base URL of a node; default: the page origin
+ *     token: sessionToken,                // optional: lets the client fail over to other hosts
+ *     onEvent: (ev) => { ... },           // every server frame worth showing, see below
+ *     onState: (state, info) => { ... },  // "connecting" | "connected" | "reconnecting" | "logged_out" | "closed"
+ *   });
+ *   client.connect();
+ *   client.join("general");
+ *   await client.send("general", "hello");   // resolves with the server's message frame (the ack)
+ *   await client.dm("bob", "hi");            // resolves with the server's dm frame
+ *   client.typing("general");                // throttled, safe to call on every keystroke
+ *
+ * The session must exist before connecting: log in with POST /api/login
+ * (the cookie covers the page's own node; the returned token, when there
+ * is one, covers the others).
+ *
+ * What the client does for you
+ *
+ *  - Connects to ws(s)://<base>/ws (adding ?token= when a token is set) and
+ *    remembers the node list of every `welcome`.
+ *  - On a lost connection it reconnects with exponential backoff and full
+ *    jitter (first retry after 100-300 ms, then random delays up to 5 s),
+ *    trying the node it was on, then the other nodes from the last welcome,
+ *    then the page origin. A close with code 1012 (the node is restarting)
+ *    tries the other nodes first; 4001 (session logged out) stops with
+ *    state "logged_out"; every other close code reconnects. A connect
+ *    attempt that hangs is abandoned after `connectTimeout`, and a
+ *    connection that stays silent is probed with {"type":"ping"} and
+ *    dropped when no answer comes (a server without ping turns this off
+ *    by answering unknown_type).
+ *  - When a handshake fails, it asks the page's own node (GET /api/me)
+ *    whether the session still exists; a 401 ends reconnecting with state
+ *    "logged_out" and rejects every pending send with code "logged_out".
+ *  - After every welcome it re-joins each joined room with `after` set to
+ *    the last message id it saw there, and asks for missed DMs with
+ *    {"type":"dms","after":"<last dm id>"} (also on the first connection,
+ *    without `after`, to load recent DMs).
+ *  - It drops duplicate messages (per room, by id) and duplicate DMs (by
+ *    id): each reaches onEvent exactly once.
+ *  - send() and dm() tag the frame with a unique `ref` and keep it pending
+ *    until the server echoes the message carrying that ref (the ack). An
+ *    unacked frame is sent again, with the same ref, after reconnecting (room
+ *    sends once the room is re-joined) and after `ackTimeout` without an
+ *    answer; the server dedupes by ref and acks with the original id. An
+ *    `error` frame carrying the ref rejects the promise with a
+ *    MeshchatError, except for codes in `retryCodes` (default
+ *    ["unavailable", "rate_limited"]: the server dropped the frame without
+ *    acting on it), which are retried with backoff.
+ *
+ * Events passed to onEvent (plain objects, `type` first):
+ *
+ *   welcome   {user, node, nodes}
+ *   joined    {room, members, recovered, rejoin}  rejoin: true after a reconnect;
+ *             recovered: false there means messages may be missing. The
+ *             history that came with it follows as `message` events.
+ *   message   {room, id, from, text, ts, ref?, backlog?}  backlog: from history
+ *   dm        {id, from, to, text, ts, ref?, backlog?}
+ *   dm_history {recovered, count}        after the backlog DMs were delivered
+ *   presence  {room, user, online}
+ *   typing    {room, user}
+ *   error     {code, message}            errors not tied to a pending send
+ *   ...and any other frame type the server adds, unchanged.
+ *
+ * Methods: connect(), close(), join(room), leave(room), send(room, text, {ref}?),
+ * dm(to, text, {ref}?), typing(room), newRef(), setToken(token).
+ * Properties: state, user, node, nodes, rooms (array of joined room names),
+ * pendingCount. The promise returned by send()/dm() carries its `ref`.
+ *
+ * Options (all optional besides the callbacks): base, token, onEvent,
+ * onState, connectTimeout (5000 ms), ackTimeout (10000 ms), backoffCap
+ * (5000 ms), typingInterval (2000 ms between typing frames per room),
+ * retryCodes, loadDms (true), pingInterval (25000 ms of silence before a
+ * ping; 0 turns heartbeats off), pongTimeout (10000 ms), WebSocket and fetch (to substitute
+ * implementations, e.g. in tests).
+ */
+
+/** Connection states reported through onState. */
+export const State = Object.freeze({
+  CONNECTING: "connecting",
+  CONNECTED: "connected",
+  RECONNECTING: "reconnecting",
+  LOGGED_OUT: "logged_out",
+  CLOSED: "closed",
+});
+
+/** The rejection reason of send() and dm(). */
+export class MeshchatError extends Error {
+  constructor(code, message, frame) {
+    super(message || code);
+    this.name = "MeshchatError";
+    this.code = code;
+    this.frame = frame;
+  }
+}
+
+// Close codes with a meaning of their own; every other close reconnects.
+const CLOSE_SERVICE_RESTART = 1012; // the node is going away: try the others first
+const CLOSE_LOGGED_OUT = 4001; // the session was logged out: stop
+
+// The least gap between two typing frames that a server accepts (it drops
+// more frequent ones silently).
+const TYPING_MIN_GAP = 1100;
+
+// How many ids per room (and DMs) are remembered for dedupe. The server
+// never replays more than a room's retained history, so a window this size
+// covers every replay that can overlap what was already shown.
+const SEEN_LIMIT = 5000;
+
+function noop() {}
+
+function randomHex(bytes) {
+  const a = new Uint8Array(bytes);
+  // getRandomValues works in insecure contexts too (randomUUID does not).
+  globalThis.crypto.getRandomValues(a);
+  return Array.from(a, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function pageOrigin() {
+  const loc = globalThis.location;
+  if (loc && (loc.protocol === "http:" || loc.protocol === "https:")) return loc.origin;
+  return "";
+}
+
+// normBase turns "host/", "http://h:1/" or a relative base into a canonical
+// "http://h:1" (keeping a path prefix, without the trailing slash) so that
+// node lists compare equal however the server spells them.
+function normBase(base, origin) {
+  try {
+    const u = new URL(base, origin || undefined);
+    return u.origin + u.pathname.replace(/\/+$/, "");
+  } catch {
+    return "";
+  }
+}
+
+function wsURL(base, token) {
+  const u = new URL(base + "/ws");
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  if (token) u.searchParams.set("token", token);
+  return u.toString();
+}
+
+/** Bounded insertion-ordered id set. */
+class SeenSet {
+  constructor(limit) {
+    this.limit = limit;
+    this.set = new Set();
+  }
+  has(id) {
+    return this.set.has(id);
+  }
+  add(id) {
+    this.set.add(id);
+    if (this.set.size > this.limit) {
+      this.set.delete(this.set.values().next().value);
+    }
+  }
+}
+
+export class MeshchatClient {
+  constructor(opts = {}) {
+    this._origin = pageOrigin();
+    this._base = normBase(opts.base || this._origin, this._origin);
+    if (!this._base) throw new Error("meshchat: no base URL and no page origin");
+    this._token = opts.token || "";
+    this._onEvent = opts.onEvent || noop;
+    this._onState = opts.onState || noop;
+    this._connectTimeout = opts.connectTimeout ?? 5000;
+    this._ackTimeout = opts.ackTimeout ?? 10000;
+    this._backoffCap = opts.backoffCap ?? 5000;
+    this._typingInterval = opts.typingInterval ?? 2000;
+    this._retryCodes = new Set(opts.retryCodes || ["unavailable", "rate_limited"]);
+    this._loadDms = opts.loadDms ?? true;
+    this._WebSocket = opts.WebSocket || globalThis.WebSocket;
+    this._fetch = opts.fetch || (globalThis.fetch && globalThis.fetch.bind(globalThis));
+
+    this.state = State.CLOSED;
+    this.user = "";
+    this.node = "";
+    this.nodes = [];
+
+    this._current = this._base; // node of the live (or last good) connection
+    this._ws = null;
+    this._connId = 0;
+    this._welcomed = false;
+    this._stopped = true;
+    this._attempt = 0; // failed attempts since the last welcome
+    this._cands = [];
+    this._candIdx = 0;
+    this._retryTimer = null;
+    this._conn = null; // {id, base, ws, opened, ended, timer}
+    this._ticker = null;
+    this._lastRx = 0;
+    this._pingRef = "";
+    this._pingInterval = opts.pingInterval ?? 25000;
+    this._pongTimeout = opts.pongTimeout ?? 10000;
+
+    this._rooms = new Map(); // room -> {lastId, seen, joined, everJoined}
+    this._dmSeen = new SeenSet(SEEN_LIMIT);
+    this._lastDm = "";
+    this._pending = new Map(); // ref -> {frame, room, resolve, reject, sentAt, conn, tries, timer}
+    this._control = new Set(); // refs of the client's own requests (dms)
+    this._typingAt = new Map();
+    this._refPrefix = randomHex(6);
+    this._refSeq = 0;
+
+    this._onOnline = () => {
+      if (this.state === State.RECONNECTING && !this._ws) {
+        this._attempt = 0;
+        this._retryNow();
+      }
+    };
+  }
+
+  /** Joined room names. */
+  get rooms() {
+    return Array.from(this._rooms.keys());
+  }
+
+  /** Sends not yet acknowledged. */
+  get pendingCount() {
+    return this._pending.size;
+  }
+
+  /** A fresh unique ref, for callers that want to know it before send(). */
+  newRef() {
+    this._refSeq += 1;
+    return `${this._refPrefix}-${this._refSeq}`;
+  }
+
+  /** Sets the token used (as ?token=) on the next connection. */
+  setToken(token) {
+    this._token = token || "";
+  }
+
+  /** Opens the connection; reconnects until close() or logged_out. */
+  connect() {
+    if (!this._stopped) return;
+    this._stopped = false;
+    this._attempt = 0;
+    if (globalThis.addEventListener) globalThis.addEventListener("online", this._onOnline);
+    this._ticker = setInterval(() => this._tick(), 1000);
+    this._setState(State.CONNECTING, { node: this._current });
+    this._open(this._current);
+  }
+
+  /** Closes the connection for good and rejects pending sends. */
+  close() {
+    this._stop(State.CLOSED, "closed");
+  }
+
+  /** Joins room (again after each reconnect, resuming after the last message seen). */
+  join(room) {
+    if (!this._rooms.has(room)) {
+      this._rooms.set(room, { lastId: "", seen: new SeenSet(SEEN_LIMIT), joined: false, everJoined: false });
+    }
+    const r = this._rooms.get(room);
+    if (!r.joined) this._sendJoin(room, r);
+  }
+
+  /** Leaves room; its pending sends are rejected with code "left". */
+  leave(room) {
+    if (!this._rooms.delete(room)) return;
+    for (const [ref, p] of this._pending) {
+      if (p.room === room) this._reject(ref, p, new MeshchatError("left", "left the room"));
+    }
+    this._raw({ type: "leave", room });
+  }
+
+  /** Sends text to a joined room. Resolves with the acked message frame. */
+  send(room, text, opts = {}) {
+    const ref = opts.ref || this.newRef();
+    if (!this._rooms.has(room)) {
+      const p = Promise.reject(new MeshchatError("not_joined", `not in room ${room}`));
+      p.ref = ref;
+      return p;
+    }
+    // A message ends the typing burst (receivers clear the indicator on
+    // it), so the next keystroke may announce typing again soon: after
+    // TYPING_MIN_GAP, which servers are known to enforce, rather than the
+    // full typingInterval.
+    const last = this._typingAt.get(room);
+    if (last) this._typingAt.set(room, last - this._typingInterval + TYPING_MIN_GAP);
+    return this._enqueue({ type: "send", room, text, ref }, room);
+  }
+
+  /** Sends a direct message. Resolves with the acked dm frame. */
+  dm(to, text, opts = {}) {
+    const ref = opts.ref || this.newRef();
+    return this._enqueue({ type: "dm", to, text, ref }, null);
+  }
+
+  /** Tells the room the user is typing; sends at most once per typingInterval. */
+  typing(room) {
+    const r = this._rooms.get(room);
+    if (!r || !r.joined) return false;
+    const now = Date.now();
+    if (now - (this._typingAt.get(room) || 0) < this._typingInterval) return false;
+    this._typingAt.set(room, now);
+    return this._raw({ type: "typing", room });
+  }
+
+  // ---- connection ----
+
+  _setState(state, info = {}) {
+    if (this.state === state && state !== State.RECONNECTING) return;
+    this.state = state;
+    try {
+      this._onState(state, { attempt: this._attempt, ...info });
+    } catch (e) {
+      console.error("meshchat: onState:", e);
+    }
+  }
+
+  _emit(ev) {
+    try {
+      this._onEvent(ev);
+    } catch (e) {
+      console.error("meshchat: onEvent:", e);
+    }
+  }
+
+  _open(base) {
+    const conn = { id: ++this._connId, base, ws: null, opened: false, ended: false, timer: null };
+    try {
+      conn.ws = new this._WebSocket(wsURL(base, this._token));
+    } catch {
+      // A malformed node URL: count it as a failed attempt.
+      this._conn = conn;
+      queueMicrotask(() => this._ended(conn, 1006));
+      return;
+    }
+    this._conn = conn;
+    this._ws = conn.ws;
+    this._welcomed = false;
+    this._lastRx = Date.now();
+    this._pingRef = "";
+    conn.timer = setTimeout(() => {
+      if (!conn.opened) this._abandon(conn, 1006);
+    }, this._connectTimeout);
+    conn.ws.onopen = () => {
+      conn.opened = true;
+      clearTimeout(conn.timer);
+    };
+    conn.ws.onmessage = (e) => {
+      if (conn !== this._conn || conn.ended) return;
+      this._lastRx = Date.now();
+      let f;
+      try {
+        f = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      if (f && typeof f.type === "string") this._handle(f, base);
+    };
+    conn.ws.onclose = (e) => this._ended(conn, e.code);
+    conn.ws.onerror = noop; // onclose follows and carries what can be known
+  }
+
+  // _abandon gives up on a connection without waiting for the browser to
+  // finish the closing handshake, which a dead peer never answers.
+  _abandon(conn, code) {
+    try {
+      conn.ws.close();
+    } catch {
+      // already closing
+    }
+    this._ended(conn, code);
+  }
+
+  _ended(conn, code) {
+    if (conn.ended) return;
+    conn.ended = true;
+    clearTimeout(conn.timer);
+    if (conn !== this._conn) return;
+    const wasWelcomed = this._welcomed;
+    this._ws = null;
+    this._welcomed = false;
+    for (const r of this._rooms.values()) r.joined = false;
+    if (this._stopped) return;
+    if (code === CLOSE_LOGGED_OUT) {
+      this._stop(State.LOGGED_OUT, "logged_out");
+      return;
+    }
+
+    if (wasWelcomed) {
+      // A connection that worked: start over with the node it was on (or,
+      // when that node announced a restart, with the others).
+      this._attempt = 0;
+      this._cands = this._candidates(code === CLOSE_SERVICE_RESTART);
+      this._candIdx = 0;
+    } else {
+      this._candIdx += 1;
+      if (!conn.opened) this._probeSession(conn.base);
+    }
+    this._setState(State.RECONNECTING, { code, node: conn.base });
+    this._schedule();
+  }
+
+  // _candidates lists where to try next: the current node, the nodes of the
+  // last welcome, the page origin; with elsewhere set the current node goes
+  // last.
+  _candidates(elsewhere) {
+    const current = normBase(this._current, this._origin);
+    const list = [];
+    const add = (b) => {
+      const n = normBase(b, this._origin);
+      if (n && n !== current && !list.includes(n)) list.push(n);
+    };
+    for (const n of this.nodes) add(n);
+    if (this._origin) add(this._origin);
+    if (elsewhere) list.push(current);
+    else list.unshift(current);
+    return list;
+  }
+
+  _schedule() {
+    clearTimeout(this._retryTimer);
+    let delay;
+    if (this._attempt === 0) {
+      delay = 100 + Math.random() * 200;
+    } else {
+      delay = Math.random() * Math.min(this._backoffCap, 250 * 2 ** this._attempt);
+    }
+    this._attempt += 1;
+    this._retryTimer = setTimeout(() => this._retry(), delay);
+  }
+
+  _retryNow() {
+    clearTimeout(this._retryTimer);
+    this._retry();
+  }
+
+  _retry() {
+    if (this._stopped || this._ws) return;
+    if (!this._cands.length) this._cands = this._candidates(false);
+    const base = this._cands[this._candIdx % this._cands.length];
+    this._open(base);
+  }
+
+  // _probeSession tells "node unreachable" from "session gone". A browser
+  // hides the status of a refused WebSocket handshake, so ask the page's
+  // own node; other origins cannot be asked without CORS.
+  async _probeSession(base) {
+    if (!this._fetch || !this._origin) return;
+    if (normBase(base, this._origin) !== this._origin) return;
+    let res;
+    try {
+      res = await this._fetch(this._origin + "/api/me", { credentials: "same-origin", cache: "no-store" });
+    } catch {
+      return; // unreachable: keep trying
+    }
+    if (res.status === 401 && !this._stopped && !this._welcomed) {
+      this._stop(State.LOGGED_OUT, "logged_out");
+    }
+  }
+
+  _stop(state, code) {
+    this._stopped = true;
+    clearTimeout(this._retryTimer);
+    clearInterval(this._ticker);
+    if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
+    const conn = this._conn;
+    this._conn = null;
+    this._ws = null;
+    this._welcomed = false;
+    if (conn && !conn.ended) {
+      conn.ended = true;
+      clearTimeout(conn.timer);
+      try {
+        conn.ws.close(1000);
+      } catch {
+        // already closing
+      }
+    }
+    for (const r of this._rooms.values()) r.joined = false;
+    for (const [ref, p] of this._pending) {
+      this._reject(ref, p, new MeshchatError(code, code === "logged_out" ? "session ended" : "connection closed"));
+    }
+    this._setState(state);
+  }
+
+  // ---- frames ----
+
+  _raw(frame) {
+    if (!this._ws || !this._welcomed) return false;
+    try {
+      this._ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  _sendJoin(room, r) {
+    const f = { type: "join", room };
+    if (r.lastId) f.after = r.lastId;
+    this._raw(f);
+  }
+
+  _handle(f, base) {
+    switch (f.type) {
+      case "welcome":
+        return this._welcome(f, base);
+      case "joined":
+        return this._joined(f);
+      case "message":
+        return this._message(f);
+      case "dm":
+        return this._dm(f, false);
+      case "dm_history":
+        return this._dmHistory(f);
+      case "error":
+        return this._error(f);
+      case "pong":
+        if (f.ref) this._control.delete(f.ref);
+        this._pingRef = "";
+        return undefined;
+      default:
+        return this._emit(f);
+    }
+  }
+
+  _welcome(f, base) {
+    this._welcomed = true;
+    this._attempt = 0;
+    this._current = base;
+    this.user = f.user || "";
+    this.node = f.node || "";
+    if (Array.isArray(f.nodes)) {
+      this.nodes = f.nodes.map((n) => normBase(n, this._origin)).filter(Boolean);
+    }
+    this._cands = this._candidates(false);
+    this._candIdx = 0;
+    this._setState(State.CONNECTED, { node: base, name: this.node });
+    this._emit({ type: "welcome", user: this.user, node: this.node, nodes: this.nodes.slice() });
+
+    for (const [room, r] of this._rooms) this._sendJoin(room, r);
+    if (this._lastDm || this._loadDms) {
+      const ref = this.newRef();
+      this._control.add(ref);
+      const req = { type: "dms", ref };
+      if (this._lastDm) req.after = this._lastDm;
+      this._raw(req);
+    }
+    // DMs need no join; room sends wait for their room's joined.
+    for (const [ref, p] of this._pending) if (!p.room) this._transmit(ref, p);
+  }
+
+  _joined(f) {
+    const r = this._rooms.get(f.room);
+    if (!r) return; // left while the join was in flight
+    const rejoin = r.everJoined;
+    r.joined = true;
+    r.everJoined = true;
+    const fresh = [];
+    for (const m of Array.isArray(f.history) ? f.history : []) {
+      if (!m || !m.id || r.seen.has(m.id)) continue;
+      r.seen.add(m.id);
+      r.lastId = m.id;
+      fresh.push(m);
+    }
+    this._emit({
+      type: "joined",
+      room: f.room,
+      members: Array.isArray(f.members) ? f.members.slice() : [],
+      recovered: !!f.recovered,
+      rejoin,
+    });
+    for (const m of fresh) this._emit({ type: "message", ...m, room: f.room, backlog: true });
+    for (const [ref, p] of this._pending) if (p.room === f.room) this._transmit(ref, p);
+  }
+
+  _message(f) {
+    this._ack(f);
+    const r = this._rooms.get(f.room);
+    if (!r || !f.id || r.seen.has(f.id)) return;
+    r.seen.add(f.id);
+    r.lastId = f.id;
+    this._emit(f);
+  }
+
+  _dm(f, backlog) {
+    this._ack(f);
+    if (!f.id || this._dmSeen.has(f.id)) return;
+    this._dmSeen.add(f.id);
+    this._lastDm = f.id;
+    this._emit(backlog ? { ...f, type: "dm", backlog: true } : f);
+  }
+
+  _dmHistory(f) {
+    if (f.ref) this._control.delete(f.ref);
+    const list = Array.isArray(f.history) ? f.history : [];
+    let count = 0;
+    for (const d of list) {
+      if (d && d.id && !this._dmSeen.has(d.id)) count += 1;
+      if (d) this._dm(d, true);
+    }
+    this._emit({ type: "dm_history", recovered: !!f.recovered, count });
+  }
+
+  _error(f) {
+    if (f.ref && this._control.delete(f.ref)) {
+      // An optional request the server declined; a server without "ping"
+      // gets no more of them.
+      if (f.ref === this._pingRef) {
+        this._pingRef = "";
+        if (f.code === "unknown_type") this._pingInterval = 0;
+      }
+      return;
+    }
+    const p = f.ref ? this._pending.get(f.ref) : null;
+    if (!p) {
+      this._emit(f);
+      return;
+    }
+    if (this._retryCodes.has(f.code)) {
+      p.tries += 1;
+      p.sentAt = 0;
+      clearTimeout(p.timer);
+      const delay = Math.random() * Math.min(this._backoffCap, 250 * 2 ** p.tries);
+      p.timer = setTimeout(() => {
+        if (this._pending.get(f.ref) === p) this._transmit(f.ref, p);
+      }, delay);
+      return;
+    }
+    this._reject(f.ref, p, new MeshchatError(f.code || "error", f.message, f));
+  }
+
+  // ---- pending sends ----
+
+  _enqueue(frame, room) {
+    let resolve, reject;
+    const promise = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.ref = frame.ref;
+    const p = { frame, room, resolve, reject, sentAt: 0, conn: 0, tries: 0, timer: null };
+    this._pending.set(frame.ref, p);
+    this._transmit(frame.ref, p);
+    return promise;
+  }
+
+  _transmit(ref, p) {
+    if (p.room) {
+      const r = this._rooms.get(p.room);
+      if (!r || !r.joined) return; // sent once the room is (re)joined
+    }
+    if (this._raw(p.frame)) {
+      p.sentAt = Date.now();
+      p.conn = this._conn.id;
+    }
+  }
+
+  _ack(f) {
+    if (!f.ref) return;
+    const p = this._pending.get(f.ref);
+    if (!p) return;
+    clearTimeout(p.timer);
+    this._pending.delete(f.ref);
+    p.resolve(f);
+  }
+
+  _reject(ref, p, err) {
+    clearTimeout(p.timer);
+    this._pending.delete(ref);
+    p.reject(err);
+  }
+
+  // _tick resends what the live connection took but never answered (the
+  // same ref makes that safe) and checks that the connection is alive: a
+  // peer that vanished without closing TCP is only noticed by silence.
+  _tick() {
+    const conn = this._conn;
+    if (!this._welcomed || !conn) return;
+    const now = Date.now();
+    for (const [ref, p] of this._pending) {
+      if (p.sentAt && p.conn === conn.id && now - p.sentAt > this._ackTimeout) {
+        this._transmit(ref, p);
+      }
+    }
+    if (!this._pingInterval) return;
+    const quiet = now - this._lastRx;
+    if (this._pingRef && quiet > this._pingInterval + this._pongTimeout) {
+      this._abandon(conn, 4000);
+    } else if (!this._pingRef && quiet > this._pingInterval) {
+      this._pingRef = this.newRef();
+      this._control.add(this._pingRef);
+      this._raw({ type: "ping", ref: this._pingRef });
+    }
+  }
+}

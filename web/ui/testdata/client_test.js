@@ -1,0 +1,251 @@
+// Protocol tests for meshchat.js against a scripted fake WebSocket. The Go
+// test TestClientProtocol opens this page in Chromium and reads
+// window.__results once window.__done is set.
+
+import { MeshchatClient, MeshchatError, State } from "/meshchat.js";
+
+class FakeSocket {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.sent = [];
+    this.closed = false;
+    FakeSocket.all.push(this);
+  }
+  send(data) {
+    if (this.closed) throw new Error("send on closed socket");
+    this.sent.push(JSON.parse(data));
+  }
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    setTimeout(() => this.onclose && this.onclose({ code: 1005 }), 0);
+  }
+  // test side
+  open() {
+    this.onopen && this.onopen({});
+  }
+  recv(frame) {
+    this.onmessage && this.onmessage({ data: JSON.stringify(frame) });
+  }
+  drop(code) {
+    this.closed = true;
+    this.onclose && this.onclose({ code });
+  }
+  last(type) {
+    return this.sent.filter((f) => f.type === type).at(-1);
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, fn, ms = 3000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error("timed out waiting for " + what);
+    await sleep(5);
+  }
+}
+
+function eq(what, got, want) {
+  const g = JSON.stringify(got);
+  const w = JSON.stringify(want);
+  if (g !== w) throw new Error(`${what}: got ${g}, want ${w}`);
+}
+
+const origin = location.origin;
+const other = "http://127.0.0.1:1"; // never dialled for real: sockets are fake
+
+function setup(extra = {}) {
+  FakeSocket.all = [];
+  const events = [];
+  const states = [];
+  const client = new MeshchatClient({
+    token: "tok",
+    WebSocket: FakeSocket,
+    onEvent: (e) => events.push(e),
+    onState: (s) => states.push(s),
+    pingInterval: 0,
+    ...extra,
+  });
+  return { client, events, states };
+}
+
+function msg(id, text, extra = {}) {
+  return { type: "message", room: "general", id, from: "bob", text, ts: 1, ...extra };
+}
+
+async function connectWelcome(t, nodes = [origin, other]) {
+  const ws = await until("socket", () => FakeSocket.all.at(-1));
+  ws.open();
+  ws.recv({ type: "welcome", user: "alice", node: "n1", nodes });
+  return ws;
+}
+
+const tests = {
+  async "resume, dedupe, resend with the same ref"() {
+    const t = setup();
+    t.client.join("general");
+    t.client.connect();
+    eq("state", t.states, ["connecting"]);
+    const ws = await connectWelcome(t);
+    eq("url", ws.url, origin.replace("http", "ws") + "/ws?token=tok");
+    eq("states", t.states, ["connecting", "connected"]);
+    eq("join", ws.last("join"), { type: "join", room: "general" });
+    ws.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [msg("1-e", "a"), msg("2-e", "b")], recovered: false });
+    ws.recv(msg("2-e", "b"));
+    ws.recv(msg("3-e", "c"));
+    eq("messages", t.events.filter((e) => e.type === "message").map((e) => e.id), ["1-e", "2-e", "3-e"]);
+
+    const p = t.client.send("general", "hi");
+    const ref = ws.last("send").ref;
+    if (!ref || p.ref !== ref) throw new Error("send has no ref");
+    ws.drop(1006);
+    eq("state after drop", t.client.state, State.RECONNECTING);
+    const t0 = Date.now();
+    const ws2 = await until("reconnect", () => FakeSocket.all.length === 2 && FakeSocket.all[1]);
+    if (Date.now() - t0 > 1000) throw new Error("first retry too slow");
+    eq("same node first", ws2.url, ws.url);
+    ws2.open();
+    ws2.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin, other] });
+    eq("rejoin after", ws2.last("join"), { type: "join", room: "general", after: "3-e" });
+    eq("send waits for joined", ws2.last("send"), undefined);
+    ws2.recv({ type: "joined", room: "general", members: ["alice"], history: [msg("4-e", "hi", { from: "alice" })], recovered: true });
+    eq("resent with same ref", ws2.last("send"), { type: "send", room: "general", text: "hi", ref });
+    ws2.recv(msg("4-e", "hi", { from: "alice", ref }));
+    const acked = await p;
+    eq("ack id", acked.id, "4-e");
+    eq("4-e shown once", t.events.filter((e) => e.id === "4-e").length, 1);
+    const joined = t.events.filter((e) => e.type === "joined");
+    eq("rejoin flag", joined.map((e) => e.rejoin), [false, true]);
+    t.client.close();
+    eq("closed", t.client.state, State.CLOSED);
+  },
+
+  async "errors reject, unavailable retries"() {
+    const t = setup();
+    t.client.join("general");
+    t.client.connect();
+    const ws = await connectWelcome(t);
+    ws.recv({ type: "joined", room: "general", members: [], history: [], recovered: false });
+    const bad = t.client.send("general", "x");
+    ws.recv({ type: "error", code: "bad_text", message: "nope", ref: bad.ref });
+    let err = null;
+    await bad.catch((e) => (err = e));
+    if (!(err instanceof MeshchatError) || err.code !== "bad_text") throw new Error("not rejected with bad_text: " + err);
+
+    const retry = t.client.send("general", "y");
+    ws.recv({ type: "error", code: "unavailable", message: "later", ref: retry.ref });
+    await until("retry", () => ws.sent.filter((f) => f.ref === retry.ref).length === 2);
+    ws.recv(msg("9-e", "y", { from: "alice", ref: retry.ref }));
+    eq("retried ack", (await retry).id, "9-e");
+
+    const notJoined = t.client.send("random", "z");
+    err = null;
+    await notJoined.catch((e) => (err = e));
+    eq("not joined", err && err.code, "not_joined");
+    ws.recv({ type: "error", code: "bad_room", message: "no ref" });
+    eq("error event", t.events.at(-1).code, "bad_room");
+    t.client.close();
+  },
+
+  async "dms: dedupe, history, resume after"() {
+    const t = setup();
+    t.client.connect();
+    const ws = await connectWelcome(t);
+    const req = ws.last("dms");
+    if (!req || req.after !== undefined || !req.ref) throw new Error("first dms request: " + JSON.stringify(req));
+    const d = (id, text) => ({ type: "dm", id, from: "bob", to: "alice", text, ts: 1 });
+    ws.recv(d("1-u", "one"));
+    ws.recv({ type: "dm_history", history: [d("1-u", "one"), d("2-u", "two")], recovered: false, ref: req.ref });
+    eq("dms", t.events.filter((e) => e.type === "dm").map((e) => e.id), ["1-u", "2-u"]);
+    const p = t.client.dm("bob", "hey");
+    ws.drop(1006);
+    const ws2 = await until("reconnect", () => FakeSocket.all[1]);
+    ws2.open();
+    ws2.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin] });
+    eq("dms after", ws2.last("dms").after, "2-u");
+    eq("dm resent at once", ws2.last("dm").ref, p.ref);
+    ws2.recv({ type: "dm", id: "3-u", from: "alice", to: "bob", text: "hey", ts: 2, ref: p.ref });
+    eq("dm ack", (await p).id, "3-u");
+    t.client.close();
+  },
+
+  async "1012 goes elsewhere, backoff moves through nodes"() {
+    const t = setup();
+    t.client.connect();
+    const ws = await connectWelcome(t, [origin, other]);
+    ws.drop(1012);
+    const ws2 = await until("reconnect", () => FakeSocket.all[1]);
+    eq("other node first", ws2.url, "ws://127.0.0.1:1/ws?token=tok");
+    ws2.drop(1006); // handshake failed
+    const ws3 = await until("next candidate", () => FakeSocket.all[2]);
+    eq("back to origin", ws3.url, ws.url);
+    t.client.close();
+  },
+
+  async "4001 logs out"() {
+    const t = setup();
+    t.client.join("general");
+    t.client.connect();
+    const ws = await connectWelcome(t);
+    const p = t.client.dm("bob", "x");
+    ws.drop(4001);
+    let err = null;
+    await p.catch((e) => (err = e));
+    eq("pending rejected", err && err.code, "logged_out");
+    eq("state", t.client.state, State.LOGGED_OUT);
+    await sleep(400);
+    eq("no reconnect", FakeSocket.all.length, 1);
+  },
+
+  async "refused handshake with a gone session logs out"() {
+    const t = setup({ fetch: async () => ({ status: 401 }) });
+    t.client.connect();
+    const ws = await until("socket", () => FakeSocket.all[0]);
+    ws.drop(1006); // never opened
+    await until("logged out", () => t.client.state === State.LOGGED_OUT);
+  },
+
+  async "silent connection is dropped after an unanswered ping"() {
+    const t = setup({ pingInterval: 50, pongTimeout: 100 });
+    t.client.connect();
+    const ws = await connectWelcome(t);
+    await until("ping", () => ws.last("ping"), 3000);
+    await until("reconnect after silence", () => FakeSocket.all.length === 2, 5000);
+    t.client.close();
+  },
+
+  async "typing is throttled and reset by a send"() {
+    const t = setup();
+    t.client.join("general");
+    t.client.connect();
+    const ws = await connectWelcome(t);
+    ws.recv({ type: "joined", room: "general", members: [], history: [], recovered: false });
+    t.client.typing("general");
+    t.client.typing("general");
+    eq("one typing", ws.sent.filter((f) => f.type === "typing").length, 1);
+    t.client.send("general", "m").catch(() => {});
+    t.client.typing("general");
+    eq("not at once after send", ws.sent.filter((f) => f.type === "typing").length, 1);
+    await until("typing soon after send", () => t.client.typing("general"), 1500);
+    t.client.close();
+  },
+};
+
+(async () => {
+  const results = [];
+  for (const [name, fn] of Object.entries(tests)) {
+    try {
+      await fn();
+      results.push({ name, ok: true });
+    } catch (e) {
+      results.push({ name, ok: false, error: String(e && e.stack ? e.stack : e) });
+    }
+  }
+  window.__results = results;
+  window.__done = true;
+  document.getElementById("out").textContent = JSON.stringify(results, null, 2);
+})();

@@ -1,0 +1,472 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/cluster"
+	"github.com/meshchat/meshchat/store"
+	"github.com/meshchat/meshchat/store/redistest"
+	"github.com/meshchat/meshchat/transport/inproc"
+)
+
+type apiError struct {
+	Error struct{ Code, Message string }
+}
+
+func TestLoginMeLogout(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c, token := e.login("alice")
+	ck := cookieFor(t, c, e.ts.URL)
+	if ck == nil {
+		t.Fatal("no session cookie")
+	}
+	resp := e.do(newClient(t), "POST", "/api/login", `{"name":"alice"}`, nil, nil)
+	raw := resp.Header.Get("Set-Cookie")
+	if !strings.Contains(raw, "HttpOnly") || !strings.Contains(raw, "SameSite=Lax") || strings.Contains(raw, "Secure") {
+		t.Fatalf("cookie flags: %s", raw)
+	}
+	resp = e.do(newClient(t), "POST", "/api/login", `{"name":"alice"}`, hdr("X-Forwarded-Proto", "https"), nil)
+	if !strings.Contains(resp.Header.Get("Set-Cookie"), "Secure") {
+		t.Fatalf("no Secure behind TLS proxy: %s", resp.Header.Get("Set-Cookie"))
+	}
+
+	var me struct{ User, Node string }
+	if resp := e.do(c, "GET", "/api/me", "", nil, &me); resp.StatusCode != 200 || me.User != "alice" || me.Node != "n1" {
+		t.Fatalf("me: %d %+v", resp.StatusCode, me)
+	}
+	// The token works without the cookie.
+	if resp := e.do(newClient(t), "GET", "/api/me", "", hdr("Authorization", "Bearer "+token), &me); resp.StatusCode != 200 {
+		t.Fatalf("me with token: %d", resp.StatusCode)
+	}
+	// Form login works too.
+	var a loginAnswer
+	if resp := e.do(newClient(t), "POST", "/api/login", "name=bob", hdr("Content-Type", "application/x-www-form-urlencoded"), &a); resp.StatusCode != 200 || a.User != "bob" {
+		t.Fatalf("form login: %d %+v", resp.StatusCode, a)
+	}
+
+	if resp := e.do(c, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	var ae apiError
+	if resp := e.do(c, "GET", "/api/me", "", nil, &ae); resp.StatusCode != 401 || ae.Error.Code != CodeUnauthorized {
+		t.Fatalf("me after logout: %d %+v", resp.StatusCode, ae)
+	}
+	// The old cookie, replayed, is dead; so is the token.
+	replay := newClient(t)
+	replay.Jar.SetCookies(mustURL(e.ts.URL), []*http.Cookie{{Name: ck.Name, Value: ck.Value}})
+	if resp := e.do(replay, "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
+		t.Fatalf("replayed cookie: %d", resp.StatusCode)
+	}
+	if resp := e.do(newClient(t), "GET", "/api/me", "", hdr("Authorization", "Bearer "+token), nil); resp.StatusCode != 401 {
+		t.Fatalf("token after logout: %d", resp.StatusCode)
+	}
+	if _, resp, err := e.dial(replay, "", nil); err == nil || resp.StatusCode != 401 {
+		t.Fatalf("ws with replayed cookie: %v", resp)
+	}
+	// Logout without a session is still 204.
+	if resp := e.do(newClient(t), "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("anonymous logout: %d", resp.StatusCode)
+	}
+}
+
+func TestLoginRenewsSession(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c, _ := e.login("alice")
+	old := cookieFor(t, c, e.ts.URL)
+	var a loginAnswer
+	e.do(c, "POST", "/api/login", `{"name":"bob"}`, nil, &a)
+	now := cookieFor(t, c, e.ts.URL)
+	if old.Value == now.Value {
+		t.Fatal("session not renewed")
+	}
+	replay := newClient(t)
+	replay.Jar.SetCookies(mustURL(e.ts.URL), []*http.Cookie{{Name: old.Name, Value: old.Value}})
+	if resp := e.do(replay, "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
+		t.Fatalf("replaced session still valid: %d", resp.StatusCode)
+	}
+}
+
+func TestSessionOnEveryNode(t *testing.T) {
+	net := inproc.NewNetwork()
+	e1 := newEnv(t, envOpts{net: net, node: "n1"})
+	e2 := newEnv(t, envOpts{net: net, node: "n2"})
+	c, _ := e1.login("alice")
+	ck := cookieFor(t, c, e1.ts.URL)
+	other := newClient(t)
+	other.Jar.SetCookies(mustURL(e2.ts.URL), []*http.Cookie{{Name: ck.Name, Value: ck.Value}})
+	var me struct{ User, Node string }
+	if resp := e2.do(other, "GET", "/api/me", "", nil, &me); resp.StatusCode != 200 || me.User != "alice" || me.Node != "n2" {
+		t.Fatalf("n2 me: %d %+v", resp.StatusCode, me)
+	}
+	// Wait until n2 receives revocations, then log out on n1.
+	e1.do(c, "POST", "/api/logout", "", nil, nil)
+	deadline := time.Now().Add(waitFor)
+	for e2.do(other, "GET", "/api/me", "", nil, nil).StatusCode != 401 {
+		if time.Now().After(deadline) {
+			t.Fatal("session still valid on n2 after logout on n1")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLoginBadName(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for _, body := range []string{
+		`{"name":""}`, `{"name":"a b"}`, `{"name":"` + strings.Repeat("x", 33) + `"}`, `{"name":"ä"}`,
+		`{}`, `{"name":"<script>"}`, `{"name":"a/b"}`, `name=`, `name=a%20b`,
+	} {
+		var ae apiError
+		resp := e.do(newClient(t), "POST", "/api/login", body, nil, &ae)
+		if resp.StatusCode != 400 || ae.Error.Code != CodeBadName || ae.Error.Message == "" {
+			t.Errorf("%s: %d %+v", body, resp.StatusCode, ae)
+		}
+	}
+	var ae apiError
+	if resp := e.do(newClient(t), "POST", "/api/login", `{"name":`, nil, &ae); resp.StatusCode != 400 {
+		t.Errorf("malformed: %d %+v", resp.StatusCode, ae)
+	}
+}
+
+func TestOriginRules(t *testing.T) {
+	members := func() []cluster.Node {
+		return []cluster.Node{
+			{Name: "n1", HTTP: "http://127.0.0.1:1", State: cluster.StateAlive},
+			{Name: "n2", HTTP: "https://node2.example:8443", State: cluster.StateAlive},
+		}
+	}
+	e := newEnv(t, envOpts{web: func(c *Config) {
+		c.AllowedOrigins = []string{"https://Chat.Example.com"}
+		c.Members = members
+	}})
+	c, _ := e.login("alice")
+	self := e.ts.URL
+	tests := []struct {
+		name   string
+		origin string
+		extra  []string
+		ok     bool
+	}{
+		{"no origin", "", nil, true},
+		{"same host", self, nil, true},
+		{"configured", "https://chat.example.com", nil, true},
+		{"configured default port", "https://chat.example.com:443", nil, true},
+		{"member", "https://node2.example:8443", nil, true},
+		{"forwarded host", "https://front.example", []string{"X-Forwarded-Host", "front.example"}, true},
+		{"evil", "https://evil.example", nil, false},
+		{"scheme differs from configured", "http://chat.example.com", nil, false},
+		{"null", "null", nil, false},
+		{"member other port", "https://node2.example:9999", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := hdr(tt.extra...)
+			if tt.origin != "" {
+				h.Set("Origin", tt.origin)
+			}
+			conn, resp, err := e.dial(c, "", h)
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("ws refused: %v %v", err, resp)
+				}
+				conn.Close()
+			} else if err == nil || resp.StatusCode != 403 {
+				t.Fatalf("ws: want 403, got %v %v", err, resp)
+			}
+			var ae apiError
+			resp = e.do(newClient(t), "POST", "/api/login", `{"name":"x"}`, h, &ae)
+			if tt.ok != (resp.StatusCode == 200) || (!tt.ok && (resp.StatusCode != 403 || ae.Error.Code != CodeForbiddenOrigin)) {
+				t.Fatalf("login: %d %+v", resp.StatusCode, ae)
+			}
+		})
+	}
+}
+
+func TestWSAuth(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	_, resp, err := e.dial(newClient(t), "", nil)
+	if err == nil || resp.StatusCode != 401 {
+		t.Fatalf("no session: %v %v", err, resp)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("401 content type %q", ct)
+	}
+	if _, resp, _ = e.dial(nil, "token=garbage.x", nil); resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("bad token: %v", resp)
+	}
+	_, token := e.login("alice")
+	conn, _, err := e.dial(nil, "token="+token, nil)
+	if err != nil {
+		t.Fatalf("token dial: %v", err)
+	}
+	w := &wsc{t: t, conn: conn}
+	defer conn.Close()
+	if f := w.expect("welcome"); f.User != "alice" || f.Node != "n1" || f.Nodes == nil {
+		t.Fatalf("welcome %+v", f)
+	}
+	// A token signed with another key is refused.
+	other := newEnv(t, envOpts{web: func(c *Config) { c.TokenKey = []byte("other") }})
+	if _, resp, _ := other.dial(nil, "token="+token, nil); resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("foreign token: %v", resp)
+	}
+}
+
+func TestTwoUsersChat(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	alice, bob := e.connect("alice", nil), e.connect("bob", nil)
+	alice.join("general", "")
+	if j := bob.join("general", ""); !slices.Equal(j.Members, []string{"alice", "bob"}) || j.Recovered == nil {
+		t.Fatalf("joined %+v", j)
+	}
+	alice.until("bob online", func(f frame) bool { return f.Type == "presence" && f.User == "bob" && *f.Online })
+	alice.send(`{"type":"send","room":"general","text":"hello","ref":"c1"}`)
+	a, b := alice.expect("message"), bob.expect("message")
+	if a.Ref == nil || *a.Ref != "c1" || b.Ref != nil || a.ID != b.ID || b.Text != "hello" || b.From != "alice" {
+		t.Fatalf("messages %+v %+v", a, b)
+	}
+	bob.send(`{"type":"typing","room":"general"}`)
+	if f := alice.expect("typing"); f.User != "bob" {
+		t.Fatalf("typing %+v", f)
+	}
+	bob.send(`{"type":"nonsense","ref":"z"}`)
+	if f := bob.expect("error"); f.Code != chat.CodeUnknownType || *f.Ref != "z" {
+		t.Fatalf("error %+v", f)
+	}
+	bob.conn.Close()
+	if f := alice.expect("presence"); f.User != "bob" || *f.Online {
+		t.Fatalf("presence %+v", f)
+	}
+}
+
+func TestResume(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	alice := e.connect("alice", nil)
+	alice.join("general", "")
+	var ids []string
+	for i := range 5 {
+		alice.send(`{"type":"send","room":"general","text":"m%d"}`, i)
+		ids = append(ids, alice.expect("message").ID)
+	}
+	bob := e.connect("bob", nil)
+	j := bob.join("general", ids[1])
+	if !*j.Recovered || len(j.History) != 3 || j.History[0].ID != ids[2] || j.History[2].ID != ids[4] {
+		t.Fatalf("resume: %+v", j)
+	}
+	carol := e.connect("carol", nil)
+	j = carol.join("general", "bogus")
+	if *j.Recovered || len(j.History) != 5 {
+		t.Fatalf("bogus resume: %+v", j)
+	}
+}
+
+func TestDMAllConnections(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ac, _ := e.login("alice")
+	bc, _ := e.login("bob")
+	a1, a2 := e.connect("alice", ac), e.connect("alice", ac)
+	b1, b2 := e.connect("bob", bc), e.connect("bob", bc)
+	a1.send(`{"type":"dm","to":"bob","text":"hi","ref":"d1"}`)
+	for i, w := range []*wsc{a1, a2, b1, b2} {
+		f := w.expect("dm")
+		if f.From != "alice" || f.To != "bob" || f.Text != "hi" || f.ID == "" || f.TS == 0 {
+			t.Fatalf("conn %d: %+v", i, f)
+		}
+		if hasRef := f.Ref != nil; hasRef != (i == 0) {
+			t.Fatalf("conn %d: ref %v", i, f.Ref)
+		}
+	}
+}
+
+func TestRateLimitFrame(t *testing.T) {
+	e := newEnv(t, envOpts{hub: func(c *chat.Config) { c.RateLimit = 0.001; c.RateBurst = 2 }})
+	w := e.connect("alice", nil)
+	for i := range 3 {
+		w.send(`{"type":"ping","ref":"p%d"}`, i)
+	}
+	w.expect("pong")
+	w.expect("pong")
+	if f := w.expect("error"); f.Code != chat.CodeRateLimited || *f.Ref != "p2" {
+		t.Fatalf("%+v", f)
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	e := newEnv(t, envOpts{web: func(c *Config) { c.MaxFrameBytes = 1024; c.HardFrameBytes = 8192 }})
+	w := e.connect("alice", nil)
+	w.send(`{"type":"send","room":"general","text":"%s"}`, strings.Repeat("x", 2000))
+	if f := w.expect("error"); f.Code != chat.CodeTooLarge {
+		t.Fatalf("%+v", f)
+	}
+	w.send(`{"type":"ping"}`)
+	w.expect("pong")
+	w.send(`{"type":"send","room":"general","text":"%s"}`, strings.Repeat("x", 10000))
+	if code := w.closeCode(); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d", code)
+	}
+}
+
+func TestSlowConsumer(t *testing.T) {
+	e := newEnv(t, envOpts{hub: func(c *chat.Config) { c.QueueBytes = 16 << 10; c.RateLimit = chat.NoRateLimit }})
+	slow := e.connect("slow", nil)
+	slow.join("general", "")
+	fast := e.connect("fast", nil)
+	fast.join("general", "")
+	// fast sends the next message once its previous one came back, so
+	// it keeps up; slow reads nothing.
+	text := strings.Repeat("x", 3000)
+	for i := 0; e.hub.Clients() == 2; i++ {
+		if i == 10000 {
+			t.Fatal("slow consumer never disconnected")
+		}
+		fast.send(`{"type":"send","room":"general","text":"%s","ref":"r%d"}`, text, i)
+		fast.until("ack", func(f frame) bool { return f.Type == "message" && f.Ref != nil && *f.Ref == fmt.Sprintf("r%d", i) })
+	}
+	// The close frame gets through when the socket has room for it; a
+	// client whose socket is full sees the connection drop instead.
+	if code := slow.closeCode(); code != chat.CloseSlowConsumer && code != websocket.CloseAbnormalClosure {
+		t.Fatalf("close code %d", code)
+	}
+}
+
+func TestClusterEndpoint(t *testing.T) {
+	e := newEnv(t, envOpts{web: func(c *Config) {
+		c.Members = func() []cluster.Node {
+			return []cluster.Node{
+				{Name: "n1", HTTP: "http://127.0.0.1:8081", State: cluster.StateAlive},
+				{Name: "n2", HTTP: "http://127.0.0.1:8082", State: cluster.StateSuspect},
+				{Name: "n3", HTTP: "http://127.0.0.1:8083", State: cluster.StateLeft},
+			}
+		}
+	}})
+	var got struct {
+		Node   string `json:"node"`
+		Broker string `json:"broker"`
+		Nodes  []struct{ Name, HTTP, State string }
+	}
+	if resp := e.do(newClient(t), "GET", "/api/cluster", "", nil, &got); resp.StatusCode != 200 {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+	want := fmt.Sprint([]string{"n1 http://127.0.0.1:8081 alive", "n2 http://127.0.0.1:8082 suspect", "n3 http://127.0.0.1:8083 dead"})
+	var have []string
+	for _, n := range got.Nodes {
+		have = append(have, n.Name+" "+n.HTTP+" "+n.State)
+	}
+	if got.Node != "n1" || got.Broker != "mesh" || fmt.Sprint(have) != want {
+		t.Fatalf("cluster %+v", got)
+	}
+}
+
+func TestProbesAndJSONErrors(t *testing.T) {
+	ready := fmt.Errorf("cluster not joined")
+	e := newEnv(t, envOpts{web: func(c *Config) {
+		c.Ready = func(context.Context) error { return ready }
+		c.Mounts = map[string]http.Handler{"/_mesh/": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Path", r.URL.Path)
+			w.WriteHeader(299)
+		})}
+	}})
+	c := newClient(t)
+	if resp := e.do(c, "GET", "/healthz", "", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("healthz %d", resp.StatusCode)
+	}
+	var ae apiError
+	if resp := e.do(c, "GET", "/readyz", "", nil, &ae); resp.StatusCode != 503 || ae.Error.Code != CodeNotReady {
+		t.Fatalf("readyz %d %+v", resp.StatusCode, ae)
+	}
+	tests := []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/api/nope", 404, CodeNotFound},
+		{"GET", "/api/login", 405, CodeMethodNotAllow},
+		{"DELETE", "/api/me", 405, CodeMethodNotAllow},
+		{"GET", "/api/me", 401, CodeUnauthorized},
+	}
+	for _, tt := range tests {
+		var ae apiError
+		resp := e.do(c, tt.method, tt.path, "", nil, &ae)
+		if resp.StatusCode != tt.status || ae.Error.Code != tt.code || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d %+v", tt.method, tt.path, resp.StatusCode, ae)
+		}
+	}
+	if resp := e.do(c, "POST", "/_mesh/publish", "x", nil, nil); resp.StatusCode != 299 || resp.Header.Get("X-Path") != "/_mesh/publish" {
+		t.Fatalf("mount: %d %q", resp.StatusCode, resp.Header.Get("X-Path"))
+	}
+	if resp := e.do(c, "GET", "/", "", nil, nil); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("ui: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+func TestShutdownClosesWith1012(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	w := e.connect("alice", nil)
+	w.join("general", "")
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		done <- e.srv.Shutdown(ctx)
+	}()
+	if code := w.closeCode(); code != websocket.CloseServiceRestart {
+		t.Fatalf("close code %d", code)
+	}
+	w.conn.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, resp, err := e.dial(newClient(t), "", nil); err == nil || resp.StatusCode == 101 {
+		t.Fatal("dial after shutdown succeeded")
+	}
+}
+
+func TestLogoutClosesSockets(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c, _ := e.login("alice")
+	w := e.connect("alice", c)
+	e.do(c, "POST", "/api/logout", "", nil, nil)
+	if code := w.closeCode(); code != chat.CloseLoggedOut {
+		t.Fatalf("close code %d", code)
+	}
+}
+
+func TestRedisSessions(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	sessions, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOpts{web: func(c *Config) { c.Sessions = sessions }})
+	c, _ := e.login("alice")
+	if n := len(rdb.Keys(context.Background(), store.RedisKeyPrefix+"*").Val()); n != 1 {
+		t.Fatalf("%d session keys", n)
+	}
+	if resp := e.do(c, "GET", "/api/me", "", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("me %d", resp.StatusCode)
+	}
+	ck := cookieFor(t, c, e.ts.URL)
+	if resp := e.do(c, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("logout %d", resp.StatusCode)
+	}
+	if n := len(rdb.Keys(context.Background(), store.RedisKeyPrefix+"*").Val()); n != 0 {
+		t.Fatalf("%d session keys after logout", n)
+	}
+	jar, _ := cookiejar.New(nil)
+	replay := &http.Client{Jar: jar}
+	replay.Jar.SetCookies(mustURL(e.ts.URL), []*http.Cookie{{Name: ck.Name, Value: ck.Value}})
+	if resp := e.do(replay, "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
+		t.Fatalf("replayed: %d", resp.StatusCode)
+	}
+}
