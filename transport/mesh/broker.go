@@ -56,6 +56,13 @@ type Config struct {
 	// DialTimeout bounds the WebSocket handshake with a peer. Zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// Log, when set, keeps the streams this node orders or backs up on
+	// disk: an owner or backup writes each publication to it before
+	// acknowledging, and Start reads it back, so restarting every node
+	// (with the same names) keeps each channel's history, epoch and next
+	// offset. Give it the broker's retention settings. The broker never
+	// closes it: close it after Close. Nil means memory only.
+	Log transport.Log
 	// Logger receives the broker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -151,7 +158,9 @@ func New(cfg Config) (*Broker, error) {
 	return b, nil
 }
 
-// Start registers h and starts the broker's membership goroutine.
+// Start registers h and starts the broker's membership goroutine. With a
+// Config.Log it first loads every stored stream, so peers and clients are
+// served only once the recovered state is in place.
 func (b *Broker) Start(ctx context.Context, h transport.Handler) error {
 	if h == nil {
 		return errors.New("mesh broker: nil handler")
@@ -161,6 +170,9 @@ func (b *Broker) Start(ctx context.Context, h transport.Handler) error {
 	}
 	if b.started.Load() {
 		return errors.New("mesh broker: already started")
+	}
+	if err := b.loadLog(ctx); err != nil {
+		return err
 	}
 	b.handler = h
 	b.refreshPeers()

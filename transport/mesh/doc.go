@@ -17,6 +17,14 @@
 // handler, publications that arrived ahead of a gap, and its present
 // users. docs/cluster.md, "Ordering and ownership", has the full design.
 //
+// # Durability
+//
+// With Config.Log set, an owner and a backup write each stored
+// publication (and each new or adopted stream) to the log before they
+// acknowledge it, and Start reads the log back, so a restart of every node
+// keeps each channel's history, epoch and next offset. Memory stays the
+// read path. docs/storage.md has the design.
+//
 // # Wiring
 //
 // Mount Handler at MountPath ("/_mesh/") on the node's HTTP listener; the

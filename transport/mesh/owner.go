@@ -2,8 +2,6 @@ package mesh
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -104,18 +102,6 @@ func (r *ring) all(minTime int64) []transport.Publication {
 	return out
 }
 
-func (b *Broker) newEpoch(s *chanState) {
-	var e [6]byte
-	_, _ = rand.Read(e[:])
-	s.epoch = hex.EncodeToString(e[:])
-	s.offset = 0
-	s.lastTime = time.Now().UnixMilli()
-	s.hist.reset()
-	clear(s.dedupe)
-	s.dedupeOrder = nil
-	s.has = true
-}
-
 func (b *Broker) minTime() int64 {
 	if b.cfg.HistoryMaxAge <= 0 {
 		return 0
@@ -204,13 +190,19 @@ func addPresence(s *chanState, user, node string) {
 
 // better reports whether snapshot a holds a more recent stream than b.
 // Within one epoch the higher offset wins; across epochs (only after a
-// stream was lost) the one written last wins.
+// stream was lost) the one written last wins, except that an empty stream
+// never replaces one with publications: an epoch started while every copy
+// was out of reach (nodes still restarting and loading their history logs)
+// must not erase the copy that comes back.
 func better(a, b *snapshot) bool {
 	if b == nil {
 		return true
 	}
 	if a.Epoch == b.Epoch {
 		return a.Offset > b.Offset
+	}
+	if (a.Offset == 0) != (b.Offset == 0) {
+		return a.Offset > 0
 	}
 	return a.LastTime > b.LastTime
 }
@@ -227,7 +219,10 @@ func (b *Broker) acquireOwned(ctx context.Context, ch string) (*chanState, error
 		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
 	}
 	if !s.owned {
-		b.takeover(ctx, s)
+		if err := b.takeover(ctx, s); err != nil {
+			s.unlock()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -243,13 +238,15 @@ const takeoverTimeout = 2 * time.Second
 // by a previous owner that is still alive), and continues that stream with
 // the same epoch and the next offset. With no copy anywhere it starts a
 // new epoch. A peer that answers hands over: it stops acting as owner.
-func (b *Broker) takeover(ctx context.Context, s *chanState) {
+// With a Config.Log the adopted stream is made durable first; when that
+// fails this node does not take ownership.
+func (b *Broker) takeover(ctx context.Context, s *chanState) error {
 	var best *snapshot
 	if s.has {
 		best = b.snapshotOf(s)
 	}
 	peers := b.peerList()
-	ctx, cancel := context.WithTimeout(ctx, takeoverTimeout)
+	qctx, cancel := context.WithTimeout(ctx, takeoverTimeout)
 	defer cancel()
 	var (
 		mu    sync.Mutex
@@ -261,7 +258,7 @@ func (b *Broker) takeover(ctx context.Context, s *chanState) {
 			continue
 		}
 		wg.Go(func() {
-			body, err := b.call(ctx, p, opState, s.name, nil)
+			body, err := b.call(qctx, p, opState, s.name, nil)
 			if err != nil {
 				b.log.Debug("takeover: no state from peer", "channel", s.name, "peer", p.Name, "err", err)
 				return
@@ -287,12 +284,16 @@ func (b *Broker) takeover(ctx context.Context, s *chanState) {
 	}
 	switch {
 	case best == nil:
-		b.newEpoch(s)
+		if err := b.newEpoch(ctx, s); err != nil {
+			return err
+		}
 		b.log.Debug("channel created", "channel", s.name, "epoch", s.epoch)
 	case s.has && best.Epoch == s.epoch && best.Offset == s.offset:
 		// Our own copy is the best: continue it.
 	default:
-		b.applySnapshot(s, best)
+		if err := b.resetStream(ctx, s, best); err != nil {
+			return err
+		}
 	}
 	for _, snap := range snaps {
 		b.mergeMembers(s, snap)
@@ -300,6 +301,7 @@ func (b *Broker) takeover(ctx context.Context, s *chanState) {
 	b.dropGone(s)
 	s.owned = true
 	b.log.Debug("took ownership", "channel", s.name, "epoch", s.epoch, "offset", s.offset, "copies", len(snaps))
+	return nil
 }
 
 // dropGone forgets interest and presence of nodes that are no longer
@@ -352,6 +354,12 @@ func (b *Broker) ownerPublish(ctx context.Context, ch string, data []byte, opts 
 		}
 	}
 	pub := transport.Publication{Offset: s.offset + 1, Epoch: s.epoch, Time: now, Data: data}
+	// Durable before it changes memory or anyone sees it: a restarted
+	// cluster must never hand out an acknowledged offset again.
+	if err := b.logAppend(ctx, s, pub, opts.IdempotencyKey); err != nil {
+		s.unlock()
+		return transport.Publication{}, err
+	}
 	s.offset = pub.Offset
 	s.lastTime = now
 	s.hist.push(pub)
@@ -495,7 +503,9 @@ func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string
 			// offsets would make it drop new data as duplicates, so the
 			// stream starts over in a new epoch.
 			b.log.Warn("subscriber ahead of stream, starting new epoch", "channel", ch, "node", from, "seen", since.Offset, "have", s.offset)
-			b.newEpoch(s)
+			if err := b.newEpoch(ctx, s); err != nil {
+				return nil, err
+			}
 		}
 		e := enc(nil).pos(transport.StreamPosition{Offset: s.offset, Epoch: s.epoch})
 		var pubs []transport.Publication
@@ -590,8 +600,7 @@ func (b *Broker) serveReplica(ctx context.Context, op byte, ch string, d *dec) (
 		return enc(nil).bool1(true).snapshot(b.snapshotOf(s)), nil
 	case opSnapshot:
 		s.owned = false
-		b.applySnapshot(s, snap)
-		return nil, nil
+		return nil, b.resetStream(ctx, s, snap)
 	}
 	// opReplicate: another node orders this channel now.
 	s.owned = false
@@ -600,6 +609,9 @@ func (b *Broker) serveReplica(ctx context.Context, op byte, ch string, d *dec) (
 		return nil, nil // already have it (a retried copy)
 	case !s.has || s.epoch != pub.Epoch || s.offset+1 != pub.Offset:
 		return nil, errNeedSync
+	}
+	if err := b.logAppend(ctx, s, pub, key); err != nil {
+		return nil, err // memory unchanged: the next copy finds a gap and syncs
 	}
 	s.offset, s.lastTime = pub.Offset, pub.Time
 	s.hist.push(pub)

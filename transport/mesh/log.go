@@ -1,0 +1,86 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/meshchat/meshchat/transport"
+)
+
+// The durable side of a channel's stream (Config.Log). Memory stays the
+// read path; the Log is written before memory changes, so whatever this
+// node acknowledges (as owner) or confirms (as backup) is on disk, and a
+// failed write leaves memory as it was.
+
+// loadLog restores every stored stream as a replica (not owned): the first
+// request for a channel then runs a takeover, which compares this copy with
+// the peers' and continues the most recent one.
+func (b *Broker) loadLog(ctx context.Context) error {
+	if b.cfg.Log == nil {
+		return nil
+	}
+	names, err := b.cfg.Log.Channels(ctx)
+	if err != nil {
+		return fmt.Errorf("mesh broker: history log: %w", err)
+	}
+	for _, name := range names {
+		st, err := b.cfg.Log.Load(ctx, name)
+		if err != nil {
+			return fmt.Errorf("mesh broker: history log: %w", err)
+		}
+		if st.Epoch == "" {
+			continue
+		}
+		snap := &snapshot{Epoch: st.Epoch, Offset: st.Offset, LastTime: st.LastTime, Pubs: st.Pubs}
+		for _, k := range st.Keys {
+			snap.Dedupe = append(snap.Dedupe, dedupeEntry{key: k.Key, at: k.Pub.Time, pub: k.Pub})
+		}
+		s := b.chanFor(name)
+		if err := s.lock(ctx); err != nil {
+			return err
+		}
+		b.applySnapshot(s, snap)
+		s.unlock()
+	}
+	if len(names) > 0 {
+		b.log.Info("history log loaded", "channels", len(names))
+	}
+	return nil
+}
+
+// logAppend makes pub durable before it is acknowledged; s is locked.
+func (b *Broker) logAppend(ctx context.Context, s *chanState, pub transport.Publication, key string) error {
+	if b.cfg.Log == nil {
+		return nil
+	}
+	if err := b.cfg.Log.Append(ctx, s.name, pub, key); err != nil {
+		return fmt.Errorf("%w: history log: %w", transport.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// resetStream makes snap durable as the channel's stream, then applies
+// it to s (locked).
+func (b *Broker) resetStream(ctx context.Context, s *chanState, snap *snapshot) error {
+	if b.cfg.Log != nil {
+		st := transport.LogState{Epoch: snap.Epoch, Offset: snap.Offset, LastTime: snap.LastTime, Pubs: snap.Pubs}
+		for _, d := range snap.Dedupe {
+			st.Keys = append(st.Keys, transport.LogKey{Key: d.key, Pub: d.pub})
+		}
+		if err := b.cfg.Log.Reset(ctx, s.name, st); err != nil {
+			return fmt.Errorf("%w: history log: %w", transport.ErrUnavailable, err)
+		}
+	}
+	b.applySnapshot(s, snap)
+	return nil
+}
+
+// newEpoch starts the channel's stream over in a fresh epoch; s is locked.
+func (b *Broker) newEpoch(ctx context.Context, s *chanState) error {
+	var e [6]byte
+	_, _ = rand.Read(e[:])
+	return b.resetStream(ctx, s, &snapshot{Epoch: hex.EncodeToString(e[:]), LastTime: time.Now().UnixMilli()})
+}
