@@ -80,3 +80,66 @@ func BenchmarkFanOut(b *testing.B) {
 		})
 	}
 }
+
+// Encoding a message frame into a buffer with room for it allocates
+// nothing: the fan-out path encodes once per publication.
+func TestEncodeMessageAllocs(t *testing.T) {
+	p := pubInfo{offset: 123456, epoch: "c4c89a79003ee130", ts: 1732280000000}
+	text := strings.Repeat("hello world ", 8)
+	buf := make([]byte, 0, 512)
+	if n := testing.AllocsPerRun(100, func() {
+		buf = appendMessage(buf[:0], "general", p, "alice", text)
+	}); n != 0 {
+		t.Fatalf("appendMessage allocates %v times per frame", n)
+	}
+}
+
+// Delivering a publication costs the same allocations for 1 member as for
+// 200: the frame is decoded and encoded once per node, and queueing it on
+// a member allocates nothing once the member's queue has grown.
+func TestFanOutAllocsPerPublicationNotPerMember(t *testing.T) {
+	measure := func(n int) float64 {
+		h := newHub(t, nil, "n1", func(c *Config) { c.QueueBytes = 1 << 30 })
+		ctx := context.Background()
+		r := h.acquire(roomPrefix + "general")
+		if err := h.ensureSubscribed(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		clients := make([]*Client, n)
+		for i := range clients {
+			c, err := h.Connect(ctx, fmt.Sprintf("u%d", i), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			clients[i] = c
+			r.mu.Lock()
+			r.members[c] = &member{}
+			r.mu.Unlock()
+		}
+		defer func() {
+			for _, c := range clients {
+				r.mu.Lock()
+				delete(r.members, c)
+				r.mu.Unlock()
+				_ = c.Close(ctx)
+			}
+			h.release(ctx, r)
+		}()
+		ev := event{Kind: kindMessage, User: "u0", Text: "hello", Conn: clients[0].id, Ref: "c1"}
+		pub := transport.Publication{Epoch: "e", Time: 1732280000000, Data: ev.marshal()}
+		var sink [][]byte
+		deliver := func() {
+			pub.Offset++
+			h.HandlePublication(r.channel, pub)
+			for _, c := range clients {
+				sink = c.Drain(sink[:0])
+			}
+		}
+		deliver() // grow the queues once
+		return testing.AllocsPerRun(50, deliver)
+	}
+	one, many := measure(1), measure(200)
+	if many > one {
+		t.Fatalf("a publication allocates %v times for 1 member but %v for 200", one, many)
+	}
+}

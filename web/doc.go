@@ -13,9 +13,13 @@
 //
 // # Concurrency
 //
-// Each WebSocket connection owns two goroutines: the reader, which feeds
-// frames to its chat.Client, and the writer, which drains the client's
-// queue in batches and sends pings. When the reader ends the writer is
+// Each WebSocket connection owns two goroutines, started once the upgrade
+// succeeded (the HTTP handler returns, so net/http releases its
+// per-request buffers): the reader, which feeds frames to its
+// chat.Client, and the writer, which drains the client's queue in batches
+// and sends pings. The writer corks the socket (corkConn) around a batch
+// so that the batch leaves in one system call; buffers for reading a
+// frame and for a batch are pooled, so an idle connection holds neither. When the reader ends the writer is
 // stopped and waited for; when the hub disconnects a client the writer
 // sends the close frame and the reader gets a short grace period to see
 // the peer's answer. Shutdown waits for every connection's goroutines.

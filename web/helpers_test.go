@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -183,11 +184,28 @@ func (e *env) wsURL(query string) string {
 }
 
 func (e *env) dial(c *http.Client, query string, hdr http.Header) (*websocket.Conn, *http.Response, error) {
-	d := websocket.Dialer{HandshakeTimeout: waitFor}
+	d := websocket.Dialer{HandshakeTimeout: waitFor, NetDialContext: smallReadBuffer}
 	if c != nil {
 		d.Jar = c.Jar
 	}
 	return d.Dial(e.wsURL(query), hdr)
+}
+
+// smallReadBuffer dials with a fixed 64 KiB receive buffer. Left to
+// autotuning, loopback sockets grow to tens of megabytes, and a client that
+// stops reading would take that long to look slow to the server.
+func smallReadBuffer(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		if err := tc.SetReadBuffer(64 << 10); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return conn, nil
 }
 
 // wsc is a test WebSocket client.

@@ -102,6 +102,8 @@ type Server struct {
 	log      *slog.Logger
 	handler  http.Handler
 	upgrader websocket.Upgrader
+	frames   sync.Pool // *bytes.Buffer, one per frame being handled
+	corks    corkPool
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -179,8 +181,8 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
+		ReadBufferSize:  wsReadBufferSize,
+		WriteBufferSize: wsWriteBufferSize,
 		// The origin was checked before the upgrade (checkOrigin), with
 		// a JSON 403 instead of gorilla's plain one.
 		CheckOrigin: func(*http.Request) bool { return true },

@@ -45,7 +45,7 @@ func newChanState(name string, histSize int) *chanState {
 	return &chanState{
 		lk:       make(chan struct{}, 1),
 		name:     name,
-		hist:     ring{buf: make([]transport.Publication, histSize)},
+		hist:     ring{size: histSize},
 		dedupe:   make(map[string]dedupeEntry),
 		interest: make(map[string]struct{}),
 		presence: make(map[string]map[string]struct{}),
@@ -63,38 +63,49 @@ func (s *chanState) lock(ctx context.Context) error {
 
 func (s *chanState) unlock() { <-s.lk }
 
-// ring is a channel's retained history, oldest first.
+// ring is a channel's retained history, oldest first. It grows as
+// publications arrive, up to size, and only then wraps: most channels
+// (every user's DM inbox, quiet rooms) retain a handful of publications,
+// and preallocating size slots for each of them on the owner and again on
+// the backup cost tens of KiB per user.
 type ring struct {
 	buf   []transport.Publication
-	start int
-	n     int
+	size  int // retention; buf never grows beyond it
+	start int // index of the oldest once buf is full
 }
 
 func (r *ring) push(p transport.Publication) {
-	if len(r.buf) == 0 {
+	if r.size <= 0 {
 		return
 	}
-	if r.n < len(r.buf) {
-		r.buf[(r.start+r.n)%len(r.buf)] = p
-		r.n++
+	if len(r.buf) < r.size {
+		// Not full yet, so start is 0 and buf is in order.
+		if len(r.buf) == cap(r.buf) {
+			grown := make([]transport.Publication, len(r.buf), min(r.size, max(8, 2*cap(r.buf))))
+			copy(grown, r.buf)
+			r.buf = grown
+		}
+		r.buf = append(r.buf, p)
 		return
 	}
 	r.buf[r.start] = p
 	r.start = (r.start + 1) % len(r.buf)
 }
 
+func (r *ring) len() int { return len(r.buf) }
+
 func (r *ring) at(i int) transport.Publication { return r.buf[(r.start+i)%len(r.buf)] }
 
+// reset empties the ring and gives its memory back.
 func (r *ring) reset() {
-	clear(r.buf)
-	r.start, r.n = 0, 0
+	r.buf, r.start = nil, 0
 }
 
 // all returns the retained publications, dropping those older than
 // minTime (HistoryMaxAge; 0 keeps all).
 func (r *ring) all(minTime int64) []transport.Publication {
-	out := make([]transport.Publication, 0, r.n)
-	for i := range r.n {
+	out := make([]transport.Publication, 0, r.len())
+	for i := range r.len() {
 		if p := r.at(i); p.Time >= minTime {
 			out = append(out, p)
 		}
@@ -585,7 +596,21 @@ func (b *Broker) serveReplica(ctx context.Context, op byte, ch string, d *dec) (
 	if d.err != nil {
 		return nil, d.err
 	}
-	s := b.chanFor(ch)
+	var s *chanState
+	if op == opState {
+		// A node taking a channel over asks every peer for its copy.
+		// Creating an empty state here to say "none" would leave one on
+		// every node for every channel ever created (each user's DM
+		// inbox among them).
+		b.chMu.RLock()
+		s = b.chans[ch]
+		b.chMu.RUnlock()
+		if s == nil {
+			return enc(nil).bool1(false), nil
+		}
+	} else {
+		s = b.chanFor(ch)
+	}
 	if err := s.lock(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
 	}

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+func TestParseServe(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(t *testing.T, c Config)
+		wantErr string // substring; empty means success
+	}{
+		{
+			name: "defaults",
+			check: func(t *testing.T, c Config) {
+				want := defaultConfig()
+				if c.HTTPAddr != ":8080" || c.GossipAddr != ":7946" || c.Broker != "mesh" ||
+					c.RateLimit != 50 || c.History != 1000 || c.MaxFrame != 16384 ||
+					c.QueueBytes != want.QueueBytes || c.LogLevel != slog.LevelInfo || c.LogFormat != "text" ||
+					c.Name != "" || c.Secret != "" || c.RedisURL != "" || len(c.Join) != 0 || c.HistoryAge != 0 {
+					t.Errorf("defaults: got %+v", c)
+				}
+			},
+		},
+		{
+			name: "env is read",
+			env: map[string]string{
+				"MESHCHAT_HTTP": "127.0.0.1:9000", "MESHCHAT_GOSSIP": "127.0.0.1:9001",
+				"MESHCHAT_JOIN": "10.0.0.1:7946, 10.0.0.2:7946", "MESHCHAT_NAME": "n1",
+				"MESHCHAT_SECRET": "s3cret", "MESHCHAT_RATE_LIMIT": "0", "MESHCHAT_HISTORY": "50",
+				"MESHCHAT_HISTORY_AGE": "72h", "MESHCHAT_MAX_FRAME": "32KiB", "MESHCHAT_QUEUE_BYTES": "2MiB",
+				"MESHCHAT_ORIGINS": "https://chat.example.com/", "MESHCHAT_ADVERTISE_HTTP": "http://10.0.0.1:9000",
+				"MESHCHAT_DATA": "/var/lib/meshchat", "MESHCHAT_LOG_LEVEL": "debug", "MESHCHAT_LOG_FORMAT": "json",
+			},
+			check: func(t *testing.T, c Config) {
+				if c.HTTPAddr != "127.0.0.1:9000" || c.GossipAddr != "127.0.0.1:9001" || c.Name != "n1" ||
+					c.Secret != "s3cret" || c.RateLimit != 0 || c.History != 50 || c.HistoryAge != 72*time.Hour ||
+					c.MaxFrame != 32<<10 || c.QueueBytes != 2<<20 || c.AdvertiseHTTP != "http://10.0.0.1:9000" ||
+					c.DataDir != "/var/lib/meshchat" || c.LogLevel != slog.LevelDebug || c.LogFormat != "json" {
+					t.Errorf("got %+v", c)
+				}
+				if !slices.Equal(c.Join, []string{"10.0.0.1:7946", "10.0.0.2:7946"}) {
+					t.Errorf("join = %q", c.Join)
+				}
+				if !slices.Equal(c.Origins, []string{"https://chat.example.com"}) {
+					t.Errorf("origins = %q", c.Origins)
+				}
+			},
+		},
+		{
+			name: "flag wins over env",
+			args: []string{"--http", "127.0.0.1:1", "--rate-limit=7", "--join", "a:1"},
+			env:  map[string]string{"MESHCHAT_HTTP": "127.0.0.1:2", "MESHCHAT_RATE_LIMIT": "9", "MESHCHAT_JOIN": "b:2", "MESHCHAT_GOSSIP": "127.0.0.1:3"},
+			check: func(t *testing.T, c Config) {
+				if c.HTTPAddr != "127.0.0.1:1" || c.RateLimit != 7 || !slices.Equal(c.Join, []string{"a:1"}) {
+					t.Errorf("flag did not win: %+v", c)
+				}
+				if c.GossipAddr != "127.0.0.1:3" {
+					t.Errorf("env not used for unset flag: gossip = %q", c.GossipAddr)
+				}
+			},
+		},
+		{
+			name: "flag wins even when it repeats the default",
+			args: []string{"--broker", "mesh"},
+			env:  map[string]string{"MESHCHAT_BROKER": "redis"},
+			check: func(t *testing.T, c Config) {
+				if c.Broker != "mesh" {
+					t.Errorf("broker = %q", c.Broker)
+				}
+			},
+		},
+		{
+			name: "empty env counts as unset",
+			env:  map[string]string{"MESHCHAT_HTTP": "", "MESHCHAT_BROKER": ""},
+			check: func(t *testing.T, c Config) {
+				if c.HTTPAddr != ":8080" || c.Broker != "mesh" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "single dash flags work too",
+			args: []string{"-http=:9090", "-name", "x"},
+			check: func(t *testing.T, c Config) {
+				if c.HTTPAddr != ":9090" || c.Name != "x" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "redis broker with redis url",
+			args: []string{"--broker", "redis", "--redis", "redis://127.0.0.1:6379/0"},
+			check: func(t *testing.T, c Config) {
+				if c.Broker != "redis" || c.RedisURL != "redis://127.0.0.1:6379/0" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "redis url with mesh broker keeps mesh (sessions go to redis)",
+			env:  map[string]string{"MESHCHAT_REDIS": "redis://127.0.0.1:6379/2"},
+			check: func(t *testing.T, c Config) {
+				if c.Broker != "mesh" || c.RedisURL == "" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{name: "bad broker", args: []string{"--broker", "kafka"}, wantErr: `--broker "kafka": want mesh or redis`},
+		{name: "bad broker from env", env: map[string]string{"MESHCHAT_BROKER": "nats"}, wantErr: `--broker "nats"`},
+		{name: "redis broker without redis", args: []string{"--broker", "redis"}, wantErr: "--broker redis needs --redis URL (or MESHCHAT_REDIS)"},
+		{name: "redis broker from env without redis", env: map[string]string{"MESHCHAT_BROKER": "redis"}, wantErr: "--broker redis needs --redis"},
+		{name: "bad redis url", args: []string{"--redis", "http://x"}, wantErr: "--redis"},
+		{name: "bad duration flag", args: []string{"--history-age", "3 days"}, wantErr: "history-age"},
+		{name: "bad duration env", env: map[string]string{"MESHCHAT_HISTORY_AGE": "soon"}, wantErr: `MESHCHAT_HISTORY_AGE="soon"`},
+		{name: "negative duration", args: []string{"--history-age", "-1s"}, wantErr: "--history-age -1s: want >= 0"},
+		{name: "bad rate", args: []string{"--rate-limit", "fast"}, wantErr: "rate-limit"},
+		{name: "negative rate", args: []string{"--rate-limit", "-1"}, wantErr: "--rate-limit -1"},
+		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
+		{name: "bad http addr", args: []string{"--http", "8080"}, wantErr: `--http "8080"`},
+		{name: "bad gossip port", env: map[string]string{"MESHCHAT_GOSSIP": ":99999"}, wantErr: `--gossip ":99999"`},
+		{name: "bad join entry", args: []string{"--join", "a:1,b"}, wantErr: `--join "b"`},
+		{name: "bad size", args: []string{"--max-frame", "16 parsecs"}, wantErr: "max-frame"},
+		{name: "tiny frame", args: []string{"--max-frame", "10"}, wantErr: "--max-frame 10"},
+		{name: "queue below frame", args: []string{"--max-frame", "64KiB", "--queue-bytes", "32KiB"}, wantErr: "--queue-bytes"},
+		{name: "bad origin", args: []string{"--origins", "chat.example.com"}, wantErr: "--origins"},
+		{name: "advertise with path", args: []string{"--advertise-http", "http://h:1/x"}, wantErr: "--advertise-http"},
+		{name: "bad name", args: []string{"--name", "a b"}, wantErr: "--name"},
+		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: "log-level"},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: "--log-format"},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: "nope"},
+		{name: "positional", args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseServe(tt.args, envMap(tt.env), &bytes.Buffer{})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
+	var out bytes.Buffer
+	_, err := parseServe([]string{"--help"}, envMap(nil), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	}
+	help := out.String()
+	for _, f := range []string{"http", "gossip", "join", "broker", "redis", "name", "secret", "rate-limit",
+		"history", "history-age", "max-frame", "queue-bytes", "origins", "advertise-http", "data", "log-level", "log-format"} {
+		if !strings.Contains(help, "--"+f+" ") {
+			t.Errorf("help lacks --%s", f)
+		}
+		if !strings.Contains(help, "env "+envName(f)+",") {
+			t.Errorf("help lacks env %s", envName(f))
+		}
+	}
+	for _, def := range []string{"default :8080", "default :7946", "default mesh", "default 50", "default 1000", "default 16KiB", "default 1MiB", "default text", "default info"} {
+		if !strings.Contains(help, def) {
+			t.Errorf("help lacks %q", def)
+		}
+	}
+	if !strings.Contains(help, DefaultSecret) {
+		t.Error("help does not say what the default secret is")
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	for flagName, want := range map[string]string{
+		"http": "MESHCHAT_HTTP", "rate-limit": "MESHCHAT_RATE_LIMIT", "advertise-http": "MESHCHAT_ADVERTISE_HTTP",
+	} {
+		if got := envName(flagName); got != want {
+			t.Errorf("envName(%q) = %q, want %q", flagName, got, want)
+		}
+	}
+}
+
+func TestDeriveKeys(t *testing.T) {
+	a, err := deriveKeys("one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, _ := deriveKeys("one")
+	b, _ := deriveKeys("two")
+	all := [][]byte{a.Gossip, a.SessionHash, a.SessionBlock, a.Mesh, a.Token}
+	for i, k := range all {
+		if len(k) != 32 {
+			t.Errorf("key %d: %d bytes, want 32", i, len(k))
+		}
+		for j := range i {
+			if bytes.Equal(k, all[j]) {
+				t.Errorf("keys %d and %d are equal: purposes must not share keys", i, j)
+			}
+		}
+	}
+	if !bytes.Equal(a.Gossip, a2.Gossip) || !bytes.Equal(a.Token, a2.Token) {
+		t.Error("derivation is not deterministic: nodes sharing a secret would disagree")
+	}
+	if bytes.Equal(a.Gossip, b.Gossip) || bytes.Equal(a.SessionHash, b.SessionHash) {
+		t.Error("different secrets gave equal keys")
+	}
+	if _, err := deriveKeys(""); err == nil {
+		t.Error("empty secret accepted")
+	}
+}
+
+func TestDefaultName(t *testing.T) {
+	tests := []struct {
+		host       string
+		http, goss int
+		want       string
+	}{
+		{"web1", 8080, 7946, "web1-8080-7946"},
+		{"web1.example.com", 8081, 7947, "web1-8081-7947"},
+		{"", 1, 2, "node-1-2"},
+		{"we!rd host", 1, 2, "we-rd-host-1-2"},
+		{strings.Repeat("x", 100), 65535, 65535, strings.Repeat("x", 64-len("-65535-65535")) + "-65535-65535"},
+	}
+	for _, tt := range tests {
+		got := defaultName(tt.host, tt.http, tt.goss)
+		if got != tt.want {
+			t.Errorf("defaultName(%q, %d, %d) = %q, want %q", tt.host, tt.http, tt.goss, got, tt.want)
+		}
+		if !nodeNameRE.MatchString(got) {
+			t.Errorf("defaultName(%q) = %q is not a valid --name", tt.host, got)
+		}
+	}
+}
+
+func TestAdvertiseURL(t *testing.T) {
+	hostOK := func() (string, error) { return "box", nil }
+	resolves := func(addrs ...string) func(string) ([]string, error) {
+		return func(string) ([]string, error) { return addrs, nil }
+	}
+	tests := []struct {
+		addr   string
+		lookup func(string) ([]string, error)
+		want   string
+	}{
+		{"127.0.0.1:8080", resolves("10.1.2.3"), "http://127.0.0.1:8080"},
+		{"192.168.1.5:80", resolves("10.1.2.3"), "http://192.168.1.5:80"},
+		{"[::]:8080", resolves("127.0.1.1", "10.1.2.3"), "http://10.1.2.3:8080"},
+		{"0.0.0.0:8080", resolves("10.1.2.3"), "http://10.1.2.3:8080"},
+		{":8080", resolves("127.0.1.1"), "http://127.0.0.1:8080"},
+		{":8080", func(string) ([]string, error) { return nil, errors.New("nxdomain") }, "http://127.0.0.1:8080"},
+		{"[::1]:8080", resolves(), "http://[::1]:8080"},
+	}
+	for _, tt := range tests {
+		got, err := advertiseURL(tt.addr, hostOK, tt.lookup)
+		if err != nil || got != tt.want {
+			t.Errorf("advertiseURL(%q) = %q, %v; want %q", tt.addr, got, err, tt.want)
+		}
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		bad  bool
+	}{
+		{"16384", 16384, false},
+		{"16KiB", 16384, false},
+		{"16k", 16384, false},
+		{"1MiB", 1 << 20, false},
+		{"2 MB", 2 << 20, false},
+		{"1g", 1 << 30, false},
+		{"", 0, true},
+		{"KiB", 0, true},
+		{"-1", 0, true},
+		{"1.5MiB", 0, true},
+		{"5 parsecs", 0, true},
+		{"99999999999999GiB", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parseBytes(tt.in)
+		if (err != nil) != tt.bad || got != tt.want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d, bad=%v", tt.in, got, err, tt.want, tt.bad)
+		}
+	}
+	for _, n := range []int64{0, 100, 1024, 16 << 10, 1 << 20, 3 << 30} {
+		if back, err := parseBytes(formatBytes(n)); err != nil || back != n {
+			t.Errorf("round trip %d via %q = %d, %v", n, formatBytes(n), back, err)
+		}
+	}
+}
+
+func TestRateBurst(t *testing.T) {
+	for rate, want := range map[float64]int{0: 0, 1: 100, 50: 100, 50.5: 101, 1000: 2000} {
+		if got := rateBurst(rate); got != want {
+			t.Errorf("rateBurst(%v) = %d, want %d", rate, got, want)
+		}
+	}
+}

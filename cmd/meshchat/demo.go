@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+)
+
+// demoConfig is the demo command line.
+type demoConfig struct {
+	Nodes    int
+	Broker   string
+	RedisURL string
+	Host     string
+	BasePort int
+	Secret   string
+	LogLevel slog.Level
+}
+
+func parseDemo(args []string, lookupEnv func(string) (string, bool), out io.Writer) (demoConfig, error) {
+	dc := demoConfig{Nodes: 3, Broker: "mesh", Host: "127.0.0.1", BasePort: 8081, LogLevel: slog.LevelWarn}
+	fs := flag.NewFlagSet("meshchat demo", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.IntVar(&dc.Nodes, "nodes", dc.Nodes, "number of nodes")
+	fs.StringVar(&dc.Broker, "broker", dc.Broker, "mesh or redis")
+	fs.StringVar(&dc.RedisURL, "redis", dc.RedisURL, "Redis URL; needed with --broker redis")
+	fs.StringVar(&dc.Host, "host", dc.Host, "address every node listens on")
+	fs.IntVar(&dc.BasePort, "base-port", dc.BasePort, "first HTTP port; gossip ports start at base-port+1000")
+	fs.StringVar(&dc.Secret, "secret", dc.Secret, "cluster secret")
+	fs.Var(levelValue{&dc.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	docs := []flagDoc{
+		{"nodes", "N", ""}, {"broker", "NAME", ""}, {"redis", "URL", "none"}, {"host", "HOST", ""},
+		{"base-port", "P", ""}, {"secret", "S", "the public insecure default"}, {"log-level", "LEVEL", ""},
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(out, `Usage: meshchat demo [flags]
+
+Runs several nodes in this one process, joined into one cluster, on
+consecutive free ports of --host: HTTP from --base-port, gossip from
+--base-port+1000. Prints the URLs to open; Ctrl-C stops every node.
+--broker, --redis and --secret also read MESHCHAT_BROKER, MESHCHAT_REDIS
+and MESHCHAT_SECRET.
+
+Flags:
+`)
+			for _, d := range docs {
+				f := fs.Lookup(d.name)
+				def := d.def
+				if def == "" {
+					def = f.DefValue
+				}
+				fmt.Fprintf(out, "  --%s %s\n        %s (default %s)\n", f.Name, d.arg, f.Usage, def)
+			}
+			return demoConfig{}, flag.ErrHelp
+		}
+		return demoConfig{}, fmt.Errorf("demo: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return demoConfig{}, fmt.Errorf("demo: unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, name := range []string{"broker", "redis", "secret"} {
+		if v, ok := lookupEnv(envName(name)); ok && v != "" && !given[name] {
+			_ = fs.Set(name, v)
+		}
+	}
+	switch {
+	case dc.Nodes < 1 || dc.Nodes > 50:
+		return demoConfig{}, fmt.Errorf("demo: --nodes %d: want 1 to 50", dc.Nodes)
+	case dc.BasePort < 1 || dc.BasePort+1000+dc.Nodes*4 > 65535:
+		return demoConfig{}, fmt.Errorf("demo: --base-port %d out of range", dc.BasePort)
+	case dc.Broker != "mesh" && dc.Broker != "redis":
+		return demoConfig{}, fmt.Errorf("demo: --broker %q: want mesh or redis", dc.Broker)
+	case dc.Broker == "redis" && dc.RedisURL == "":
+		return demoConfig{}, errors.New("demo: --broker redis needs --redis URL (or MESHCHAT_REDIS)")
+	}
+	return dc, nil
+}
+
+// runDemo starts the demo cluster, prints where to find it and waits for
+// ctx (Ctrl-C).
+func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) error {
+	dc, err := parseDemo(args, lookupEnv, stdout)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	log := newLogger(stderr, dc.LogLevel, "text")
+	routeRedisLogs(log)
+	secret := dc.Secret
+	if secret == "" {
+		log.Warn("demo uses the public default secret; fine on 127.0.0.1, unsafe on a shared network")
+		secret = DefaultSecret
+	}
+
+	var nodes []*Node
+	// Nodes stop one after the other, newest first: each one's leave
+	// reaches peers that are still up, so nobody waits for failure
+	// detection.
+	stopAll := func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), defaultShutdownTimeout)
+		defer cancel()
+		var errs []error
+		for i := len(nodes) - 1; i >= 0; i-- {
+			errs = append(errs, nodes[i].Stop(sctx))
+		}
+		return errors.Join(errs...)
+	}
+
+	httpPort, gossipPort := dc.BasePort, dc.BasePort+1000
+	var seed string
+	for i := range dc.Nodes {
+		httpPort = nextFreePort(dc.Host, httpPort, false)
+		gossipPort = nextFreePort(dc.Host, gossipPort, true)
+		if httpPort == 0 || gossipPort == 0 {
+			return errors.Join(errors.New("demo: ran out of free ports"), stopAll())
+		}
+		cfg := defaultConfig()
+		cfg.HTTPAddr = net.JoinHostPort(dc.Host, strconv.Itoa(httpPort))
+		cfg.GossipAddr = net.JoinHostPort(dc.Host, strconv.Itoa(gossipPort))
+		cfg.Name = fmt.Sprintf("n%d", i+1)
+		cfg.Broker = dc.Broker
+		cfg.RedisURL = dc.RedisURL
+		cfg.Secret = secret
+		if seed != "" {
+			cfg.Join = []string{seed}
+		}
+		cfg.Logger = log
+		cfg.TagLogs = true
+		n, err := NewNode(cfg)
+		if err != nil {
+			return errors.Join(err, stopAll())
+		}
+		if err := n.Start(ctx); err != nil {
+			return errors.Join(fmt.Errorf("demo: start %s: %w", cfg.Name, err), stopAll())
+		}
+		nodes = append(nodes, n)
+		if seed == "" {
+			seed = n.GossipAddr()
+		}
+		httpPort++
+		gossipPort++
+	}
+
+	// Wait until every node sees the whole cluster, so the printed URLs
+	// work as a cluster from the first click.
+	deadline := time.Now().Add(15 * time.Second)
+	for !demoConverged(nodes) && time.Now().Before(deadline) && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !demoConverged(nodes) && ctx.Err() == nil {
+		log.Warn("nodes have not all seen each other yet; they keep trying")
+	}
+
+	fmt.Fprintf(stdout, "meshchat demo: %d nodes, broker %s. Open any of:\n", len(nodes), dc.Broker)
+	for _, n := range nodes {
+		fmt.Fprintf(stdout, "  %s   node %s, gossip %s\n", n.URL(), n.Name(), n.GossipAddr())
+	}
+	fmt.Fprintf(stdout, "Cluster view: %s/api/cluster\nCtrl-C stops all nodes.\n", nodes[0].URL())
+
+	var failed error
+	select {
+	case <-ctx.Done():
+	case failed = <-firstDone(nodes):
+	}
+	stop()
+	fmt.Fprintln(stdout, "meshchat demo: stopping")
+	return errors.Join(failed, stopAll())
+}
+
+func demoConverged(nodes []*Node) bool {
+	for _, n := range nodes {
+		if len(n.Cluster().Alive()) != len(nodes) {
+			return false
+		}
+	}
+	return true
+}
+
+// firstDone merges the nodes' Done channels. Its goroutines end when a node
+// fails or, after stopAll, when Stop drains Serve; they never outlive the
+// demo by more than that.
+func firstDone(nodes []*Node) <-chan error {
+	out := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			if err, ok := <-n.Done(); ok {
+				out <- err
+			}
+		}()
+	}
+	return out
+}
+
+// nextFreePort returns the first port >= from that host can bind (TCP, and
+// UDP too when udp is set), or 0.
+func nextFreePort(host string, from int, udp bool) int {
+	for p := from; p <= 65535 && p < from+200; p++ {
+		addr := net.JoinHostPort(host, strconv.Itoa(p))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ok := true
+		if udp {
+			u, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				ok = false
+			} else {
+				u.Close()
+			}
+		}
+		l.Close()
+		if ok {
+			return p
+		}
+	}
+	return 0
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const modulePath = "github.com/meshchat/meshchat"
+
+// pkgDeps is what the import rules need to know about one package.
+type pkgDeps struct {
+	ImportPath   string
+	Deps         []string // transitive, non-test
+	TestImports  []string // direct, from _test.go files in the package
+	XTestImports []string // direct, from package x_test files
+}
+
+// layer names the part of the tree a package belongs to ("" outside the
+// module or for the helpers the rules do not constrain).
+func layer(path string) string {
+	rel, ok := strings.CutPrefix(path, modulePath+"/")
+	if !ok {
+		return ""
+	}
+	top, _, _ := strings.Cut(rel, "/")
+	return top
+}
+
+// testHelpers may be imported by tests of any layer, but by no production
+// package except another helper.
+var testHelpers = []string{modulePath + "/store/redistest", modulePath + "/transport/brokertest"}
+
+// importViolations applies the import direction
+// cmd -> web -> chat -> {transport, store, cluster}:
+// transport, store and cluster never import chat or web; chat never
+// imports web; transport never imports store or cluster; nothing imports
+// cmd; production code never imports the test helpers.
+func importViolations(pkgs []pkgDeps) []string {
+	forbidden := map[string][]string{
+		"transport": {"chat", "web", "cmd", "store", "cluster"},
+		"store":     {"chat", "web", "cmd"},
+		"cluster":   {"chat", "web", "cmd"},
+		"chat":      {"web", "cmd"},
+		"web":       {"cmd"},
+	}
+	var out []string
+	check := func(from, to, how string) {
+		if layer(to) == "" || slices.Contains(testHelpers, from) {
+			return
+		}
+		if slices.Contains(forbidden[layer(from)], layer(to)) {
+			if how != "" && slices.Contains(testHelpers, to) {
+				return // a test of any layer may use a test helper
+			}
+			out = append(out, fmt.Sprintf("%s %simports %s", from, how, to))
+		}
+	}
+	for _, p := range pkgs {
+		for _, d := range p.Deps {
+			check(p.ImportPath, d, "")
+			if slices.Contains(testHelpers, d) && !slices.Contains(testHelpers, p.ImportPath) {
+				out = append(out, fmt.Sprintf("%s imports test helper %s", p.ImportPath, d))
+			}
+		}
+		for _, d := range slices.Concat(p.TestImports, p.XTestImports) {
+			if d == p.ImportPath {
+				continue
+			}
+			check(p.ImportPath, d, "(in tests) ")
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func TestImportViolationsRules(t *testing.T) {
+	m := func(p string) string { return modulePath + "/" + p }
+	tests := []struct {
+		name string
+		pkg  pkgDeps
+		want int
+	}{
+		{"web uses chat", pkgDeps{ImportPath: m("web"), Deps: []string{m("chat"), m("transport")}}, 0},
+		{"chat uses all below", pkgDeps{ImportPath: m("chat"), Deps: []string{m("transport"), m("store"), m("cluster")}}, 0},
+		{"cmd uses everything", pkgDeps{ImportPath: m("cmd/meshchat"), Deps: []string{m("web"), m("chat"), m("transport/mesh")}}, 0},
+		{"transport imports chat", pkgDeps{ImportPath: m("transport/mesh"), Deps: []string{m("chat")}}, 1},
+		{"transport imports web", pkgDeps{ImportPath: m("transport/redis"), Deps: []string{m("web")}}, 1},
+		{"transport imports store", pkgDeps{ImportPath: m("transport/redis"), Deps: []string{m("store")}}, 1},
+		{"transport imports cluster", pkgDeps{ImportPath: m("transport"), Deps: []string{m("cluster")}}, 1},
+		{"store imports chat", pkgDeps{ImportPath: m("store"), Deps: []string{m("chat")}}, 1},
+		{"cluster imports web", pkgDeps{ImportPath: m("cluster"), Deps: []string{m("web")}}, 1},
+		{"chat imports web", pkgDeps{ImportPath: m("chat"), Deps: []string{m("web")}}, 1},
+		{"web imports cmd", pkgDeps{ImportPath: m("web"), Deps: []string{m("cmd/meshchat/internal/bench")}}, 1},
+		{"production imports redistest", pkgDeps{ImportPath: m("chat"), Deps: []string{m("store/redistest")}}, 1},
+		{"transport test uses redistest", pkgDeps{ImportPath: m("transport/redis"), TestImports: []string{m("store/redistest")}}, 0},
+		{"brokertest uses redistest", pkgDeps{ImportPath: m("transport/brokertest"), Deps: []string{m("store/redistest")}}, 0},
+		{"transport test imports chat", pkgDeps{ImportPath: m("transport/mesh"), XTestImports: []string{m("chat")}}, 1},
+		{"stdlib and modules are free", pkgDeps{ImportPath: m("transport"), Deps: []string{"context", "github.com/redis/go-redis/v9"}}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := importViolations([]pkgDeps{tt.pkg}); len(got) != tt.want {
+				t.Errorf("violations = %q, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestImportDirection checks the real tree with `go list -deps`-style data.
+func TestImportDirection(t *testing.T) {
+	cmd := exec.Command("go", "list", "-e", "-json=ImportPath,Deps,TestImports,XTestImports,Error", modulePath+"/...")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.String())
+	}
+	var pkgs []pkgDeps
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p struct {
+			pkgDeps
+			Error *struct{ Err string }
+		}
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if p.Error != nil {
+			t.Logf("go list: %s: %s", p.ImportPath, p.Error.Err)
+		}
+		pkgs = append(pkgs, p.pkgDeps)
+	}
+	if len(pkgs) < 5 {
+		t.Fatalf("go list found only %d packages", len(pkgs))
+	}
+	for _, v := range importViolations(pkgs) {
+		t.Error("forbidden import: " + v)
+	}
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// proc is one meshchat serve process of the real binary.
+type proc struct {
+	name   string
+	url    string
+	gossip string
+	cmd    *exec.Cmd
+	log    string // path of its combined output
+	exited chan struct{}
+	err    error // Wait's result, valid after exited is closed
+}
+
+// startProc runs `meshchat serve` with the given extra flags. The secret
+// goes through the environment, the rest through flags, so both paths are
+// exercised. The process is killed when the test ends.
+func startProc(t *testing.T, name string, join string, extra ...string) *proc {
+	t.Helper()
+	bin := buildBinary(t)
+	httpAddr, gossipAddr := freeAddr(t, false), freeAddr(t, true)
+	args := []string{"serve", "--http", httpAddr, "--gossip", gossipAddr, "--name", name, "--log-level", "debug"}
+	if join != "" {
+		args = append(args, "--join", join)
+	}
+	args = append(args, extra...)
+	p := &proc{name: name, url: "http://" + httpAddr, gossip: gossipAddr, log: filepath.Join(t.TempDir(), name+".log"), exited: make(chan struct{})}
+	f, err := os.Create(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	p.cmd.Env = append(cleanEnv(), "MESHCHAT_SECRET="+testSecret)
+	if err := p.cmd.Start(); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		f.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			out, _ := os.ReadFile(p.log)
+			t.Logf("--- %s output ---\n%s", name, out)
+		}
+	})
+	return p
+}
+
+// cleanEnv is the environment without MESHCHAT_ variables, so a developer's
+// shell cannot change what the test runs.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, envPrefix) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func (p *proc) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func TestEndToEndKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three processes; skipped with -short")
+	}
+	p1 := startProc(t, "e1", "")
+	waitFor(t, 30*time.Second, "e1 ready", func() bool {
+		st, _ := httpGet(t, p1.url+"/readyz", nil)
+		return st == http.StatusOK
+	})
+	p2 := startProc(t, "e2", p1.gossip)
+	p3 := startProc(t, "e3", p1.gossip)
+	procs := []*proc{p1, p2, p3}
+	waitFor(t, 30*time.Second, "three processes ready and joined", func() bool {
+		for _, p := range procs {
+			if !p.running() {
+				t.Fatalf("%s exited: %v", p.name, p.err)
+			}
+			if st, _ := httpGet(t, p.url+"/readyz", nil); st != http.StatusOK {
+				return false
+			}
+			v, ok := getCluster(t, p.url)
+			if !ok || len(v.Nodes) != 3 {
+				return false
+			}
+			for _, n := range v.Nodes {
+				if n.State != "alive" {
+					return false
+				}
+			}
+		}
+		return true
+	})
+
+	// Users on e1 and e3 chat; a third user sits on e2.
+	alice, bob, carl := login(t, p1.url, "alice"), login(t, p3.url, "bob"), login(t, p2.url, "carl")
+	a, b, c := dialWS(t, p1.url, alice, ""), dialWS(t, p3.url, bob, ""), dialWS(t, p2.url, carl, "")
+	a.join("e2e")
+	b.join("e2e")
+	c.join("e2e")
+	a.send(map[string]string{"type": "send", "room": "e2e", "text": "before"})
+	b.expect("message", 10*time.Second, func(f frame) bool { return f.str("text") == "before" })
+	a.expect("presence", 10*time.Second, func(f frame) bool { return f.str("user") == "carl" && f["online"] == true })
+
+	start := time.Now()
+	if err := p2.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p2.exited
+	took := waitFor(t, 30*time.Second, "e1 and e3 to list e2 as dead", func() bool {
+		return stateOf(t, p1.url, "e2") == "dead" && stateOf(t, p3.url, "e2") == "dead"
+	})
+	t.Logf("kill -9 detection: e2 listed dead by both survivors after %.2fs", took.Seconds())
+	a.expect("presence", 15*time.Second, func(f frame) bool { return f.str("user") == "carl" && f["online"] == false })
+	t.Logf("carl offline for alice after %.2fs", time.Since(start).Seconds())
+
+	// The survivors keep serving: the existing connections and new logins.
+	t.Logf("room usable after the crash after %v", a.sendRetry("e2e", "after", 20*time.Second).Round(time.Millisecond))
+	b.expect("message", 10*time.Second, func(f frame) bool { return f.str("text") == "after" })
+	dave := login(t, p3.url, "dave")
+	d := dialWS(t, p1.url, dave, "")
+	waitReady(t, 10*time.Second, p1.url, p3.url)
+	d.joinUntil("e2e", 10*time.Second, func(m []string) bool {
+		return hasString(m, "alice") && hasString(m, "bob") && !hasString(m, "carl")
+	})
+	if nodes, _ := d.welcome["nodes"].([]any); len(nodes) != 2 {
+		t.Errorf("welcome after the crash lists %v, want the two alive nodes", d.welcome["nodes"])
+	}
+
+	// SIGTERM is a graceful stop: clients are told to go elsewhere with
+	// 1012, the process exits 0 and the other node stops listing it alive.
+	if err := p3.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := b.closed(20 * time.Second); code != 1012 {
+		t.Errorf("bob's connection closed with %d, want 1012 (service restart)", code)
+	}
+	select {
+	case <-p3.exited:
+		if p3.err != nil {
+			t.Errorf("e3 exit after SIGTERM: %v", p3.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("e3 did not exit within 30s of SIGTERM")
+	}
+	waitFor(t, 10*time.Second, "e1 to stop listing e3 as alive", func() bool {
+		s := stateOf(t, p1.url, "e3")
+		return s != "alive" && s != "suspect"
+	})
+	t.Logf("room usable on e1 alone after %v", a.sendRetry("e2e", "alone", 20*time.Second).Round(time.Millisecond))
+}

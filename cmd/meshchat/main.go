@@ -1,0 +1,179 @@
+// Command meshchat runs meshchat, a self-hosted clustered chat server.
+//
+// Subcommands: serve (one node), demo (several nodes in one process), bench
+// (load generator), version and help. Flags and their environment variables
+// are described by `meshchat serve --help` and in the README.
+//
+// This package owns flag/env parsing, key derivation and the wiring of the
+// other packages into a node (node.go). Everything that runs is started and
+// stopped through a node's Start and Stop; nothing lives at package level.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// empty falls back to the module version from the build info.
+var version string
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, stop, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one subcommand and returns the process exit code. stop
+// restores default signal handling: it is called once the first signal has
+// started a graceful shutdown, so a second Ctrl-C ends the process at once.
+func run(ctx context.Context, stop func(), args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	if len(args) == 0 {
+		printUsage(stderr)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "serve":
+		err = runServe(ctx, stop, rest, stdout, stderr, lookupEnv)
+	case "demo":
+		err = runDemo(ctx, stop, rest, stdout, stderr, lookupEnv)
+	case "bench":
+		err = runBench(ctx, rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "meshchat", buildVersion())
+		return 0
+	case "help", "-h", "--help", "-help":
+		if len(rest) > 0 && rest[0] != "help" {
+			return run(ctx, stop, []string{rest[0], "--help"}, stdout, stderr, lookupEnv)
+		}
+		printUsage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "meshchat: unknown command %q\n\n", cmd)
+		printUsage(stderr)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "meshchat:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "meshchat:", err)
+		return 1
+	}
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `meshchat: self-hosted clustered chat server.
+
+Usage:
+  meshchat serve [flags]     run one node (meshchat serve --help lists every flag)
+  meshchat demo [flags]      run several joined nodes in one process
+  meshchat bench [flags]     load-test a running cluster
+  meshchat version           print the version
+  meshchat help [command]    show help
+`)
+}
+
+// buildVersion is the -X main.version value, else the module version and
+// VCS revision recorded in the binary.
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+dirty"
+			}
+		}
+	}
+	if rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		v += " " + rev + modified
+	}
+	return v + " " + bi.GoVersion
+}
+
+// redisLogger hands go-redis's internal messages (pool dial failures and
+// the like) to slog, so they share the node's format and level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Log(ctx, slog.LevelDebug, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// routeRedisLogs installs redisLogger. go-redis keeps its logger in a
+// package variable, so only the commands call this, once per process,
+// never a Node.
+func routeRedisLogs(log *slog.Logger) { goredis.SetLogger(redisLogger{log}) }
+
+// runServe runs one node until ctx is done (SIGINT/SIGTERM), then stops it
+// gracefully.
+func runServe(ctx context.Context, stop func(), args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) error {
+	cfg, err := parseServe(args, lookupEnv, stdout)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	cfg.Logger = newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	routeRedisLogs(cfg.Logger)
+	n, err := NewNode(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		cfg.Logger.Info("shutting down: signal received; a second signal forces exit")
+	case err := <-n.Done():
+		// The HTTP server died under us: stop the rest and report it.
+		stop()
+		sctx, cancel := context.WithTimeout(context.Background(), n.shutdownTimeout())
+		defer cancel()
+		return errors.Join(err, n.Stop(sctx))
+	}
+	stop()
+	sctx, cancel := context.WithTimeout(context.Background(), n.shutdownTimeout())
+	defer cancel()
+	start := time.Now()
+	if err := n.Stop(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	cfg.Logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
