@@ -80,6 +80,12 @@ type Config struct {
 	QueueBytes int
 	// Origins are browser origins allowed on /ws besides the node's own.
 	Origins []string
+	// CookieDomain, when set, scopes the session cookie to a parent domain
+	// (e.g. chat.example.com for n1.chat.example.com and
+	// n2.chat.example.com) so that it is sent to every node. Empty: the
+	// cookie belongs to the host that set it; clients use the login token
+	// on other hosts.
+	CookieDomain string
 	// AdvertiseHTTP is the HTTP base URL other nodes and clients use to
 	// reach this node. Empty derives it from HTTPAddr (see advertiseURL).
 	AdvertiseHTTP string
@@ -278,6 +284,8 @@ func serveFlags(fs *flag.FlagSet, cfg *Config) []flagDoc {
 	doc("queue-bytes", "BYTES", "")
 	fs.Var(listValue{&cfg.Origins}, "origins", "comma-separated extra browser origins allowed on /ws, e.g. https://chat.example.com")
 	doc("origins", "LIST", "none (the request's own host and the cluster's node URLs)")
+	fs.StringVar(&cfg.CookieDomain, "cookie-domain", cfg.CookieDomain, "parent domain for the session cookie, so nodes on sibling host names share it")
+	doc("cookie-domain", "DOMAIN", "none (the cookie belongs to the host that set it)")
 	fs.StringVar(&cfg.AdvertiseHTTP, "advertise-http", cfg.AdvertiseHTTP, "HTTP base URL other nodes and clients use to reach this node")
 	doc("advertise-http", "URL", "from --http; a wildcard host becomes the hostname's first non-loopback IPv4, else 127.0.0.1")
 	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "mesh broker: keep history on disk in DIR/history.db, so a restart of the whole cluster keeps it")
@@ -434,6 +442,9 @@ func (c *Config) validate() error {
 	}
 	if int64(c.QueueBytes) < c.MaxFrame {
 		return fmt.Errorf("config: --queue-bytes %d: want at least --max-frame (%d)", c.QueueBytes, c.MaxFrame)
+	}
+	if c.CookieDomain != "" && (strings.ContainsAny(c.CookieDomain, ":/ ") || strings.Trim(c.CookieDomain, ".") == "") {
+		return fmt.Errorf("config: --cookie-domain %q: want a bare domain such as chat.example.com", c.CookieDomain)
 	}
 	for i, o := range c.Origins {
 		norm, err := normalizeBaseURL(o)

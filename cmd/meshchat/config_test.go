@@ -140,6 +140,8 @@ func TestParseServe(t *testing.T) {
 		{name: "tiny frame", args: []string{"--max-frame", "10"}, wantErr: "--max-frame 10"},
 		{name: "queue below frame", args: []string{"--max-frame", "64KiB", "--queue-bytes", "32KiB"}, wantErr: "--queue-bytes"},
 		{name: "bad origin", args: []string{"--origins", "chat.example.com"}, wantErr: "--origins"},
+		{name: "cookie domain with scheme", args: []string{"--cookie-domain", "https://chat.example.com"}, wantErr: "--cookie-domain"},
+		{name: "cookie domain with port", args: []string{"--cookie-domain", "chat.example.com:8080"}, wantErr: "--cookie-domain"},
 		{name: "advertise with path", args: []string{"--advertise-http", "http://h:1/x"}, wantErr: "--advertise-http"},
 		{name: "bad name", args: []string{"--name", "a b"}, wantErr: "--name"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: "log-level"},
@@ -172,7 +174,7 @@ func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
 	}
 	help := out.String()
 	for _, f := range []string{"http", "gossip", "join", "broker", "redis", "name", "secret", "rate-limit",
-		"history", "history-age", "max-frame", "queue-bytes", "origins", "advertise-http", "data", "log-level", "log-format"} {
+		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "log-level", "log-format"} {
 		if !strings.Contains(help, "--"+f+" ") {
 			t.Errorf("help lacks --%s", f)
 		}

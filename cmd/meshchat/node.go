@@ -241,7 +241,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	sessOpts := store.SessionOptions{}
+	sessOpts := store.SessionOptions{Domain: n.cfg.CookieDomain}
 	if n.rdb != nil {
 		n.sessions, err = store.NewRedisSessions(ctx, n.rdb, sessOpts)
 		if err != nil {
