@@ -62,7 +62,8 @@ type Node struct {
 
 	started  atomic.Bool
 	stopping atomic.Bool
-	served   chan error // receives Serve's error if it fails on its own
+	synced   atomic.Bool // the first membership view reached broker and hub
+	served   chan error  // receives Serve's error if it fails on its own
 	serveWG  sync.WaitGroup
 	stopOnce sync.Once
 	stopErr  error
@@ -319,8 +320,15 @@ func (n *Node) ready(ctx context.Context) error {
 	if !n.cluster.Joined() {
 		return fmt.Errorf("%w: cluster not joined", errNotReady)
 	}
-	if !n.membershipSynced() {
-		return fmt.Errorf("%w: membership change not yet applied", errNotReady)
+	// Only a starting node waits for its first view to be applied: later
+	// membership changes leave every node briefly behind gossip, and
+	// failing readiness then would let a load balancer drop the whole
+	// cluster at once.
+	if !n.synced.Load() {
+		if !n.membershipSynced() {
+			return fmt.Errorf("%w: membership not yet applied", errNotReady)
+		}
+		n.synced.Store(true)
 	}
 	if p, ok := n.broker.(transport.Pinger); ok {
 		if err := p.Ping(ctx); err != nil {
