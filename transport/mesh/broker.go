@@ -34,8 +34,10 @@ type Config struct {
 	// at least 16 bytes; every node of the cluster uses the same key.
 	Key []byte
 	// Peers returns the alive nodes, this one included (cluster.Alive).
-	// It is read at Start and on every PeersChanged. Nil means a cluster
-	// of one.
+	// It is read at Start, on every PeersChanged, and again whenever the
+	// broker takes a channel over, hands one over or turns a request
+	// away, so it must be cheap and safe for concurrent use. Nil means a
+	// cluster of one.
 	Peers func() []transport.Peer
 	// HistorySize is how many publications a channel retains. Zero means
 	// transport.DefaultHistorySize.
@@ -257,17 +259,31 @@ func (b *Broker) PeersChanged() {
 }
 
 func (b *Broker) membershipLoop() {
+	var retry <-chan time.Time
 	for {
+		full := true
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-b.changed:
+		case <-retry:
+			full = false
 		}
-		b.onPeersChanged()
+		retry = nil
+		if busy := b.onPeersChanged(full); busy {
+			// A channel's lock was held (a takeover or a slow copy): go
+			// over the channels again shortly rather than leave one
+			// marked as owned here against the view.
+			retry = time.After(100 * time.Millisecond)
+		}
 	}
 }
 
-func (b *Broker) onPeersChanged() {
+// onPeersChanged applies the current view: links to departed nodes close,
+// channels this node no longer owns stop being ordered here, and (when
+// full) every channel used here is re-registered. It reports whether some
+// channel was too busy to be updated.
+func (b *Broker) onPeersChanged(full bool) (busy bool) {
 	alive := b.aliveSet()
 	b.linkMu.Lock()
 	for name, l := range b.links {
@@ -289,7 +305,8 @@ func (b *Broker) onPeersChanged() {
 		err := s.lock(ctx)
 		cancel()
 		if err != nil {
-			continue // busy (a takeover or a slow copy); the next change retries
+			busy = true
+			continue
 		}
 		if s.owned {
 			if b.ownerOf(s.name).Name != b.cfg.Self.Name {
@@ -301,6 +318,9 @@ func (b *Broker) onPeersChanged() {
 		s.unlock()
 	}
 
+	if !full {
+		return busy
+	}
 	b.localMu.RLock()
 	names := make([]string, 0, len(b.local))
 	for name := range b.local {
@@ -310,19 +330,25 @@ func (b *Broker) onPeersChanged() {
 	for _, name := range names {
 		b.resync(name)
 	}
+	return busy
 }
 
 // peerDropped is called when a peer's connection to this node ends: the
-// deliveries it was sending may have been cut, so channels it owns are
-// re-registered (which returns anything missed).
+// deliveries it was sending may have been cut, so the channels it owns and
+// those it delivered last (it may have stopped owning them in this node's
+// view already, as after a graceful leave) are re-registered, which
+// returns anything missed.
 func (b *Broker) peerDropped(name string) {
 	if b.closed.Load() {
 		return
 	}
 	b.localMu.RLock()
 	var names []string
-	for ch := range b.local {
-		if b.ownerOf(ch).Name == name {
+	for ch, lc := range b.local {
+		lc.mu.Lock()
+		from := lc.lastFrom
+		lc.mu.Unlock()
+		if from == name || b.ownerOf(ch).Name == name {
 			names = append(names, ch)
 		}
 	}
@@ -332,13 +358,17 @@ func (b *Broker) peerDropped(name string) {
 	}
 }
 
-// peerSet is an immutable view of the membership.
+// peerSet is an immutable view of the membership. A view equal to the
+// current one is not installed again, so pointer equality means "no
+// change".
 type peerSet struct {
 	list  []transport.Peer // sorted by name, self included
 	alive map[string]bool
 }
 
-func (b *Broker) refreshPeers() {
+// refreshPeers reads Config.Peers and installs it as the current view,
+// unless it equals the current one. It returns the view now in place.
+func (b *Broker) refreshPeers() *peerSet {
 	var ps []transport.Peer
 	if b.cfg.Peers != nil {
 		ps = slices.Clone(b.cfg.Peers())
@@ -356,11 +386,36 @@ func (b *Broker) refreshPeers() {
 		return 0
 	})
 	ps = slices.CompactFunc(ps, func(a, c transport.Peer) bool { return a.Name == c.Name })
-	set := &peerSet{list: ps, alive: make(map[string]bool, len(ps))}
-	for _, p := range ps {
-		set.alive[p.Name] = true
+	for {
+		old := b.peers.Load()
+		if old != nil && slices.Equal(old.list, ps) {
+			return old
+		}
+		set := &peerSet{list: ps, alive: make(map[string]bool, len(ps))}
+		for _, p := range ps {
+			set.alive[p.Name] = true
+		}
+		if b.peers.CompareAndSwap(old, set) {
+			return set
+		}
 	}
-	b.peers.Store(set)
+}
+
+// livePeers re-reads the membership at a decision point (taking a channel
+// over, handing it over, refusing a request): the cluster's own table is
+// updated as soon as gossip brings news, while PeersChanged arrives only
+// after the cluster has coalesced a burst of events (up to 250 ms). A view
+// that moved also wakes the membership goroutine, as PeersChanged would.
+func (b *Broker) livePeers() *peerSet {
+	old := b.peers.Load()
+	ps := b.refreshPeers()
+	if ps != old && b.started.Load() && !b.closed.Load() {
+		select {
+		case b.changed <- struct{}{}:
+		default:
+		}
+	}
+	return ps
 }
 
 func (b *Broker) peerList() []transport.Peer { return b.peers.Load().list }
@@ -389,10 +444,15 @@ func score(node, ch string) uint64 {
 	return h
 }
 
-// ranked returns the channel's owner (highest score) and backup (second).
+// ranked returns the channel's owner (highest score) and backup (second)
+// in the current view.
 func (b *Broker) ranked(ch string) (owner, backup transport.Peer, hasBackup bool) {
+	return rankedIn(b.peers.Load(), ch)
+}
+
+func rankedIn(ps *peerSet, ch string) (owner, backup transport.Peer, hasBackup bool) {
 	var s1, s2 uint64
-	for i, p := range b.peerList() {
+	for i, p := range ps.list {
 		s := score(p.Name, ch)
 		switch {
 		case i == 0 || s > s1:
@@ -409,6 +469,11 @@ func (b *Broker) ranked(ch string) (owner, backup transport.Peer, hasBackup bool
 
 func (b *Broker) ownerOf(ch string) transport.Peer {
 	o, _, _ := b.ranked(ch)
+	return o
+}
+
+func ownerIn(ps *peerSet, ch string) transport.Peer {
+	o, _, _ := rankedIn(ps, ch)
 	return o
 }
 
@@ -447,7 +512,11 @@ func (b *Broker) call(ctx context.Context, peer transport.Peer, op byte, ch stri
 }
 
 // ownerCall sends a request to the channel's owner, following ownership
-// while membership views converge. Errors wrap transport.ErrUnavailable.
+// while membership views converge: a node that answers "not owner" names
+// the node it believes orders the channel, and the request goes there
+// next (at once for the first hops, then with a short backoff). Every
+// attempt, and the whole call, ends with ctx (RequestTimeout when ctx has
+// no deadline). Errors wrap transport.ErrUnavailable.
 func (b *Broker) ownerCall(ctx context.Context, op byte, ch string, body []byte) ([]byte, error) {
 	if b.closed.Load() {
 		return nil, transport.ErrClosed
@@ -457,10 +526,17 @@ func (b *Broker) ownerCall(ctx context.Context, op byte, ch string, body []byte)
 	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
+	const freeHops = 2 // redirects followed without waiting
 	backoff := 5 * time.Millisecond
-	for {
-		owner := b.ownerOf(ch)
-		resp, err := b.call(ctx, owner, op, ch, body)
+	target := b.ownerOf(ch)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for hop := 0; ; hop++ {
+		resp, err := b.call(ctx, target, op, ch, body)
 		if err == nil {
 			return resp, nil
 		}
@@ -471,14 +547,26 @@ func (b *Broker) ownerCall(ctx context.Context, op byte, ch string, body []byte)
 			if errors.Is(err, transport.ErrUnavailable) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%w: owner %s of %s: %w", transport.ErrUnavailable, owner.Name, ch, err)
+			return nil, fmt.Errorf("%w: owner %s of %s: %w", transport.ErrUnavailable, target.Name, ch, err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: no agreed owner for %s: %w", transport.ErrUnavailable, ch, ctx.Err())
-		case <-time.After(backoff):
+		next := ownerIn(b.livePeers(), ch)
+		if hint, ok := hintOf(err); ok && hint.Name != target.Name {
+			next = hint
 		}
-		backoff = min(backoff*2, 200*time.Millisecond)
+		if hop >= freeHops || next.Name == target.Name {
+			if timer == nil {
+				timer = time.NewTimer(backoff)
+			} else {
+				timer.Reset(backoff)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: no agreed owner for %s: %w", transport.ErrUnavailable, ch, ctx.Err())
+			case <-timer.C:
+			}
+			backoff = min(backoff*2, 200*time.Millisecond)
+		}
+		target = next
 	}
 }
 
@@ -593,6 +681,7 @@ func (b *Broker) AddPresence(ctx context.Context, ch, user string) error {
 		lc.users = make(map[string]struct{})
 	}
 	lc.users[user] = struct{}{}
+	lc.usersVer++
 	lc.mu.Unlock()
 	_, err := b.ownerCall(ctx, opPresenceAdd, ch, enc(nil).str(user))
 	return err
@@ -606,6 +695,7 @@ func (b *Broker) RemovePresence(ctx context.Context, ch, user string) error {
 	if lc := b.localFor(ch, false); lc != nil {
 		lc.mu.Lock()
 		delete(lc.users, user)
+		lc.usersVer++
 		lc.mu.Unlock()
 	}
 	_, err := b.ownerCall(ctx, opPresenceRemove, ch, enc(nil).str(user))

@@ -6,10 +6,13 @@
 //
 // Every channel has an owner, the first node in the rendezvous (HRW)
 // ranking of the channel name over the alive peers, and a backup, the
-// second. The owner orders the channel's publications (offset, epoch,
-// time), keeps its retained history and idempotency keys, the set of
-// subscribed nodes and the presence table, and sends each publication to
-// every subscribed node in offset order. Before acknowledging a stored
+// second, in this node's view (docs/cluster.md, "When views disagree":
+// nodes whose views differ settle on one owner through refused takeovers,
+// "not owner, try X" redirects and notices to re-register). The owner
+// orders the channel's publications (offset, epoch, time), keeps its
+// retained history and idempotency keys, the set of subscribed nodes and
+// the presence table, and sends each publication to every subscribed node
+// in offset order. Before acknowledging a stored
 // publication it copies it synchronously to the backup, which keeps a
 // replica; when the owner fails, the backup ranks first and continues the
 // same epoch at the next offset. Each node owns its local side of every

@@ -203,10 +203,13 @@ func (q *sendQueue) recycle(m [][]byte) {
 	q.mu.Unlock()
 }
 
-func (q *sendQueue) reset() {
+// reset drops what is queued and returns it.
+func (q *sendQueue) reset() [][]byte {
 	q.mu.Lock()
+	m := q.msgs
 	q.msgs, q.size = nil, 0
 	q.mu.Unlock()
+	return m
 }
 
 func (q *sendQueue) close() {
@@ -217,8 +220,16 @@ func (q *sendQueue) close() {
 }
 
 // writeLoop drains q into ws until stop closes or a write fails; one flush
-// writes everything queued as few frames.
-func writeLoop(ws *websocket.Conn, q *sendQueue, stop <-chan struct{}) error {
+// writes everything queued as few frames. When a write fails, lost (if
+// set) is given the batch that was being written: some of it may never
+// have reached the peer.
+func writeLoop(ws *websocket.Conn, q *sendQueue, stop <-chan struct{}, lost func([][]byte)) (err error) {
+	var msgs [][]byte
+	defer func() {
+		if err != nil && lost != nil && len(msgs) > 0 {
+			lost(msgs)
+		}
+	}()
 	ping := time.NewTicker(pingInterval)
 	defer ping.Stop()
 	var lenBuf [binary.MaxVarintLen64]byte
@@ -233,7 +244,7 @@ func writeLoop(ws *websocket.Conn, q *sendQueue, stop <-chan struct{}) error {
 			continue
 		case <-q.wake:
 		}
-		msgs := q.take()
+		msgs = q.take()
 		if len(msgs) == 0 {
 			continue
 		}
@@ -269,6 +280,7 @@ func writeLoop(ws *websocket.Conn, q *sendQueue, stop <-chan struct{}) error {
 			return err
 		}
 		q.recycle(msgs)
+		msgs = nil
 	}
 }
 
@@ -321,7 +333,7 @@ func (ic *inConn) run() {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		if err := writeLoop(ic.ws, ic.q, ic.ctx.Done()); err != nil {
+		if err := writeLoop(ic.ws, ic.q, ic.ctx.Done(), nil); err != nil {
 			ic.b.log.Debug("peer connection write failed", "peer", ic.peer, "err", err)
 		}
 		ic.ws.Close() // unblocks the reader
@@ -342,7 +354,11 @@ func (ic *inConn) handle(msg []byte, sem chan struct{}) {
 		ch := d.str()
 		pub := d.pub()
 		if d.err == nil {
-			ic.b.deliver(ch, pub)
+			ic.b.deliver(ic.peer, ch, pub)
+		}
+	case kindNotice:
+		if ch := d.str(); d.err == nil {
+			ic.b.noticed(ch)
 		}
 	case kindRequest:
 		id, op, ch := d.u(), d.byte1(), d.str()
@@ -368,7 +384,8 @@ func (ic *inConn) handle(msg []byte, sem chan struct{}) {
 			case err == nil:
 				e = e.byte1(stOK).append(resp)
 			case errors.Is(err, errNotOwner):
-				e = e.byte1(stNotOwner).str(err.Error())
+				hint, _ := hintOf(err)
+				e = e.byte1(stNotOwner).str(err.Error()).str(hint.Name).str(hint.Addr)
 			case errors.Is(err, errNeedSync):
 				e = e.byte1(stNeedSync).str(err.Error())
 			case errors.Is(err, errBadFrame):
@@ -398,6 +415,12 @@ type link struct {
 	downUntil time.Time
 	lastErr   error
 	ws        *websocket.Conn
+	// missed are channels whose deliveries to the peer were dropped
+	// (link down, queue full or reset, connection cut mid-write). The
+	// link redials while any are noted and, once connected, sends the
+	// peer a notice for each, so it re-registers and fetches the gap
+	// from history instead of waiting for the channel's next message.
+	missed map[string]struct{}
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -452,7 +475,7 @@ func (l *link) call(ctx context.Context, op byte, ch string, body []byte) ([]byt
 	if time.Now().Before(l.downUntil) {
 		err := l.lastErr
 		l.mu.Unlock()
-		return nil, fmt.Errorf("%w: peer %s: %w", transport.ErrUnavailable, l.peer.Name, err)
+		return nil, fmt.Errorf("%w: %w: peer %s: %w", transport.ErrUnavailable, errPeerDown, l.peer.Name, err)
 	}
 	l.nextID++
 	id := l.nextID
@@ -463,7 +486,7 @@ func (l *link) call(ctx context.Context, op byte, ch string, body []byte) ([]byt
 	msg := enc(make([]byte, 0, 16+len(ch)+len(body))).byte1(kindRequest).u(id).byte1(op).str(ch).append(body)
 	if !l.q.push(msg) {
 		l.forget(id)
-		return nil, fmt.Errorf("%w: peer %s: queue full or closed", transport.ErrUnavailable, l.peer.Name)
+		return nil, fmt.Errorf("%w: %w: peer %s: queue full or closed", transport.ErrUnavailable, errPeerDown, l.peer.Name)
 	}
 	select {
 	case r := <-rc:
@@ -471,11 +494,18 @@ func (l *link) call(ctx context.Context, op byte, ch string, body []byte) ([]byt
 		case stOK:
 			return r.body, nil
 		case stNotOwner:
-			return nil, errNotOwner
+			d := dec{b: r.body}
+			hint := transport.Peer{Name: d.str(), Addr: d.str()}
+			if d.err != nil {
+				hint = transport.Peer{}
+			}
+			return nil, notOwner(hint)
 		case stNeedSync:
 			return nil, errNeedSync
 		case stBadRequest:
 			return nil, fmt.Errorf("%w: peer %s: %s", errBadFrame, l.peer.Name, r.msg)
+		case stLinkDown:
+			return nil, fmt.Errorf("%w: %w: peer %s: %s", transport.ErrUnavailable, errPeerDown, l.peer.Name, r.msg)
 		default:
 			return nil, fmt.Errorf("%w: peer %s: %s", transport.ErrUnavailable, l.peer.Name, r.msg)
 		}
@@ -491,10 +521,12 @@ func (l *link) forget(id uint64) {
 	l.mu.Unlock()
 }
 
-// deliverTo queues a delivery for node. When the peer cannot take it (its
-// queue is full) the connection is cut: the peer notices, and re-registers
-// its channels, which returns what it missed.
-func (b *Broker) deliverTo(node string, msg []byte) {
+// deliverTo queues a delivery of channel ch for node. When the peer cannot
+// take it (its queue is full) the connection is cut: the peer notices, and
+// re-registers its channels, which returns what it missed. Either way the
+// channel is noted as missed, so the peer also gets a notice once the
+// link is back.
+func (b *Broker) deliverTo(node, ch string, msg []byte) {
 	p, ok := b.peerByName(node)
 	if !ok {
 		return
@@ -504,14 +536,64 @@ func (b *Broker) deliverTo(node string, msg []byte) {
 	down := time.Now().Before(l.downUntil)
 	l.mu.Unlock()
 	if down {
+		l.noteMissed(ch)
 		return
 	}
 	if !l.q.push(msg) {
+		l.noteMissed(ch)
 		l.mu.Lock()
 		if l.ws != nil {
 			l.ws.Close()
 		}
 		l.mu.Unlock()
+	}
+}
+
+// sendTo queues a one-way message for peer (which need not be in this
+// node's view) unless its link is down.
+func (b *Broker) sendTo(p transport.Peer, msg []byte) {
+	l := b.linkTo(p)
+	l.mu.Lock()
+	down := time.Now().Before(l.downUntil)
+	l.mu.Unlock()
+	if !down {
+		l.q.push(msg)
+	}
+}
+
+func (l *link) noteMissed(ch string) {
+	l.mu.Lock()
+	if l.missed == nil {
+		l.missed = make(map[string]struct{})
+	}
+	l.missed[ch] = struct{}{}
+	l.mu.Unlock()
+	select {
+	case l.q.wake <- struct{}{}: // redial if idle
+	default:
+	}
+}
+
+// lost notes the channels of deliveries among msgs as missed.
+func (l *link) lost(msgs [][]byte) {
+	for _, m := range msgs {
+		d := dec{b: m}
+		if d.byte1() == kindDelivery {
+			if ch := d.str(); d.err == nil {
+				l.noteMissed(ch)
+			}
+		}
+	}
+}
+
+// sendNotices queues a notice for every missed channel.
+func (l *link) sendNotices() {
+	l.mu.Lock()
+	missed := l.missed
+	l.missed = nil
+	l.mu.Unlock()
+	for ch := range missed {
+		l.q.push(enc(make([]byte, 0, 2+len(ch))).byte1(kindNotice).str(ch))
 	}
 }
 
@@ -528,7 +610,7 @@ func (b *Broker) peerByName(name string) (transport.Peer, bool) {
 // request queued behind a failure must not be sent after its caller gave
 // up), and refuses new traffic for down.
 func (l *link) fail(err error, down time.Duration) {
-	l.q.reset()
+	l.lost(l.q.reset())
 	l.mu.Lock()
 	l.lastErr = err
 	l.downUntil = time.Now().Add(down)
@@ -536,7 +618,7 @@ func (l *link) fail(err error, down time.Duration) {
 	l.pending = make(map[uint64]chan result)
 	l.mu.Unlock()
 	for _, rc := range pending {
-		rc <- result{status: stUnavailable, msg: err.Error()}
+		rc <- result{status: stLinkDown, msg: err.Error()}
 	}
 }
 
@@ -560,6 +642,15 @@ func (l *link) run() {
 			case <-time.After(backoff):
 			}
 			backoff = min(backoff*2, 2*time.Second)
+			l.mu.Lock()
+			retry := len(l.missed) > 0
+			l.mu.Unlock()
+			if retry {
+				select {
+				case l.q.wake <- struct{}{}:
+				default:
+				}
+			}
 			continue
 		}
 		backoff = 50 * time.Millisecond
@@ -576,6 +667,7 @@ func (l *link) run() {
 			ws.Close()
 			continue
 		}
+		l.sendNotices()
 		// Wake the writer for what was queued while dialling.
 		select {
 		case l.q.wake <- struct{}{}:
@@ -638,7 +730,7 @@ func (l *link) serve(ws *websocket.Conn) error {
 	stop := make(chan struct{})
 	writeDone := make(chan error, 1)
 	go func() {
-		writeDone <- writeLoop(ws, l.q, stop)
+		writeDone <- writeLoop(ws, l.q, stop, l.lost)
 	}()
 	var err error
 	select {
@@ -670,9 +762,8 @@ func (l *link) handleResponse(msg []byte) {
 	r := result{status: status}
 	if status != stOK {
 		r.msg = d.str()
-	} else {
-		r.body = d.b
 	}
+	r.body = d.b
 	if d.err != nil {
 		return
 	}

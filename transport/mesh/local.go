@@ -32,6 +32,8 @@ type localChan struct {
 	syncing  bool // a resync goroutine runs
 	again    bool // another resync was asked for while one ran
 	users    map[string]struct{}
+	usersVer uint64 // bumped on every change to users
+	lastFrom string // the node whose delivery arrived last
 }
 
 // push offers a publication from the owner's stream. It returns true when
@@ -111,13 +113,19 @@ func (lc *localChan) drainPending() {
 }
 
 // apply takes the owner's answer to a subscribe: the stream's latest
-// position and the publications this node has not seen. It reports
-// whether something was queued and whether a gap remains.
-func (lc *localChan) apply(latest transport.StreamPosition, pubs []transport.Publication) (queued, gap bool) {
+// position and the publications this node has not seen. sentKnown is
+// whether the request carried this node's position: an answer to one that
+// did not (sent while the first subscribe was still on its way) carries no
+// publications, so it cannot move the position forward over a gap. It
+// reports whether something was queued and whether a gap remains.
+func (lc *localChan) apply(sentKnown bool, latest transport.StreamPosition, pubs []transport.Publication) (queued, gap bool) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	if !lc.active {
 		return false, false
+	}
+	if lc.known && !sentKnown {
+		return false, latest.Epoch != lc.epoch || latest.Offset > lc.offset
 	}
 	n := len(lc.queue)
 	epochChanged := lc.known && lc.epoch != latest.Epoch
@@ -191,10 +199,30 @@ func (b *Broker) localFor(ch string, create bool) *localChan {
 }
 
 // deliver handles a delivery from a channel's owner.
-func (b *Broker) deliver(ch string, pub transport.Publication) {
+func (b *Broker) deliver(from, ch string, pub transport.Publication) {
 	lc := b.localFor(ch, false)
-	if lc != nil && lc.push(b, pub) {
+	if lc == nil {
+		return
+	}
+	lc.mu.Lock()
+	lc.lastFrom = from
+	lc.mu.Unlock()
+	if lc.push(b, pub) {
 		lc.drain(b)
+	}
+}
+
+// noticed handles a notice: re-register ch if it is used here.
+func (b *Broker) noticed(ch string) {
+	lc := b.localFor(ch, false)
+	if lc == nil {
+		return
+	}
+	lc.mu.Lock()
+	used := lc.active || len(lc.users) > 0
+	lc.mu.Unlock()
+	if used {
+		b.resync(ch)
 	}
 }
 
@@ -209,10 +237,6 @@ func (b *Broker) register(ctx context.Context, ch string) error {
 	lc.mu.Lock()
 	active, known := lc.active, lc.known
 	pos := transport.StreamPosition{Offset: lc.offset, Epoch: lc.epoch}
-	var users []string
-	for u := range lc.users {
-		users = append(users, u)
-	}
 	lc.mu.Unlock()
 
 	if active {
@@ -233,7 +257,7 @@ func (b *Broker) register(ctx context.Context, ch string) error {
 		if d.err != nil {
 			return d.err
 		}
-		queued, gap := lc.apply(latest, pubs)
+		queued, gap := lc.apply(known, latest, pubs)
 		if queued {
 			lc.drain(b)
 		}
@@ -241,7 +265,21 @@ func (b *Broker) register(ctx context.Context, ch string) error {
 			b.resync(ch)
 		}
 	}
-	if len(users) > 0 {
+	// The set replaces this node's users at the owner. An add or remove
+	// sent meanwhile may reach the owner before it and be undone by it,
+	// so the set is sent again until the users did not change around it.
+	sentVer := ^uint64(0)
+	for {
+		lc.mu.Lock()
+		ver := lc.usersVer
+		users := make([]string, 0, len(lc.users))
+		for u := range lc.users {
+			users = append(users, u)
+		}
+		lc.mu.Unlock()
+		if ver == sentVer || (len(users) == 0 && sentVer == ^uint64(0) && ver == 0) {
+			return nil
+		}
 		slices.Sort(users)
 		e := enc(nil).u(uint64(len(users)))
 		for _, u := range users {
@@ -250,8 +288,8 @@ func (b *Broker) register(ctx context.Context, ch string) error {
 		if _, err := b.ownerCall(ctx, opPresenceSet, ch, e); err != nil {
 			return err
 		}
+		sentVer = ver
 	}
-	return nil
 }
 
 // resync re-registers ch with its owner in the background, retrying with

@@ -40,12 +40,51 @@ type testCluster struct {
 	peers   []transport.Peer
 	brokers map[string]*Broker
 	servers map[string]*httptest.Server
+	// views, when set for a node, is what its Config.Peers returns instead
+	// of peers: a node whose gossip has not caught up yet.
+	views map[string][]string
 }
 
 func (c *testCluster) alive() []transport.Peer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.peers)
+}
+
+// peersOf is node name's Config.Peers.
+func (c *testCluster) peersOf(name string) func() []transport.Peer {
+	return func() []transport.Peer {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		view, ok := c.views[name]
+		if !ok {
+			return slices.Clone(c.peers)
+		}
+		var out []transport.Peer
+		for _, p := range c.peers {
+			if slices.Contains(view, p.Name) {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+}
+
+// setView makes node name see only the given nodes (nil: the whole
+// membership again) and tells its broker, as cmd does on an event.
+func (c *testCluster) setView(name string, view []string) {
+	c.mu.Lock()
+	if c.views == nil {
+		c.views = make(map[string][]string)
+	}
+	if view == nil {
+		delete(c.views, name)
+	} else {
+		c.views[name] = view
+	}
+	b := c.brokers[name]
+	c.mu.Unlock()
+	b.PeersChanged()
 }
 
 // remove drops a node from the membership and tells the others.
@@ -96,7 +135,7 @@ func newTestCluster(tb testing.TB, n int, mod func(i int, cfg *Config)) (*testCl
 		cfg := Config{
 			Self:        transport.Peer{Name: name, Addr: srv.URL},
 			Key:         testKey,
-			Peers:       c.alive,
+			Peers:       c.peersOf(name),
 			HistorySize: brokertest.HistorySize,
 			Logger:      testLogger(),
 		}
@@ -176,7 +215,7 @@ func startAll(t *testing.T, bs []*Broker) []*brokertest.Recorder {
 
 // channelOwnedBy finds a channel name whose owner (over all of bs) is
 // bs[owner], and returns it with its backup's index.
-func channelOwnedBy(t *testing.T, bs []*Broker, owner int) (string, int) {
+func channelOwnedBy(t testing.TB, bs []*Broker, owner int) (string, int) {
 	t.Helper()
 	for i := range 10000 {
 		ch := fmt.Sprintf("r:failover%d", i)

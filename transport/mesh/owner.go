@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -22,6 +23,13 @@ type chanState struct {
 
 	owned bool // this node currently orders the channel
 	has   bool // epoch is set: the stream exists here (owned or replica)
+
+	// handedTo is the node this one last handed the channel over to (it
+	// answered that node's takeover). A later takeover here asks it for
+	// its copy even when this node's view does not list it: it may be a
+	// node that joined and that this node has not heard of from gossip
+	// yet, and it may have ordered the channel since.
+	handedTo transport.Peer
 
 	epoch    string
 	offset   uint64
@@ -219,59 +227,101 @@ func better(a, b *snapshot) bool {
 }
 
 // acquireOwned returns the channel's state locked and owned by this node,
-// taking ownership over if needed. errNotOwner when this node's view says
-// another node owns ch.
+// taking ownership over if needed. It answers not-owner (with a hint) when
+// this node's view says another node owns ch, or when a peer refused the
+// takeover.
 func (b *Broker) acquireOwned(ctx context.Context, ch string) (*chanState, error) {
-	if b.ownerOf(ch).Name != b.cfg.Self.Name {
-		return nil, errNotOwner
+	if o := b.ownerOf(ch); o.Name != b.cfg.Self.Name {
+		// The cached view may lag the cluster's table: look again before
+		// turning the request away.
+		if o = ownerIn(b.livePeers(), ch); o.Name != b.cfg.Self.Name {
+			return nil, notOwner(o)
+		}
 	}
 	s := b.chanFor(ch)
 	if err := s.lock(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
 	}
-	if !s.owned {
-		if err := b.takeover(ctx, s); err != nil {
-			s.unlock()
-			return nil, err
-		}
+	if s.owned {
+		return s, nil
+	}
+	// Taking a channel over is the decision that must not be made on a
+	// stale view.
+	ps := b.livePeers()
+	if o := ownerIn(ps, ch); o.Name != b.cfg.Self.Name {
+		s.unlock()
+		return nil, notOwner(o)
+	}
+	if err := b.takeover(ctx, s, ps); err != nil {
+		s.unlock()
+		return nil, err
 	}
 	return s, nil
 }
 
 // takeoverTimeout bounds how long a new owner waits for its peers' copies
-// of a channel. A peer that does not answer in time (dead but still
-// listed) is skipped.
+// of a channel. A peer that cannot be reached (errPeerDown: connection
+// refused or lost, as when it died or left) is skipped; one that is
+// reachable but does not answer in time, or answers that it is busy, fails
+// the takeover (ErrUnavailable, the caller retries): it may still be
+// ordering the channel, and going on without its copy could leave two
+// owners. Membership drops a peer that stays silent.
 const takeoverTimeout = 2 * time.Second
 
-// takeover makes this node the owner of s (locked). It collects every
-// alive peer's copy of the stream, keeps the most recent one (normally the
-// replica this node kept as the channel's backup, or the copy handed over
-// by a previous owner that is still alive), and continues that stream with
-// the same epoch and the next offset. With no copy anywhere it starts a
-// new epoch. A peer that answers hands over: it stops acting as owner.
-// With a Config.Log the adopted stream is made durable first; when that
-// fails this node does not take ownership.
-func (b *Broker) takeover(ctx context.Context, s *chanState) error {
+// takeover makes this node the owner of s (locked), in view ps. It asks
+// every peer of the view (and the node it last handed s to) for its copy
+// of the stream. A peer whose own view says it is the owner refuses: the
+// takeover is abandoned and the caller is sent there, so two nodes with
+// different views never both order the channel (the refusal needs no
+// lock, so two nodes taking over at once cannot wait on each other). A
+// peer that answers hands over and stops ordering. The new owner keeps
+// the most recent copy (normally the replica it kept as the channel's
+// backup, or the state handed over by the previous owner) and continues
+// that stream with the same epoch and the next offset; with no copy
+// anywhere it starts a new epoch. With a Config.Log the adopted stream is
+// made durable first; when that fails this node does not take ownership.
+// Once it owns the channel it tells every peer, which re-register their
+// subscriptions and present users with it.
+func (b *Broker) takeover(ctx context.Context, s *chanState, ps *peerSet) error {
 	var best *snapshot
 	if s.has {
 		best = b.snapshotOf(s)
 	}
-	peers := b.peerList()
+	peers := ps.list
+	if h := s.handedTo; h.Name != "" && !ps.alive[h.Name] {
+		peers = append(slices.Clone(peers), h)
+	}
 	qctx, cancel := context.WithTimeout(ctx, takeoverTimeout)
 	defer cancel()
+	req := enc(nil).str(b.cfg.Self.Addr)
 	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		snaps []*snapshot
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		snaps   []*snapshot
+		refused error
+		silent  error
 	)
 	for _, p := range peers {
 		if p.Name == b.cfg.Self.Name {
 			continue
 		}
 		wg.Go(func() {
-			body, err := b.call(qctx, p, opState, s.name, nil)
+			body, err := b.call(qctx, p, opState, s.name, req)
+			if errors.Is(err, errNotOwner) {
+				mu.Lock()
+				refused = err
+				mu.Unlock()
+				cancel() // the others' answers no longer matter
+				return
+			}
+			if errors.Is(err, errPeerDown) {
+				b.log.Debug("takeover: peer unreachable, going on without it", "channel", s.name, "peer", p.Name, "err", err)
+				return
+			}
 			if err != nil {
-				b.log.Debug("takeover: no state from peer", "channel", s.name, "peer", p.Name, "err", err)
+				mu.Lock()
+				silent = fmt.Errorf("%w: takeover of %s: no answer from %s: %w", transport.ErrUnavailable, s.name, p.Name, err)
+				mu.Unlock()
 				return
 			}
 			d := dec{b: body}
@@ -288,6 +338,17 @@ func (b *Broker) takeover(ctx context.Context, s *chanState) error {
 		})
 	}
 	wg.Wait()
+	if refused != nil {
+		// Peers that already answered stopped ordering and point here;
+		// they keep their copies, which the real owner's takeover
+		// collects.
+		b.log.Debug("takeover refused", "channel", s.name, "err", refused)
+		return refused
+	}
+	if silent != nil {
+		b.log.Debug("takeover failed", "channel", s.name, "err", silent)
+		return silent
+	}
 	for _, snap := range snaps {
 		if better(snap, best) {
 			best = snap
@@ -311,7 +372,9 @@ func (b *Broker) takeover(ctx context.Context, s *chanState) error {
 	}
 	b.dropGone(s)
 	s.owned = true
+	s.handedTo = transport.Peer{}
 	b.log.Debug("took ownership", "channel", s.name, "epoch", s.epoch, "offset", s.offset, "copies", len(snaps))
+	b.announceOwner(s.name, peers)
 	return nil
 }
 
@@ -346,6 +409,14 @@ func (b *Broker) ownerPublish(ctx context.Context, ch string, data []byte, opts 
 	s, err := b.acquireOwned(ctx, ch)
 	if err != nil {
 		return transport.Publication{}, err
+	}
+	// The view may have moved while this request waited for the lock (a
+	// takeover that handed over clears owned, but a view change alone does
+	// not until the membership goroutine gets the lock).
+	if o := b.ownerOf(ch); o.Name != b.cfg.Self.Name {
+		s.owned = false
+		s.unlock()
+		return transport.Publication{}, notOwner(o)
 	}
 	now := time.Now().UnixMilli()
 	if opts.Ephemeral {
@@ -412,7 +483,13 @@ func (b *Broker) expireDedupe(s *chanState, now int64) {
 // it); the window where both fail before the next copy is the documented
 // loss case.
 func (b *Broker) replicate(ctx context.Context, s *chanState, pub transport.Publication, key string) {
-	_, backup, ok := b.ranked(s.name)
+	owner, backup, ok := b.ranked(s.name)
+	if owner.Name != b.cfg.Self.Name {
+		// The view moved after this publication was ordered: the copy goes
+		// to the next owner, which takes it into account when it takes
+		// over. Never to this node itself (it holds the lock).
+		backup, ok = owner, true
+	}
 	if !ok {
 		return
 	}
@@ -444,9 +521,25 @@ func (b *Broker) fanout(s *chanState, pub transport.Publication) *localChan {
 		if msg == nil {
 			msg = enc(make([]byte, 0, 32+len(s.name)+len(pub.Epoch)+len(pub.Data))).byte1(kindDelivery).str(s.name).pub(pub)
 		}
-		b.deliverTo(n, msg)
+		b.deliverTo(n, s.name, msg)
 	}
 	return local
+}
+
+// announceOwner tells peers that this node now orders ch, so that each
+// re-registers its subscription and present users with it, whatever its
+// own view says yet.
+func (b *Broker) announceOwner(ch string, peers []transport.Peer) {
+	var msg []byte
+	for _, p := range peers {
+		if p.Name == b.cfg.Self.Name {
+			continue
+		}
+		if msg == nil {
+			msg = enc(make([]byte, 0, 2+len(ch))).byte1(kindNotice).str(ch)
+		}
+		b.sendTo(p, msg)
+	}
 }
 
 // serveOwner handles the requests addressed to a channel's owner.
@@ -463,7 +556,7 @@ func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string
 		}
 		return enc(nil).pub(pub), nil
 	case opReplicate, opSnapshot, opState:
-		return b.serveReplica(ctx, op, ch, d)
+		return b.serveReplica(ctx, from, op, ch, d)
 	}
 
 	// The rest only read or touch membership of the channel.
@@ -583,21 +676,33 @@ func (e enc) append(p []byte) enc { return append(e, p...) }
 
 // serveReplica handles replication traffic: a copy of one publication, a
 // full snapshot, or a state query from a node taking ownership over.
-func (b *Broker) serveReplica(ctx context.Context, op byte, ch string, d *dec) ([]byte, error) {
+func (b *Broker) serveReplica(ctx context.Context, from string, op byte, ch string, d *dec) ([]byte, error) {
 	var pub transport.Publication
 	var key string
 	var snap *snapshot
+	var asker transport.Peer
 	switch op {
 	case opReplicate:
 		pub, key = d.pub(), d.str()
 	case opSnapshot:
 		snap = d.snapshot()
+	case opState:
+		asker = transport.Peer{Name: from, Addr: d.str()}
 	}
 	if d.err != nil {
 		return nil, d.err
 	}
 	var s *chanState
 	if op == opState {
+		// Refuse a takeover while this node's own view (read afresh) says
+		// it orders the channel: handing over now could leave two owners
+		// if the asker's view is the stale one. The asker follows the
+		// hint; once the views agree, the takeover succeeds. Decided
+		// before taking the lock, so two nodes taking over at once never
+		// wait on each other.
+		if o := ownerIn(b.livePeers(), ch); o.Name == b.cfg.Self.Name {
+			return nil, notOwner(b.cfg.Self)
+		}
 		// A node taking a channel over asks every peer for its copy.
 		// Creating an empty state here to say "none" would leave one on
 		// every node for every channel ever created (each user's DM
@@ -617,8 +722,10 @@ func (b *Broker) serveReplica(ctx context.Context, op byte, ch string, d *dec) (
 	defer s.unlock()
 	switch op {
 	case opState:
-		// The asker is taking over: hand over and stop ordering here.
+		// The asker is taking over: hand over and stop ordering here,
+		// and send the channel's requests there until the view changes.
 		s.owned = false
+		s.handedTo = asker
 		if !s.has {
 			return enc(nil).bool1(false), nil
 		}

@@ -12,7 +12,14 @@ import (
 //
 //	request:  kindRequest  id:uvarint op:byte channel:str body
 //	response: kindResponse id:uvarint status:byte [error:str if status != 0] body
+//	          (stNotOwner: body is the hint, node:str addr:str)
 //	delivery: kindDelivery channel:str publication
+//	notice:   kindNotice channel:str
+//
+// A notice asks the receiver to re-register its side of the channel with
+// the channel's owner (subscription with its last position, present
+// users): the sender took the channel over, or could not deliver some of
+// its publications to the receiver.
 //
 // str and bytes are a uvarint length then the bytes; a publication is
 // offset:uvarint epoch:str time:varint data:bytes. Hand-rolled binary
@@ -23,6 +30,7 @@ const (
 	kindRequest  byte = 1
 	kindResponse byte = 2
 	kindDelivery byte = 3
+	kindNotice   byte = 4
 )
 
 // Request operations.
@@ -37,7 +45,7 @@ const (
 	opPresenceQuery  byte = 8 // -> user nodes...
 	opReplicate      byte = 9 // publication key -> (stNeedSync)
 	opSnapshot       byte = 10
-	opState          byte = 11 // -> has snapshot
+	opState          byte = 11 // asker addr -> has snapshot (or stNotOwner: refused)
 )
 
 // Response status codes.
@@ -47,6 +55,7 @@ const (
 	stNeedSync    byte = 2
 	stUnavailable byte = 3
 	stBadRequest  byte = 4
+	stLinkDown    byte = 255 // never sent: a link's own failure of its pending requests
 )
 
 const flagEphemeral byte = 1
