@@ -16,7 +16,7 @@ const frameOverhead = 32
 // (after draining what is left), closing the socket with CloseReason.
 // Close must be called once the connection has ended.
 //
-// Handle and Close are serialised; Ready, Drain, Done, CloseReason and
+// Handle, Reject and Close are serialised; Ready, Drain, Done, CloseReason and
 // SendError are safe from any goroutine.
 type Client struct {
 	hub     *Hub
@@ -195,6 +195,25 @@ func (c *Client) Handle(ctx context.Context, data []byte) error {
 	if err != nil {
 		c.SendError(err.code, err.msg, f.Ref)
 	}
+	return nil
+}
+
+// Reject answers a frame the web layer could not hand to Handle (too
+// large, binary) with an error frame of the given code. The frame still
+// counts against the rate limit, so that rejected frames cannot be sent
+// faster than accepted ones; over the limit the answer is rate_limited.
+// The error is non-nil only when the client is closed.
+func (c *Client) Reject(code, message string) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	if c.cleaned || c.isClosed() {
+		return ErrClosed
+	}
+	if !c.limiter.allow(c.hub.now()) {
+		c.SendError(CodeRateLimited, "too many frames, slow down", "")
+		return nil
+	}
+	c.SendError(code, message, "")
 	return nil
 }
 

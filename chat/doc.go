@@ -4,7 +4,9 @@
 //
 // The hub speaks to the rest of the cluster only through a
 // transport.Broker. Rooms live on channel "r:<room>", each user's DM inbox
-// on "u:<user>", and session revocations on "s:revoked". Payloads on the
+// on "u:<user>", and session revocations on "s:revoked" (compacted with
+// periodic snapshots so that a logout outlives the channel's retention;
+// see revoke.go). Payloads on the
 // broker are compact JSON events (see event.go); the hub decodes each
 // delivered publication once per node and encodes the outbound frame once
 // for all local members, plus one variant carrying "ref" for the
@@ -23,6 +25,8 @@
 //
 //	Client.op -> room.ctl -> room.mu -> Client.mu
 //	shard.mu is a leaf: nothing else is taken while it is held.
+//	revocations.mu is a leaf too; revocations.snapMu is held across the
+//	broker calls of one snapshot and taken before revocations.mu.
 //
 // room.ctl serialises the slow control path of one channel (subscribe,
 // unsubscribe, presence writes) and may be held across broker calls;

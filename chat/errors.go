@@ -12,6 +12,15 @@ var (
 	ErrClosed = errors.New("chat: closed")
 	// ErrStarted is returned by a second call to Start.
 	ErrStarted = errors.New("chat: hub already started")
+	// ErrNoNode is returned by New without Config.Node.
+	ErrNoNode = errors.New("chat: no node name")
+	// ErrNoBroker is returned by New without Config.Broker.
+	ErrNoBroker = errors.New("chat: no broker")
+	// ErrNegativeConfig is returned by New when a size or duration in
+	// Config is negative.
+	ErrNegativeConfig = errors.New("chat: negative size or duration in config")
+	// ErrEmptySession is returned by RevokeSession for an empty id.
+	ErrEmptySession = errors.New("chat: empty session id")
 )
 
 // Error codes carried by "error" frames. They are stable snake_case

@@ -13,6 +13,9 @@ const (
 	kindPresence = "p" // ephemeral, on r:<room>
 	kindTyping   = "t" // ephemeral, on r:<room>
 	kindRevoke   = "s" // stored, on s:revoked
+	// kindRevokeSnapshot is one part of a compaction of s:revoked: every
+	// revocation still unexpired when it was taken (see revoke.go).
+	kindRevokeSnapshot = "S"
 )
 
 // Channel names and prefixes.
@@ -31,10 +34,14 @@ type event struct {
 	Text    string `json:"t,omitempty"`
 	Conn    string `json:"c,omitempty"` // originating connection id
 	Ref     string `json:"r,omitempty"` // client ref, echoed to Conn only
-	Node    string `json:"n,omitempty"` // presence: node the user is on
+	Node    string `json:"n,omitempty"` // presence: node the user is on; revocation: node that published it
 	Online  bool   `json:"o,omitempty"` // presence
 	Session string `json:"s,omitempty"` // revocation: session id
 	Until   int64  `json:"e,omitempty"` // revocation: Unix ms it matters until
+	// Revoked is a snapshot part: session id -> Unix ms it matters until.
+	Revoked map[string]int64 `json:"l,omitempty"`
+	Part    int              `json:"i,omitempty"`  // snapshot part, from 0
+	Parts   int              `json:"pn,omitempty"` // snapshot parts in all
 }
 
 func (e *event) marshal() []byte {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -18,9 +17,12 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultQueueBytes   = 1 << 20
-	DefaultRateLimit    = 50
-	DefaultMinBurst     = 100
+	DefaultQueueBytes = 1 << 20
+	DefaultRateLimit  = 50
+	// DefaultMinBurst is the least burst a rate-limited connection gets:
+	// the contract promises bursts of at least 100 frames, and a client
+	// spends one on its join before it bursts; the rest is headroom.
+	DefaultMinBurst     = 110
 	DefaultMaxTextBytes = 4096
 	DefaultHistoryPage  = 100
 	DefaultMaxRooms     = 100
@@ -53,7 +55,7 @@ type Config struct {
 	// NoRateLimit) means no limit.
 	RateLimit float64
 	// RateBurst is how many frames a connection may send at once.
-	// 0 means max(100, 2*RateLimit).
+	// 0 means max(DefaultMinBurst, 2*RateLimit), i.e. max(110, 2N).
 	RateBurst int
 	// MaxTextBytes bounds the text of a message or DM. Default 4096.
 	MaxTextBytes int
@@ -66,6 +68,24 @@ type Config struct {
 	// Shards is how many shards the channel table is split into.
 	// Default 64.
 	Shards int
+	// HistoryMaxAge is the broker's age limit on retained publications
+	// (--history-age), 0 for none. Revocation snapshots are republished
+	// at least every HistoryMaxAge/2 so that a logout outlives it.
+	HistoryMaxAge time.Duration
+	// RevocationSnapshotEvery is K: after K revocations since the last
+	// snapshot, the node that published the K-th publishes a snapshot of
+	// every unexpired revocation. It must stay well under the broker's
+	// per-channel retention (1000 by default). Default 100.
+	RevocationSnapshotEvery int
+	// RevocationSnapshotInterval is the longest time between snapshots
+	// while there are revocations since the last one (or, with
+	// HistoryMaxAge, any unexpired ones). Default 5 minutes, and never
+	// more than HistoryMaxAge/2.
+	RevocationSnapshotInterval time.Duration
+	// MaxRevocations caps the revocations a node remembers. Beyond it the
+	// one closest to expiry is forgotten and counted (RevocationStats).
+	// Default DefaultMaxRevocations.
+	MaxRevocations int
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. For tests.
@@ -95,10 +115,10 @@ type Hub struct {
 
 	clientsMu sync.Mutex
 	clients   map[*Client]struct{}
-	closing   bool // guarded by clientsMu
+	bySession map[string]map[*Client]struct{} // session id -> its clients
+	closing   bool                            // guarded by clientsMu
 
-	revMu   sync.RWMutex
-	revoked map[string]int64 // session id -> Unix ms until which it matters
+	rev revocations
 
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
@@ -113,18 +133,19 @@ var _ transport.Handler = (*Hub)(nil)
 // New validates cfg and returns a hub that is not started yet.
 func New(cfg Config) (*Hub, error) {
 	if cfg.Node == "" {
-		return nil, errors.New("chat: no node name")
+		return nil, ErrNoNode
 	}
 	if cfg.Broker == nil {
-		return nil, errors.New("chat: no broker")
+		return nil, ErrNoBroker
 	}
 	pm, ok := cfg.Broker.(transport.PresenceManager)
 	if !ok {
 		return nil, ErrNoPresence
 	}
 	if cfg.QueueBytes < 0 || cfg.RateBurst < 0 || cfg.MaxTextBytes < 0 || cfg.HistoryPage < 0 ||
-		cfg.MaxRooms < 0 || cfg.Shards < 0 {
-		return nil, errors.New("chat: negative size in config")
+		cfg.MaxRooms < 0 || cfg.Shards < 0 || cfg.HistoryMaxAge < 0 || cfg.RevocationSnapshotEvery < 0 ||
+		cfg.RevocationSnapshotInterval < 0 || cfg.MaxRevocations < 0 {
+		return nil, ErrNegativeConfig
 	}
 	if math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) {
 		return nil, fmt.Errorf("chat: rate limit %v is not a number", cfg.RateLimit)
@@ -141,9 +162,10 @@ func New(cfg Config) (*Hub, error) {
 		log:        cfg.Logger,
 		now:        cfg.Now,
 		clients:    make(map[*Client]struct{}),
-		revoked:    make(map[string]int64),
+		bySession:  make(map[string]map[*Client]struct{}),
 		shutDone:   make(chan struct{}),
 	}
+	h.rev.init(cfg)
 	switch {
 	case cfg.RateLimit == 0:
 		h.rate = DefaultRateLimit
@@ -199,6 +221,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		return fmt.Errorf("chat: start broker: %w", err)
 	}
 	h.goTracked(h.loadRevocations)
+	h.goTracked(h.revocationLoop)
 	return nil
 }
 
@@ -271,7 +294,20 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 		return nil, ErrClosed
 	}
 	h.clients[c] = struct{}{}
+	if session != "" {
+		set := h.bySession[session]
+		if set == nil {
+			set = make(map[*Client]struct{}, 1)
+			h.bySession[session] = set
+		}
+		set[c] = struct{}{}
+	}
 	h.clientsMu.Unlock()
+	// A logout that landed between the caller's check and the
+	// registration above would otherwise miss this connection.
+	if session != "" && h.SessionRevoked(session) {
+		c.disconnect(CloseLoggedOut, "logged_out")
+	}
 
 	nodes := h.nodes()
 	if nodes == nil {
@@ -295,6 +331,12 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 func (h *Hub) unregister(c *Client) {
 	h.clientsMu.Lock()
 	delete(h.clients, c)
+	if set := h.bySession[c.session]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(h.bySession, c.session)
+		}
+	}
 	h.clientsMu.Unlock()
 }
 
@@ -310,7 +352,7 @@ func (h *Hub) Clients() int {
 // blocks.
 func (h *Hub) HandlePublication(channel string, pub transport.Publication) {
 	if channel == revokedChannel {
-		h.handleRevocation(pub)
+		h.handleRevocationPub(pub)
 		return
 	}
 	r := h.lookup(channel)
@@ -344,106 +386,6 @@ func (h *Hub) NodeGone(name string) {
 			r.nodeGone(h, name)
 		}
 	}
-}
-
-// RevokeSession records, cluster-wide, that session id must no longer be
-// accepted; until is when the session would have expired anyway. Open
-// connections of that session are closed with CloseLoggedOut.
-func (h *Hub) RevokeSession(ctx context.Context, id string, until time.Time) error {
-	if id == "" {
-		return errors.New("chat: empty session id")
-	}
-	ev := event{Kind: kindRevoke, Session: id, Until: until.UnixMilli()}
-	if _, err := h.broker.Publish(ctx, revokedChannel, ev.marshal(), transport.PublishOptions{}); err != nil {
-		return fmt.Errorf("chat: revoke session: %w", err)
-	}
-	h.revoke(id, ev.Until)
-	return nil
-}
-
-// SessionRevoked reports whether session id was revoked on any node.
-func (h *Hub) SessionRevoked(id string) bool {
-	h.revMu.RLock()
-	until, ok := h.revoked[id]
-	h.revMu.RUnlock()
-	return ok && until > h.now().UnixMilli()
-}
-
-func (h *Hub) revoke(id string, until int64) {
-	now := h.now().UnixMilli()
-	if until <= now {
-		return
-	}
-	h.revMu.Lock()
-	if old, ok := h.revoked[id]; !ok || old < until {
-		h.revoked[id] = until
-	}
-	// Prune now and then; a map of live revocations stays small.
-	if len(h.revoked)%256 == 0 {
-		for k, v := range h.revoked {
-			if v <= now {
-				delete(h.revoked, k)
-			}
-		}
-	}
-	h.revMu.Unlock()
-
-	h.clientsMu.Lock()
-	var hit []*Client
-	for c := range h.clients {
-		if c.session == id {
-			hit = append(hit, c)
-		}
-	}
-	h.clientsMu.Unlock()
-	for _, c := range hit {
-		c.disconnect(CloseLoggedOut, "logged_out")
-	}
-}
-
-func (h *Hub) handleRevocation(pub transport.Publication) {
-	ev, ok := decodeEvent(pub.Data)
-	if !ok || ev.Kind != kindRevoke || ev.Session == "" {
-		return
-	}
-	h.revoke(ev.Session, ev.Until)
-}
-
-// loadRevocations subscribes to the revocation channel and loads what it
-// retains, retrying until it succeeds or the hub shuts down.
-func (h *Hub) loadRevocations() {
-	backoff := 100 * time.Millisecond
-	for {
-		err := h.loadRevocationsOnce()
-		if err == nil {
-			return
-		}
-		h.log.Warn("loading session revocations", "err", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-h.ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
-func (h *Hub) loadRevocationsOnce() error {
-	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
-	defer cancel()
-	if err := h.broker.Subscribe(ctx, revokedChannel); err != nil {
-		return err
-	}
-	res, err := h.broker.History(ctx, revokedChannel, transport.HistoryRequest{})
-	if err != nil {
-		return err
-	}
-	for _, p := range res.Publications {
-		h.handleRevocation(p)
-	}
-	return nil
 }
 
 // shard is one slice of the channel table.

@@ -50,10 +50,10 @@ func TestNewValidates(t *testing.T) {
 		wantRate  float64
 		wantBurst int
 	}{
-		{0, 0, 50, 100},
+		{0, 0, 50, 110},
 		{NoRateLimit, 0, 0, 0},
 		{-5, 0, 0, 0},
-		{10, 0, 10, 100},
+		{10, 0, 10, 110},
 		{200, 0, 200, 400},
 		{200, 7, 200, 7},
 	}

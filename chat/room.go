@@ -320,7 +320,7 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 		c.rooms[name] = j
 		if err := h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
 			return joinedFrame(name, members, hist, rec)
-		}); err != nil {
+		}, true); err != nil {
 			cctx, cancel := cleanupCtx(ctx)
 			h.leaveRoom(cctx, c, r)
 			cancel()
@@ -336,15 +336,19 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 	r.mu.Unlock()
 	return h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
 		return joinedFrame(name, members, hist, rec)
-	})
+	}, false)
 }
 
 // catchUp sends the history of r after the id "after" (or the latest
 // page) in the frame made by first, then releases the frames buffered
 // meanwhile, dropping those the history already held: the member gets
-// every publication exactly once, in order. m must be pending.
+// every publication exactly once, in order. m must be pending. When the
+// history cannot be read and fresh is set (a first join, undone by the
+// caller), m stays pending and its buffer is dropped with it: the
+// connection is not in the room, and a live message handed to it without
+// the history before it would move its resume point past a gap.
 func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after string,
-	first func(history [][]byte, recovered bool) []byte) *frameError {
+	first func(history [][]byte, recovered bool) []byte, fresh bool) *frameError {
 	req := transport.HistoryRequest{Limit: h.page}
 	var since *transport.StreamPosition
 	if after != "" {
@@ -355,9 +359,11 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	}
 	res, err := h.broker.History(ctx, r.channel, req)
 	if err != nil {
-		r.mu.Lock()
-		r.goLiveLocked(c, m, nil, 0, "")
-		r.mu.Unlock()
+		if !fresh {
+			r.mu.Lock()
+			r.goLiveLocked(c, m, nil, 0, "")
+			r.mu.Unlock()
+		}
 		return h.brokerErr("history", err)
 	}
 	pubs := res.Publications
@@ -573,5 +579,5 @@ func (h *Hub) dmHistory(ctx context.Context, c *Client, after string) *frameErro
 	r.mu.Lock()
 	m.pending = true
 	r.mu.Unlock()
-	return h.catchUp(ctx, c, r, m, after, dmHistoryFrame)
+	return h.catchUp(ctx, c, r, m, after, dmHistoryFrame, false)
 }

@@ -32,9 +32,6 @@ type SessionOptions struct {
 	Secure bool
 }
 
-// Options is another name for SessionOptions.
-type Options = SessionOptions
-
 func (o SessionOptions) gorilla() sessions.Options {
 	maxAge := o.MaxAge
 	if maxAge <= 0 {
@@ -73,8 +70,13 @@ func NewCookieStore(hashKey, blockKey []byte, o SessionOptions) sessions.Store {
 
 // NewRedisSessions returns a store that keeps sessions in Redis under
 // RedisKeyPrefix, with a TTL of the session's MaxAge; the cookie holds
-// only a random id. Saving a session with MaxAge < 0 deletes its key, so a
+// only the session's id (random unless the caller sets Session.ID before
+// the first Save). Saving a session with MaxAge < 0 deletes its key, so a
 // logout is seen by every node at once. It pings Redis once.
+//
+// The store also has a method SessionExists(ctx, id) (bool, error), for
+// callers that must confirm a session by id without its cookie (package
+// web does for bearer tokens).
 func NewRedisSessions(ctx context.Context, client *goredis.Client, o SessionOptions) (sessions.Store, error) {
 	if client == nil {
 		return nil, ErrNoRedis
@@ -85,10 +87,26 @@ func NewRedisSessions(ctx context.Context, client *goredis.Client, o SessionOpti
 	}
 	s.KeyPrefix(RedisKeyPrefix)
 	s.Options(o.gorilla())
-	return s, nil
+	return &redisSessions{RedisStore: s, client: client}, nil
 }
 
-// NewRedisStore is NewRedisSessions.
-func NewRedisStore(ctx context.Context, client *goredis.Client, o SessionOptions) (sessions.Store, error) {
-	return NewRedisSessions(ctx, client, o)
+// redisSessions is redisstore's store plus a lookup by id.
+type redisSessions struct {
+	*redisstore.RedisStore
+	client *goredis.Client
+}
+
+var _ sessions.Store = (*redisSessions)(nil)
+
+// SessionExists reports whether the session with this id is stored, i.e.
+// has neither expired nor been logged out.
+func (s *redisSessions) SessionExists(ctx context.Context, id string) (bool, error) {
+	if id == "" {
+		return false, nil
+	}
+	n, err := s.client.Exists(ctx, RedisKeyPrefix+id).Result()
+	if err != nil {
+		return false, fmt.Errorf("store: redis sessions: %w", err)
+	}
+	return n == 1, nil
 }

@@ -120,13 +120,23 @@ func TestRedisSessions(t *testing.T) {
 	}
 
 	// A second store (another node) on the same Redis sees the session.
-	s2, err := store.NewRedisStore(ctx, client, store.SessionOptions{})
+	s2, err := store.NewRedisSessions(ctx, client, store.SessionOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sess := load(t, s2, c)
 	if sess.IsNew || sess.Values["user"] != "alice" {
 		t.Fatalf("session %+v", sess)
+	}
+	type existser interface {
+		SessionExists(ctx context.Context, id string) (bool, error)
+	}
+	ex, ok := s2.(existser)
+	if !ok {
+		t.Fatal("redis sessions have no SessionExists")
+	}
+	if ok, err := ex.SessionExists(ctx, c.Value); !ok || err != nil {
+		t.Fatalf("SessionExists before logout = %v, %v", ok, err)
 	}
 
 	// MaxAge < 0 deletes the key: the cookie is dead everywhere.
@@ -140,6 +150,9 @@ func TestRedisSessions(t *testing.T) {
 	}
 	if n := client.Exists(ctx, keys[0]).Val(); n != 0 {
 		t.Fatal("key survived logout")
+	}
+	if ok, err := ex.SessionExists(ctx, c.Value); ok || err != nil {
+		t.Fatalf("SessionExists after logout = %v, %v", ok, err)
 	}
 	if sess := load(t, s, c); !sess.IsNew || len(sess.Values) != 0 {
 		t.Fatalf("deleted session still loads: %+v", sess.Values)

@@ -2,12 +2,14 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -29,9 +31,17 @@ const (
 
 // identity is who a request speaks for.
 type identity struct {
-	user string
-	sid  string
-	exp  time.Time
+	user  string
+	sid   string
+	exp   time.Time
+	token bool // came from a bearer token, not the cookie
+}
+
+// sessionChecker is implemented by session stores that keep sessions
+// server-side (store.NewRedisSessions): a bearer token is then honoured
+// only while its session is still stored.
+type sessionChecker interface {
+	SessionExists(ctx context.Context, id string) (bool, error)
 }
 
 // sessionIdentity reads the session cookie.
@@ -44,31 +54,94 @@ func (s *Server) sessionIdentity(r *http.Request) (identity, bool) {
 	sid, _ := sess.Values[keySID].(string)
 	exp, _ := sess.Values[keyExp].(int64)
 	id := identity{user: user, sid: sid, exp: time.Unix(exp, 0)}
-	return id, s.valid(id)
+	return id, wellFormed(id)
 }
 
-func (s *Server) valid(id identity) bool {
-	return chat.ValidName(id.user) && id.sid != "" && time.Now().Before(id.exp) && !s.hub.SessionRevoked(id.sid)
+func wellFormed(id identity) bool {
+	return chat.ValidName(id.user) && id.sid != "" && time.Now().Before(id.exp)
+}
+
+// check confirms a well-formed identity against the cluster's logouts
+// and, for a token with server-side sessions, the session store.
+func (s *Server) check(ctx context.Context, id identity) error {
+	if !s.hub.RevocationsLoaded() {
+		return errRevocationsLoading
+	}
+	if s.hub.SessionRevoked(id.sid) {
+		return errNoSession
+	}
+	if id.token && s.checker != nil {
+		ok, err := s.checker.SessionExists(ctx, s.storeKey(id.sid))
+		if err != nil {
+			s.log.Warn("checking a token's session", "err", err)
+			return errSessionStore
+		}
+		if !ok {
+			return errNoSession
+		}
+	}
+	return nil
 }
 
 // authenticate accepts the session cookie, an Authorization: Bearer
 // token, and, when query is set (for /ws, where browsers cannot set
-// headers), ?token=.
-func (s *Server) authenticate(r *http.Request, query bool) (identity, bool) {
+// headers), ?token=. The first that checks out wins. On failure the
+// error says why (errNoSession, errRevocationsLoading, errSessionStore),
+// and the identity is the last well-formed one seen, if any (logout
+// revokes it regardless).
+func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
+	var cands []identity
 	if id, ok := s.sessionIdentity(r); ok {
-		return id, true
+		cands = append(cands, id)
 	}
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		if id, ok := s.parseToken(strings.TrimSpace(tok)); ok {
-			return id, true
+			cands = append(cands, id)
 		}
 	}
 	if query {
 		if tok := r.URL.Query().Get("token"); tok != "" {
-			return s.parseToken(tok)
+			if id, ok := s.parseToken(tok); ok {
+				cands = append(cands, id)
+			}
 		}
 	}
-	return identity{}, false
+	err := errNoSession
+	var last identity
+	for _, id := range cands {
+		e := s.check(r.Context(), id)
+		if e == nil {
+			return id, nil
+		}
+		last = id
+		if !errors.Is(e, errNoSession) {
+			err = e // "cannot tell" beats "no"
+		}
+	}
+	return last, err
+}
+
+// authFailed answers a request authenticate refused.
+func authFailed(w http.ResponseWriter, err error, message string) {
+	switch {
+	case errors.Is(err, errRevocationsLoading):
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable,
+			"this node is still loading logouts; retry shortly or use another node")
+	case errors.Is(err, errSessionStore):
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot check the session right now, retry")
+	default:
+		writeError(w, http.StatusUnauthorized, CodeUnauthorized, message)
+	}
+}
+
+// storeKey is the server-side session store's id for session sid: derived
+// under the token key, so that a token (which carries sid) can be
+// checked against the store without carrying the cookie's value.
+func (s *Server) storeKey(sid string) string {
+	mac := hmac.New(sha256.New, s.tokenKey)
+	mac.Write([]byte("session-key|"))
+	mac.Write([]byte(sid))
+	return hex.EncodeToString(mac.Sum(nil))
 }
 
 // Tokens are "<payload>.<mac>", both base64url: payload is
@@ -109,8 +182,8 @@ func (s *Server) parseToken(tok string) (identity, bool) {
 	if err != nil {
 		return identity{}, false
 	}
-	id := identity{user: parts[0], sid: parts[1], exp: time.Unix(exp, 0)}
-	return id, s.valid(id)
+	id := identity{user: parts[0], sid: parts[1], exp: time.Unix(exp, 0), token: true}
+	return id, wellFormed(id)
 }
 
 func newSessionID() string {
@@ -174,11 +247,16 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// A fresh id: a session id known before login is worthless after it.
-	sess.ID = ""
 	sess.IsNew = true
 	sess.Values = map[any]any{}
 	cookieOptions(sess, r)
 	id := identity{user: name, sid: newSessionID(), exp: time.Now().Add(time.Duration(sess.Options.MaxAge) * time.Second)}
+	sess.ID = ""
+	if s.checker != nil {
+		// Server-side sessions are stored under a key derived from sid,
+		// so that tokens can be checked against the store.
+		sess.ID = s.storeKey(id.sid)
+	}
 	sess.Values[keyUser] = id.user
 	sess.Values[keySID] = id.sid
 	sess.Values[keyExp] = id.exp.Unix()
@@ -195,7 +273,9 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
 		return
 	}
-	if id, ok := s.authenticate(r, false); ok {
+	// A well-formed session is revoked even when this node cannot tell
+	// yet whether it already was.
+	if id, _ := s.authenticate(r, false); id.sid != "" {
 		if err := s.hub.RevokeSession(r.Context(), id.sid, id.exp); err != nil {
 			// A cookie session lives on until its revocation is known
 			// cluster-wide; Redis sessions die with their key below.
@@ -220,9 +300,9 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.authenticate(r, false)
-	if !ok {
-		writeError(w, http.StatusUnauthorized, CodeUnauthorized, "not logged in")
+	id, err := s.authenticate(r, false)
+	if err != nil {
+		authFailed(w, err, "not logged in")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"user": id.user, "node": s.node})

@@ -56,22 +56,38 @@ func (cp *corkPool) put(b *[]byte) {
 //
 // cork and uncork are called only by the connection's writer goroutine;
 // Write may be called by gorilla from the reader too (pongs, the close
-// answer), always under gorilla's own write lock, so whole frames never
-// interleave. mu orders a pass-through write against a flush.
+// answer), always under gorilla's own write lock, so a Write never starts
+// inside another goroutine's frame. Bytes reach the socket in the order
+// of the Write calls, so frames never interleave.
+//
+// Nobody holds mu across a socket write. One goroutine at a time owns
+// the socket (writing); a Write that finds it owned, or the connection
+// corked, appends to buf and returns at once, and the owner writes what
+// was appended before it lets go. So a pong or the answer to a close does
+// not wait, with the reader stuck, behind a batch blocked on a full
+// socket: it follows the batch when the socket drains. uncork waits for
+// the socket (writerFree) since its caller wants the batch's outcome.
 type corkConn struct {
 	net.Conn
 	pool *corkPool
 
-	mu     sync.Mutex
-	corked bool
-	buf    *[]byte // borrowed from pool while corked and non-empty
-	err    error   // sticky: a failed flush fails every later write
+	mu         sync.Mutex
+	writerFree *sync.Cond // on mu: signalled when writing turns false
+	corked     bool
+	writing    bool    // a goroutine is writing to Conn
+	buf        *[]byte // borrowed from pool while non-empty
+	err        error   // sticky: a failed write fails every later one
 
-	// dlMu guards wdl, apart from mu: a flush holds mu while it blocks on
-	// a full socket, and the deadline that cuts such a write short (set
-	// when the hub drops a slow consumer) must get through meanwhile.
+	// dlMu guards wdl, apart from mu, so that setting a deadline never
+	// waits for anything else.
 	dlMu sync.Mutex
 	wdl  time.Time // write deadline last set on Conn
+}
+
+func newCorkConn(conn net.Conn, pool *corkPool) *corkConn {
+	c := &corkConn{Conn: conn, pool: pool}
+	c.writerFree = sync.NewCond(&c.mu)
+	return c
 }
 
 // SetWriteDeadline passes a new deadline on and skips a repeated one:
@@ -101,25 +117,43 @@ func (c *corkConn) cork() {
 }
 
 // uncork writes what was collected, in one write, and returns the buffer
-// to the pool.
+// to the pool. It waits while another goroutine owns the socket.
 func (c *corkConn) uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
-	return c.flushLocked()
+	for c.writing {
+		c.writerFree.Wait()
+	}
+	c.drainLocked()
+	return c.err
 }
 
-func (c *corkConn) flushLocked() error {
-	if c.buf == nil {
-		return c.err
+// drainLocked takes the socket and writes buf until it stays empty (or,
+// corked, until the writer goroutine's uncork takes over), then lets the
+// socket go. mu is held on entry and exit, released while writing.
+func (c *corkConn) drainLocked() {
+	c.writing = true
+	for c.buf != nil && c.err == nil {
+		b := c.buf
+		c.buf = nil
+		c.mu.Unlock()
+		_, err := c.Conn.Write(*b)
+		c.pool.put(b)
+		c.mu.Lock()
+		if err != nil && c.err == nil {
+			c.err = err
+		}
+		if c.corked {
+			break
+		}
 	}
-	b := c.buf
-	c.buf = nil
-	if c.err == nil && len(*b) > 0 {
-		_, c.err = c.Conn.Write(*b)
+	if c.err != nil && c.buf != nil {
+		c.pool.put(c.buf)
+		c.buf = nil
 	}
-	c.pool.put(b)
-	return c.err
+	c.writing = false
+	c.writerFree.Broadcast()
 }
 
 func (c *corkConn) Write(p []byte) (int, error) {
@@ -128,19 +162,38 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if !c.corked {
-		return c.Conn.Write(p)
-	}
-	if c.buf == nil {
-		c.buf = c.pool.get()
-	}
-	*c.buf = append(*c.buf, p...)
-	if len(*c.buf) >= corkLimit {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
+	if c.corked || c.writing {
+		if c.buf == nil {
+			c.buf = c.pool.get()
 		}
+		*c.buf = append(*c.buf, p...)
+		if c.corked && !c.writing && len(*c.buf) >= corkLimit {
+			c.drainLocked()
+			if c.err != nil {
+				return 0, c.err
+			}
+		}
+		return len(p), nil
 	}
-	return len(p), nil
+	// Straight through: own the socket for this write, then write what
+	// others appended meanwhile.
+	c.writing = true
+	c.mu.Unlock()
+	n, err := c.Conn.Write(p)
+	c.mu.Lock()
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	if !c.corked {
+		c.drainLocked()
+	} else {
+		c.writing = false
+		c.writerFree.Broadcast()
+	}
+	if err != nil {
+		return n, err
+	}
+	return n, nil
 }
 
 // corkingWriter hands gorilla's Upgrader a corkConn when it hijacks the
@@ -156,7 +209,7 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = &corkConn{Conn: conn, pool: w.pool}
+	w.conn = newCorkConn(conn, w.pool)
 	return w.conn, brw, nil
 }
 

@@ -38,7 +38,7 @@ func (r *recConn) SetWriteDeadline(time.Time) error {
 
 func TestCorkConn(t *testing.T) {
 	rec := &recConn{}
-	c := &corkConn{Conn: rec, pool: &corkPool{}}
+	c := newCorkConn(rec, &corkPool{})
 
 	if _, err := c.Write([]byte("a")); err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func TestCorkConn(t *testing.T) {
 // batch never borrows an unbounded buffer.
 func TestCorkConnLimit(t *testing.T) {
 	rec := &recConn{}
-	c := &corkConn{Conn: rec, pool: &corkPool{}}
+	c := newCorkConn(rec, &corkPool{})
 	c.cork()
 	chunk := make([]byte, 1000)
 	total := 0
@@ -157,5 +157,70 @@ func BenchmarkWriteBatch(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// stuckConn blocks every write until release is closed, like a socket
+// whose peer stopped reading.
+type stuckConn struct {
+	recConn
+	entered chan struct{} // receives once per write that started
+	release chan struct{}
+}
+
+func (s *stuckConn) Write(p []byte) (int, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return s.recConn.Write(p)
+}
+
+// A pong (or the answer to a close) written while a batch is blocked on
+// the socket must not wait for the batch: the reader that writes it
+// would stop reading. It follows the batch, whole, once the socket
+// drains.
+func TestCorkConnControlNotBehindStuckFlush(t *testing.T) {
+	sc := &stuckConn{entered: make(chan struct{}, 16), release: make(chan struct{})}
+	c := newCorkConn(sc, &corkPool{})
+	c.cork()
+	for _, s := range []string{"frame1", "frame2"} {
+		if _, err := c.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- c.uncork() }()
+	select {
+	case <-sc.entered:
+	case <-time.After(waitFor):
+		t.Fatal("flush did not reach the socket")
+	}
+
+	pong := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte("pong"))
+		pong <- err
+	}()
+	select {
+	case err := <-pong:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitFor):
+		close(sc.release)
+		t.Fatal("pong waited behind the stuck flush")
+	}
+
+	close(sc.release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	sc.mu.Lock()
+	got := make([]string, len(sc.writes))
+	for i, w := range sc.writes {
+		got[i] = string(w)
+	}
+	sc.mu.Unlock()
+	if strings.Join(got, "|") != "frame1frame2|pong" {
+		t.Fatalf("socket writes %q, want the batch, then the pong", got)
 	}
 }

@@ -9,7 +9,11 @@
 // bearer token so a client can fail over to another node on another host,
 // where the cookie is not sent; /ws takes it as ?token= and the API as
 // Authorization: Bearer. Logout revokes the session id cluster-wide through
-// the hub, which makes both the cookie and its tokens useless everywhere.
+// the hub, which makes both the cookie and its tokens useless everywhere;
+// with a server-side session store (Redis) a token is also honoured only
+// while its session is stored. Until the hub has loaded the cluster's
+// revocations (chat.Hub.RevocationsLoaded) a session cannot be checked, and
+// requests that need one get 503 unavailable.
 //
 // # Concurrency
 //

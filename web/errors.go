@@ -2,8 +2,30 @@ package web
 
 import "errors"
 
-// ErrShuttingDown is returned for new connections once Shutdown began.
-var ErrShuttingDown = errors.New("web: shutting down")
+// Sentinel errors.
+var (
+	// ErrShuttingDown is returned for new connections once Shutdown began.
+	ErrShuttingDown = errors.New("web: shutting down")
+	// ErrNoHub is returned by New without Config.Hub.
+	ErrNoHub = errors.New("web: no hub")
+	// ErrNoSessions is returned by New without Config.Sessions.
+	ErrNoSessions = errors.New("web: no session store")
+	// ErrNegativeConfig is returned by New for a negative limit or
+	// duration in Config.
+	ErrNegativeConfig = errors.New("web: negative limit in config")
+)
+
+// Why authenticate refused a request.
+var (
+	// errNoSession: no credentials, or none that are valid (401).
+	errNoSession = errors.New("web: no valid session")
+	// errRevocationsLoading: the credentials look valid but the node has
+	// not loaded the cluster's logouts yet, so it cannot tell (503).
+	errRevocationsLoading = errors.New("web: session revocations not loaded yet")
+	// errSessionStore: the session store could not confirm the session
+	// (503).
+	errSessionStore = errors.New("web: session store unavailable")
+)
 
 // Error codes of JSON error answers: {"error":{"code":..,"message":..}}.
 const (

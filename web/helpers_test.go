@@ -73,6 +73,9 @@ type envOpts struct {
 	node string
 	hub  func(*chat.Config)
 	web  func(*Config)
+	// loading: do not wait for the hub to load revocations (sessions
+	// are refused with 503 until it has).
+	loading bool
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -94,6 +97,15 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	if err := hub.Start(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if !o.loading {
+		deadline := time.Now().Add(waitFor)
+		for !hub.RevocationsLoaded() {
+			if time.Now().After(deadline) {
+				t.Fatal("hub did not load revocations")
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 	wc := Config{
 		Hub:        hub,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -96,6 +95,7 @@ type Server struct {
 	cfg      Config
 	hub      *chat.Hub
 	sessions sessions.Store
+	checker  sessionChecker // set when sessions live server-side
 	node     string
 	allowed  map[string]bool // normalised origins
 	tokenKey []byte
@@ -117,14 +117,14 @@ type Server struct {
 // New validates cfg and builds the server.
 func New(cfg Config) (*Server, error) {
 	if cfg.Hub == nil {
-		return nil, errors.New("web: no hub")
+		return nil, ErrNoHub
 	}
 	if cfg.Sessions == nil {
-		return nil, errors.New("web: no session store")
+		return nil, ErrNoSessions
 	}
 	if cfg.MaxFrameBytes < 0 || cfg.HardFrameBytes < 0 || cfg.TokenTTL < 0 ||
 		cfg.PingInterval < 0 || cfg.PongTimeout < 0 || cfg.WriteTimeout < 0 {
-		return nil, errors.New("web: negative limit in config")
+		return nil, ErrNegativeConfig
 	}
 	if cfg.Node == "" {
 		cfg.Node = cfg.Hub.Node()
@@ -163,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		conns:    make(map[*websocket.Conn]struct{}),
 	}
+	s.checker, _ = cfg.Sessions.(sessionChecker)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http/cookiejar"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/meshchat/meshchat/cluster"
 	"github.com/meshchat/meshchat/store"
 	"github.com/meshchat/meshchat/store/redistest"
+	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/transport/inproc"
 )
 
@@ -468,5 +470,113 @@ func TestRedisSessions(t *testing.T) {
 	replay.Jar.SetCookies(mustURL(e.ts.URL), []*http.Cookie{{Name: ck.Name, Value: ck.Value}})
 	if resp := e.do(replay, "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
 		t.Fatalf("replayed: %d", resp.StatusCode)
+	}
+}
+
+// With sessions in Redis, a logged-out token is refused even by a node
+// that never saw the logout (restarted, its revocations gone): the token
+// names its session, and the session is gone from Redis.
+func TestTokenRefusedAfterLogoutAndRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	sessions, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withRedis := func(c *Config) { c.Sessions = sessions }
+	e := newEnv(t, envOpts{web: withRedis})
+	c, token := e.login("alice")
+	bearer := hdr("Authorization", "Bearer "+token)
+	if resp := e.do(newClient(t), "GET", "/api/me", "", bearer, nil); resp.StatusCode != 200 {
+		t.Fatalf("token before logout: %d", resp.StatusCode)
+	}
+	if resp := e.do(c, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("logout %d", resp.StatusCode)
+	}
+
+	// A fresh node: new hub on a new network, no revocations at all.
+	fresh := newEnv(t, envOpts{web: withRedis})
+	var ae apiError
+	if resp := fresh.do(newClient(t), "GET", "/api/me", "", bearer, &ae); resp.StatusCode != 401 || ae.Error.Code != CodeUnauthorized {
+		t.Fatalf("logged-out token on a fresh node: %d %+v", resp.StatusCode, ae)
+	}
+	if _, resp, err := fresh.dial(nil, "token="+token, nil); err == nil || resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("logged-out token on /ws of a fresh node: %v %v", err, resp)
+	}
+	// A live session's token still works there.
+	_, token2 := e.login("bob")
+	if resp := fresh.do(newClient(t), "GET", "/api/me", "", hdr("Authorization", "Bearer "+token2), nil); resp.StatusCode != 200 {
+		t.Fatalf("live token on a fresh node: %d", resp.StatusCode)
+	}
+	// Redis down: the token's session cannot be checked.
+	srv.Stop()
+	if resp := fresh.do(newClient(t), "GET", "/api/me", "", hdr("Authorization", "Bearer "+token2), &ae); resp.StatusCode != 503 || ae.Error.Code != CodeUnavailable {
+		t.Fatalf("token with redis down: %d %+v", resp.StatusCode, ae)
+	}
+}
+
+// gatedHistory fails History until opened, so the hub cannot load the
+// cluster's revocations.
+type gatedHistory struct {
+	*inproc.Broker
+	open atomic.Bool
+}
+
+func (g *gatedHistory) History(ctx context.Context, ch string, req transport.HistoryRequest) (transport.HistoryResult, error) {
+	if !g.open.Load() {
+		return transport.HistoryResult{}, transport.ErrUnavailable
+	}
+	return g.Broker.History(ctx, ch, req)
+}
+
+// A node that has not loaded the cluster's logouts cannot tell a
+// logged-out session from a live one: it answers 503, not 200.
+func TestSessionsRefusedUntilRevocationsLoaded(t *testing.T) {
+	var gate *gatedHistory
+	e := newEnv(t, envOpts{loading: true, hub: func(c *chat.Config) {
+		gate = &gatedHistory{Broker: c.Broker.(*inproc.Broker)}
+		c.Broker = gate
+	}})
+	c, token := e.login("alice")
+	var ae apiError
+	if resp := e.do(c, "GET", "/api/me", "", nil, &ae); resp.StatusCode != 503 || ae.Error.Code != CodeUnavailable {
+		t.Fatalf("cookie before revocations loaded: %d %+v", resp.StatusCode, ae)
+	}
+	if _, resp, err := e.dial(nil, "token="+token, nil); err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("ws before revocations loaded: %v %v", err, resp)
+	}
+	// No session at all is still a plain 401.
+	if resp := e.do(newClient(t), "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
+		t.Fatalf("no session: %d", resp.StatusCode)
+	}
+	gate.open.Store(true)
+	deadline := time.Now().Add(waitFor)
+	for !e.hub.RevocationsLoaded() {
+		if time.Now().After(deadline) {
+			t.Fatal("revocations not loaded")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if resp := e.do(c, "GET", "/api/me", "", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("cookie after load: %d", resp.StatusCode)
+	}
+}
+
+// Too-large frames cost rate-limit tokens like any other frame.
+func TestTooLargeIsRateLimited(t *testing.T) {
+	e := newEnv(t, envOpts{
+		hub: func(c *chat.Config) { c.RateLimit = 0.001; c.RateBurst = 2 },
+		web: func(c *Config) { c.MaxFrameBytes = 1024; c.HardFrameBytes = 8192 },
+	})
+	w := e.connect("alice", nil)
+	big := strings.Repeat("x", 2000)
+	for range 3 {
+		w.send(`{"type":"send","room":"general","text":"%s"}`, big)
+	}
+	for _, want := range []string{chat.CodeTooLarge, chat.CodeTooLarge, chat.CodeRateLimited} {
+		if f := w.expect("error"); f.Code != want {
+			t.Fatalf("got %+v, want %s", f, want)
+		}
 	}
 }

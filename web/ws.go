@@ -17,9 +17,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
 		return
 	}
-	id, ok := s.authenticate(r, true)
-	if !ok {
-		writeError(w, http.StatusUnauthorized, CodeUnauthorized, "log in first")
+	id, err := s.authenticate(r, true)
+	if err != nil {
+		authFailed(w, err, "log in first")
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
@@ -143,11 +143,11 @@ func (s *Server) readFrame(ctx context.Context, c *chat.Client, mt int, rd io.Re
 		if _, err := io.Copy(io.Discard, rd); err != nil {
 			return false
 		}
-		c.SendError(chat.CodeTooLarge, "frame is larger than the limit", "")
+		_ = c.Reject(chat.CodeTooLarge, "frame is larger than the limit")
 		return true
 	}
 	if mt != websocket.TextMessage {
-		c.SendError(chat.CodeBadFrame, "frames must be text", "")
+		_ = c.Reject(chat.CodeBadFrame, "frames must be text")
 		return true
 	}
 	// ErrClosed: disconnected by the hub; the writer sends the close

@@ -39,8 +39,9 @@ const (
 	defaultMaxFrame   = 16 << 10
 	defaultQueueBytes = 1 << 20
 	// minRateBurst is the smallest burst a rate-limited connection gets:
-	// the contract promises bursts of at least 100 frames.
-	minRateBurst = 100
+	// the contract promises bursts of at least 100 frames, and a client
+	// spends one on its join first; the rest is headroom.
+	minRateBurst = 110
 )
 
 // Config is everything `meshchat serve` can be told. The zero value is not
@@ -269,9 +270,9 @@ func serveFlags(fs *flag.FlagSet, cfg *Config) []flagDoc {
 	doc("redis", "URL", "none")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the cluster")
 	doc("name", "ID", "<hostname>-<http port>-<gossip port>")
-	fs.StringVar(&cfg.Secret, "secret", cfg.Secret, "cluster secret shared by all nodes: signs sessions, authenticates and encrypts node traffic")
+	fs.StringVar(&cfg.Secret, "secret", cfg.Secret, "cluster secret shared by all nodes: signs sessions, encrypts gossip, authenticates node-to-node traffic")
 	doc("secret", "S", "a public insecure value (see below), with a warning")
-	fs.Float64Var(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "frames per second a connection may send, bursts of max(100, 2N); 0 turns the limit off")
+	fs.Float64Var(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
 	doc("history", "N", "")
@@ -589,7 +590,7 @@ func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
 }
 
 // rateBurst is the burst allowed at a sustained rate: two seconds' worth,
-// never fewer than the contract's 100 frames.
+// never fewer than minRateBurst (the contract's 100 frames, plus headroom).
 func rateBurst(rate float64) int {
 	if rate <= 0 {
 		return 0

@@ -313,7 +313,7 @@ func TestParseBytes(t *testing.T) {
 }
 
 func TestRateBurst(t *testing.T) {
-	for rate, want := range map[float64]int{0: 0, 1: 100, 50: 100, 50.5: 101, 1000: 2000} {
+	for rate, want := range map[float64]int{0: 0, 1: 110, 50: 110, 55.5: 111, 1000: 2000} {
 		if got := rateBurst(rate); got != want {
 			t.Errorf("rateBurst(%v) = %d, want %d", rate, got, want)
 		}

@@ -27,8 +27,14 @@ type proc struct {
 // exercised. The process is killed when the test ends.
 func startProc(t *testing.T, name string, join string, extra ...string) *proc {
 	t.Helper()
+	return startProcOn(t, name, freeAddr(t, false), freeAddr(t, true), join, extra...)
+}
+
+// startProcOn is startProc on given addresses, so that a stopped node can
+// be started again where its peers and clients expect it.
+func startProcOn(t *testing.T, name, httpAddr, gossipAddr, join string, extra ...string) *proc {
+	t.Helper()
 	bin := buildBinary(t)
-	httpAddr, gossipAddr := freeAddr(t, false), freeAddr(t, true)
 	args := []string{"serve", "--http", httpAddr, "--gossip", gossipAddr, "--name", name, "--log-level", "debug"}
 	if join != "" {
 		args = append(args, "--join", join)

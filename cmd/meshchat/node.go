@@ -236,7 +236,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		QueueBytes: n.cfg.QueueBytes,
 		RateLimit:  rate,
 		RateBurst:  rateBurst(n.cfg.RateLimit),
-		Logger:     log,
+		// Logout snapshots must come more often than history expires.
+		HistoryMaxAge: n.cfg.HistoryAge,
+		Logger:        log,
 	})
 	if err != nil {
 		return err
@@ -319,6 +321,9 @@ func (n *Node) ready(ctx context.Context) error {
 	}
 	if !n.cluster.Joined() {
 		return fmt.Errorf("%w: cluster not joined", errNotReady)
+	}
+	if !n.hub.RevocationsLoaded() {
+		return fmt.Errorf("%w: logouts not yet loaded", errNotReady)
 	}
 	// Only a starting node waits for its first view to be applied: later
 	// membership changes leave every node briefly behind gossip, and

@@ -40,7 +40,8 @@
  *  - After every welcome it re-joins each joined room with `after` set to
  *    the last message id it saw there, and asks for missed DMs with
  *    {"type":"dms","after":"<last dm id>"} (also on the first connection,
- *    without `after`, to load recent DMs).
+ *    without `after`, to load recent DMs). A join answered by an error in
+ *    `retryCodes` (the room's node just failed) is retried with backoff.
  *  - It drops duplicate messages (per room, by id) and duplicate DMs (by
  *    id): each reaches onEvent exactly once.
  *  - send() and dm() tag the frame with a unique `ref` and keep it pending
@@ -206,6 +207,7 @@ export class MeshchatClient {
     this._lastDm = "";
     this._pending = new Map(); // ref -> {frame, room, resolve, reject, sentAt, conn, tries, timer}
     this._control = new Set(); // refs of the client's own requests (dms)
+    this._joinRefs = new Map(); // ref of a join in flight -> room
     this._typingAt = new Map();
     this._refPrefix = randomHex(6);
     this._refSeq = 0;
@@ -266,7 +268,10 @@ export class MeshchatClient {
 
   /** Leaves room; its pending sends are rejected with code "left". */
   leave(room) {
-    if (!this._rooms.delete(room)) return;
+    const r = this._rooms.get(room);
+    if (!r) return;
+    this._rooms.delete(room);
+    clearTimeout(r.joinTimer);
     for (const [ref, p] of this._pending) {
       if (p.room === room) this._reject(ref, p, new MeshchatError("left", "left the room"));
     }
@@ -498,10 +503,32 @@ export class MeshchatClient {
     }
   }
 
+  // Joins carry a ref so that an error answering one can be told apart:
+  // a transient one (the room's node just died, the broker is down) is
+  // retried with backoff instead of leaving the room silently unjoined.
   _sendJoin(room, r) {
-    const f = { type: "join", room };
+    clearTimeout(r.joinTimer);
+    const ref = this.newRef();
+    this._joinRefs.set(ref, room);
+    r.joinRef = ref;
+    const f = { type: "join", room, ref };
     if (r.lastId) f.after = r.lastId;
     this._raw(f);
+  }
+
+  _joinFailed(room, f) {
+    const r = this._rooms.get(room);
+    if (!r || r.joined || r.joinRef !== f.ref) return;
+    if (!this._retryCodes.has(f.code)) {
+      this._emit(f);
+      return;
+    }
+    r.joinTries = (r.joinTries || 0) + 1;
+    const delay = Math.random() * Math.min(this._backoffCap, 100 * 2 ** r.joinTries);
+    clearTimeout(r.joinTimer);
+    r.joinTimer = setTimeout(() => {
+      if (this._rooms.get(room) === r && !r.joined && this._welcomed) this._sendJoin(room, r);
+    }, delay);
   }
 
   _handle(f, base) {
@@ -558,6 +585,9 @@ export class MeshchatClient {
     if (!r) return; // left while the join was in flight
     const rejoin = r.everJoined;
     r.joined = true;
+    r.joinTries = 0;
+    clearTimeout(r.joinTimer);
+    if (r.joinRef) this._joinRefs.delete(r.joinRef);
     r.everJoined = true;
     const fresh = [];
     for (const m of Array.isArray(f.history) ? f.history : []) {
@@ -606,6 +636,12 @@ export class MeshchatClient {
   }
 
   _error(f) {
+    if (f.ref && this._joinRefs.has(f.ref)) {
+      const room = this._joinRefs.get(f.ref);
+      this._joinRefs.delete(f.ref);
+      this._joinFailed(room, f);
+      return;
+    }
     if (f.ref && this._control.delete(f.ref)) {
       // An optional request the server declined; a server without "ping"
       // gets no more of them.

@@ -55,6 +55,13 @@ function eq(what, got, want) {
   if (g !== w) throw new Error(`${what}: got ${g}, want ${w}`);
 }
 
+// noRef drops the ref a frame carries, for comparing its content.
+function noRef(f) {
+  if (!f) return f;
+  const { ref, ...rest } = f;
+  return rest;
+}
+
 const origin = location.origin;
 const other = "http://127.0.0.1:1"; // never dialled for real: sockets are fake
 
@@ -93,7 +100,7 @@ const tests = {
     const ws = await connectWelcome(t);
     eq("url", ws.url, origin.replace("http", "ws") + "/ws?token=tok");
     eq("states", t.states, ["connecting", "connected"]);
-    eq("join", ws.last("join"), { type: "join", room: "general" });
+    eq("join", noRef(ws.last("join")), { type: "join", room: "general" });
     ws.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [msg("1-e", "a"), msg("2-e", "b")], recovered: false });
     ws.recv(msg("2-e", "b"));
     ws.recv(msg("3-e", "c"));
@@ -110,7 +117,7 @@ const tests = {
     eq("same node first", ws2.url, ws.url);
     ws2.open();
     ws2.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin, other] });
-    eq("rejoin after", ws2.last("join"), { type: "join", room: "general", after: "3-e" });
+    eq("rejoin after", noRef(ws2.last("join")), { type: "join", room: "general", after: "3-e" });
     eq("send waits for joined", ws2.last("send"), undefined);
     ws2.recv({ type: "joined", room: "general", members: ["alice"], history: [msg("4-e", "hi", { from: "alice" })], recovered: true });
     eq("resent with same ref", ws2.last("send"), { type: "send", room: "general", text: "hi", ref });
@@ -122,6 +129,23 @@ const tests = {
     eq("rejoin flag", joined.map((e) => e.rejoin), [false, true]);
     t.client.close();
     eq("closed", t.client.state, State.CLOSED);
+  },
+
+  async "a join refused as unavailable is retried"() {
+    const t = setup();
+    t.client.join("general");
+    t.client.connect();
+    const ws = await connectWelcome(t);
+    const first = ws.last("join");
+    if (!first.ref) throw new Error("join has no ref");
+    ws.recv({ type: "error", code: "unavailable", message: "try later", ref: first.ref });
+    const again = await until("join retried", () => ws.sent.filter((f) => f.type === "join").length === 2 && ws.last("join"));
+    if (again.ref === first.ref) throw new Error("retry reuses the ref");
+    eq("retry", noRef(again), { type: "join", room: "general" });
+    ws.recv({ type: "error", code: "bad_room", message: "no", ref: again.ref });
+    await sleep(300);
+    eq("permanent error not retried", ws.sent.filter((f) => f.type === "join").length, 2);
+    if (!t.events.some((e) => e.type === "error" && e.code === "bad_room")) throw new Error("permanent join error not surfaced");
   },
 
   async "errors reject, unavailable retries"() {

@@ -1,0 +1,668 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// chaosClient is a WebSocket client that behaves like the browser client
+// module (web/ui/static/meshchat.js) where failures are concerned: it keeps
+// the node list of every welcome, reconnects with jittered backoff (to
+// the other nodes first after a 1012), re-joins each room with `after` set
+// to the last id it saw, resends unacknowledged sends with the same ref
+// after a reconnect or an ack timeout, and retries sends answered with
+// "unavailable" or "rate_limited" with backoff.
+//
+// Unlike the browser client it does not drop duplicate messages: it
+// records every room message exactly as the server delivered it, so that
+// the test can check the server's exactly-once promise. The one exception
+// is the acknowledgement of a retried send, which the server sends as a
+// copy of a message the connection may already hold (chat/room.go ack):
+// a message carrying one of this client's refs whose id was already
+// delivered counts as an ack only.
+//
+// Concurrency: run owns the connection; the publisher goroutine and the
+// test read and write the recorded state under mu.
+type chaosClient struct {
+	user  string
+	sess  session
+	home  string   // base URL of the first connection
+	rooms []string // rooms joined at start
+	// pubRooms are the rooms this client publishes to, in turn, one
+	// message per pubEvery while publishing is set; empty for readers.
+	pubRooms   []string
+	pubEvery   time.Duration
+	publishing atomic.Bool
+
+	mu       sync.Mutex
+	nodes    []string // from the last welcome
+	current  string   // node of the live (or last) connection
+	node     string   // its name
+	online   bool     // welcomed on a live connection
+	room     map[string]*chaosRoom
+	pending  map[string]*chaosSend // ref -> unacknowledged send
+	order    []string              // refs in creation order (may hold acked ones)
+	acks     map[string]chaosAck   // ref -> acknowledgement
+	seq      int
+	outages  []*chaosOutage
+	events   []string // connection-level history, for failure reports
+	problems []string // protocol violations seen by this client
+	// Counters.
+	unavailable, rateLimited, joinErrors, resends, reAcks int
+	lastAck                                               time.Time
+	maxAckGap, maxAckLatency                              time.Duration
+	maxAckGapAt                                           time.Time
+}
+
+type chaosRoom struct {
+	ids     []string // room message ids in delivery order, duplicates kept
+	seen    map[string]bool
+	lastID  string
+	joined  bool // on the live connection
+	ever    bool
+	joinRef string // ref of the join in flight ("" when none)
+	joinAft string // its after
+	joinDue time.Time
+	tries   int
+	joins   []chaosJoin
+}
+
+type chaosJoin struct {
+	at        time.Time
+	rejoin    bool
+	recovered bool
+	node      string
+	history   int
+	after     string
+}
+
+type chaosSend struct {
+	ref, room, text string
+	created         time.Time
+	conn            int       // connection it was last sent on (0: never)
+	due             time.Time // when to send again on that connection
+	tries           int       // retryable errors so far
+}
+
+type chaosAck struct {
+	id, room, text string
+	created, at    time.Time
+}
+
+// chaosOutage is one lost connection and how the client came back.
+type chaosOutage struct {
+	at       time.Time // connection ended
+	code     int       // close code, 0 without a close frame
+	node     string    // node it was on
+	welcome  time.Time // first welcome after it
+	newNode  string
+	rejoined time.Time // every room joined again
+	chatting time.Time // first live message or ack after rejoined
+	// Connection attempts before the welcome: refused by a live node
+	// (HTTP 503: the server could not serve the user yet) or failed
+	// otherwise (a dead node).
+	refused, failed int
+	lastRefused     time.Time
+}
+
+const (
+	chaosAckTimeout     = 5 * time.Second
+	chaosJoinTimeout    = 15 * time.Second
+	chaosConnectTimeout = 3 * time.Second
+	chaosBackoffCap     = 5 * time.Second
+)
+
+func newChaosClient(user string, sess session, home string, rooms []string) *chaosClient {
+	c := &chaosClient{
+		user: user, sess: sess, home: home, rooms: rooms, current: home,
+		room:    map[string]*chaosRoom{},
+		pending: map[string]*chaosSend{},
+		acks:    map[string]chaosAck{},
+	}
+	for _, r := range rooms {
+		c.room[r] = &chaosRoom{seen: map[string]bool{}}
+	}
+	return c
+}
+
+func (c *chaosClient) eventf(format string, args ...any) {
+	c.events = append(c.events, time.Now().Format("15:04:05.000")+" "+fmt.Sprintf(format, args...))
+}
+
+func (c *chaosClient) problemf(format string, args ...any) {
+	c.problems = append(c.problems, c.user+": "+fmt.Sprintf(format, args...))
+	c.eventf("PROBLEM "+format, args...)
+}
+
+// run connects and reconnects until ctx ends.
+func (c *chaosClient) run(ctx context.Context) {
+	base := c.home
+	attempt, idx := 0, 0
+	var cands []string
+	connID := 0
+	for ctx.Err() == nil {
+		connID++
+		ws, status, err := c.dial(ctx, base)
+		if err != nil {
+			c.mu.Lock()
+			c.eventf("dial %s failed: %v", base, err)
+			if o := c.openOutage(); o != nil && o.welcome.IsZero() {
+				if status == http.StatusServiceUnavailable {
+					o.refused++
+					o.lastRefused = time.Now()
+				} else {
+					o.failed++
+				}
+			}
+			if len(cands) == 0 {
+				cands = c.candidatesLocked(false)
+			}
+			idx++
+			base = cands[idx%len(cands)]
+			c.mu.Unlock()
+			attempt++
+			if !sleepCtx(ctx, randDur(min(chaosBackoffCap, 250*time.Millisecond<<attempt))) {
+				return
+			}
+			continue
+		}
+		code, welcomed := c.session(ctx, ws, base, connID)
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		if welcomed {
+			// A connection that worked: start over from the node it
+			// was on, or from the others when it announced a restart.
+			attempt, idx = 0, 0
+			cands = c.candidatesLocked(code == 1012)
+			c.outages = append(c.outages, &chaosOutage{at: time.Now(), code: code, node: c.node})
+			c.eventf("connection to %s (%s) ended with %d", c.node, base, code)
+		} else {
+			if len(cands) == 0 {
+				cands = c.candidatesLocked(false)
+			}
+			idx++
+			c.eventf("connection to %s ended with %d before welcome", base, code)
+		}
+		base = cands[idx%len(cands)]
+		c.mu.Unlock()
+		var delay time.Duration
+		if attempt == 0 {
+			delay = 100*time.Millisecond + randDur(200*time.Millisecond)
+		} else {
+			delay = randDur(min(chaosBackoffCap, 250*time.Millisecond<<attempt))
+		}
+		attempt++
+		if !sleepCtx(ctx, delay) {
+			return
+		}
+	}
+}
+
+// candidatesLocked lists where to reconnect: the current node, then the
+// others of the last welcome; with elsewhere the current node goes last.
+func (c *chaosClient) candidatesLocked(elsewhere bool) []string {
+	var list []string
+	for _, n := range c.nodes {
+		if n != c.current && !slices.Contains(list, n) {
+			list = append(list, n)
+		}
+	}
+	if elsewhere {
+		return append(list, c.current)
+	}
+	return append([]string{c.current}, list...)
+}
+
+// dial opens /ws on base; status is the HTTP status of a refused
+// handshake (0 when there was no answer).
+func (c *chaosClient) dial(ctx context.Context, base string) (*websocket.Conn, int, error) {
+	h := http.Header{}
+	for _, ck := range c.sess.cookies {
+		h.Add("Cookie", ck.Name+"="+ck.Value)
+	}
+	d := websocket.Dialer{HandshakeTimeout: chaosConnectTimeout}
+	ws, resp, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", h)
+	if err != nil {
+		if resp != nil {
+			return nil, resp.StatusCode, fmt.Errorf("%w (status %d)", err, resp.StatusCode)
+		}
+		return nil, 0, err
+	}
+	return ws, 0, nil
+}
+
+// session serves one connection until it ends; it reports the close code
+// (0 when there was no close frame) and whether a welcome arrived.
+func (c *chaosClient) session(ctx context.Context, ws *websocket.Conn, base string, connID int) (int, bool) {
+	frames := make(chan []byte, 256)
+	done := make(chan struct{})
+	var readErr error
+	go func() {
+		defer close(frames)
+		for {
+			_, data, err := ws.ReadMessage()
+			if err != nil {
+				readErr = err
+				return
+			}
+			select {
+			case frames <- data:
+			case <-done:
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(done)
+		_ = ws.Close()
+		for range frames {
+		}
+		c.mu.Lock()
+		c.online = false
+		for _, r := range c.room {
+			r.joined, r.joinRef = false, ""
+		}
+		c.mu.Unlock()
+	}()
+
+	welcomed := false
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case data, ok := <-frames:
+			if !ok {
+				code := 0
+				var ce *websocket.CloseError
+				if errors.As(readErr, &ce) {
+					code = ce.Code
+				}
+				return code, welcomed
+			}
+			var f frame
+			if err := json.Unmarshal(data, &f); err != nil {
+				c.mu.Lock()
+				c.problemf("undecodable frame %q", data)
+				c.mu.Unlock()
+				continue
+			}
+			c.mu.Lock()
+			if f.str("type") == "welcome" {
+				welcomed = true
+			}
+			out := c.handleLocked(f, base, connID)
+			c.mu.Unlock()
+			if !c.write(ws, out) {
+				_ = ws.Close()
+			}
+		case <-tick.C:
+			if !welcomed {
+				continue
+			}
+			c.mu.Lock()
+			out := c.tickLocked(time.Now(), connID)
+			c.mu.Unlock()
+			if !c.write(ws, out) {
+				_ = ws.Close()
+			}
+		case <-ctx.Done():
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			return -1, welcomed
+		}
+	}
+}
+
+func (c *chaosClient) write(ws *websocket.Conn, out []any) bool {
+	for _, v := range out {
+		_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if err := ws.WriteJSON(v); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// handleLocked applies one server frame and returns the frames to send.
+func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
+	now := time.Now()
+	switch f.str("type") {
+	case "welcome":
+		c.online = true
+		c.current = base
+		c.node = f.str("node")
+		if raw, ok := f["nodes"].([]any); ok {
+			c.nodes = c.nodes[:0]
+			for _, n := range raw {
+				if s, ok := n.(string); ok {
+					c.nodes = append(c.nodes, s)
+				}
+			}
+		}
+		if o := c.openOutage(); o != nil && o.welcome.IsZero() {
+			o.welcome, o.newNode = now, c.node
+		}
+		c.eventf("welcome from %s (%s), nodes %v", c.node, base, c.nodes)
+		var out []any
+		for _, name := range c.rooms {
+			out = append(out, c.joinLocked(name, now))
+		}
+		return out
+	case "joined":
+		name := f.str("room")
+		r := c.room[name]
+		if r == nil || r.joinRef == "" {
+			c.problemf("unexpected joined %v", f)
+			return nil
+		}
+		hist, _ := f["history"].([]any)
+		after := r.joinAft
+		j := chaosJoin{at: now, rejoin: r.ever, recovered: f["recovered"] == true, node: c.node, history: len(hist), after: after}
+		r.joins = append(r.joins, j)
+		r.joined, r.ever, r.joinRef, r.tries = true, true, "", 0
+		for _, h := range hist {
+			if m, ok := h.(map[string]any); ok {
+				c.recordLocked(name, r, frame(m), false)
+			}
+		}
+		c.eventf("joined %s on %s: rejoin=%v recovered=%v after=%q history=%d", name, c.node, j.rejoin, j.recovered, after, j.history)
+		if o := c.openOutage(); o != nil && o.rejoined.IsZero() && c.allJoinedLocked() {
+			o.rejoined = now
+		}
+		return c.flushLocked(name, now, connID)
+	case "message":
+		name := f.str("room")
+		r := c.room[name]
+		if r == nil || !r.joined {
+			c.problemf("message for a room not joined: %v", f)
+			return nil
+		}
+		c.recordLocked(name, r, f, true)
+		if o := c.openOutage(); o != nil && !o.rejoined.IsZero() && o.chatting.IsZero() {
+			o.chatting = now
+		}
+	case "error":
+		ref, code := f.str("ref"), f.str("code")
+		if strings.HasPrefix(ref, "j:") {
+			name := strings.SplitN(ref, ":", 3)[1]
+			r := c.room[name]
+			if r == nil || r.joinRef != ref {
+				c.problemf("error for a join not in flight: %v", f)
+				return nil
+			}
+			c.joinErrors++
+			r.tries++
+			r.joinRef = ""
+			r.joinDue = now.Add(randDur(min(chaosBackoffCap, 250*time.Millisecond<<r.tries)))
+			c.eventf("join %s failed: %v", name, f)
+			if code != "unavailable" && code != "rate_limited" {
+				c.problemf("join %s failed: %v", name, f)
+			}
+			return nil
+		}
+		p := c.pending[ref]
+		if p == nil {
+			c.problemf("error frame not tied to a pending send: %v", f)
+			return nil
+		}
+		switch code {
+		case "unavailable":
+			c.unavailable++
+		case "rate_limited":
+			c.rateLimited++
+		default:
+			c.problemf("send %s rejected: %v", ref, f)
+			delete(c.pending, ref)
+			return nil
+		}
+		p.tries++
+		p.due = now.Add(randDur(min(chaosBackoffCap, 250*time.Millisecond<<p.tries)))
+	case "presence", "typing", "pong":
+	default:
+		c.problemf("unexpected frame %v", f)
+	}
+	return nil
+}
+
+// recordLocked adds a room message to the room's sequence, or counts it as
+// the ack of a retried send whose message the client already holds.
+func (c *chaosClient) recordLocked(name string, r *chaosRoom, f frame, live bool) {
+	id, ref := f.str("id"), f.str("ref")
+	if id == "" {
+		c.problemf("message without id: %v", f)
+		return
+	}
+	if ref != "" {
+		c.ackLocked(ref, id, name, f.str("text"))
+		if r.seen[id] {
+			c.reAcks++
+			return
+		}
+	}
+	r.ids = append(r.ids, id)
+	r.seen[id] = true
+	r.lastID = id
+}
+
+func (c *chaosClient) ackLocked(ref, id, room, text string) {
+	now := time.Now()
+	if prev, ok := c.acks[ref]; ok {
+		if prev.id != id {
+			c.problemf("ref %s acked as %s, then as %s", ref, prev.id, id)
+		}
+		return
+	}
+	p := c.pending[ref]
+	if p == nil {
+		c.problemf("ack for unknown ref %s (id %s)", ref, id)
+		return
+	}
+	if p.text != text || p.room != room {
+		c.problemf("ack %s for %q in %s, sent %q to %s", ref, text, room, p.text, p.room)
+	}
+	delete(c.pending, ref)
+	c.acks[ref] = chaosAck{id: id, room: room, text: text, created: p.created, at: now}
+	if lat := now.Sub(p.created); lat > c.maxAckLatency {
+		c.maxAckLatency = lat
+	}
+	if !c.lastAck.IsZero() {
+		if gap := now.Sub(c.lastAck); gap > c.maxAckGap {
+			c.maxAckGap, c.maxAckGapAt = gap, now
+		}
+	}
+	c.lastAck = now
+	if o := c.openOutage(); o != nil && !o.rejoined.IsZero() && o.chatting.IsZero() {
+		o.chatting = now
+	}
+}
+
+func (c *chaosClient) joinLocked(name string, now time.Time) map[string]string {
+	r := c.room[name]
+	c.seq++
+	r.joinRef = fmt.Sprintf("j:%s:%d", name, c.seq)
+	r.joinDue = now.Add(chaosJoinTimeout)
+	r.joinAft = r.lastID
+	f := map[string]string{"type": "join", "room": name, "ref": r.joinRef}
+	if r.lastID != "" {
+		f["after"] = r.lastID
+	}
+	return f
+}
+
+// flushLocked sends the room's pending sends that the live connection has
+// not taken yet (all of them right after a join).
+func (c *chaosClient) flushLocked(room string, now time.Time, connID int) []any {
+	var out []any
+	for _, ref := range c.order {
+		p := c.pending[ref]
+		if p == nil || p.room != room || p.conn == connID {
+			continue
+		}
+		out = append(out, c.transmitLocked(p, now, connID))
+	}
+	return out
+}
+
+func (c *chaosClient) transmitLocked(p *chaosSend, now time.Time, connID int) map[string]string {
+	if p.conn != 0 {
+		c.resends++
+	}
+	p.conn, p.due = connID, now.Add(chaosAckTimeout)
+	return map[string]string{"type": "send", "room": p.room, "text": p.text, "ref": p.ref}
+}
+
+// tickLocked retries joins and sends that are due.
+func (c *chaosClient) tickLocked(now time.Time, connID int) []any {
+	var out []any
+	for _, name := range c.rooms {
+		r := c.room[name]
+		switch {
+		case r.joined:
+		case r.joinRef != "" && now.After(r.joinDue):
+			c.problemf("no answer to join %s (%s) within %v", name, r.joinRef, chaosJoinTimeout)
+			out = append(out, c.joinLocked(name, now))
+		case r.joinRef == "" && now.After(r.joinDue):
+			out = append(out, c.joinLocked(name, now))
+		}
+	}
+	live := c.order[:0]
+	for _, ref := range c.order {
+		p := c.pending[ref]
+		if p == nil {
+			continue
+		}
+		live = append(live, ref)
+		if r := c.room[p.room]; !r.joined {
+			continue
+		}
+		if p.conn != connID || now.After(p.due) {
+			out = append(out, c.transmitLocked(p, now, connID))
+		}
+	}
+	c.order = live
+	return out
+}
+
+// publish creates sends while publishing is set, one per pubEvery, until
+// ctx ends. The sends go out on the next tick of the live connection, or
+// wait for the next one, as a user's typed messages would.
+func (c *chaosClient) publish(ctx context.Context) {
+	if len(c.pubRooms) == 0 {
+		return
+	}
+	t := time.NewTicker(c.pubEvery)
+	defer t.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if !c.publishing.Load() {
+				continue
+			}
+			n++
+			room := c.pubRooms[n%len(c.pubRooms)]
+			c.mu.Lock()
+			ref := fmt.Sprintf("%s-%d", c.user, n)
+			c.pending[ref] = &chaosSend{ref: ref, room: room, text: fmt.Sprintf("%s says %d", c.user, n), created: now}
+			c.order = append(c.order, ref)
+			c.mu.Unlock()
+		}
+	}
+}
+
+func (c *chaosClient) openOutage() *chaosOutage {
+	if len(c.outages) == 0 {
+		return nil
+	}
+	return c.outages[len(c.outages)-1]
+}
+
+func (c *chaosClient) allJoinedLocked() bool {
+	for _, r := range c.room {
+		if !r.joined {
+			return false
+		}
+	}
+	return true
+}
+
+// settled reports whether the client is connected, in every room, and has
+// nothing left to send.
+func (c *chaosClient) settled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.online && c.allJoinedLocked() && len(c.pending) == 0
+}
+
+// has reports whether the client has received every id of want in room.
+func (c *chaosClient) has(room string, want map[string]bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.room[room]
+	if r == nil {
+		return true
+	}
+	for id := range want {
+		if !r.seen[id] {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *chaosClient) received(room string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.room[room]; r != nil {
+		return len(r.ids)
+	}
+	return 0
+}
+
+// ackedSince is how many of the client's sends created after t have been
+// acknowledged.
+func (c *chaosClient) ackedSince(t time.Time) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, a := range c.acks {
+		if !a.created.Before(t) {
+			n++
+		}
+	}
+	return n
+}
+
+func randDur(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}
+
+// sleepCtx waits d (client back-off, not synchronisation) or until ctx
+// ends; false means ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
