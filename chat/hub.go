@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -317,7 +318,7 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 
 	c.op.Lock()
 	defer c.op.Unlock()
-	r, m, err := h.addMember(ctx, c, inboxPrefix+user)
+	r, m, err := h.addInbox(ctx, c)
 	if err != nil {
 		c.cleaned = true
 		c.disconnect(CloseInternal, "unavailable")
@@ -326,6 +327,40 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 	}
 	c.inbox, c.inboxMember = r, m
 	return c, nil
+}
+
+// inboxWait bounds how long Connect waits for the user's DM inbox.
+const inboxWait = 5 * time.Second
+
+// addInbox subscribes c to its user's DM inbox. When the inbox's node has
+// just failed, the broker refuses until the cluster has declared it dead
+// and another node took over (seconds); the connection waits for that
+// rather than being refused, because a client refused by a live node
+// backs off and comes back later than the cluster recovers.
+func (h *Hub) addInbox(ctx context.Context, c *Client) (*room, *member, error) {
+	ctx, cancel := context.WithTimeout(ctx, inboxWait)
+	defer cancel()
+	delay := 25 * time.Millisecond
+	for {
+		r, m, err := h.addMember(ctx, c, inboxPrefix+c.user)
+		if err == nil || !errors.Is(err, transport.ErrUnavailable) {
+			return r, m, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, err
+		case <-h.ctx.Done():
+			t.Stop()
+			return nil, nil, err
+		case <-c.ctx.Done():
+			t.Stop()
+			return nil, nil, err
+		case <-t.C:
+		}
+		delay = min(2*delay, 400*time.Millisecond)
+	}
 }
 
 func (h *Hub) unregister(c *Client) {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -657,4 +658,36 @@ func (h *Hub) revocationsLive() bool {
 	ev := event{Kind: kindRevoke, Session: id, Until: time.Now().Add(time.Hour).UnixMilli()}
 	_, _ = h.broker.Publish(ctx, revokedChannel, ev.marshal(), transport.PublishOptions{})
 	return h.SessionRevoked(id)
+}
+
+// flakyInbox refuses the first subscriptions to DM inboxes as a broker
+// does while the inbox's node has just died.
+type flakyInbox struct {
+	*inproc.Broker
+	refusals atomic.Int32
+}
+
+func (b *flakyInbox) Subscribe(ctx context.Context, ch string) error {
+	if strings.HasPrefix(ch, inboxPrefix) && b.refusals.Add(-1) >= 0 {
+		return fmt.Errorf("inbox owner gone: %w", transport.ErrUnavailable)
+	}
+	return b.Broker.Subscribe(ctx, ch)
+}
+
+func TestConnectWaitsForInbox(t *testing.T) {
+	var fb *flakyInbox
+	h := newHub(t, nil, "n1", func(c *Config) {
+		fb = &flakyInbox{Broker: c.Broker.(*inproc.Broker)}
+		fb.refusals.Store(3)
+		c.Broker = fb
+	})
+	alice := connect(t, h, "alice")
+	bob := connect(t, h, "bob")
+	if n := fb.refusals.Load(); n >= 0 {
+		t.Fatalf("inbox subscribe refused only %d times, want 3", 3-n)
+	}
+	bob.do(`{"type":"dm","to":"alice","text":"hi"}`)
+	if f := alice.expect("dm"); f.Text != "hi" {
+		t.Fatalf("dm %+v", f)
+	}
 }
