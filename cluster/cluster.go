@@ -222,9 +222,11 @@ func (c *Cluster) memberlistConfig() *memberlist.Config {
 	mc.SecretKey = c.cfg.Key
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 
-	mc.ProbeInterval = 500 * time.Millisecond
-	mc.ProbeTimeout = 300 * time.Millisecond
-	mc.SuspicionMult = 4
+	// A dead node's rooms and DM inboxes refuse sends until it is declared
+	// dead, so detection time is the users' outage: see docs/cluster.md.
+	mc.ProbeInterval = 400 * time.Millisecond
+	mc.ProbeTimeout = 250 * time.Millisecond
+	mc.SuspicionMult = 3
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.PushPullInterval = 15 * time.Second
 	mc.TCPTimeout = 5 * time.Second

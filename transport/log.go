@@ -11,9 +11,11 @@ import "context"
 // A Log applies its own retention (count, age, idempotency window) when it
 // writes and when it loads; configure it with the broker's values.
 //
-// Implementations are safe for concurrent use. Writes to one channel are
-// issued one at a time by the broker (under the channel's lock) and must
-// be applied in the order they were issued. When a call fails, or its ctx
+// Implementations are safe for concurrent use. Writes to one channel come
+// in batches: the appends of a batch may be issued concurrently (so that
+// they can share a commit) and may be applied in any order among
+// themselves; each batch completes before the next is issued. When a call
+// fails, or its ctx
 // ends before it returns, the write may or may not have been made durable;
 // the broker then treats it as not done and does not acknowledge it.
 type Log interface {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/meshchat/meshchat/transport"
 )
 
@@ -92,7 +94,8 @@ type Broker struct {
 	links   map[string]*link
 	inbound map[*inConn]struct{}
 
-	nonces nonceCache
+	nonces   nonceCache
+	upgrader *websocket.Upgrader // peer connections (serveHTTP)
 
 	changed chan struct{}
 
@@ -145,16 +148,17 @@ func New(cfg Config) (*Broker, error) {
 	cfg.Key = slices.Clone(cfg.Key)
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "mesh", "node", cfg.Self.Name),
-		ctx:     ctx,
-		cancel:  cancel,
-		chans:   make(map[string]*chanState),
-		local:   make(map[string]*localChan),
-		links:   make(map[string]*link),
-		inbound: make(map[*inConn]struct{}),
-		nonces:  nonceCache{seen: make(map[string]int64)},
-		changed: make(chan struct{}, 1),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "mesh", "node", cfg.Self.Name),
+		ctx:      ctx,
+		cancel:   cancel,
+		chans:    make(map[string]*chanState),
+		local:    make(map[string]*localChan),
+		links:    make(map[string]*link),
+		inbound:  make(map[*inConn]struct{}),
+		nonces:   nonceCache{seen: make(map[string]int64)},
+		upgrader: newUpgrader(),
+		changed:  make(chan struct{}, 1),
 	}
 	b.refreshPeers()
 	return b, nil
@@ -309,8 +313,8 @@ func (b *Broker) onPeersChanged(full bool) (busy bool) {
 			continue
 		}
 		if s.owned {
-			if b.ownerOf(s.name).Name != b.cfg.Self.Name {
-				s.owned = false
+			if o := b.ownerOf(s.name); o.Name != b.cfg.Self.Name {
+				b.disown(s, o)
 			} else {
 				b.dropGone(s)
 			}

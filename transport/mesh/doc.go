@@ -12,9 +12,11 @@
 // orders the channel's publications (offset, epoch, time), keeps its
 // retained history and idempotency keys, the set of subscribed nodes and
 // the presence table, and sends each publication to every subscribed node
-// in offset order. Before acknowledging a stored
-// publication it copies it synchronously to the backup, which keeps a
-// replica; when the owner fails, the backup ranks first and continues the
+// in offset order. A stored publication gets its offset at once but is
+// made readable, fanned out and acknowledged only once it and every
+// earlier one have been copied to the backup, which keeps a replica
+// (pipeline.go: copies travel in batches, one batch per channel in
+// flight); when the owner fails, the backup ranks first and continues the
 // same epoch at the next offset. Each node owns its local side of every
 // channel it uses: whether it is subscribed, the last offset handed to the
 // handler, publications that arrived ahead of a gap, and its present
@@ -41,15 +43,16 @@
 // membership goroutine; per outbound link a dialler/reader and a writer;
 // per inbound connection the HTTP handler's goroutine as reader, a writer,
 // and up to 64 request goroutines; per channel at most one resync
-// goroutine. All are started through goFn (or goAdd) and Close waits for
-// them.
+// goroutine and, while it has unconfirmed publications, one flusher. All
+// are started through goFn (or goAdd) and Close waits for them.
 //
-// Locks: chanState.lk (a channel's owner or replica state; acquired with a
-// deadline, may be held across the synchronous copy to the backup and a
-// takeover) is taken before localChan.mu (a leaf) and before a link's or
-// queue's mutex (leaves). Broker.chMu, localMu and linkMu only guard their
-// maps and are never held while taking another lock, except linkMu, which
-// is held while closing links. The handler is never called with a lock
-// held: a channel's queued publications are drained by one goroutine at a
-// time, so HandlePublication runs once at a time per channel, in order.
+// Locks: chanState.lk (a channel's owner or replica state; acquired with
+// a deadline; held across a takeover and a backup's log write, never
+// across the owner's copy to its backup or its own log write) is taken
+// before localChan.mu (a leaf) and before a link's or queue's mutex
+// (leaves). Broker.chMu, localMu and linkMu only guard their maps and are
+// never held while taking another lock, except linkMu, which is held
+// while closing links. The handler is never called with a lock held: a
+// channel's queued publications are drained by one goroutine at a time,
+// so HandlePublication runs once at a time per channel, in order.
 package mesh

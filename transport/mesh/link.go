@@ -103,11 +103,15 @@ func (b *Broker) Handler() http.Handler {
 	return http.HandlerFunc(b.serveHTTP)
 }
 
-var upgrader = websocket.Upgrader{
-	ReadBufferSize:  32 << 10,
-	WriteBufferSize: 32 << 10,
-	// Peers are not browsers; the HMAC handshake is the access control.
-	CheckOrigin: func(*http.Request) bool { return true },
+// newUpgrader returns the WebSocket upgrader for peer connections; each
+// Broker keeps its own (no package-level state).
+func newUpgrader() *websocket.Upgrader {
+	return &websocket.Upgrader{
+		ReadBufferSize:  32 << 10,
+		WriteBufferSize: 32 << 10,
+		// Peers are not browsers; the HMAC handshake is the access control.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
 }
 
 func (b *Broker) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +134,7 @@ func (b *Broker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer b.wg.Done()
-	ws, err := upgrader.Upgrade(w, r, http.Header{hdrProof: {proof}})
+	ws, err := b.upgrader.Upgrade(w, r, http.Header{hdrProof: {proof}})
 	if err != nil {
 		return // Upgrade answered the client
 	}

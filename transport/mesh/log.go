@@ -51,21 +51,13 @@ func (b *Broker) loadLog(ctx context.Context) error {
 	return nil
 }
 
-// logAppend makes pub durable before it is acknowledged; s is locked.
-func (b *Broker) logAppend(ctx context.Context, s *chanState, pub transport.Publication, key string) error {
-	if b.cfg.Log == nil {
-		return nil
-	}
-	if err := b.cfg.Log.Append(ctx, s.name, pub, key); err != nil {
-		return fmt.Errorf("%w: history log: %w", transport.ErrUnavailable, err)
-	}
-	return nil
-}
-
 // resetStream makes snap durable as the channel's stream, then applies
 // it to s (locked).
 func (b *Broker) resetStream(ctx context.Context, s *chanState, snap *snapshot) error {
 	if b.cfg.Log != nil {
+		if err := b.waitLog(ctx, s); err != nil {
+			return err
+		}
 		st := transport.LogState{Epoch: snap.Epoch, Offset: snap.Offset, LastTime: snap.LastTime, Pubs: snap.Pubs}
 		for _, d := range snap.Dedupe {
 			st.Keys = append(st.Keys, transport.LogKey{Key: d.key, Pub: d.pub})

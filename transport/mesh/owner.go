@@ -14,9 +14,9 @@ import (
 
 // chanState is a channel's stream as kept by its owner, or as a replica
 // kept by its backup (owned == false). It is guarded by lk, a mutex that
-// can be acquired with a deadline: an owner holds it across the
-// synchronous copy to its backup, and a node taking over holds it while it
-// asks its peers for their copies.
+// can be acquired with a deadline: a node taking over holds it while it
+// asks its peers for their copies. The copy to the backup runs without it
+// (pipeline.go).
 type chanState struct {
 	lk   chan struct{}
 	name string
@@ -31,10 +31,27 @@ type chanState struct {
 	// yet, and it may have ordered the channel since.
 	handedTo transport.Peer
 
+	// epoch, offset, lastTime, hist and dedupe are the confirmed stream:
+	// what is readable, fanned out and acknowledged (pipeline.go).
 	epoch    string
 	offset   uint64
 	lastTime int64
 	hist     ring
+
+	// The owner's unconfirmed publications (pipeline.go). next is the last
+	// offset assigned (offset when none is pending); pend are the assigned
+	// publications in offset order, of which the first sent are the
+	// flusher's batch in flight; pendKeys indexes their idempotency keys.
+	next     uint64
+	pend     []*pendingPub
+	sent     int
+	pendKeys map[string]*pendingPub
+	flushing bool   // a flusher goroutine runs for the channel
+	gen      uint64 // bumped whenever pend is abandoned
+	needSnap bool   // the backup may hold other data past offset: resend all
+	// logDone, when set, is closed once the flusher's log writes are done
+	// (waitLog).
+	logDone chan struct{}
 
 	dedupe      map[string]dedupeEntry
 	dedupeOrder []dedupeEntry // by at, for expiry
@@ -55,6 +72,7 @@ func newChanState(name string, histSize int) *chanState {
 		name:     name,
 		hist:     ring{size: histSize},
 		dedupe:   make(map[string]dedupeEntry),
+		pendKeys: make(map[string]*pendingPub),
 		interest: make(map[string]struct{}),
 		presence: make(map[string]map[string]struct{}),
 	}
@@ -173,6 +191,7 @@ func (b *Broker) snapshotOf(s *chanState) *snapshot {
 // a union never forgets a subscriber.
 func (b *Broker) applySnapshot(s *chanState, snap *snapshot) {
 	s.epoch, s.offset, s.lastTime = snap.Epoch, snap.Offset, snap.LastTime
+	s.next = s.offset
 	s.has = true
 	s.hist.reset()
 	for _, p := range snap.Pubs {
@@ -373,6 +392,10 @@ func (b *Broker) takeover(ctx context.Context, s *chanState, ps *peerSet) error 
 	b.dropGone(s)
 	s.owned = true
 	s.handedTo = transport.Peer{}
+	// The backup's replica may have been written by another owner, or hold
+	// copies abandoned before this stream was adopted: the first batch
+	// sends it the whole stream.
+	s.needSnap = true
 	b.log.Debug("took ownership", "channel", s.name, "epoch", s.epoch, "offset", s.offset, "copies", len(snaps))
 	b.announceOwner(s.name, peers)
 	return nil
@@ -399,12 +422,14 @@ func (b *Broker) dropGone(s *chanState) {
 	}
 }
 
-// replicateTimeout bounds the synchronous copy to the backup.
+// replicateTimeout bounds the copy of a batch to the backup.
 const replicateTimeout = 2 * time.Second
 
-// ownerPublish orders, stores, replicates and fans out one publication.
-// The channel lock is held throughout, so offsets, replication and
-// enqueueing to every link happen in one order.
+// ownerPublish orders one publication. An ephemeral one is fanned out at
+// once. A stored one gets its offset under the channel lock and is then
+// confirmed by the channel's flusher (pipeline.go): made durable and
+// copied to the backup, together with whatever else was queued meanwhile,
+// then stored in history, fanned out and acknowledged, in offset order.
 func (b *Broker) ownerPublish(ctx context.Context, ch string, data []byte, opts transport.PublishOptions) (transport.Publication, error) {
 	s, err := b.acquireOwned(ctx, ch)
 	if err != nil {
@@ -414,7 +439,7 @@ func (b *Broker) ownerPublish(ctx context.Context, ch string, data []byte, opts 
 	// takeover that handed over clears owned, but a view change alone does
 	// not until the membership goroutine gets the lock).
 	if o := b.ownerOf(ch); o.Name != b.cfg.Self.Name {
-		s.owned = false
+		b.disown(s, o)
 		s.unlock()
 		return transport.Publication{}, notOwner(o)
 	}
@@ -429,37 +454,21 @@ func (b *Broker) ownerPublish(ctx context.Context, ch string, data []byte, opts 
 		return pub, nil
 	}
 	b.expireDedupe(s, now)
-	if opts.IdempotencyKey != "" {
-		if d, ok := s.dedupe[opts.IdempotencyKey]; ok {
+	if key := opts.IdempotencyKey; key != "" {
+		if d, ok := s.dedupe[key]; ok {
 			s.unlock()
 			return d.pub, nil
 		}
+		if p := s.pendKeys[key]; p != nil {
+			// The first publication with this key is in flight: its outcome
+			// is this one's.
+			s.unlock()
+			return b.await(ctx, ch, p)
+		}
 	}
-	pub := transport.Publication{Offset: s.offset + 1, Epoch: s.epoch, Time: now, Data: data}
-	// Durable before it changes memory or anyone sees it: a restarted
-	// cluster must never hand out an acknowledged offset again.
-	if err := b.logAppend(ctx, s, pub, opts.IdempotencyKey); err != nil {
-		s.unlock()
-		return transport.Publication{}, err
-	}
-	s.offset = pub.Offset
-	s.lastTime = now
-	s.hist.push(pub)
-	if opts.IdempotencyKey != "" {
-		d := dedupeEntry{key: opts.IdempotencyKey, at: now, pub: pub}
-		s.dedupe[d.key] = d
-		s.dedupeOrder = append(s.dedupeOrder, d)
-	}
-	// Copy to the backup before anyone sees the publication: if this node
-	// died after a subscriber saw offset N but before the backup had it,
-	// the next owner would hand out N again for different data.
-	b.replicate(ctx, s, pub, opts.IdempotencyKey)
-	local := b.fanout(s, pub)
+	p := b.enqueue(s, transport.Publication{Offset: s.next + 1, Epoch: s.epoch, Time: now, Data: data}, opts.IdempotencyKey)
 	s.unlock()
-	if local != nil {
-		local.drain(b)
-	}
-	return pub, nil
+	return b.await(ctx, ch, p)
 }
 
 func (b *Broker) expireDedupe(s *chanState, now int64) {
@@ -473,34 +482,6 @@ func (b *Broker) expireDedupe(s *chanState, now int64) {
 	}
 	if i > 0 {
 		s.dedupeOrder = append(s.dedupeOrder[:0], s.dedupeOrder[i:]...)
-	}
-}
-
-// replicate copies pub to the channel's backup; s is locked. A backup
-// that lacks the preceding state gets a full snapshot. When the backup
-// cannot be reached the publication is still acked: the owner has it and
-// a backup that is down cannot be waited for (membership will replace
-// it); the window where both fail before the next copy is the documented
-// loss case.
-func (b *Broker) replicate(ctx context.Context, s *chanState, pub transport.Publication, key string) {
-	owner, backup, ok := b.ranked(s.name)
-	if owner.Name != b.cfg.Self.Name {
-		// The view moved after this publication was ordered: the copy goes
-		// to the next owner, which takes it into account when it takes
-		// over. Never to this node itself (it holds the lock).
-		backup, ok = owner, true
-	}
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, replicateTimeout)
-	defer cancel()
-	_, err := b.call(ctx, backup, opReplicate, s.name, enc(nil).pub(pub).str(key))
-	if err == errNeedSync {
-		_, err = b.call(ctx, backup, opSnapshot, s.name, enc(nil).snapshot(b.snapshotOf(s)))
-	}
-	if err != nil {
-		b.log.Warn("replication to backup failed", "channel", s.name, "backup", backup.Name, "offset", pub.Offset, "err", err)
 	}
 }
 
@@ -555,7 +536,7 @@ func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string
 			return nil, err
 		}
 		return enc(nil).pub(pub), nil
-	case opReplicate, opSnapshot, opState:
+	case opReplicate, opReplicateBatch, opSnapshot, opState:
 		return b.serveReplica(ctx, from, op, ch, d)
 	}
 
@@ -607,6 +588,7 @@ func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string
 			// offsets would make it drop new data as duplicates, so the
 			// stream starts over in a new epoch.
 			b.log.Warn("subscriber ahead of stream, starting new epoch", "channel", ch, "node", from, "seen", since.Offset, "have", s.offset)
+			b.abandon(s, fmt.Errorf("%w: stream of %s restarted", transport.ErrUnavailable, ch))
 			if err := b.newEpoch(ctx, s); err != nil {
 				return nil, err
 			}
@@ -674,16 +656,22 @@ func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string
 
 func (e enc) append(p []byte) enc { return append(e, p...) }
 
-// serveReplica handles replication traffic: a copy of one publication, a
+// serveReplica handles replication traffic: copies of publications, a
 // full snapshot, or a state query from a node taking ownership over.
 func (b *Broker) serveReplica(ctx context.Context, from string, op byte, ch string, d *dec) ([]byte, error) {
-	var pub transport.Publication
-	var key string
+	var pubs []transport.Publication
+	var keys []string
 	var snap *snapshot
 	var asker transport.Peer
 	switch op {
 	case opReplicate:
-		pub, key = d.pub(), d.str()
+		pubs, keys = []transport.Publication{d.pub()}, []string{d.str()}
+	case opReplicateBatch:
+		n := d.count()
+		pubs, keys = make([]transport.Publication, 0, n), make([]string, 0, n)
+		for ; n > 0 && d.err == nil; n-- {
+			pubs, keys = append(pubs, d.pub()), append(keys, d.str())
+		}
 	case opSnapshot:
 		snap = d.snapshot()
 	case opState:
@@ -720,38 +708,34 @@ func (b *Broker) serveReplica(ctx context.Context, from string, op byte, ch stri
 		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
 	}
 	defer s.unlock()
-	switch op {
-	case opState:
+	if op == opState {
 		// The asker is taking over: hand over and stop ordering here,
 		// and send the channel's requests there until the view changes.
-		s.owned = false
+		// Publications still in flight here are abandoned, not waited
+		// for (the asker holds its own lock on the channel meanwhile, and
+		// may be the backup they are being copied to); their publishers
+		// retry at the asker.
+		b.disown(s, asker)
 		s.handedTo = asker
 		if !s.has {
 			return enc(nil).bool1(false), nil
 		}
 		return enc(nil).bool1(true).snapshot(b.snapshotOf(s)), nil
-	case opSnapshot:
-		s.owned = false
+	}
+	// A copy or snapshot: the sender orders the channel. A node that
+	// orders it itself, and whose view agrees, refuses: the copy may be a
+	// late one from an owner that has since handed over to this node, and
+	// two nodes must not both order the channel. The sender stops
+	// ordering and follows the hint.
+	if s.owned {
+		if o := ownerIn(b.livePeers(), ch); o.Name == b.cfg.Self.Name {
+			return nil, notOwner(b.cfg.Self)
+		}
+		hint, _ := b.peerByName(from)
+		b.disown(s, hint)
+	}
+	if op == opSnapshot {
 		return nil, b.resetStream(ctx, s, snap)
 	}
-	// opReplicate: another node orders this channel now.
-	s.owned = false
-	switch {
-	case s.has && s.epoch == pub.Epoch && s.offset >= pub.Offset:
-		return nil, nil // already have it (a retried copy)
-	case !s.has || s.epoch != pub.Epoch || s.offset+1 != pub.Offset:
-		return nil, errNeedSync
-	}
-	if err := b.logAppend(ctx, s, pub, key); err != nil {
-		return nil, err // memory unchanged: the next copy finds a gap and syncs
-	}
-	s.offset, s.lastTime = pub.Offset, pub.Time
-	s.hist.push(pub)
-	if key != "" {
-		de := dedupeEntry{key: key, at: pub.Time, pub: pub}
-		s.dedupe[key] = de
-		s.dedupeOrder = append(s.dedupeOrder, de)
-		b.expireDedupe(s, pub.Time)
-	}
-	return nil, nil
+	return nil, b.applyCopies(ctx, s, pubs, keys)
 }

@@ -46,6 +46,7 @@ const (
 	opReplicate      byte = 9 // publication key -> (stNeedSync)
 	opSnapshot       byte = 10
 	opState          byte = 11 // asker addr -> has snapshot (or stNotOwner: refused)
+	opReplicateBatch byte = 12 // n (publication key)*n -> (stNeedSync, stNotOwner)
 )
 
 // Response status codes.
