@@ -10,11 +10,17 @@ import (
 // the outbound queue accounting (slice header, WebSocket framing).
 const frameOverhead = 32
 
+// drainKeep is the outbound queue capacity, in frames, that Drain keeps
+// for the next frames; a larger backing array is let go.
+const drainKeep = 8
+
 // Client is one connection of a user to the hub. The web layer reads
 // frames from the socket into Handle, and writes what the hub queues:
 // wait on Ready, take frames with Drain, and stop when Done is closed
 // (after draining what is left), closing the socket with CloseReason.
-// Close must be called once the connection has ended.
+// Close must be called once the connection has ended. Instead of
+// waiting on Ready, a writer may register a function with SetNotify and
+// run only while there is something to write.
 //
 // Handle, Reject and Close are serialised; Ready, Drain, Done, CloseReason and
 // SendError are safe from any goroutine.
@@ -23,9 +29,6 @@ type Client struct {
 	id      string
 	user    string
 	session string
-
-	ctx    context.Context // cancelled when the client is disconnected
-	cancel context.CancelFunc
 
 	op          sync.Mutex // serialises Handle and Close
 	rooms       map[string]*joined
@@ -40,8 +43,18 @@ type Client struct {
 	closed bool
 	code   int
 	reason string
+	// ready and done are made when first asked for (Ready, Done): a
+	// writer driven by SetNotify asks for neither, and an idle
+	// connection's memory counts.
 	ready  chan struct{}
 	done   chan struct{}
+	notify func() // see SetNotify
+	// ctx (made by Context when first asked for) is cancelled on
+	// disconnect, and so is opCancel, the context of the frame Handle is
+	// working on.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	opCancel context.CancelFunc
 }
 
 // ID returns the connection's cluster-unique id.
@@ -54,14 +67,66 @@ func (c *Client) User() string { return c.user }
 func (c *Client) Session() string { return c.session }
 
 // Ready is signalled (it has a buffer of one) whenever frames are queued.
-func (c *Client) Ready() <-chan struct{} { return c.ready }
+func (c *Client) Ready() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ready == nil {
+		c.ready = make(chan struct{}, 1)
+		if len(c.queue) > 0 {
+			c.ready <- struct{}{}
+		}
+	}
+	return c.ready
+}
+
+// SetNotify registers fn to be called whenever frames are queued and
+// when the client is disconnected, after the client's own lock is
+// released, from whichever goroutine did it: the fan-out calls it with a
+// room's lock held. So fn must not block nor call into the hub or the
+// client except Disconnected; it takes leaf locks at most and typically
+// hands the writing to a goroutine of its own. When
+// frames are already queued or the client is already disconnected, fn is
+// called once before SetNotify returns. Ready and Done still work. Call
+// it at most once, before the connection's writer starts.
+func (c *Client) SetNotify(fn func()) {
+	c.mu.Lock()
+	c.notify = fn
+	pending := len(c.queue) > 0 || c.closed
+	c.mu.Unlock()
+	if pending && fn != nil {
+		fn()
+	}
+}
 
 // Context is cancelled when the client is disconnected, like Done.
-func (c *Client) Context() context.Context { return c.ctx }
+func (c *Client) Context() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		if c.closed {
+			c.cancel()
+		}
+	}
+	return c.ctx
+}
 
 // Done is closed when the hub disconnects the client (slow consumer,
 // logout, shutdown) or Close is called.
-func (c *Client) Done() <-chan struct{} { return c.done }
+func (c *Client) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.closed {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+// Disconnected reports whether Done is closed, without making it.
+func (c *Client) Disconnected() bool { return c.isClosed() }
 
 // CloseReason returns the WebSocket close code and reason to send once
 // Done is closed.
@@ -81,6 +146,11 @@ func (c *Client) Drain(dst [][]byte) [][]byte {
 	dst = append(dst, c.queue...)
 	clear(c.queue)
 	c.queue = c.queue[:0]
+	if cap(c.queue) > drainKeep {
+		// A burst (the presence of a room filling up) grew it; an idle
+		// connection should not keep that.
+		c.queue = nil
+	}
 	c.queued = 0
 	c.mu.Unlock()
 	return dst
@@ -109,28 +179,44 @@ func (c *Client) enqueue(f []byte) {
 	n := len(f) + frameOverhead
 	if c.queued+n > c.hub.queueBytes {
 		c.killLocked(CloseSlowConsumer, "slow_consumer")
+		notify := c.notify
 		c.mu.Unlock()
+		if notify != nil {
+			notify()
+		}
 		return
 	}
 	c.queue = append(c.queue, f)
 	c.queued += n
+	notify, ready := c.notify, c.ready
 	c.mu.Unlock()
-	select {
-	case c.ready <- struct{}{}:
-	default:
+	if ready != nil {
+		select {
+		case ready <- struct{}{}:
+		default:
+		}
+	}
+	if notify != nil {
+		notify()
 	}
 }
 
 // disconnect ends the client with a close code; the web layer sends it.
 func (c *Client) disconnect(code int, reason string) {
 	c.mu.Lock()
-	c.killLocked(code, reason)
+	killed := c.killLocked(code, reason)
+	notify := c.notify
 	c.mu.Unlock()
+	if killed && notify != nil {
+		notify()
+	}
 }
 
-func (c *Client) killLocked(code int, reason string) {
+// killLocked marks the client disconnected and reports whether it was
+// not already; the caller calls notify once it has let go of mu.
+func (c *Client) killLocked(code int, reason string) bool {
 	if c.closed {
-		return
+		return false
 	}
 	c.closed = true
 	c.code, c.reason = code, reason
@@ -140,8 +226,16 @@ func (c *Client) killLocked(code int, reason string) {
 		c.queue = nil
 		c.queued = 0
 	}
-	close(c.done)
-	c.cancel()
+	if c.done != nil {
+		close(c.done)
+	}
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.opCancel != nil {
+		c.opCancel()
+	}
+	return true
 }
 
 func (c *Client) isClosed() bool {
@@ -169,10 +263,23 @@ func (c *Client) Handle(ctx context.Context, data []byte) error {
 		c.SendError(ferr.code, ferr.msg, f.Ref)
 		return nil
 	}
+	// The frame's work ends early when the client is disconnected.
+	// (context.AfterFunc on a client context would leave a map of
+	// children behind on every connection that ever sent a frame.)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(c.ctx, cancel)
-	defer stop()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.opCancel = cancel
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.opCancel = nil
+		c.mu.Unlock()
+	}()
 
 	var err *frameError
 	h := c.hub

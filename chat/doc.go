@@ -25,6 +25,8 @@
 //
 //	Client.op -> room.ctl -> room.mu -> Client.mu
 //	shard.mu is a leaf: nothing else is taken while it is held.
+//	A client's notify function (Client.SetNotify) runs under room.mu
+//	and Client.op, after Client.mu: it may take only leaf locks.
 //	revocations.mu is a leaf too; revocations.snapMu is held across the
 //	broker calls of one snapshot and taken before revocations.mu.
 //

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -116,8 +117,10 @@ type Hub struct {
 
 	clientsMu sync.Mutex
 	clients   map[*Client]struct{}
-	bySession map[string]map[*Client]struct{} // session id -> its clients
-	closing   bool                            // guarded by clientsMu
+	// bySession: session id -> its clients. A slice: most sessions have
+	// one or two connections, and a map per session costs far more.
+	bySession map[string][]*Client
+	closing   bool // guarded by clientsMu
 
 	rev revocations
 
@@ -163,7 +166,7 @@ func New(cfg Config) (*Hub, error) {
 		log:        cfg.Logger,
 		now:        cfg.Now,
 		clients:    make(map[*Client]struct{}),
-		bySession:  make(map[string]map[*Client]struct{}),
+		bySession:  make(map[string][]*Client),
 		shutDone:   make(chan struct{}),
 	}
 	h.rev.init(cfg)
@@ -282,26 +285,16 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 		id:      h.idPrefix + "." + strconv.FormatUint(h.connSeq.Add(1), 36),
 		user:    user,
 		session: session,
-		rooms:   make(map[string]*joined),
 		limiter: limiter{rate: h.rate, burst: float64(h.burst), tokens: float64(h.burst)},
-		ready:   make(chan struct{}, 1),
-		done:    make(chan struct{}),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	h.clientsMu.Lock()
 	if h.closing {
 		h.clientsMu.Unlock()
-		c.cancel()
 		return nil, ErrClosed
 	}
 	h.clients[c] = struct{}{}
 	if session != "" {
-		set := h.bySession[session]
-		if set == nil {
-			set = make(map[*Client]struct{}, 1)
-			h.bySession[session] = set
-		}
-		set[c] = struct{}{}
+		h.bySession[session] = append(h.bySession[session], c)
 	}
 	h.clientsMu.Unlock()
 	// A logout that landed between the caller's check and the
@@ -354,7 +347,7 @@ func (h *Hub) addInbox(ctx context.Context, c *Client) (*room, *member, error) {
 		case <-h.ctx.Done():
 			t.Stop()
 			return nil, nil, err
-		case <-c.ctx.Done():
+		case <-c.Done():
 			t.Stop()
 			return nil, nil, err
 		case <-t.C:
@@ -367,9 +360,11 @@ func (h *Hub) unregister(c *Client) {
 	h.clientsMu.Lock()
 	delete(h.clients, c)
 	if set := h.bySession[c.session]; set != nil {
-		delete(set, c)
+		set = slices.DeleteFunc(set, func(o *Client) bool { return o == c })
 		if len(set) == 0 {
 			delete(h.bySession, c.session)
+		} else {
+			h.bySession[c.session] = set
 		}
 	}
 	h.clientsMu.Unlock()

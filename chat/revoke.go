@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,8 +60,13 @@ type revocations struct {
 	offset   uint64
 	since    int       // revocations since the last snapshot, in channel order
 	lastSnap time.Time // when a snapshot was last seen or published
-	dropped  uint64
-	dropLog  time.Time // last warning about dropped revocations
+	// snapEpoch and snapOffset locate the latest snapshot seen or
+	// published. A logout compares its own offset with them: deliveries
+	// (and so since) may lag behind a burst of logouts, offsets do not.
+	snapEpoch  string
+	snapOffset uint64
+	dropped    uint64
+	dropLog    time.Time // last warning about dropped revocations
 }
 
 func (rv *revocations) init(cfg Config) {
@@ -101,7 +107,8 @@ func (h *Hub) RevokeSession(ctx context.Context, id string, until time.Time) err
 		return ErrEmptySession
 	}
 	ev := event{Kind: kindRevoke, Session: id, Until: until.UnixMilli(), Node: h.node}
-	if _, err := h.broker.Publish(ctx, revokedChannel, ev.marshal(), transport.PublishOptions{}); err != nil {
+	pub, err := h.broker.Publish(ctx, revokedChannel, ev.marshal(), transport.PublishOptions{})
+	if err != nil {
 		return fmt.Errorf("chat: revoke session: %w", err)
 	}
 	if h.rev.insert(h, id, ev.Until) {
@@ -111,12 +118,46 @@ func (h *Hub) RevokeSession(ctx context.Context, id string, until time.Time) err
 	// died, or revocations come faster than it publishes) the logouts
 	// themselves compact, so that the channel's retention is never
 	// outrun.
-	if h.rev.loaded.Load() && h.rev.sinceSnapshot() >= 2*h.rev.every {
-		if err := h.publishSnapshot(ctx, 2*h.rev.every); err != nil {
+	if h.rev.loaded.Load() && h.rev.overdue(pub) {
+		if err := h.publishSnapshotIfOverdue(ctx, pub); err != nil {
 			h.log.Warn("publishing revocation snapshot", "err", err)
 		}
 	}
 	return nil
+}
+
+// overdue reports whether more than 2*every publications separate pub
+// from the latest snapshot known here, so that pub's author must compact
+// before retention could drop that snapshot.
+func (rv *revocations) overdue(pub transport.Publication) bool {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return rv.overdueLocked(pub)
+}
+
+func (rv *revocations) overdueLocked(pub transport.Publication) bool {
+	limit := uint64(2 * rv.every)
+	if pub.Epoch != rv.snapEpoch {
+		return pub.Offset >= limit
+	}
+	return pub.Offset >= rv.snapOffset+limit
+}
+
+// noteSnapshot records where a snapshot (its first part) landed.
+func (rv *revocations) noteSnapshotLocked(pub transport.Publication) {
+	if pub.Offset == 0 {
+		return
+	}
+	if pub.Epoch != rv.snapEpoch || pub.Offset > rv.snapOffset {
+		rv.snapEpoch, rv.snapOffset = pub.Epoch, pub.Offset
+	}
+}
+
+// publishSnapshotIfOverdue publishes a snapshot unless one landed after
+// pub's overdue point meanwhile (concurrent logouts all find it overdue;
+// one snapshot serves them all).
+func (h *Hub) publishSnapshotIfOverdue(ctx context.Context, pub transport.Publication) error {
+	return h.publishSnapshot(ctx, 0, &pub)
 }
 
 // SessionRevoked reports whether session id was revoked on any node.
@@ -125,12 +166,6 @@ func (h *Hub) SessionRevoked(id string) bool {
 	until, ok := h.rev.m[id]
 	h.rev.mu.Unlock()
 	return ok && until > h.now().UnixMilli()
-}
-
-func (rv *revocations) sinceSnapshot() int {
-	rv.mu.Lock()
-	defer rv.mu.Unlock()
-	return rv.since
 }
 
 // insert records one revocation and reports whether it is news.
@@ -192,11 +227,7 @@ func (rv *revocations) pruneLocked(now time.Time) int {
 // disconnectSession closes the open connections of a revoked session.
 func (h *Hub) disconnectSession(id string) {
 	h.clientsMu.Lock()
-	set := h.bySession[id]
-	hit := make([]*Client, 0, len(set))
-	for c := range set {
-		hit = append(hit, c)
-	}
+	hit := slices.Clone(h.bySession[id])
 	h.clientsMu.Unlock()
 	for _, c := range hit {
 		c.disconnect(CloseLoggedOut, "logged_out")
@@ -261,6 +292,7 @@ func (rv *revocations) applyLocked(h *Hub, pub transport.Publication, now time.T
 		if ev.Part == 0 {
 			rv.since = 0
 			rv.lastSnap = now
+			rv.noteSnapshotLocked(pub)
 		}
 	}
 	return fresh, false
@@ -341,7 +373,7 @@ func (h *Hub) revocationLoop() {
 		if !rv.loaded.Load() {
 			continue
 		}
-		if err := h.publishSnapshot(h.ctx, 0); err != nil && h.ctx.Err() == nil {
+		if err := h.publishSnapshot(h.ctx, 0, nil); err != nil && h.ctx.Err() == nil {
 			h.log.Warn("publishing revocation snapshot", "err", err)
 		}
 	}
@@ -360,14 +392,14 @@ func (rv *revocations) snapshotDueLocked(now time.Time) bool {
 // publishSnapshot publishes every unexpired revocation this node knows,
 // in parts of snapshotPartSize, unless fewer than minSince revocations
 // came since the last snapshot (someone else just took one).
-func (h *Hub) publishSnapshot(ctx context.Context, minSince int) error {
+func (h *Hub) publishSnapshot(ctx context.Context, minSince int, trigger *transport.Publication) error {
 	rv := &h.rev
 	rv.snapMu.Lock()
 	defer rv.snapMu.Unlock()
 	now := h.now()
 	ms := now.UnixMilli()
 	rv.mu.Lock()
-	if rv.since < minSince {
+	if rv.since < minSince || (trigger != nil && !rv.overdueLocked(*trigger)) {
 		rv.mu.Unlock()
 		return nil
 	}
@@ -388,13 +420,19 @@ func (h *Hub) publishSnapshot(ctx context.Context, minSince int) error {
 
 	ctx, cancel := context.WithTimeout(ctx, revocationTimeout)
 	defer cancel()
+	var first transport.Publication
 	for i, p := range parts {
 		ev := event{Kind: kindRevokeSnapshot, Node: h.node, Revoked: p, Part: i, Parts: len(parts)}
-		if _, err := h.broker.Publish(ctx, revokedChannel, ev.marshal(), transport.PublishOptions{}); err != nil {
+		pub, err := h.broker.Publish(ctx, revokedChannel, ev.marshal(), transport.PublishOptions{})
+		if err != nil {
 			return fmt.Errorf("chat: revocation snapshot: %w", err)
+		}
+		if i == 0 {
+			first = pub
 		}
 	}
 	rv.mu.Lock()
+	rv.noteSnapshotLocked(first)
 	// Our part 0 resets the count again when it comes back; until then
 	// this keeps the next logout from snapshotting once more.
 	rv.since = 0

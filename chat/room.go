@@ -31,8 +31,10 @@ type room struct {
 
 	mu      sync.Mutex // the hot-path lock; guards what follows
 	members map[*Client]*member
-	local   map[string]int                 // local connections per user
-	online  map[string]map[string]struct{} // user -> nodes they are on
+	local   map[string]int // local connections per user
+	// online: user -> the nodes they are on, a slice because it is
+	// nearly always one node and a map per user costs several times more.
+	online map[string][]string
 }
 
 // member is one connection's membership of a room.
@@ -76,15 +78,16 @@ type joined struct {
 func newRoom(channel string) *room {
 	r := &room{
 		channel: channel,
-		members: make(map[*Client]*member),
-		local:   make(map[string]int),
-		online:  make(map[string]map[string]struct{}),
+		members: make(map[*Client]*member, 1),
 	}
 	switch {
 	case strings.HasPrefix(channel, inboxPrefix):
+		// An inbox has no presence: local and online stay nil.
 		r.kind, r.name = roomKindInbox, channel[len(inboxPrefix):]
 	default:
 		r.kind, r.name = roomKindRoom, strings.TrimPrefix(channel, roomPrefix)
+		r.local = make(map[string]int)
+		r.online = make(map[string][]string)
 	}
 	return r
 }
@@ -194,14 +197,15 @@ func (r *room) setOnline(user, node string, on bool) bool {
 	nodes := r.online[user]
 	was := len(nodes) > 0
 	if on {
-		if nodes == nil {
-			nodes = make(map[string]struct{}, 1)
-			r.online[user] = nodes
+		if !slices.Contains(nodes, node) {
+			r.online[user] = append(nodes, node)
 		}
-		nodes[node] = struct{}{}
 		return !was
 	}
-	delete(nodes, node)
+	if i := slices.Index(nodes, node); i >= 0 {
+		nodes = slices.Delete(nodes, i, i+1)
+		r.online[user] = nodes
+	}
 	if len(nodes) == 0 {
 		delete(r.online, user)
 	}
@@ -239,7 +243,7 @@ func (r *room) nodeGone(h *Hub, node string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for user, nodes := range r.online {
-		if _, ok := nodes[node]; ok && r.setOnline(user, node, false) {
+		if slices.Contains(nodes, node) && r.setOnline(user, node, false) {
 			r.broadcastLocked(h, presenceFrame(r.name, user, false), nil)
 		}
 	}
@@ -317,6 +321,9 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 		}
 		r.ctl.Unlock()
 		j = &joined{r: r, m: m}
+		if c.rooms == nil {
+			c.rooms = make(map[string]*joined, 1)
+		}
 		c.rooms[name] = j
 		if err := h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
 			return joinedFrame(name, members, hist, rec)

@@ -16,13 +16,14 @@ const (
 	// small (a send is a few hundred bytes); a larger frame is read
 	// through it in pieces.
 	wsReadBufferSize = 512
-	// wsWriteBufferSize is gorilla's per-connection write buffer, where
-	// it puts a frame's header and the first bytes of its payload. It is
-	// small on purpose: the frame goes into the corked connection's
-	// pooled batch buffer anyway (the rest of a longer payload is copied
-	// there directly), so a bigger one only costs memory per connection.
-	// gorilla's own WriteBufferPool would avoid even this but allocates
-	// on every message.
+	// wsWriteBufferSize is gorilla's write buffer, where it puts a
+	// frame's header and the first bytes of its payload. It is small on
+	// purpose: the frame goes into the corked connection's pooled batch
+	// buffer anyway (the rest of a longer payload is copied there
+	// directly). gorilla takes it from the server's writeBufPool for each
+	// message and gives it back after, so an idle connection holds none;
+	// the price is one 24-byte allocation per message (gorilla boxes the
+	// buffer to put it back).
 	wsWriteBufferSize = 256
 	// corkLimit is how many bytes a corked connection collects before it
 	// writes them anyway: it bounds the memory one batch borrows.
@@ -47,6 +48,12 @@ func (cp *corkPool) put(b *[]byte) {
 	*b = (*b)[:0]
 	cp.p.Put(b)
 }
+
+// writeBufPool lends gorilla its write buffers (websocket.BufferPool).
+type writeBufPool struct{ p sync.Pool }
+
+func (wp *writeBufPool) Get() any  { return wp.p.Get() }
+func (wp *writeBufPool) Put(v any) { wp.p.Put(v) }
 
 // corkConn is the hijacked connection under a WebSocket. gorilla writes
 // every message with its own write call, one system call per frame;
@@ -197,11 +204,15 @@ func (c *corkConn) Write(p []byte) (int, error) {
 }
 
 // corkingWriter hands gorilla's Upgrader a corkConn when it hijacks the
-// connection.
+// connection, and a read buffer of wsReadBufferSize that gorilla adopts
+// (the Upgrader's ReadBufferSize is 0, and gorilla reuses a hijacked
+// reader larger than 256 bytes): the server keeps a hand on it to know
+// whether a frame is already buffered before it waits on the socket.
 type corkingWriter struct {
 	http.ResponseWriter
 	pool *corkPool
 	conn *corkConn
+	br   *bufio.Reader
 }
 
 func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -210,7 +221,13 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = newCorkConn(conn, w.pool)
-	return w.conn, brw, nil
+	if brw.Reader.Buffered() > 0 {
+		// The client did not wait for the handshake; gorilla refuses
+		// that on seeing the buffered bytes.
+		return w.conn, brw, nil
+	}
+	w.br = bufio.NewReaderSize(w.conn, wsReadBufferSize)
+	return w.conn, bufio.NewReadWriter(w.br, brw.Writer), nil
 }
 
 func (w *corkingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

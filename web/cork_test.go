@@ -114,7 +114,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 	for _, n := range []int{1, 16} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			s := &Server{cfg: Config{WriteTimeout: time.Minute}}
-			up := websocket.Upgrader{ReadBufferSize: wsReadBufferSize, WriteBufferSize: wsWriteBufferSize}
+			up := websocket.Upgrader{WriteBufferSize: wsWriteBufferSize, WriteBufferPool: &s.wbufs}
 			type served struct {
 				conn *websocket.Conn
 				cork *corkConn

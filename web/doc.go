@@ -17,14 +17,25 @@
 //
 // # Concurrency
 //
-// Each WebSocket connection owns two goroutines, started once the upgrade
-// succeeded (the HTTP handler returns, so net/http releases its
-// per-request buffers): the reader, which feeds frames to its
-// chat.Client, and the writer, which drains the client's queue in batches
-// and sends pings. The writer corks the socket (corkConn) around a batch
-// so that the batch leaves in one system call; buffers for reading a
-// frame and for a batch are pooled, so an idle connection holds neither. When the reader ends the writer is
-// stopped and waited for; when the hub disconnects a client the writer
-// sends the close frame and the reader gets a short grace period to see
-// the peer's answer. Shutdown waits for every connection's goroutines.
+// An idle WebSocket connection costs one goroutine with a small stack
+// and a few KiB of heap (see wsConn in ws.go for the details):
+//
+//   - The reader waits for bytes on a fresh goroutine, a few frames deep,
+//     and hands waiting over to a new one after each burst of frames, so
+//     the stack of an idle connection never grew. Pongs are consumed
+//     while waiting; everything else goes through gorilla and then to the
+//     connection's chat.Client.
+//   - A writer goroutine runs only while there is something to write: the
+//     client's notify function (chat.Client.SetNotify) starts it when
+//     frames are queued or the hub disconnects the client, and the ping
+//     timer (time.AfterFunc) when a ping is due. At most one writer runs;
+//     it drains the queue in batches and exits once it finds it empty.
+//
+// The writer corks the socket (corkConn) around a batch so that the batch
+// leaves in one system call; buffers for reading a frame, for a batch and
+// gorilla's write buffer are pooled, so an idle connection holds none of
+// them. When the reader ends, writing stops, a running writer is waited
+// for and the connection is closed; when the hub disconnects a client the
+// writer sends the close frame and the reader gets a short grace period
+// to see the peer's answer. Shutdown waits for every connection to end.
 package web

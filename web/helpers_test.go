@@ -62,7 +62,7 @@ func ownGoroutines() []string {
 }
 
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	hub *chat.Hub
 	srv *Server
 	ts  *httptest.Server
@@ -78,7 +78,7 @@ type envOpts struct {
 	loading bool
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	if o.node == "" {
 		o.node = "n1"
@@ -136,7 +136,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	return e
 }
 
-func newClient(t *testing.T) *http.Client {
+func newClient(t testing.TB) *http.Client {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +222,7 @@ func smallReadBuffer(ctx context.Context, network, addr string) (net.Conn, error
 
 // wsc is a test WebSocket client.
 type wsc struct {
-	t    *testing.T
+	t    testing.TB
 	conn *websocket.Conn
 }
 

@@ -104,6 +104,8 @@ type Server struct {
 	upgrader websocket.Upgrader
 	frames   sync.Pool // *bytes.Buffer, one per frame being handled
 	corks    corkPool
+	wbufs    writeBufPool
+	batches  sync.Pool // *[][]byte, one per running connection writer
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -182,8 +184,11 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  wsReadBufferSize,
+		// 0: gorilla adopts the wsReadBufferSize reader corkingWriter
+		// hands it with the hijacked connection.
+		ReadBufferSize:  0,
 		WriteBufferSize: wsWriteBufferSize,
+		WriteBufferPool: &s.wbufs,
 		// The origin was checked before the upgrade (checkOrigin), with
 		// a JSON 403 instead of gorilla's plain one.
 		CheckOrigin: func(*http.Request) bool { return true },

@@ -580,3 +580,77 @@ func TestTooLargeIsRateLimited(t *testing.T) {
 		}
 	}
 }
+
+// Keepalive: a client that answers pings stays connected however long it
+// idles, and its frames still reach the hub afterwards (the server
+// consumes pongs while the connection idles); one that does not answer is
+// dropped after PongTimeout.
+func TestKeepalive(t *testing.T) {
+	e := newEnv(t, envOpts{web: func(c *Config) {
+		c.PingInterval = 20 * time.Millisecond
+		c.PongTimeout = 150 * time.Millisecond
+	}})
+
+	alive := e.connect("alive", nil)
+	pings := make(chan struct{}, 100)
+	alive.conn.SetPingHandler(func(data string) error {
+		select {
+		case pings <- struct{}{}:
+		default:
+		}
+		return alive.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(waitFor))
+	})
+	frames := make(chan []byte, 16)
+	go func() {
+		defer close(frames)
+		for {
+			_ = alive.conn.SetReadDeadline(time.Now().Add(waitFor))
+			_, data, err := alive.conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			frames <- data
+		}
+	}()
+	// Well past PongTimeout: ten pings, each answered.
+	deadline := time.After(waitFor)
+	for range 10 {
+		select {
+		case <-pings:
+		case <-deadline:
+			t.Fatal("fewer than 10 pings")
+		}
+	}
+	if err := alive.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","room":"lobby"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for joined := false; !joined; {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				t.Fatal("connection closed while pongs were answered")
+			}
+			joined = strings.Contains(string(f), `"type":"joined"`)
+		case <-deadline:
+			t.Fatal("no joined frame after idling")
+		}
+	}
+
+	// This one never reads, so never answers a ping.
+	e.connect("silent", nil)
+	waitUntil(t, "silent connection dropped", func() bool { return e.hub.Clients() == 1 })
+	alive.conn.Close()
+	for range frames {
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,10 +1,12 @@
 package web
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -58,65 +60,302 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// net/http then lets go of what it keeps per request for as long as
 	// its handler runs (its 4 KiB read and write buffers, the response
 	// and request, and a deep stack), several KiB per idle connection.
-	go func() {
-		defer s.wg.Done()
-		s.run(conn, cw.conn, client)
-		s.mu.Lock()
-		delete(s.conns, conn)
-		s.mu.Unlock()
-	}()
+	wc := &wsConn{s: s, conn: conn, cork: cw.conn, br: cw.br, c: client}
+	wc.start()
 }
 
-// run owns one connection: the reader in its own goroutine, the writer
-// here. When the reader ends the writer stops; when the writer ends
-// (client disconnected by the hub, write error) the reader gets
-// closeGrace to read the peer's close frame before the socket closes.
-func (s *Server) run(conn *websocket.Conn, cork *corkConn, c *chat.Client) {
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	// A write blocked on a full socket (the usual state of a slow
-	// consumer) must not hold the connection for the whole WriteTimeout
-	// once the hub has let go of the client.
-	stop := context.AfterFunc(c.Context(), func() {
-		_ = conn.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
+// wsConn is one WebSocket connection. An idle connection costs one
+// goroutine with a small stack and no other:
+//
+//   - The reader waits for bytes in park, a few frames deep, on a fresh
+//     goroutine whose stack never grew. When bytes arrive that goroutine
+//     reads and handles frames (read: gorilla, JSON, the hub; its stack
+//     grows), and once nothing is buffered it starts a fresh park
+//     goroutine and exits. So at most one goroutine reads at a time, and
+//     the handover (a go statement) orders their work. A pong alone
+//     (the answer to our keepalive ping) is consumed in park itself:
+//     through gorilla it would leave the reader parked deep inside
+//     gorilla until the next message.
+//   - A writer goroutine runs only while there is something to write
+//     (frames queued, a ping due, the close frame). kick starts one
+//     unless one is running, and then only marks that there is more
+//     (again); a writer exits only after finding nothing left under mu.
+//     Once finished is set no writer starts again.
+//   - The ping is a runtime timer (time.AfterFunc), not a goroutine.
+//
+// When the reader ends, writing stops and the connection is torn down
+// (end); when writing ends (client disconnected by the hub, write error)
+// the reader gets closeGrace to read the peer's close frame before the
+// socket closes.
+type wsConn struct {
+	s    *Server
+	conn *websocket.Conn
+	cork *corkConn
+	br   *bufio.Reader // gorilla's read buffer; nil: gorilla has its own
+	c    *chat.Client
+	ping *time.Timer
+
+	mu       sync.Mutex
+	hurried  bool          // the write deadline was cut short on disconnect
+	running  bool          // a writer goroutine is running
+	again    bool          // kicked while running: look once more
+	pingDue  bool          // the ping timer fired
+	finished bool          // writing is over: nothing starts a writer
+	exited   chan struct{} // made by a reader waiting for the writer
+	ending   bool          // the writer is done: the read deadline is final
+	renewAt  time.Time     // when the write deadline is due for renewal; writer only
+}
+
+func (w *wsConn) start() {
+	s, c := w.s, w.c
+	w.conn.SetReadLimit(s.cfg.HardFrameBytes)
+	w.extendRead()
+	w.conn.SetPongHandler(func(string) error {
+		w.extendRead()
+		return nil
 	})
-	defer stop()
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		s.readLoop(ctx, conn, c)
-	}()
-	s.writeLoop(ctx, conn, cork, c, readerDone)
-	cancel()
-	t := time.NewTimer(closeGrace)
-	select {
-	case <-readerDone:
-	case <-t.C:
+	w.mu.Lock()
+	w.ping = time.AfterFunc(s.cfg.PingInterval, w.pingTick)
+	w.mu.Unlock()
+	c.SetNotify(w.notified)
+	if w.br == nil {
+		go w.read()
+		return
 	}
-	t.Stop()
-	_ = conn.Close()
-	<-readerDone
-	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = c.Close(cctx)
-	ccancel()
+	go w.park()
 }
 
-func (s *Server) readLoop(ctx context.Context, conn *websocket.Conn, c *chat.Client) {
-	conn.SetReadLimit(s.cfg.HardFrameBytes)
-	_ = conn.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
-	conn.SetPongHandler(func(string) error {
-		return conn.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
-	})
+// park waits for the next bytes from the peer. Its goroutine is fresh, so
+// its stack is as small as the runtime makes a new one.
+func (w *wsConn) park() {
 	for {
-		mt, rd, err := conn.NextReader()
-		if err != nil {
+		if _, err := w.br.Peek(1); err != nil {
+			// Closed, failed, or quiet for PongTimeout. (bufio hands an
+			// error out once: gorilla would not see it.)
+			w.end()
 			return
 		}
-		_ = conn.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
-		if !s.readFrame(ctx, c, mt, rd) {
+		if !w.skipPong() {
+			break
+		}
+	}
+	w.read()
+}
+
+// skipPong consumes a complete, well-formed pong at the head of the read
+// buffer and reports whether it did. Only the reader calls it, between
+// messages (gorilla has read the previous one to its end).
+func (w *wsConn) skipPong() bool {
+	b, _ := w.br.Peek(w.br.Buffered())
+	// FIN and opcode 0xA; masked (every client frame is); payload of at
+	// most 125 bytes, as control frames have. Anything else is gorilla's.
+	if len(b) < 6 || b[0] != 0x8A || b[1]&0x80 == 0 || b[1]&0x7F > 125 {
+		return false
+	}
+	n := 6 + int(b[1]&0x7F)
+	if len(b) < n {
+		return false
+	}
+	_, _ = w.br.Discard(n)
+	w.extendRead()
+	return true
+}
+
+// read handles frames while bytes are buffered, then hands waiting over
+// to a fresh park goroutine.
+func (w *wsConn) read() {
+	for {
+		if w.br != nil {
+			for w.skipPong() {
+			}
+			if w.br.Buffered() == 0 {
+				go w.park()
+				return
+			}
+		}
+		mt, rd, err := w.conn.NextReader()
+		if err != nil {
+			w.end()
+			return
+		}
+		w.extendRead()
+		if !w.s.readFrame(w.s.ctx, w.c, mt, rd) {
+			w.end()
 			return
 		}
 	}
+}
+
+// end tears the connection down once the reader has ended: it stops
+// writing, waits for a running writer, closes the socket and the client.
+func (w *wsConn) end() {
+	s := w.s
+	w.mu.Lock()
+	w.finished = true // before Stop: a tick running now must not re-arm it
+	var exited chan struct{}
+	if w.running {
+		exited = make(chan struct{})
+		w.exited = exited
+	}
+	w.mu.Unlock()
+	w.ping.Stop()
+	_ = w.conn.Close() // unblocks a writer stuck on a full socket
+	if exited != nil {
+		<-exited
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = w.c.Close(cctx)
+	ccancel()
+	s.mu.Lock()
+	delete(s.conns, w.conn)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// pingTick runs on the timer's own goroutine every PingInterval.
+func (w *wsConn) pingTick() {
+	w.mu.Lock()
+	if w.finished {
+		w.mu.Unlock()
+		return
+	}
+	w.pingDue = true
+	w.ping.Reset(w.s.cfg.PingInterval)
+	w.mu.Unlock()
+	w.kick()
+}
+
+// notified is the client's notify function: frames were queued or the
+// hub disconnected the client.
+func (w *wsConn) notified() {
+	if w.c.Disconnected() {
+		w.mu.Lock()
+		hurry := !w.hurried
+		w.hurried = true
+		w.mu.Unlock()
+		if hurry {
+			// A write blocked on a full socket (the usual state of a
+			// slow consumer) must not hold the connection for the
+			// whole WriteTimeout once the hub has let go of the client.
+			_ = w.cork.SetWriteDeadline(time.Now().Add(closeGrace))
+		}
+	}
+	w.kick()
+}
+
+// kick makes sure a writer looks at the connection: it starts one, or
+// tells the running one to look again. It never blocks; the hub calls it
+// from its fan-out.
+func (w *wsConn) kick() {
+	w.mu.Lock()
+	switch {
+	case w.finished:
+	case w.running:
+		w.again = true
+	default:
+		w.running = true
+		w.again = false
+		go w.write()
+	}
+	w.mu.Unlock()
+}
+
+// write is the writer goroutine: it writes until nothing is left.
+func (w *wsConn) write() {
+	for {
+		if !w.writeOnce() {
+			w.finish()
+			return
+		}
+		w.mu.Lock()
+		if !w.again || w.finished {
+			w.running = false
+			if w.exited != nil {
+				close(w.exited)
+			}
+			w.mu.Unlock()
+			return
+		}
+		w.again = false
+		w.mu.Unlock()
+	}
+}
+
+// finish ends writing for good and gives the reader closeGrace to read
+// the peer's answer to our close frame (or see the broken socket).
+func (w *wsConn) finish() {
+	w.mu.Lock()
+	w.finished = true
+	w.running = false
+	w.ending = true
+	_ = w.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	if w.exited != nil {
+		close(w.exited)
+	}
+	w.mu.Unlock()
+}
+
+// writeOnce writes what is queued, a due ping, or the close frame once
+// the hub has disconnected the client. False means writing is over.
+func (w *wsConn) writeOnce() bool {
+	s, c := w.s, w.c
+	if c.Disconnected() {
+		batch := w.drain()
+		err := s.writeBatch(w.conn, w.cork, &w.renewAt, *batch)
+		w.releaseBatch(batch)
+		if err == nil {
+			code, reason := c.CloseReason()
+			_ = w.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
+				time.Now().Add(min(s.cfg.WriteTimeout, closeGrace)))
+		}
+		return false
+	}
+	w.mu.Lock()
+	ping := w.pingDue
+	w.pingDue = false
+	w.mu.Unlock()
+	if ping {
+		if err := w.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+			return false
+		}
+	}
+	if c.Queued() == 0 {
+		return true
+	}
+	batch := w.drain()
+	err := s.writeBatch(w.conn, w.cork, &w.renewAt, *batch)
+	w.releaseBatch(batch)
+	return err == nil
+}
+
+// drain takes the queued frames into a batch slice from the server's
+// pool, so that an idle connection holds none.
+func (w *wsConn) drain() *[][]byte {
+	b, _ := w.s.batches.Get().(*[][]byte)
+	if b == nil {
+		b = new([][]byte)
+	}
+	*b = w.c.Drain((*b)[:0])
+	return b
+}
+
+func (w *wsConn) releaseBatch(b *[][]byte) {
+	clear(*b)
+	if cap(*b) > 1024 {
+		return // grown by a huge burst: let it go
+	}
+	*b = (*b)[:0]
+	w.s.batches.Put(b)
+}
+
+// extendRead pushes the read deadline PongTimeout ahead, unless the
+// writer has ended and set the last one.
+func (w *wsConn) extendRead() {
+	w.mu.Lock()
+	if !w.ending {
+		_ = w.conn.SetReadDeadline(time.Now().Add(w.s.cfg.PongTimeout))
+	}
+	w.mu.Unlock()
 }
 
 // readFrame reads one frame into a pooled buffer, so that an idle
@@ -155,41 +394,6 @@ func (s *Server) readFrame(ctx context.Context, c *chat.Client, mt int, rd io.Re
 	// the socket closes.
 	_ = c.Handle(ctx, buf.Bytes())
 	return true
-}
-
-func (s *Server) writeLoop(ctx context.Context, conn *websocket.Conn, cork *corkConn, c *chat.Client, readerDone <-chan struct{}) {
-	ping := time.NewTicker(s.cfg.PingInterval)
-	defer ping.Stop()
-	var batch [][]byte
-	var renewAt time.Time // when the write deadline is due for renewal
-	for {
-		select {
-		case <-c.Ready():
-			batch = c.Drain(batch[:0])
-			if err := s.writeBatch(conn, cork, &renewAt, batch); err != nil {
-				return
-			}
-		case <-c.Done():
-			batch = c.Drain(batch[:0])
-			if s.writeBatch(conn, cork, &renewAt, batch) == nil {
-				code, reason := c.CloseReason()
-				_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
-					time.Now().Add(min(s.cfg.WriteTimeout, closeGrace)))
-			}
-			return
-		case <-ping.C:
-			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-				return
-			}
-		case <-readerDone:
-			return
-		case <-ctx.Done():
-			_ = conn.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(chat.CloseServiceRestart, "service restart"),
-				time.Now().Add(time.Second))
-			return
-		}
-	}
 }
 
 // writeBatch writes queued frames, one WebSocket message each, under one
