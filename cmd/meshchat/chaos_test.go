@@ -19,12 +19,16 @@ import (
 
 // Chaos tests: "no message lost when a node dies". Three real meshchat
 // processes, thirty clients spread over them that behave like the browser
-// client (chaosclient_test.go), five of them publishing; meanwhile a node
-// is killed with SIGKILL, every node is restarted in turn with SIGTERM, or
-// Redis goes away and comes back. Afterwards every client must hold every
-// acknowledged message exactly once, all in one order, every rejoin must
-// have been recovered, and every client that lost its node must have been
-// welcomed by another one within resumeBound.
+// client (chaosclient_test.go), five of them publishing to rooms and six
+// others sending DMs to each other; meanwhile a node is killed with
+// SIGKILL (the gossip seed and room owner, or a plain member), every node
+// is restarted in turn with SIGTERM, or Redis goes away and comes back.
+// Afterwards every client must hold every acknowledged message exactly
+// once, all in one order, every rejoin must have been recovered, every
+// acknowledged DM must be in its recipient's inbox exactly once (checkDMs,
+// chaosdm_test.go) and every DM inbox resume recovered, and every client
+// that lost its node must have been welcomed by another one within
+// resumeBound (plus the time a live node held its handshake).
 //
 // The figures (worst resume time, worst send outage, retries) are logged
 // on a line starting with "CHAOS" so that repeated runs can be compared.
@@ -33,6 +37,8 @@ const (
 	chaosClients    = 30
 	chaosPublishers = 5
 	chaosPubEvery   = 50 * time.Millisecond // 20 messages/s per publisher
+	chaosDMers      = 6
+	chaosDMEvery    = 250 * time.Millisecond // 4 DMs/s per DM sender
 	chaosRoomA      = "chaos"
 	chaosRoomB      = "chaos-b"
 	// resumeBound is how soon a client that lost its node must be
@@ -56,6 +62,7 @@ type chaosHarness struct {
 	nodes   []*chaosNode
 	clients []*chaosClient
 	pubs    []*chaosClient
+	dmers   []*chaosClient
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	stopped bool
@@ -90,6 +97,15 @@ func startChaos(t *testing.T, broker string, extra func(i int) []string) *chaosH
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	t.Cleanup(h.stop)
+	var names []string
+	for _, n := range h.nodes {
+		names = append(names, n.name)
+	}
+	dmers := pickDMers(names)
+	var dmUsers []string
+	for _, i := range dmers {
+		dmUsers = append(dmUsers, fmt.Sprintf("c%02d", i))
+	}
 	for i := range chaosClients {
 		user := fmt.Sprintf("c%02d", i)
 		home := h.nodes[i%len(h.nodes)].url()
@@ -107,9 +123,18 @@ func startChaos(t *testing.T, broker string, extra func(i int) []string) *chaosH
 			}
 			h.pubs = append(h.pubs, c)
 		}
+		if k := slices.Index(dmers, i); k >= 0 {
+			// Each DM sender writes to the other five in turn.
+			for j := 1; j < len(dmUsers); j++ {
+				c.dmTo = append(c.dmTo, dmUsers[(k+j)%len(dmUsers)])
+			}
+			c.dmEvery = chaosDMEvery
+			h.dmers = append(h.dmers, c)
+		}
 		h.clients = append(h.clients, c)
 		h.wg.Go(func() { c.run(ctx) })
 		h.wg.Go(func() { c.publish(ctx) })
+		h.wg.Go(func() { c.dmPublish(ctx) })
 	}
 	if !waitUntil(20*time.Second, h.allSettled) {
 		h.stop()
@@ -167,13 +192,44 @@ func (h *chaosHarness) allSettled() bool {
 	return true
 }
 
+// pickDMers chooses the DM senders among the clients that do not publish:
+// in mesh, inboxes owned by every node (as evenly as the names allow), each
+// with a different pair of home node and inbox owner, so that any victim
+// hosts DM senders and owns some inboxes.
+func pickDMers(names []string) []int {
+	perOwner := map[string]int{}
+	pairs := map[string]bool{}
+	var out []int
+	for pass := range 2 {
+		for i := chaosPublishers; i < chaosClients && len(out) < chaosDMers; i++ {
+			if slices.Contains(out, i) {
+				continue
+			}
+			owner := meshOwner(names, fmt.Sprintf("u:c%02d", i))
+			pair := names[i%len(names)] + "/" + owner
+			if pass == 0 && (perOwner[owner] >= chaosDMers/len(names) || pairs[pair]) {
+				continue
+			}
+			perOwner[owner]++
+			pairs[pair] = true
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 func (h *chaosHarness) setPublishing(on bool) {
 	for _, c := range h.pubs {
 		c.publishing.Store(on)
 	}
+	for _, c := range h.dmers {
+		c.dmming.Store(on)
+	}
 }
 
-// warmUp starts publishing and waits until every client has some traffic.
+// warmUp starts publishing and waits until every client has some traffic
+// and every DM sender has sent and received DMs (so that it has a DM id
+// to resume its inbox after).
 func (h *chaosHarness) warmUp() {
 	h.t.Helper()
 	h.setPublishing(true)
@@ -183,17 +239,37 @@ func (h *chaosHarness) warmUp() {
 				return false
 			}
 		}
+		for _, c := range h.dmers {
+			c.mu.Lock()
+			got := 0
+			for _, d := range c.dms {
+				if d.from != c.user {
+					got++
+				}
+			}
+			ok := len(c.dmAcks) >= 2 && got >= 2 && c.dmLast != ""
+			c.mu.Unlock()
+			if !ok {
+				return false
+			}
+		}
 		return true
 	}) {
-		h.t.Error("warm-up: not every client received 20 messages within 15s")
+		h.t.Error("warm-up: not every client received 20 messages, or not every DM sender sent and received 2 DMs, within 15s")
 	}
 }
 
 // everyPublisherAckedSince reports whether every publisher has had n
-// sends created at or after t acknowledged.
+// sends created at or after t acknowledged, and every DM sender n DMs
+// (at most 2).
 func (h *chaosHarness) everyPublisherAckedSince(t time.Time, n int) bool {
 	for _, c := range h.pubs {
 		if c.ackedSince(t) < n {
+			return false
+		}
+	}
+	for _, c := range h.dmers {
+		if c.dmAckedSince(t) < min(n, 2) {
 			return false
 		}
 	}
@@ -222,8 +298,36 @@ func (h *chaosHarness) quiesce() map[string]map[string]bool {
 	}) {
 		h.t.Error("quiesce: not every client received every acknowledged message within 20s (details below)")
 	}
+	dms := h.ackedDMs()
+	byUser := map[string]*chaosClient{}
+	for _, c := range h.dmers {
+		byUser[c.user] = c
+	}
+	if !waitUntil(20*time.Second, func() bool {
+		for _, d := range dms {
+			if c := byUser[d.to]; c == nil || !c.hasDM(d.from, d.text) {
+				return false
+			}
+		}
+		return true
+	}) {
+		h.t.Error("quiesce: not every acknowledged DM reached its recipient within 20s (details below)")
+	}
 	h.stop()
 	return acked
+}
+
+// ackedDMs lists the acknowledged DMs of every DM sender.
+func (h *chaosHarness) ackedDMs() []dmSent {
+	var out []dmSent
+	for _, c := range h.dmers {
+		c.mu.Lock()
+		for ref, a := range c.dmAcks {
+			out = append(out, dmSent{from: c.user, to: a.to, ref: ref, text: a.text, id: a.id, tx: a.tx})
+		}
+		c.mu.Unlock()
+	}
+	return out
 }
 
 // stop ends the clients and waits for their goroutines.
@@ -264,8 +368,16 @@ type chaosReport struct {
 	// in: how long they refused, and how long the client then took.
 	serverDelayed                    int
 	worstRefusing, worstAfterRefusal time.Duration
-	worstClientPath                  time.Duration // outages without refusals
+	worstClientPath                  time.Duration // outages without refusals, minus held handshakes
+	worstHeld                        time.Duration // longest handshake a live node held
 	worstWelcomeWho, worstChatWho    string
+	// DMs: acknowledged, inbox resumes (with after) and how many were
+	// recovered, dm_history entries repeating a DM the same connection
+	// had just received live, and the DM senders' counters.
+	dmAcked, dmResumes, dmRecovered, dmOverlaps int
+	dmUnavailable, dmResends, dmReqErrors       int
+	dmReAcks                                    int
+	dmMaxAckLatency                             time.Duration
 }
 
 // check runs every assertion on the recorded state (after stop) and
@@ -286,6 +398,44 @@ func (h *chaosHarness) check(acked map[string]map[string]bool) chaosReport {
 		for _, p := range limit(checkDelivery(seqs, ids), 20) {
 			t.Errorf("room %s: %s", room, p)
 		}
+	}
+	dms := h.ackedDMs()
+	rep.dmAcked = len(dms)
+	inboxes := map[string][]chaosDMRec{}
+	for _, c := range h.dmers {
+		inboxes[c.user] = c.dms
+	}
+	dmProblems, overlaps := checkDMs(dms, inboxes)
+	rep.dmOverlaps = overlaps
+	for _, p := range limit(dmProblems, 20) {
+		t.Errorf("DMs: %s", p)
+	}
+	if len(dmProblems) > 0 {
+		suspects = append(suspects, h.dmers...)
+	}
+	for _, c := range h.dmers {
+		for i, d := range c.dmHists {
+			switch {
+			case d.after == "" && i > 0:
+				t.Errorf("%s: inbox resumed on %s at %s without a DM id (history %d)", c.user, d.node, d.at.Format("15:04:05.000"), d.history)
+			case d.after == "":
+			case d.recovered:
+				rep.dmResumes++
+				rep.dmRecovered++
+			default:
+				rep.dmResumes++
+				t.Errorf("%s: dm_history on %s at %s after %q was not recovered (history %d)",
+					c.user, d.node, d.at.Format("15:04:05.000"), d.after, d.history)
+			}
+		}
+		if len(c.dmHists) < len(c.outages)+1 {
+			t.Errorf("%s: %d inbox resumes for %d connections", c.user, len(c.dmHists), len(c.outages)+1)
+		}
+		rep.dmUnavailable += c.dmUnavailable
+		rep.dmResends += c.dmResends
+		rep.dmReqErrors += c.dmReqErrors
+		rep.dmReAcks += c.dmReAcks
+		rep.dmMaxAckLatency = max(rep.dmMaxAckLatency, c.dmMaxAckLat)
 	}
 	for _, c := range h.clients {
 		bad := false
@@ -320,12 +470,15 @@ func (h *chaosHarness) check(acked map[string]map[string]bool) chaosReport {
 			if w > rep.worstWelcome {
 				rep.worstWelcome, rep.worstWelcomeWho = w, c.user
 			}
+			rep.worstHeld = max(rep.worstHeld, o.held)
+			// The bound covers the whole wait the user sees: the
+			// client's dials and back-off, and the time the welcoming
+			// node held the handshake while the user's DM inbox moved
+			// off the dead node (reported separately as held).
 			switch {
 			case o.refused == 0 && w > resumeBound:
-				// Only the client's own path: dials to the lost node
-				// and back-off.
-				t.Errorf("%s: lost %s at %s, welcomed by %s only %v later (bound %v; %d failed dials)",
-					c.user, o.node, o.at.Format("15:04:05.000"), o.newNode, w.Round(time.Millisecond), resumeBound, o.failed)
+				t.Errorf("%s: lost %s at %s, welcomed by %s only %v later, %v of it held by the server (bound %v; %d failed dials)",
+					c.user, o.node, o.at.Format("15:04:05.000"), o.newNode, w.Round(time.Millisecond), o.held.Round(time.Millisecond), resumeBound, o.failed)
 				bad = true
 			case o.refused > 0:
 				// Live nodes refused the connection (503) for a while:
@@ -344,7 +497,7 @@ func (h *chaosHarness) check(acked map[string]map[string]bool) chaosReport {
 				}
 			}
 			if o.refused == 0 {
-				rep.worstClientPath = max(rep.worstClientPath, w)
+				rep.worstClientPath = max(rep.worstClientPath, w-o.held)
 			}
 			if o.rejoined.IsZero() {
 				t.Errorf("%s: lost %s at %s and never joined every room again", c.user, o.node, o.at.Format("15:04:05.000"))
@@ -381,19 +534,28 @@ func (h *chaosHarness) check(acked map[string]map[string]bool) chaosReport {
 }
 
 func (r chaosReport) String() string {
-	return fmt.Sprintf("acked=%d outages=%d closeCodes=%v welcome(worst)=%v[%s] clientPath(worst)=%v serverDelayed=%d refusing(worst)=%v afterRefusal(worst)=%v rejoined(worst)=%v chatting(worst)=%v[%s] notChatting=%d "+
-		"rejoins=%d recovered=%d unavailable=%d rateLimited=%d joinErrors=%d resends=%d reAcks=%d maxAckLatency=%v maxAckGap=%v",
-		r.acked, r.outages, r.closeCodes, r.worstWelcome.Round(time.Millisecond), r.worstWelcomeWho,
+	return fmt.Sprintf("acked=%d outages=%d closeCodes=%v welcome(worst)=%v[%s] held(worst)=%v clientPath(worst)=%v serverDelayed=%d refusing(worst)=%v afterRefusal(worst)=%v rejoined(worst)=%v chatting(worst)=%v[%s] notChatting=%d "+
+		"rejoins=%d recovered=%d unavailable=%d rateLimited=%d joinErrors=%d resends=%d reAcks=%d maxAckLatency=%v maxAckGap=%v "+
+		"dmAcked=%d dmResumes=%d dmRecovered=%d dmOverlaps=%d dmUnavailable=%d dmReqErrors=%d dmResends=%d dmReAcks=%d dmMaxAckLatency=%v",
+		r.acked, r.outages, r.closeCodes, r.worstWelcome.Round(time.Millisecond), r.worstWelcomeWho, r.worstHeld.Round(time.Millisecond),
 		r.worstClientPath.Round(time.Millisecond), r.serverDelayed, r.worstRefusing.Round(time.Millisecond), r.worstAfterRefusal.Round(time.Millisecond),
 		r.worstRejoin.Round(time.Millisecond), r.worstChatting.Round(time.Millisecond), r.worstChatWho, r.notChatting,
 		r.rejoins, r.recovered, r.unavailable, r.rateLimited, r.joinErrors, r.resends, r.reAcks,
-		r.maxAckLatency.Round(time.Millisecond), r.maxAckGap.Round(time.Millisecond))
+		r.maxAckLatency.Round(time.Millisecond), r.maxAckGap.Round(time.Millisecond),
+		r.dmAcked, r.dmResumes, r.dmRecovered, r.dmOverlaps, r.dmUnavailable, r.dmReqErrors, r.dmResends, r.dmReAcks,
+		r.dmMaxAckLatency.Round(time.Millisecond))
 }
 
 // dumpClients logs the connection history of clients, and keeps the node
 // logs when CHAOS_LOG_DIR is set.
 func (h *chaosHarness) dumpClients(cs []*chaosClient) {
-	for _, c := range limit(cs, 8) {
+	var uniq []*chaosClient
+	for _, c := range cs {
+		if !slices.Contains(uniq, c) {
+			uniq = append(uniq, c)
+		}
+	}
+	for _, c := range limit(uniq, 10) {
 		c.mu.Lock()
 		h.t.Logf("--- client %s events ---\n%s", c.user, strings.Join(c.events, "\n"))
 		c.mu.Unlock()
@@ -411,21 +573,25 @@ func (h *chaosHarness) dumpClients(cs []*chaosClient) {
 
 // sendOutage is, over the publishers that never lost their connection,
 // the longest time a send waited for its ack after since (or after its
-// creation, when later).
-func (h *chaosHarness) sendOutage(since time.Time) time.Duration {
-	var worst time.Duration
-	for _, c := range h.pubs {
-		c.mu.Lock()
-		if len(c.outages) == 0 {
-			for _, a := range c.acks {
-				if a.at.After(since) {
-					worst = max(worst, a.at.Sub(later(a.created, since)))
+// creation, when later); dm is the same over the DM senders' DMs.
+func (h *chaosHarness) sendOutage(since time.Time) (room, dm time.Duration) {
+	worst := func(cs []*chaosClient, acks func(*chaosClient) map[string]chaosAck) time.Duration {
+		var w time.Duration
+		for _, c := range cs {
+			c.mu.Lock()
+			if len(c.outages) == 0 {
+				for _, a := range acks(c) {
+					if a.at.After(since) {
+						w = max(w, a.at.Sub(later(a.created, since)))
+					}
 				}
 			}
+			c.mu.Unlock()
 		}
-		c.mu.Unlock()
+		return w
 	}
-	return worst
+	return worst(h.pubs, func(c *chaosClient) map[string]chaosAck { return c.acks }),
+		worst(h.dmers, func(c *chaosClient) map[string]chaosAck { return c.dmAcks })
 }
 
 func later(a, b time.Time) time.Time {
@@ -611,45 +777,111 @@ func redisFlags(url string) func(int) []string {
 	return func(int) []string { return []string{"--broker", "redis", "--redis", url} }
 }
 
-func TestChaosKillMesh(t *testing.T) { testChaosKill(t, "mesh", meshFlags(t)) }
+func TestChaosKillMesh(t *testing.T) { testChaosKill(t, "mesh", meshFlags(t), victimOwner) }
 
 func TestChaosKillRedis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos test; skipped with -short")
 	}
-	testChaosKill(t, "redis", redisFlags(redistest.Start(t).URL()))
+	testChaosKill(t, "redis", redisFlags(redistest.Start(t).URL()), victimOwner)
 }
 
-// testChaosKill kills the owner of the room (mesh) with SIGKILL while five
-// clients publish, keeps publishing for a while, then checks delivery.
-func testChaosKill(t *testing.T, broker string, flags func(int) []string) {
-	h := startChaos(t, broker, flags)
-	h.warmUp()
+func TestChaosKillMemberMesh(t *testing.T) {
+	testChaosKill(t, "mesh", meshFlags(t), victimMember)
+}
 
+func TestChaosKillMemberRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test; skipped with -short")
+	}
+	testChaosKill(t, "redis", redisFlags(redistest.Start(t).URL()), victimMember)
+}
+
+// victimKind says which node a kill test kills.
+type victimKind int
+
+const (
+	// victimOwner: the mesh owner of r:chaos (n1 with today's ranking,
+	// which is also the gossip seed every other node joined through).
+	victimOwner victimKind = iota
+	// victimMember: a node that is neither the seed nor the mesh owner
+	// of either room; it hosts clients and owns some DM inboxes.
+	victimMember
+)
+
+// pickVictim returns the node to kill and what it is.
+func (h *chaosHarness) pickVictim(kind victimKind) (*chaosNode, string) {
 	var names []string
 	for _, n := range h.nodes {
 		names = append(names, n.name)
 	}
-	owner := meshOwner(names, "r:"+chaosRoomA)
+	roomOwners := []string{meshOwner(names, "r:"+chaosRoomA), meshOwner(names, "r:"+chaosRoomB)}
 	var victim *chaosNode
-	for _, n := range h.nodes {
-		if n.name == owner {
-			victim = n
+	for i, n := range h.nodes {
+		switch kind {
+		case victimOwner:
+			if n.name == roomOwners[0] {
+				victim = n
+			}
+		case victimMember:
+			if victim == nil && i > 0 && !slices.Contains(roomOwners, n.name) {
+				victim = n
+			}
 		}
 	}
+	if victim == nil {
+		// Should the ranking change so that no node fits, the test
+		// still runs, with the last node.
+		victim = h.nodes[len(h.nodes)-1]
+	}
+	var roles []string
+	if victim == h.nodes[0] {
+		roles = append(roles, "gossip seed")
+	}
+	for i, room := range []string{chaosRoomA, chaosRoomB} {
+		if roomOwners[i] == victim.name {
+			roles = append(roles, "mesh owner of r:"+room)
+		}
+	}
+	var inboxes, homed []string
+	for _, c := range h.dmers {
+		if meshOwner(names, "u:"+c.user) == victim.name {
+			inboxes = append(inboxes, c.user)
+		}
+		if c.home == victim.url() {
+			homed = append(homed, c.user)
+		}
+	}
+	roles = append(roles, fmt.Sprintf("mesh owner of the DM inboxes of %v, home of DM senders %v", inboxes, homed))
+	return victim, strings.Join(roles, ", ")
+}
+
+// testChaosKill kills a node with SIGKILL while five clients publish and
+// six send DMs, keeps publishing for a while, then checks delivery.
+func testChaosKill(t *testing.T, broker string, flags func(int) []string, kind victimKind) {
+	h := startChaos(t, broker, flags)
+	h.warmUp()
+
+	victim, roles := h.pickVictim(kind)
 	killAt := time.Now()
 	if err := victim.p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-victim.p.exited
-	t.Logf("killed %s (owner of r:%s in mesh) at %s", victim.name, chaosRoomA, killAt.Format("15:04:05.000"))
+	t.Logf("killed %s (%s) at %s", victim.name, roles, killAt.Format("15:04:05.000"))
 
-	// Publishing goes on for at least 3s after the kill, and until every
-	// client is back and every publisher is being acknowledged again.
+	// Publishing goes on for at least 3s after the kill (2s when a plain
+	// member dies: nothing it owns needs a new owner but some inboxes),
+	// and until every client is back and every publisher and DM sender
+	// is being acknowledged again.
+	minAfter := 3 * time.Second
+	if kind == victimMember {
+		minAfter = 2 * time.Second
+	}
 	if !waitUntil(25*time.Second, func() bool {
-		return time.Since(killAt) >= 3*time.Second && h.allOnline() && h.everyPublisherAckedSince(killAt.Add(time.Second), 1)
+		return time.Since(killAt) >= minAfter && h.allOnline() && h.everyPublisherAckedSince(killAt.Add(time.Second), 1)
 	}) {
-		t.Error("25s after the kill: clients not all back, or a publisher still without acks")
+		t.Error("25s after the kill: clients not all back, or a publisher or DM sender still without acks")
 	}
 	publishedFor := time.Since(killAt)
 	acked := h.quiesce()
@@ -666,11 +898,15 @@ func testChaosKill(t *testing.T, broker string, flags func(int) []string) {
 			}
 		}
 	}
-	t.Logf("CHAOS kill %s: victim=%s publishedAfterKill=%v roomBack=%v sendOutage(survivors)=%v %v",
+	roomOut, dmOut := h.sendOutage(killAt)
+	t.Logf("CHAOS kill %s: victim=%s publishedAfterKill=%v roomBack=%v sendOutage(survivors)=%v dmSendOutage(survivors)=%v %v",
 		broker, victim.name, publishedFor.Round(time.Millisecond), roomBack.Round(time.Millisecond),
-		h.sendOutage(killAt).Round(time.Millisecond), rep)
+		roomOut.Round(time.Millisecond), dmOut.Round(time.Millisecond), rep)
 	if rep.outages == 0 {
 		t.Error("no client lost its connection: the kill did not hit anyone")
+	}
+	if rep.dmResumes == 0 {
+		t.Error("no DM sender resumed its inbox: the kill did not hit any of them")
 	}
 }
 
@@ -738,6 +974,9 @@ func testChaosRolling(t *testing.T, broker string, flags func(int) []string) {
 	if rep.outages < chaosClients {
 		t.Errorf("%d reconnects, want at least %d (every client's node was restarted)", rep.outages, chaosClients)
 	}
+	if rep.dmResumes < chaosDMers {
+		t.Errorf("%d DM inbox resumes, want at least %d (every DM sender's node was restarted)", rep.dmResumes, chaosDMers)
+	}
 }
 
 // TestChaosRedisRestart stops Redis (with persistence) while clients
@@ -801,8 +1040,9 @@ func TestChaosRedisRestart(t *testing.T) {
 	}
 	acked := h.quiesce()
 	rep := h.check(acked)
-	t.Logf("CHAOS redis-restart: down=%v firstAckAfterUp(worst publisher)=%v sendOutage=%v %v",
-		upAt.Sub(downAt).Round(time.Millisecond), firstAck.Round(time.Millisecond), h.sendOutage(downAt).Round(time.Millisecond), rep)
+	roomOut, dmOut := h.sendOutage(downAt)
+	t.Logf("CHAOS redis-restart: down=%v firstAckAfterUp(worst publisher)=%v sendOutage=%v dmSendOutage=%v %v",
+		upAt.Sub(downAt).Round(time.Millisecond), firstAck.Round(time.Millisecond), roomOut.Round(time.Millisecond), dmOut.Round(time.Millisecond), rep)
 	if rep.unavailable == 0 {
 		t.Error("no send was refused while redis was down")
 	}

@@ -32,7 +32,13 @@ import (
 // a message carrying one of this client's refs whose id was already
 // delivered counts as an ack only.
 //
-// Concurrency: run owns the connection; the publisher goroutine and the
+// DM senders (dmTo set) also send DMs like the browser client's dm():
+// unique refs, resent with the same ref until acknowledged; after every
+// welcome they ask for the inbox with {"type":"dms","after":<last DM
+// id>} and merge the dm_history by id, as the browser does. Every DM
+// frame is recorded as delivered (chaosDMRec) for checkDMs.
+//
+// Concurrency: run owns the connection; the publisher goroutines and the
 // test read and write the recorded state under mu.
 type chaosClient struct {
 	user  string
@@ -44,6 +50,11 @@ type chaosClient struct {
 	pubRooms   []string
 	pubEvery   time.Duration
 	publishing atomic.Bool
+	// dmTo are the users this client sends DMs to, in turn, one per
+	// dmEvery while dmming is set; nil for clients without DMs.
+	dmTo    []string
+	dmEvery time.Duration
+	dmming  atomic.Bool
 
 	mu       sync.Mutex
 	nodes    []string // from the last welcome
@@ -56,10 +67,28 @@ type chaosClient struct {
 	acks     map[string]chaosAck   // ref -> acknowledgement
 	seq      int
 	outages  []*chaosOutage
-	events   []string // connection-level history, for failure reports
-	problems []string // protocol violations seen by this client
+	held     time.Duration // handshake time of the live connection's dial
+	events   []string      // connection-level history, for failure reports
+	problems []string      // protocol violations seen by this client
+	// DM inbox: every DM frame as delivered, the resume requests and
+	// their answers, and the acknowledgements of this client's DMs.
+	dms         []chaosDMRec
+	dmSeen      map[string]bool // ids received
+	dmKeys      map[string]bool // from+"\x00"+text received
+	dmLast      string          // id to resume after
+	dmSynced    bool            // dm_history answered on the live connection
+	dmReq       string          // ref of the dms request in flight
+	dmReqAft    string
+	dmReqDue    time.Time
+	dmReqTries  int
+	dmHists     []chaosDMHist
+	dmAcks      map[string]chaosAck // ref -> acknowledgement
+	dmSeq       int
+	dmReAcks    int
+	dmMaxAckLat time.Duration
 	// Counters.
 	unavailable, rateLimited, joinErrors, resends, reAcks int
+	dmUnavailable, dmResends, dmReqErrors                 int
 	lastAck                                               time.Time
 	maxAckGap, maxAckLatency                              time.Duration
 	maxAckGapAt                                           time.Time
@@ -89,15 +118,36 @@ type chaosJoin struct {
 
 type chaosSend struct {
 	ref, room, text string
+	to              string // DM recipient; "" for a room send
 	created         time.Time
 	conn            int       // connection it was last sent on (0: never)
 	due             time.Time // when to send again on that connection
 	tries           int       // retryable errors so far
+	tx              int       // transmissions
 }
 
 type chaosAck struct {
 	id, room, text string
+	to             string // DMs
+	tx             int    // transmissions before the ack (DMs)
 	created, at    time.Time
+}
+
+// chaosDMRec is one DM as a client received it: live (a "dm" frame) or
+// in a dm_history, on connection conn.
+type chaosDMRec struct {
+	id, from, to, text, ref string
+	conn                    int
+	hist                    bool
+}
+
+// chaosDMHist is the answer to one dms request.
+type chaosDMHist struct {
+	at        time.Time
+	node      string
+	after     string
+	recovered bool
+	history   int
 }
 
 // chaosOutage is one lost connection and how the client came back.
@@ -107,7 +157,11 @@ type chaosOutage struct {
 	node     string    // node it was on
 	welcome  time.Time // first welcome after it
 	newNode  string
-	rejoined time.Time // every room joined again
+	rejoined time.Time // every room joined again (and the DM inbox resumed)
+	// held is how long the node that welcomed the client held its
+	// handshake: the server waits for the user's DM inbox while the
+	// cluster replaces a failed node (chat.Hub.Connect).
+	held     time.Duration
 	chatting time.Time // first live message or ack after rejoined
 	// Connection attempts before the welcome: refused by a live node
 	// (HTTP 503: the server could not serve the user yet) or failed
@@ -119,7 +173,7 @@ type chaosOutage struct {
 const (
 	chaosAckTimeout     = 5 * time.Second
 	chaosJoinTimeout    = 15 * time.Second
-	chaosConnectTimeout = 3 * time.Second
+	chaosConnectTimeout = 5 * time.Second // meshchat.js connectTimeout
 	chaosBackoffCap     = 5 * time.Second
 )
 
@@ -129,6 +183,9 @@ func newChaosClient(user string, sess session, home string, rooms []string) *cha
 		room:    map[string]*chaosRoom{},
 		pending: map[string]*chaosSend{},
 		acks:    map[string]chaosAck{},
+		dmSeen:  map[string]bool{},
+		dmKeys:  map[string]bool{},
+		dmAcks:  map[string]chaosAck{},
 	}
 	for _, r := range rooms {
 		c.room[r] = &chaosRoom{seen: map[string]bool{}}
@@ -153,6 +210,7 @@ func (c *chaosClient) run(ctx context.Context) {
 	connID := 0
 	for ctx.Err() == nil {
 		connID++
+		dialed := time.Now()
 		ws, status, err := c.dial(ctx, base)
 		if err != nil {
 			c.mu.Lock()
@@ -177,6 +235,9 @@ func (c *chaosClient) run(ctx context.Context) {
 			}
 			continue
 		}
+		c.mu.Lock()
+		c.held = time.Since(dialed)
+		c.mu.Unlock()
 		code, welcomed := c.session(ctx, ws, base, connID)
 		if ctx.Err() != nil {
 			return
@@ -275,6 +336,7 @@ func (c *chaosClient) session(ctx context.Context, ws *websocket.Conn, base stri
 		for _, r := range c.room {
 			r.joined, r.joinRef = false, ""
 		}
+		c.dmSynced, c.dmReq, c.dmReqTries, c.dmReqDue = false, "", 0, time.Time{}
 		c.mu.Unlock()
 	}()
 
@@ -352,12 +414,18 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 			}
 		}
 		if o := c.openOutage(); o != nil && o.welcome.IsZero() {
-			o.welcome, o.newNode = now, c.node
+			o.welcome, o.newNode, o.held = now, c.node, c.held
 		}
-		c.eventf("welcome from %s (%s), nodes %v", c.node, base, c.nodes)
+		c.eventf("welcome from %s (%s) after a %v handshake, nodes %v", c.node, base, c.held.Round(time.Millisecond), c.nodes)
 		var out []any
 		for _, name := range c.rooms {
 			out = append(out, c.joinLocked(name, now))
+		}
+		if c.dmTo != nil {
+			// As the browser client: resume the inbox, then resend the
+			// DMs not acknowledged yet (DMs need no join).
+			out = append(out, c.dmsLocked(now))
+			out = append(out, c.flushDMsLocked(now, connID)...)
 		}
 		return out
 	case "joined":
@@ -382,6 +450,29 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 			o.rejoined = now
 		}
 		return c.flushLocked(name, now, connID)
+	case "dm":
+		c.recordDMLocked(f, connID, false)
+		if o := c.openOutage(); o != nil && !o.rejoined.IsZero() && o.chatting.IsZero() {
+			o.chatting = now
+		}
+	case "dm_history":
+		if c.dmTo == nil || c.dmReq == "" {
+			c.problemf("dm_history without a dms request in flight")
+			return nil
+		}
+		hist, _ := f["history"].([]any)
+		h := chaosDMHist{at: now, node: c.node, after: c.dmReqAft, recovered: f["recovered"] == true, history: len(hist)}
+		c.dmHists = append(c.dmHists, h)
+		c.dmReq, c.dmSynced, c.dmReqTries = "", true, 0
+		for _, d := range hist {
+			if m, ok := d.(map[string]any); ok {
+				c.recordDMLocked(frame(m), connID, true)
+			}
+		}
+		c.eventf("dm_history on %s: recovered=%v after=%q history=%d", c.node, h.recovered, h.after, h.history)
+		if o := c.openOutage(); o != nil && o.rejoined.IsZero() && c.allJoinedLocked() {
+			o.rejoined = now
+		}
 	case "message":
 		name := f.str("room")
 		r := c.room[name]
@@ -412,15 +503,32 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 			}
 			return nil
 		}
+		if strings.HasPrefix(ref, "m:") {
+			if ref != c.dmReq {
+				c.problemf("error for a dms request not in flight: %v", f)
+				return nil
+			}
+			c.dmReqErrors++
+			c.dmReqTries++
+			c.dmReq = ""
+			c.dmReqDue = now.Add(randDur(min(chaosBackoffCap, 250*time.Millisecond<<c.dmReqTries)))
+			c.eventf("dms failed: %v", f)
+			if code != "unavailable" && code != "rate_limited" {
+				c.problemf("dms failed: %v", f)
+			}
+			return nil
+		}
 		p := c.pending[ref]
 		if p == nil {
 			c.problemf("error frame not tied to a pending send: %v", f)
 			return nil
 		}
-		switch code {
-		case "unavailable":
+		switch {
+		case code == "unavailable" && p.to != "":
+			c.dmUnavailable++
+		case code == "unavailable":
 			c.unavailable++
-		case "rate_limited":
+		case code == "rate_limited":
 			c.rateLimited++
 		default:
 			c.problemf("send %s rejected: %v", ref, f)
@@ -517,9 +625,17 @@ func (c *chaosClient) flushLocked(room string, now time.Time, connID int) []any 
 
 func (c *chaosClient) transmitLocked(p *chaosSend, now time.Time, connID int) map[string]string {
 	if p.conn != 0 {
-		c.resends++
+		if p.to != "" {
+			c.dmResends++
+		} else {
+			c.resends++
+		}
 	}
+	p.tx++
 	p.conn, p.due = connID, now.Add(chaosAckTimeout)
+	if p.to != "" {
+		return map[string]string{"type": "dm", "to": p.to, "text": p.text, "ref": p.ref}
+	}
 	return map[string]string{"type": "send", "room": p.room, "text": p.text, "ref": p.ref}
 }
 
@@ -537,6 +653,15 @@ func (c *chaosClient) tickLocked(now time.Time, connID int) []any {
 			out = append(out, c.joinLocked(name, now))
 		}
 	}
+	if c.dmTo != nil && !c.dmSynced {
+		switch {
+		case c.dmReq != "" && now.After(c.dmReqDue):
+			c.problemf("no answer to dms (%s) within %v", c.dmReq, chaosJoinTimeout)
+			out = append(out, c.dmsLocked(now))
+		case c.dmReq == "" && now.After(c.dmReqDue):
+			out = append(out, c.dmsLocked(now))
+		}
+	}
 	live := c.order[:0]
 	for _, ref := range c.order {
 		p := c.pending[ref]
@@ -544,7 +669,7 @@ func (c *chaosClient) tickLocked(now time.Time, connID int) []any {
 			continue
 		}
 		live = append(live, ref)
-		if r := c.room[p.room]; !r.joined {
+		if p.to == "" && !c.room[p.room].joined {
 			continue
 		}
 		if p.conn != connID || now.After(p.due) {
@@ -584,6 +709,126 @@ func (c *chaosClient) publish(ctx context.Context) {
 	}
 }
 
+// dmsLocked asks for the DM inbox after the last DM id received.
+func (c *chaosClient) dmsLocked(now time.Time) map[string]string {
+	c.seq++
+	c.dmReq = fmt.Sprintf("m:%d", c.seq)
+	c.dmReqDue = now.Add(chaosJoinTimeout)
+	c.dmReqAft = c.dmLast
+	f := map[string]string{"type": "dms", "ref": c.dmReq}
+	if c.dmLast != "" {
+		f["after"] = c.dmLast
+	}
+	return f
+}
+
+// flushDMsLocked sends the pending DMs the live connection has not taken.
+func (c *chaosClient) flushDMsLocked(now time.Time, connID int) []any {
+	var out []any
+	for _, ref := range c.order {
+		if p := c.pending[ref]; p != nil && p.to != "" && p.conn != connID {
+			out = append(out, c.transmitLocked(p, now, connID))
+		}
+	}
+	return out
+}
+
+// recordDMLocked records a DM as delivered. A copy carrying one of this
+// client's refs acknowledges that DM. The resume point only moves on ids
+// not seen before: the ack of a retried DM repeats an older id.
+func (c *chaosClient) recordDMLocked(f frame, connID int, hist bool) {
+	d := chaosDMRec{id: f.str("id"), from: f.str("from"), to: f.str("to"), text: f.str("text"), ref: f.str("ref"), conn: connID, hist: hist}
+	if d.id == "" {
+		c.problemf("DM without id: %v", f)
+		return
+	}
+	c.dms = append(c.dms, d)
+	if d.ref != "" && d.from == c.user {
+		c.dmAckLocked(d)
+	}
+	if c.dmSeen[d.id] {
+		if d.ref != "" {
+			c.dmReAcks++
+		}
+		return
+	}
+	c.dmSeen[d.id] = true
+	c.dmKeys[d.from+"\x00"+d.text] = true
+	c.dmLast = d.id
+}
+
+func (c *chaosClient) dmAckLocked(d chaosDMRec) {
+	now := time.Now()
+	if prev, ok := c.dmAcks[d.ref]; ok {
+		if prev.id != d.id {
+			c.problemf("DM ref %s acked as %s, then as %s", d.ref, prev.id, d.id)
+		}
+		return
+	}
+	p := c.pending[d.ref]
+	if p == nil || p.to == "" {
+		c.problemf("DM ack for unknown ref %s (id %s)", d.ref, d.id)
+		return
+	}
+	if p.text != d.text || p.to != d.to {
+		c.problemf("DM ack %s for %q to %s, sent %q to %s", d.ref, d.text, d.to, p.text, p.to)
+	}
+	delete(c.pending, d.ref)
+	c.dmAcks[d.ref] = chaosAck{id: d.id, to: d.to, text: d.text, tx: p.tx, created: p.created, at: now}
+	c.dmMaxAckLat = max(c.dmMaxAckLat, now.Sub(p.created))
+	if o := c.openOutage(); o != nil && !o.rejoined.IsZero() && o.chatting.IsZero() {
+		o.chatting = now
+	}
+}
+
+// dmPublish creates DMs while dmming is set, one per dmEvery, to the
+// users of dmTo in turn, each with a unique ref that its text repeats.
+func (c *chaosClient) dmPublish(ctx context.Context) {
+	if len(c.dmTo) == 0 {
+		return
+	}
+	t := time.NewTicker(c.dmEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if !c.dmming.Load() {
+				continue
+			}
+			c.mu.Lock()
+			c.dmSeq++
+			ref := fmt.Sprintf("%s-d%d", c.user, c.dmSeq)
+			to := c.dmTo[c.dmSeq%len(c.dmTo)]
+			c.pending[ref] = &chaosSend{ref: ref, to: to, text: "dm " + ref, created: now}
+			c.order = append(c.order, ref)
+			c.mu.Unlock()
+		}
+	}
+}
+
+// dmAckedSince is how many of the client's DMs created after t have been
+// acknowledged.
+func (c *chaosClient) dmAckedSince(t time.Time) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, a := range c.dmAcks {
+		if !a.created.Before(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// hasDM reports whether the client has received a DM with text from.
+func (c *chaosClient) hasDM(from, text string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dmKeys[from+"\x00"+text]
+}
+
 func (c *chaosClient) openOutage() *chaosOutage {
 	if len(c.outages) == 0 {
 		return nil
@@ -591,13 +836,15 @@ func (c *chaosClient) openOutage() *chaosOutage {
 	return c.outages[len(c.outages)-1]
 }
 
+// allJoinedLocked reports whether the live connection is in every room
+// and, for a DM sender, has its inbox resumed.
 func (c *chaosClient) allJoinedLocked() bool {
 	for _, r := range c.room {
 		if !r.joined {
 			return false
 		}
 	}
-	return true
+	return c.dmTo == nil || c.dmSynced
 }
 
 // settled reports whether the client is connected, in every room, and has
