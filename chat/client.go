@@ -36,6 +36,11 @@ type Client struct {
 	inboxMember *member
 	limiter     limiter
 	cleaned     bool
+	// publishSeq numbers the connection's sends without a ref, for
+	// their idempotency keys; impatientUntil is when requests may wait
+	// out an unavailable broker again (see Hub.patiently).
+	publishSeq     uint64
+	impatientUntil time.Time
 
 	mu     sync.Mutex // guards what follows: the outbound queue
 	queue  [][]byte

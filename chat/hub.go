@@ -325,34 +325,54 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 // inboxWait bounds how long Connect waits for the user's DM inbox.
 const inboxWait = 5 * time.Second
 
+// unavailableWait bounds how long a client's request waits, retrying,
+// while the broker answers ErrUnavailable.
+const unavailableWait = 3 * time.Second
+
 // addInbox subscribes c to its user's DM inbox. When the inbox's node has
 // just failed, the broker refuses until the cluster has declared it dead
 // and another node took over (seconds); the connection waits for that
 // rather than being refused, because a client refused by a live node
 // backs off and comes back later than the cluster recovers.
-func (h *Hub) addInbox(ctx context.Context, c *Client) (*room, *member, error) {
-	ctx, cancel := context.WithTimeout(ctx, inboxWait)
+func (h *Hub) addInbox(ctx context.Context, c *Client) (r *room, m *member, err error) {
+	err = h.patiently(ctx, c, inboxWait, func(ctx context.Context) error {
+		r, m, err = h.addMember(ctx, c, inboxPrefix+c.user)
+		return err
+	})
+	return r, m, err
+}
+
+// patiently runs op, and runs it again while it fails with
+// ErrUnavailable, for at most wait. A node that has just failed makes its
+// rooms and inboxes refuse until the cluster declares it dead and another
+// node takes them over (about two seconds); waiting here serves the
+// request as soon as that happens, where a refusal would send the client
+// into back-off. After one such wait runs out, the connection's next
+// requests for a second fail at once instead of each waiting in turn.
+func (h *Hub) patiently(ctx context.Context, c *Client, wait time.Duration, op func(context.Context) error) error {
+	now := h.now()
+	if now.Before(c.impatientUntil) {
+		return op(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	delay := 25 * time.Millisecond
 	for {
-		r, m, err := h.addMember(ctx, c, inboxPrefix+c.user)
+		err := op(ctx)
 		if err == nil || !errors.Is(err, transport.ErrUnavailable) {
-			return r, m, err
+			return err
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return nil, nil, err
 		case <-h.ctx.Done():
-			t.Stop()
-			return nil, nil, err
-		case <-c.Done():
-			t.Stop()
-			return nil, nil, err
 		case <-t.C:
+			delay = min(2*delay, 400*time.Millisecond)
+			continue
 		}
-		delay = min(2*delay, 400*time.Millisecond)
+		t.Stop()
+		c.impatientUntil = h.now().Add(time.Second)
+		return err
 	}
 }
 

@@ -3,6 +3,8 @@ package chat
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -42,7 +44,10 @@ func TestJoinHistoryFailureDeliversNothing(t *testing.T) {
 	bob := connect(t, h, "bob")
 	bob.join("lobby")
 	alice := connect(t, h, "alice")
-	fb.before = func() { bob.do(`{"type":"send","room":"lobby","text":"meanwhile"}`) }
+	// The hub retries an unavailable history read for a while; one
+	// message is published during the first attempt.
+	var once sync.Once
+	fb.before = func() { once.Do(func() { bob.do(`{"type":"send","room":"lobby","text":"meanwhile"}`) }) }
 	fb.fail.Store(true)
 	alice.do(`{"type":"join","room":"lobby","after":"5-e"}`)
 	for f := alice.next(); f.Type != "error" || f.Code != CodeUnavailable; f = alice.next() {
@@ -60,4 +65,53 @@ func TestJoinHistoryFailureDeliversNothing(t *testing.T) {
 		t.Fatalf("joined after the retry: %+v", j)
 	}
 	alice.quiet("message outside the history", isType("message"))
+}
+
+// lossyPublish answers the first publishes to rooms with ErrUnavailable,
+// after storing them when stored is set: an answer lost on the way back.
+type lossyPublish struct {
+	*inproc.Broker
+	failures atomic.Int32
+	stored   bool
+}
+
+func (b *lossyPublish) Publish(ctx context.Context, ch string, data []byte, o transport.PublishOptions) (transport.Publication, error) {
+	if strings.HasPrefix(ch, roomPrefix) && b.failures.Add(-1) >= 0 {
+		if b.stored {
+			if _, err := b.Broker.Publish(ctx, ch, data, o); err != nil {
+				return transport.Publication{}, err
+			}
+		}
+		return transport.Publication{}, fmt.Errorf("%w: owner unreachable", transport.ErrUnavailable)
+	}
+	return b.Broker.Publish(ctx, ch, data, o)
+}
+
+// A send that meets a short broker outage is served when it ends, not
+// refused, and stored once even without a ref when an attempt that
+// looked failed was in fact stored.
+func TestSendWaitsOutShortOutage(t *testing.T) {
+	for _, stored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stored=%v", stored), func(t *testing.T) {
+			lb := &lossyPublish{stored: stored}
+			h := newHub(t, nil, "n1", func(c *Config) {
+				lb.Broker = c.Broker.(*inproc.Broker)
+				c.Broker = lb
+			})
+			alice, bob := connect(t, h, "alice"), connect(t, h, "bob")
+			alice.join("lobby")
+			bob.join("lobby")
+			lb.failures.Store(3)
+			alice.do(`{"type":"send","room":"lobby","text":"no ref"}`)
+			alice.do(`{"type":"send","room":"lobby","text":"with ref","ref":"r1"}`)
+			if f := bob.expect("message"); f.Text != "no ref" {
+				t.Fatalf("got %+v", f)
+			}
+			if f := bob.expect("message"); f.Text != "with ref" {
+				t.Fatalf("got %+v", f)
+			}
+			bob.quiet("duplicate", isType("message"))
+			alice.quiet("error", isType("error"))
+		})
+	}
 }

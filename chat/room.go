@@ -299,7 +299,9 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 			return errf(CodeTooManyRooms, "too many rooms on one connection")
 		}
 		r := h.acquire(roomPrefix + name)
-		if err := h.ensureSubscribed(ctx, r); err != nil {
+		if err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) error {
+			return h.ensureSubscribed(ctx, r)
+		}); err != nil {
 			cctx, cancel := cleanupCtx(ctx)
 			h.release(cctx, r)
 			cancel()
@@ -364,7 +366,11 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 			req = transport.HistoryRequest{Since: since}
 		}
 	}
-	res, err := h.broker.History(ctx, r.channel, req)
+	var res transport.HistoryResult
+	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
+		res, err = h.broker.History(ctx, r.channel, req)
+		return err
+	})
 	if err != nil {
 		if !fresh {
 			r.mu.Lock()
@@ -477,13 +483,23 @@ func (h *Hub) leaveRoom(ctx context.Context, c *Client, r *room) {
 	h.release(ctx, r)
 }
 
+// publishKey is the idempotency key of a send or DM. One with a ref is
+// keyed by it (idempotencyKey), so that the client's own retries are
+// stored once. One without still gets a key unique to this connection
+// and frame: the hub retries a publish that found the broker unavailable,
+// and a first attempt whose answer was lost may have been stored.
+func (c *Client) publishKey(ref, to, text string) string {
+	if ref != "" {
+		return idempotencyKey(c.user, ref, to, text)
+	}
+	c.publishSeq++
+	return "c\x00" + c.id + "\x00" + strconv.FormatUint(c.publishSeq, 36)
+}
+
 // idempotencyKey scopes a ref to its user and to what was sent: a retry
 // repeats both, so it is stored once, while a client that reuses a ref for
 // different text (or another DM peer) still has every message kept.
 func idempotencyKey(user, ref, to, text string) string {
-	if ref == "" {
-		return ""
-	}
 	h := fnv.New64a()
 	h.Write([]byte(to))
 	h.Write([]byte{0})
@@ -497,8 +513,13 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 		return errf(CodeNotJoined, "join the room before sending to it")
 	}
 	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
-	pub, err := h.broker.Publish(ctx, j.r.channel, ev.marshal(),
-		transport.PublishOptions{IdempotencyKey: idempotencyKey(c.user, ref, "", text)})
+	data := ev.marshal()
+	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, "", text)}
+	var pub transport.Publication
+	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
+		pub, err = h.broker.Publish(ctx, j.r.channel, data, opts)
+		return err
+	})
 	if err != nil {
 		return h.brokerErr("publish", err)
 	}
@@ -543,15 +564,22 @@ func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, re
 func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameError {
 	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
 	data := ev.marshal()
-	opts := transport.PublishOptions{IdempotencyKey: idempotencyKey(c.user, ref, to, text)}
+	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, to, text)}
 	// The recipient's copy first: when the sender's copy (the ack) then
 	// fails, a retry with the same ref does not deliver the DM twice.
 	if to != c.user {
-		if _, err := h.broker.Publish(ctx, inboxPrefix+to, data, opts); err != nil {
+		if err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) error {
+			_, err := h.broker.Publish(ctx, inboxPrefix+to, data, opts)
+			return err
+		}); err != nil {
 			return h.brokerErr("publish dm", err)
 		}
 	}
-	pub, err := h.broker.Publish(ctx, inboxPrefix+c.user, data, opts)
+	var pub transport.Publication
+	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
+		pub, err = h.broker.Publish(ctx, inboxPrefix+c.user, data, opts)
+		return err
+	})
 	if err != nil {
 		return h.brokerErr("publish dm", err)
 	}

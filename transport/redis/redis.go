@@ -52,6 +52,9 @@ const (
 	subscribeTimeout = 5 * time.Second
 	// fillTimeout caps one history read that fills a delivery gap.
 	fillTimeout = 5 * time.Second
+	// gapRetry is how soon the receive loop retries a fill that found
+	// history unreachable.
+	gapRetry = 200 * time.Millisecond
 	// receiveTimeout is how long the PubSub connection may stay silent
 	// before the receive goroutine pings it.
 	receiveTimeout = 30 * time.Second
@@ -80,6 +83,10 @@ type Broker struct {
 	closed  bool
 	subs    map[string]*subState       // by pub/sub channel name
 	waiters map[string][]chan struct{} // SUBSCRIBE confirmations awaited, by pub/sub channel name
+
+	// gaps are the subscriptions whose fill from history failed; owned
+	// by the receive goroutine.
+	gaps map[*subState]struct{}
 }
 
 var (
@@ -144,6 +151,7 @@ func New(cfg Config) (*Broker, error) {
 		cancel:      cancel,
 		subs:        make(map[string]*subState),
 		waiters:     make(map[string][]chan struct{}),
+		gaps:        make(map[*subState]struct{}),
 	}, nil
 }
 

@@ -26,6 +26,10 @@ type subState struct {
 	known  bool   // a stored publication has been delivered since Subscribe
 	epoch  string // epoch of the last stored publication delivered
 	offset uint64 // its offset
+	// gap is set when publications after offset are known to exist but
+	// history could not be read to deliver them: the receive loop tries
+	// again soon rather than deliver past the gap.
+	gap bool
 }
 
 // Subscribe subscribes the PubSub connection to ch and returns once Redis
@@ -117,13 +121,21 @@ func (b *Broker) receiveLoop() {
 	backoff := time.Duration(0)
 	down := false
 	for {
-		msg, err := b.pubsub.ReceiveTimeout(b.ctx, receiveTimeout)
+		wait := receiveTimeout
+		if len(b.gaps) > 0 {
+			wait = gapRetry
+		}
+		msg, err := b.pubsub.ReceiveTimeout(b.ctx, wait)
 		if b.ctx.Err() != nil {
 			return
 		}
+		b.fillGaps()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
+				if wait != receiveTimeout {
+					continue // woke up to retry the gaps
+				}
 				// Silence: prove the connection alive. A dead one fails
 				// the next read and go-redis reconnects.
 				_ = b.pubsub.Ping(b.ctx)
@@ -236,12 +248,17 @@ func (b *Broker) received(m *goredis.Message) {
 		return // already delivered from history
 	}
 	if pub.Offset > st.offset+1 {
-		b.fill(st, h)
+		if !b.fill(st, h) {
+			// History is unreachable (Redis just came back, say): hold
+			// the position and fill the whole gap, this publication
+			// included, once it answers.
+			return
+		}
 		if pub.Epoch != st.epoch || pub.Offset <= st.offset {
 			return
 		}
 		if pub.Offset > st.offset+1 {
-			b.log.Warn("delivering past a gap that history could not fill",
+			b.log.Warn("delivering past a gap that history no longer holds",
 				"channel", st.channel, "after", st.offset, "offset", pub.Offset)
 		}
 	}
@@ -253,15 +270,31 @@ func (b *Broker) received(m *goredis.Message) {
 // position. When history no longer reaches back that far, or the stream
 // has a new epoch, it delivers what is retained and logs the loss: the
 // hub sees the offset jump.
-func (b *Broker) fill(st *subState, h transport.Handler) {
+//
+// It reports false when history could not be read within fillTimeout;
+// the channel is then marked for the receive loop to try again.
+func (b *Broker) fill(st *subState, h transport.Handler) bool {
 	ctx, cancel := context.WithTimeout(b.ctx, fillTimeout)
 	defer cancel()
-	res, err := b.History(ctx, st.channel, transport.HistoryRequest{
-		Since: &transport.StreamPosition{Offset: st.offset, Epoch: st.epoch},
-	})
+	var res transport.HistoryResult
+	var err error
+	for delay := 25 * time.Millisecond; ; delay = min(2*delay, 400*time.Millisecond) {
+		res, err = b.History(ctx, st.channel, transport.HistoryRequest{
+			Since: &transport.StreamPosition{Offset: st.offset, Epoch: st.epoch},
+		})
+		if err == nil || !b.sleepCtx(ctx, delay) {
+			break
+		}
+	}
 	if err != nil {
-		b.log.Warn("cannot fill delivery gap from history", "channel", st.channel, "err", err)
-		return
+		b.log.Warn("cannot fill delivery gap from history yet", "channel", st.channel, "err", err)
+		st.gap = true
+		b.gaps[st] = struct{}{}
+		return false
+	}
+	if st.gap {
+		st.gap = false
+		delete(b.gaps, st)
 	}
 	if !res.Recovered {
 		// An empty epoch means the channel had no stream when this node
@@ -285,5 +318,40 @@ func (b *Broker) fill(st *subState, h transport.Handler) {
 	}
 	if filled > 0 {
 		b.log.Debug("filled delivery gap from history", "channel", st.channel, "publications", filled)
+	}
+	return true
+}
+
+// fillGaps retries the fills that found history unreachable, for the
+// channels still subscribed.
+func (b *Broker) fillGaps() {
+	if len(b.gaps) == 0 {
+		return
+	}
+	b.mu.Lock()
+	h := b.handler
+	var todo []*subState
+	for st := range b.gaps {
+		if b.subs[st.channel] == st {
+			todo = append(todo, st)
+		} else {
+			delete(b.gaps, st)
+		}
+	}
+	b.mu.Unlock()
+	for _, st := range todo {
+		b.fill(st, h)
+	}
+}
+
+// sleepCtx waits d, or less when ctx ends; it reports whether it waited.
+func (b *Broker) sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
