@@ -296,6 +296,9 @@ func TestBrowserChat(t *testing.T) {
 	do(t, alice, "open DM with bob",
 		chromedp.Click(chromedp.CSS(`[data-testid="member"][data-user="bob"] button`)))
 	poll(t, alice, "DM open", `document.querySelector('[data-testid="dm-item"][data-peer="bob"] [aria-current="page"]') !== null`)
+	// The DM's member panel shows bob online: he is, in the room they share.
+	poll(t, alice, "DM peer online",
+		`document.querySelector('[data-testid="member"][data-user="bob"][data-online="true"]') !== null`)
 	send(t, alice, "psst, bob")
 	poll(t, bob, "bob's DM list shows alice", `document.querySelector('[data-testid="dm-list"] [data-peer="alice"]') !== null`)
 	do(t, bob, "bob opens the DM", chromedp.Click(chromedp.CSS(`[data-testid="dm-item"][data-peer="alice"] button`)))

@@ -160,7 +160,7 @@ class Session {
       };
       if (kind === "dm") {
         c.members.set(this.me, true);
-        c.members.set(c.name, false);
+        c.members.set(c.name, this.seenOnline(c.name));
       }
       this.convs.set(key, c);
       this.persist();
@@ -261,6 +261,7 @@ class Session {
       this.renderNotice(c);
       this.renderMembers(c);
     }
+    for (const u of c.members.keys()) this.refreshDmPeer(u);
   }
 
   onMessage(c, m) {
@@ -291,6 +292,24 @@ class Session {
     }
   }
 
+  // seenOnline tells whether user shows as online in any joined room:
+  // presence is per room, and a DM peer's state is taken from there.
+  seenOnline(user) {
+    for (const c of this.convs.values()) {
+      if (c.kind === "room" && c.members.get(user) === true) return true;
+    }
+    return false;
+  }
+
+  // refreshDmPeer updates the DM with user, if there is one, from the
+  // rooms' presence.
+  refreshDmPeer(user) {
+    const d = this.convs.get("d:" + user);
+    if (!d || user === this.me) return;
+    d.members.set(user, this.seenOnline(user));
+    if (this.current === d.key) this.renderMembers(d);
+  }
+
   onPresence(ev) {
     const c = this.convs.get("r:" + ev.room);
     if (!c || !ev.user) return;
@@ -300,6 +319,7 @@ class Session {
       this.renderMembers(c);
       this.renderTyping(c);
     }
+    this.refreshDmPeer(ev.user);
   }
 
   onTyping(ev) {
