@@ -226,7 +226,7 @@ func (c *Cluster) memberlistConfig() *memberlist.Config {
 	// dead, so detection time is the users' outage: see docs/cluster.md.
 	mc.ProbeInterval = 400 * time.Millisecond
 	mc.ProbeTimeout = 250 * time.Millisecond
-	mc.SuspicionMult = 3
+	mc.SuspicionMult = 2
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.PushPullInterval = 15 * time.Second
 	mc.TCPTimeout = 5 * time.Second
