@@ -114,14 +114,11 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 	switch {
 	case path == "":
 		return nil, errors.New("store: history log: empty path")
-	case opts.HistorySize < 0 || opts.HistoryMaxAge < 0 || opts.DedupeWindow < 0 || opts.MaxBatch < 0 || opts.LockTimeout < 0:
+	case opts.MaxBatch < 0 || opts.LockTimeout < 0:
 		return nil, errors.New("store: history log: negative size or duration in BoltOptions")
 	}
-	if opts.HistorySize == 0 {
-		opts.HistorySize = transport.DefaultHistorySize
-	}
-	if opts.DedupeWindow == 0 {
-		opts.DedupeWindow = transport.DefaultDedupeWindow
+	if err := transport.FillRetention("store: history log", &opts.HistorySize, &opts.HistoryMaxAge, &opts.DedupeWindow); err != nil {
+		return nil, err
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = DefaultBoltMaxBatch

@@ -54,19 +54,8 @@ var (
 // New validates cfg, fills defaults and returns a broker joined to its
 // Network. Call Start before use.
 func New(cfg Config) (*Broker, error) {
-	switch {
-	case cfg.HistorySize < 0:
-		return nil, fmt.Errorf("inproc broker: negative HistorySize %d", cfg.HistorySize)
-	case cfg.HistorySize == 0:
-		cfg.HistorySize = transport.DefaultHistorySize
-	}
-	switch {
-	case cfg.HistoryMaxAge < 0:
-		return nil, fmt.Errorf("inproc broker: negative HistoryMaxAge %v", cfg.HistoryMaxAge)
-	case cfg.DedupeWindow < 0:
-		return nil, fmt.Errorf("inproc broker: negative DedupeWindow %v", cfg.DedupeWindow)
-	case cfg.DedupeWindow == 0:
-		cfg.DedupeWindow = transport.DefaultDedupeWindow
+	if err := transport.FillRetention("inproc broker", &cfg.HistorySize, &cfg.HistoryMaxAge, &cfg.DedupeWindow); err != nil {
+		return nil, err
 	}
 	if cfg.Node == "" {
 		cfg.Node = "inproc"

@@ -121,17 +121,11 @@ func New(cfg Config) (*Broker, error) {
 	if len(cfg.Key) < 16 {
 		return nil, fmt.Errorf("mesh broker: Key must be at least 16 bytes, got %d", len(cfg.Key))
 	}
-	switch {
-	case cfg.HistorySize < 0:
-		return nil, fmt.Errorf("mesh broker: negative HistorySize %d", cfg.HistorySize)
-	case cfg.HistorySize == 0:
-		cfg.HistorySize = transport.DefaultHistorySize
+	if err := transport.FillRetention("mesh broker", &cfg.HistorySize, &cfg.HistoryMaxAge, &cfg.DedupeWindow); err != nil {
+		return nil, err
 	}
-	if cfg.HistoryMaxAge < 0 || cfg.DedupeWindow < 0 || cfg.RequestTimeout < 0 || cfg.QueueBytes < 0 || cfg.DialTimeout < 0 {
+	if cfg.RequestTimeout < 0 || cfg.QueueBytes < 0 || cfg.DialTimeout < 0 {
 		return nil, errors.New("mesh broker: negative duration or size in Config")
-	}
-	if cfg.DedupeWindow == 0 {
-		cfg.DedupeWindow = transport.DefaultDedupeWindow
 	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout

@@ -105,21 +105,11 @@ func New(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis broker: bad URL: %w", err)
 	}
-	switch {
-	case cfg.HistorySize < 0:
-		return nil, fmt.Errorf("redis broker: negative HistorySize %d", cfg.HistorySize)
-	case cfg.HistorySize == 0:
-		cfg.HistorySize = transport.DefaultHistorySize
+	if err := transport.FillRetention("redis broker", &cfg.HistorySize, &cfg.HistoryMaxAge, &cfg.DedupeWindow); err != nil {
+		return nil, err
 	}
-	switch {
-	case cfg.HistoryMaxAge < 0:
-		return nil, fmt.Errorf("redis broker: negative HistoryMaxAge %v", cfg.HistoryMaxAge)
-	case cfg.HistoryMaxAge > 0 && cfg.HistoryMaxAge < time.Millisecond:
+	if cfg.HistoryMaxAge > 0 && cfg.HistoryMaxAge < time.Millisecond {
 		return nil, fmt.Errorf("redis broker: HistoryMaxAge %v below 1ms", cfg.HistoryMaxAge)
-	case cfg.DedupeWindow < 0:
-		return nil, fmt.Errorf("redis broker: negative DedupeWindow %v", cfg.DedupeWindow)
-	case cfg.DedupeWindow == 0:
-		cfg.DedupeWindow = transport.DefaultDedupeWindow
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = defaultKeyPrefix
