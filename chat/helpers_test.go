@@ -4,51 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshchat/meshchat/transport/brokertest"
 	"github.com/meshchat/meshchat/transport/inproc"
 )
 
 const waitFor = 5 * time.Second
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		// Goroutines started by meshchat code must all have ended.
-		var left []string
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			left = ownGoroutines()
-			if len(left) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if len(left) > 0 {
-			fmt.Fprintf(os.Stderr, "goroutine leak: %d left\n%s\n", len(left), strings.Join(left, "\n\n"))
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// ownGoroutines returns the stacks of goroutines running or started by
-// meshchat code, other than the one running TestMain.
-func ownGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var own []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "github.com/meshchat/meshchat/") && !strings.Contains(g, ".TestMain(") {
-			own = append(own, g)
-		}
-	}
-	return own
-}
+func TestMain(m *testing.M) { brokertest.VerifyOwnTestMain(m) }
 
 // newHub starts a hub on its own inproc broker joined to net (nil: a
 // private network). The hub and broker are shut down by t.Cleanup.

@@ -125,3 +125,43 @@ func goroutineID(stack string) string {
 	}
 	return strings.TrimSpace(stack)
 }
+
+// VerifyOwnTestMain runs the package's tests and then fails the test
+// binary when goroutines running meshchat code are still alive after a
+// grace period. Unlike VerifyTestMain it ignores goroutines that only run
+// standard-library or third-party code (an HTTP client's idle
+// keep-alive connections, say), for packages whose tests leave those.
+func VerifyOwnTestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		var left []string
+		deadline := time.Now().Add(leakTimeout)
+		for {
+			left = ownGoroutines()
+			if len(left) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "goroutine leak: %d left\n%s\n", len(left), strings.Join(left, "\n\n"))
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// ownGoroutines returns the stacks of goroutines running or started by
+// meshchat code, other than the one running TestMain.
+func ownGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var own []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "github.com/meshchat/meshchat/") && !strings.Contains(g, ".TestMain(") &&
+			!strings.Contains(g, "brokertest.VerifyOwnTestMain") {
+			own = append(own, g)
+		}
+	}
+	return own
+}
