@@ -300,11 +300,17 @@ func (w *wsConn) finish() {
 func (w *wsConn) writeOnce() bool {
 	s, c := w.s, w.c
 	if c.Disconnected() {
+		code, reason := c.CloseReason()
 		batch := w.drain()
-		err := s.writeBatch(w.conn, w.cork, &w.renewAt, *batch)
+		var err error
+		if code != chat.CloseSlowConsumer {
+			err = s.writeBatch(w.conn, w.cork, &w.renewAt, *batch)
+		}
+		// A slow consumer's backlog is dropped: it could not take it,
+		// and writing it first would keep the close code (and the
+		// reason to resume from history) from reaching it.
 		w.releaseBatch(batch)
 		if err == nil {
-			code, reason := c.CloseReason()
 			_ = w.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
 				time.Now().Add(min(s.cfg.WriteTimeout, closeGrace)))
 		}

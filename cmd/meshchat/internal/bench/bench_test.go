@@ -143,6 +143,22 @@ func TestParseArgs(t *testing.T) {
 				t.Fatalf("config = %+v", c)
 			}
 		}},
+		{name: "saturate has slow clients", args: []string{"--targets", "x:1", "--scenario", "fanout,saturate"}, check: func(t *testing.T, c Config) {
+			if c.Scenarios[0].SlowClients != 0 || c.Scenarios[1].SlowClients != 5 {
+				t.Fatalf("slow clients = %d, %d", c.Scenarios[0].SlowClients, c.Scenarios[1].SlowClients)
+			}
+		}},
+		{name: "slow clients flag", args: []string{"--targets", "x:1", "--slow-clients", "7"}, check: func(t *testing.T, c Config) {
+			if c.Scenarios[0].SlowClients != 7 {
+				t.Fatalf("slow clients = %d", c.Scenarios[0].SlowClients)
+			}
+		}},
+		{name: "slow clients scale down with clients", args: []string{"--targets", "x:1", "--scenario", "saturate", "--clients", "12"}, check: func(t *testing.T, c Config) {
+			if s := c.Scenarios[0]; s.SlowClients != 2 {
+				t.Fatalf("slow clients = %d (clients %d publishers %d)", s.SlowClients, s.Clients, s.Publishers)
+			}
+		}},
+		{name: "slow clients among publishers", args: []string{"--targets", "x:1", "--clients", "12", "--publishers", "10", "--slow-clients", "3"}, wantErr: ErrUsage},
 		{name: "no targets", args: nil, wantErr: ErrNoTargets},
 		{name: "unknown scenario", args: []string{"--targets", "x:1", "--scenario", "nope"}, wantErr: ErrUnknownScenario},
 		{name: "spawn and compare", args: []string{"--spawn", "mesh", "--compare", "mesh,redis"}, wantErr: ErrUsage},
@@ -336,6 +352,14 @@ func TestBitset(t *testing.T) {
 	if bitsCount(want) != 5 {
 		t.Fatal("count")
 	}
+	// want \ b is {1, 64, 701}.
+	for _, tt := range []struct {
+		limit, n int64
+	}{{0, 0}, {1, 0}, {2, 1}, {64, 1}, {65, 2}, {701, 2}, {702, 3}, {1 << 20, 3}} {
+		if got := missingBelow(want, b, tt.limit); got != tt.n {
+			t.Errorf("missingBelow(%d) = %d, want %d", tt.limit, got, tt.n)
+		}
+	}
 }
 
 // startFake serves a fake contract server on loopback.
@@ -449,6 +473,35 @@ func TestSlowConsumerReconnectResumes(t *testing.T) {
 	}
 	if r.Lost != 0 || r.Duplicated != 0 || r.Unrecovered != 0 {
 		t.Fatalf("lost %d dup %d unrecovered %d", r.Lost, r.Duplicated, r.Unrecovered)
+	}
+}
+
+// TestSlowClientsShedAndAccount runs slow clients against a fake whose
+// queues are short and whose rooms retain little history: the slow
+// clients are disconnected (4008), resume unrecovered, and what fell in
+// the gap is counted as unrecovered, not lost.
+func TestSlowClientsShedAndAccount(t *testing.T) {
+	url := startFake(t, fakeOpts{queueFrames: 32, history: 50})
+	rep, _, err := runFake(t, url, "--strict", "--clients", "10", "--rooms", "1", "--publishers", "4",
+		"--rate", "250", "--slow-clients", "2", "--duration", "2500ms", "--warmup", "500ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Runs[0]
+	if r.Params.SlowClients != 2 {
+		t.Fatalf("params %+v", r.Params)
+	}
+	if r.Disconnects == 0 || r.CloseCodes["4008"] == 0 || r.SlowDisconnects != r.Disconnects {
+		t.Fatalf("disconnects %d (slow %d) codes %v", r.Disconnects, r.SlowDisconnects, r.CloseCodes)
+	}
+	if r.Unrecovered == 0 || r.UnrecoveredMessages == 0 {
+		t.Fatalf("unrecovered resumes %d messages %d", r.Unrecovered, r.UnrecoveredMessages)
+	}
+	if r.Lost != 0 || r.Duplicated != 0 {
+		t.Fatalf("lost %d dup %d", r.Lost, r.Duplicated)
+	}
+	if r.Deliveries+r.UnrecoveredMessages != r.Expected {
+		t.Fatalf("deliveries %d + unrecovered %d != expected %d", r.Deliveries, r.UnrecoveredMessages, r.Expected)
 	}
 }
 

@@ -34,6 +34,17 @@ const (
 	handshakeTimeout = 15 * time.Second
 	// readLimit accepts large joined frames (history of 1000+ messages).
 	readLimit = 64 << 20
+
+	// A slow client, during the load, pauses slowFrameGap after every
+	// frame: at most 100 frames a second, a tenth of a saturated room.
+	// It trickles rather than stalling and bursting: a burst would read
+	// megabytes at once and let the server's socket send buffer grow
+	// (Linux autotunes it up to tcp_wmem's 4 MiB), which then hides the
+	// backlog from the server's queue for many seconds. slowReadBuffer is
+	// its socket receive buffer: small, so the kernel does not absorb much
+	// either, and a close frame queued behind the backlog is reached soon.
+	slowFrameGap   = 10 * time.Millisecond
+	slowReadBuffer = 32 << 10
 )
 
 var errUnauthorized = errors.New("bench: session rejected (401)")
@@ -47,6 +58,7 @@ type client struct {
 	roomName string
 	target   int // index into r.targets of the node it logs in to
 	hist     *lockedHist
+	slow     bool // reads slowly during the load (Scenario.SlowClients)
 
 	cookie string // set by login; touched only by the client's own goroutines in turn
 
@@ -55,10 +67,13 @@ type client struct {
 	closed bool            // guarded by wmu: stop was called
 
 	// Owned by the reader goroutine.
-	buf        []byte
-	lastID     []byte
-	seen       []bitset // per publisher of the room, by local index
-	acked      bitset   // publishers only: own messages echoed with the ref
+	buf    []byte
+	lastID []byte
+	seen   []bitset // per publisher of the room, by local index
+	// floor, per publisher of the room: sequence numbers below it that
+	// never arrived fell in the gap of an unrecovered resume.
+	floor      []int64
+	acked      bitset // publishers only: own messages echoed with the ref
 	joinedOnce bool
 	resuming   bool
 	f          frame
@@ -139,7 +154,11 @@ func (c *client) dial(ctx context.Context, t int) (*websocket.Conn, error) {
 	hdr.Set("Cookie", c.cookie)
 	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
-	conn, resp, err := c.r.dialer.DialContext(ctx, u, hdr)
+	dialer := c.r.dialer
+	if c.slow {
+		dialer = c.r.slowDialer
+	}
+	conn, resp, err := dialer.DialContext(ctx, u, hdr)
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
 			return nil, errUnauthorized
@@ -294,6 +313,11 @@ func (c *client) readLoop(conn *websocket.Conn) error {
 		now := time.Now().UnixNano()
 		c.frames.Add(1)
 		c.handle(c.buf[:n], now)
+		if c.slow && c.r.slowNow() {
+			// A bounded pause; stop closes the connection, so the next
+			// read after it returns at once.
+			time.Sleep(slowFrameGap)
+		}
 	}
 }
 
@@ -355,8 +379,16 @@ func (c *client) handle(b []byte, now int64) {
 		}
 		if c.resuming {
 			c.resuming = false
-			if string(f.recovered) != "true" {
+			recovered := string(f.recovered) == "true"
+			if !recovered {
 				c.unrecovered.Add(1)
+			}
+			var first []int64 // per publisher: lowest seq in the history
+			if !recovered {
+				first = make([]int64, len(c.seen))
+				for k := range first {
+					first[k] = -1
+				}
 			}
 			hist := f.history
 			it := arrIter{b: hist}
@@ -369,7 +401,13 @@ func (c *client) handle(b []byte, now int64) {
 				if m.parse(el) != nil {
 					continue
 				}
+				if first != nil {
+					c.noteFirst(first, m.text)
+				}
 				c.deliver(m.id, m.text, nil, now, false)
+			}
+			if first != nil {
+				c.raiseFloor(first)
 			}
 		}
 		if !c.joinedOnce {
@@ -379,6 +417,39 @@ func (c *client) handle(b []byte, now int64) {
 	case isString(f.typ, "error"):
 		code, _ := strValue(f.code)
 		c.countErr(&c.errCodes, string(code))
+	}
+}
+
+// noteFirst records text's sequence number in first when it is the
+// lowest of its publisher so far.
+func (c *client) noteFirst(first []int64, textRaw []byte) {
+	text, ok := strValue(textRaw)
+	if !ok {
+		return
+	}
+	pub, seq, _, ok := parseText(text)
+	rooms := c.r.sc.Rooms
+	if !ok || pub%rooms != c.room || pub/rooms >= len(first) || seq < 0 {
+		return
+	}
+	if k := pub / rooms; first[k] < 0 || seq < first[k] {
+		first[k] = seq
+	}
+}
+
+// raiseFloor books the gap of an unrecovered resume. The history holds
+// the room's latest messages, in the room's one order, so every message
+// of a publisher older than its first one in the history was published
+// before the history starts: if it never arrived, the room no longer had
+// it. A publisher absent from the history had nothing retained: every
+// message it had sent by now is in the gap.
+func (c *client) raiseFloor(first []int64) {
+	rooms := c.r.sc.Rooms
+	for k, seq := range first {
+		if seq < 0 {
+			seq = c.r.clients[c.room+k*rooms].pub.ok.Load()
+		}
+		c.floor[k] = max(c.floor[k], seq)
 	}
 }
 
@@ -407,7 +478,10 @@ func (c *client) deliver(idRaw, textRaw, refRaw []byte, now int64, live bool) {
 	}
 	if c.r.phase.Load() == phaseMeasure {
 		c.window.Add(1)
-		c.hist.record((now - sentNs) / 1000)
+		// A slow client's latency is its own backlog, not the cluster's.
+		if !c.slow {
+			c.hist.record((now - sentNs) / 1000)
+		}
 	}
 	if c.pub != nil && pub == c.idx && len(refRaw) > 0 {
 		if !c.acked.set(seq) {

@@ -31,6 +31,10 @@ type Scenario struct {
 	// without recording. For idle, Warmup is how long the connections sit
 	// before memory is sampled.
 	Duration, Warmup time.Duration
+	// SlowClients is how many clients (the last ones, never publishers)
+	// read their socket slowly during the load, so the server's
+	// slow-consumer shedding is exercised.
+	SlowClients int
 	// Idle means no publishers: the scenario measures memory only.
 	Idle bool
 }
@@ -49,7 +53,9 @@ const (
 func scenarios() []Scenario {
 	return []Scenario{
 		{Name: "fanout", Clients: 300, Rooms: 1, Publishers: 10, Rate: 20, Size: defaultSize, Duration: defaultDuration, Warmup: defaultWarmup},
-		{Name: "saturate", Clients: 300, Rooms: 1, Publishers: 10, Rate: 100, Size: defaultSize, Duration: defaultDuration, Warmup: defaultWarmup},
+		// Saturate includes a few slow consumers: the excess must be shed by
+		// disconnecting them, not by the nodes' memory growing.
+		{Name: "saturate", Clients: 300, Rooms: 1, Publishers: 10, Rate: 100, Size: defaultSize, Duration: defaultDuration, Warmup: defaultWarmup, SlowClients: 5},
 		{Name: "rooms", Clients: 3000, Rooms: 100, Publishers: 300, Rate: 2, Size: defaultSize, Duration: defaultDuration, Warmup: defaultWarmup},
 		// Idle spreads connections over rooms of ten so that joining does
 		// not turn into an N² presence storm that would dominate setup.
@@ -145,7 +151,7 @@ Load-tests a meshchat cluster through its public HTTP and WebSocket API.
 
 Scenarios (flags override their values):
   fanout    300 clients, 1 room, 10 publishers x 20 msg/s
-  saturate  300 clients, 1 room, 10 publishers x 100 msg/s
+  saturate  300 clients, 1 room, 10 publishers x 100 msg/s, 5 slow clients
   rooms     3000 clients, 100 rooms, 300 publishers x 2 msg/s
   idle      --clients connections (default 1000), memory only
 
@@ -167,6 +173,7 @@ func parseArgs(args []string, stderr io.Writer) (Config, error) {
 		publishers  = fs.Int("publishers", 0, "clients that also send")
 		rate        = fs.Float64("rate", 0, "messages per second per publisher")
 		size        = fs.Int("size", 0, "message text bytes")
+		slow        = fs.Int("slow-clients", 0, "clients (never publishers) that read slowly during the load")
 		duration    = fs.Duration("duration", 0, "measured window (scenario value, 10s, when 0)")
 		warmup      = fs.Duration("warmup", 0, "unmeasured load before the window (2s)")
 		jsonFile    = fs.String("json", "", "write results as JSON to this file")
@@ -256,9 +263,17 @@ func parseArgs(args []string, stderr io.Writer) (Config, error) {
 		if set["warmup"] {
 			s.Warmup = *warmup
 		}
+		if set["slow-clients"] {
+			s.SlowClients = *slow
+		}
 		if s.Idle {
 			// Idle measures memory only, whatever the flags say.
-			s.Publishers, s.Rate = 0, 0
+			s.Publishers, s.Rate, s.SlowClients = 0, 0, 0
+		}
+		if !set["slow-clients"] && s.SlowClients > s.Clients-s.Publishers {
+			// A scenario's slow clients scale down with a smaller
+			// --clients rather than failing.
+			s.SlowClients = max(0, s.Clients-s.Publishers)
 		}
 		if s.Rooms > s.Clients && s.Clients > 0 {
 			// A scenario's room count scales down with a smaller
@@ -327,6 +342,8 @@ func (c Config) validate() error {
 			return bad("%s: --rooms %d must be in 1..clients (%d)", s.Name, s.Rooms, s.Clients)
 		case s.Publishers < 0 || s.Publishers > s.Clients:
 			return bad("%s: --publishers %d must be in 0..clients (%d)", s.Name, s.Publishers, s.Clients)
+		case s.SlowClients < 0 || s.SlowClients > s.Clients-s.Publishers:
+			return bad("%s: --slow-clients %d must be in 0..clients-publishers (%d)", s.Name, s.SlowClients, s.Clients-s.Publishers)
 		case !s.Idle && s.Publishers > 0 && s.Rate <= 0:
 			return bad("%s: --rate must be positive", s.Name)
 		case s.Rate > 100000:

@@ -17,7 +17,11 @@
 // room members that never received it; duplicated = a member received the
 // same message twice. A connection the server closes (for example a slow
 // consumer) is counted, reconnects and resumes with `after`, so loss is
-// still judged end to end.
+// still judged end to end. Slow clients (Scenario.SlowClients) pause after
+// every frame during the load, with a small receive buffer and segment
+// size, so that the server's slow-consumer shedding is exercised; what an
+// unrecovered resume (recovered=false) could not bring back is counted as
+// unrecovered, apart from lost.
 //
 // Concurrency: each connection has exactly one reader goroutine, which is
 // the only writer of that connection's delivery bookkeeping (bitsets); the

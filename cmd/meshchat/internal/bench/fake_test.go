@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -36,6 +37,12 @@ type fakeOpts struct {
 	// kickAfter closes each user's first connection, once, after that
 	// many deliveries to it, like a slow-consumer disconnect.
 	kickAfter int
+	// queueFrames bounds each connection's outbound queue (default
+	// 1<<14 frames); with it set, the server's socket send buffer is
+	// small too, so a client that stops reading overflows the queue.
+	queueFrames int
+	// history is how many messages a room retains (default 1000).
+	history int
 }
 
 type fakeRoom struct {
@@ -118,7 +125,14 @@ func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	c := &fakeConn{user: ck.Value, ws: ws, out: make(chan []byte, 1<<14), quit: make(chan struct{})}
+	queue := 1 << 14
+	if s.opts.queueFrames > 0 {
+		queue = s.opts.queueFrames
+		if tc, ok := ws.NetConn().(*net.TCPConn); ok {
+			_ = tc.SetWriteBuffer(16 << 10)
+		}
+	}
+	c := &fakeConn{user: ck.Value, ws: ws, out: make(chan []byte, queue), quit: make(chan struct{})}
 	s.mu.Lock()
 	s.conns[c] = true
 	s.wg.Add(1)
@@ -230,8 +244,12 @@ func (s *fakeServer) send(c *fakeConn, name, text, ref string) {
 	room.next++
 	msg := fakeMsg{Type: "message", Room: name, ID: strconv.Itoa(room.next), From: c.user, Text: text, TS: time.Now().UnixMilli()}
 	room.hist = append(room.hist, msg)
-	if len(room.hist) > 1000 {
-		room.hist = room.hist[len(room.hist)-1000:]
+	keep := 1000
+	if s.opts.history > 0 {
+		keep = s.opts.history
+	}
+	if len(room.hist) > keep {
+		room.hist = room.hist[len(room.hist)-keep:]
 	}
 	for m := range room.members {
 		out := msg

@@ -48,6 +48,7 @@ func metrics() []metric {
 		{"acked sends", load(func(r Result) float64 { return float64(r.Acked) }), fmtCount},
 		{"lost", load(func(r Result) float64 { return float64(r.Lost) }), fmtCount},
 		{"duplicated", load(func(r Result) float64 { return float64(r.Duplicated) }), fmtCount},
+		{"unrecovered", func(r Result) (float64, bool) { return float64(r.UnrecoveredMessages), hasLoad(r) && r.Unrecovered > 0 }, fmtCount},
 		{"disconnects", func(r Result) (float64, bool) { return float64(r.Disconnects), r.Error == "" }, fmtCount},
 		{"connect p50", conn(func(p Percentiles) int64 { return p.P50 }), fmtMicros},
 		{"connect p99", conn(func(p Percentiles) int64 { return p.P99 }), fmtMicros},
@@ -180,6 +181,9 @@ func describe(r Result) string {
 	fmt.Fprintf(&b, "%d nodes, %d clients, %d rooms", r.Nodes, p.Clients, p.Rooms)
 	if p.Publishers > 0 {
 		fmt.Fprintf(&b, ", %d publishers x %g msg/s, %d B, %gs (+%gs warm-up)", p.Publishers, p.Rate, p.Size, p.DurationS, p.WarmupS)
+		if p.SlowClients > 0 {
+			fmt.Fprintf(&b, ", %d slow clients (%d disconnects)", p.SlowClients, r.SlowDisconnects)
+		}
 		fmt.Fprintf(&b, "; sent %d, acked %d, expected %d deliveries, resumed %d", r.Sent, r.Acked, r.Expected, r.Resumed)
 	}
 	if r.SendFailed > 0 {
@@ -189,7 +193,7 @@ func describe(r Result) string {
 		fmt.Fprintf(&b, ", close codes %v", r.CloseCodes)
 	}
 	if r.Unrecovered > 0 {
-		fmt.Fprintf(&b, ", unrecovered resumes %d", r.Unrecovered)
+		fmt.Fprintf(&b, ", unrecovered resumes %d (%d deliveries in their gaps)", r.Unrecovered, r.UnrecoveredMessages)
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(&b, ", errors %v", r.Errors)

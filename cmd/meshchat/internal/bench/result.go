@@ -28,6 +28,8 @@ type Params struct {
 	Size       int     `json:"size"`
 	DurationS  float64 `json:"duration_s"`
 	WarmupS    float64 `json:"warmup_s"`
+	// SlowClients read slowly during the load (see Scenario.SlowClients).
+	SlowClients int `json:"slow_clients,omitempty"`
 }
 
 // Result is one scenario against one cluster.
@@ -69,11 +71,18 @@ type Result struct {
 
 	// Disconnects are connections the server ended mid-run; Reconnects
 	// succeeded; Unrecovered resumes got recovered=false.
-	Disconnects int64            `json:"disconnects"`
-	Reconnects  int64            `json:"reconnects"`
-	Unrecovered int64            `json:"unrecovered"`
-	CloseCodes  map[string]int64 `json:"close_codes,omitempty"`
-	Errors      map[string]int64 `json:"errors,omitempty"`
+	// UnrecoveredMessages are (member, acked message) pairs that never
+	// arrived and fell in the gap of an unrecovered resume: older than
+	// every message that resume's history held. They are counted here, not
+	// under Lost: the contract lets a room forget them. SlowDisconnects
+	// are the Disconnects of slow clients.
+	Disconnects         int64            `json:"disconnects"`
+	SlowDisconnects     int64            `json:"slow_disconnects,omitempty"`
+	Reconnects          int64            `json:"reconnects"`
+	Unrecovered         int64            `json:"unrecovered"`
+	UnrecoveredMessages int64            `json:"unrecovered_messages"`
+	CloseCodes          map[string]int64 `json:"close_codes,omitempty"`
+	Errors              map[string]int64 `json:"errors,omitempty"`
 
 	// Server is measured only for spawned clusters.
 	Server *ServerStats `json:"server,omitempty"`

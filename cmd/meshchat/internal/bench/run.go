@@ -28,10 +28,11 @@ type runner struct {
 	log     *slog.Logger
 	prog    *progress
 
-	runID  string
-	pad    string
-	httpc  *http.Client
-	dialer *websocket.Dialer
+	runID      string
+	pad        string
+	httpc      *http.Client
+	dialer     *websocket.Dialer
+	slowDialer *websocket.Dialer // small socket receive buffer
 
 	phase       atomic.Int32
 	latency     *shardedHist
@@ -80,7 +81,30 @@ func newRunner(sc Scenario, cfg Config, targets []string, cl *cluster, log *slog
 		ReadBufferSize:  4096,
 		WriteBufferSize: 1024,
 	}
+	slow := *r.dialer
+	nd := &net.Dialer{Timeout: handshakeTimeout, Control: slowSockControl}
+	slow.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := nd.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
+			if err := tc.SetReadBuffer(slowReadBuffer); err != nil {
+				conn.Close()
+				return nil, fmt.Errorf("bench: slow client receive buffer: %w", err)
+			}
+		}
+		return conn, nil
+	}
+	r.slowDialer = &slow
 	return r
+}
+
+// slowNow reports whether slow clients read slowly: during the load
+// only, so that they catch up in the drain and loss is judged fairly.
+func (r *runner) slowNow() bool {
+	ph := r.phase.Load()
+	return ph == phaseWarmup || ph == phaseMeasure
 }
 
 // build creates the clients and publishers and sizes their bookkeeping.
@@ -105,10 +129,12 @@ func (r *runner) build() {
 			roomName: "b" + r.runID + "-r" + strconv.Itoa(room),
 			target:   i % len(r.targets),
 			hist:     r.latency.shard(i),
+			slow:     i >= sc.Clients-sc.SlowClients,
 			buf:      make([]byte, 4096),
 			joined:   make(chan struct{}),
 		}
 		c.seen = make([]bitset, pubsIn[room])
+		c.floor = make([]int64, pubsIn[room])
 		for k := range c.seen {
 			c.seen[k] = make(bitset, expect/64+1)
 		}
@@ -127,7 +153,7 @@ func (r *runner) run(ctx context.Context) (res Result, err error) {
 	res = Result{
 		Scenario: sc.Name, Targets: r.targets, Started: time.Now().UTC(), RunID: r.runID,
 		Params: Params{Clients: sc.Clients, Rooms: sc.Rooms, Publishers: sc.Publishers, Rate: sc.Rate,
-			Size: sc.Size, DurationS: sc.Duration.Seconds(), WarmupS: sc.Warmup.Seconds()},
+			Size: sc.Size, DurationS: sc.Duration.Seconds(), WarmupS: sc.Warmup.Seconds(), SlowClients: sc.SlowClients},
 	}
 	if info, err := fetchCluster(ctx, r.httpc, r.targets[0]); err == nil {
 		res.Broker = info.Broker
@@ -435,6 +461,9 @@ func (r *runner) finish(res *Result, baseline, idle, start, end procSample, elap
 		res.Duplicated += c.dups.Load()
 		res.Resumed += c.resumed.Load()
 		res.Disconnects += c.disconnects.Load()
+		if c.slow {
+			res.SlowDisconnects += c.disconnects.Load()
+		}
 		res.Reconnects += c.reconnects.Load()
 		res.Unrecovered += c.unrecovered.Load()
 		c.emu.Lock()
@@ -442,11 +471,15 @@ func (r *runner) finish(res *Result, baseline, idle, start, end procSample, elap
 		res.CloseCodes = mergeCounts(res.CloseCodes, c.closeCodes)
 		c.emu.Unlock()
 		// Lost: acked messages of the room's publishers this member
-		// never received.
+		// never received, except those in the gap of an unrecovered
+		// resume (below the floor), counted apart.
 		for k := range c.seen {
 			p := r.clients[c.room+k*r.sc.Rooms].pub
 			res.Expected += int64(bitsCount(p.c.acked))
-			res.Lost += missing(p.c.acked, c.seen[k])
+			gone := missing(p.c.acked, c.seen[k])
+			gap := missingBelow(p.c.acked, c.seen[k], c.floor[k])
+			res.Lost += gone - gap
+			res.UnrecoveredMessages += gap
 		}
 	}
 	if elapsed > 0 {

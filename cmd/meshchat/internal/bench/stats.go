@@ -116,3 +116,22 @@ func missing(want, have bitset) int64 {
 	}
 	return int64(n)
 }
+
+// missingBelow counts bits below limit set in want and not in have.
+func missingBelow(want, have bitset, limit int64) int64 {
+	var n int
+	for i, w := range want {
+		lo := int64(i) * 64
+		if lo >= limit {
+			break
+		}
+		if i < len(have) {
+			w &^= have[i]
+		}
+		if limit-lo < 64 {
+			w &= uint64(1)<<uint(limit-lo) - 1
+		}
+		n += bits.OnesCount64(w)
+	}
+	return int64(n)
+}
