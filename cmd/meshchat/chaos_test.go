@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshchat/meshchat/store/redistest"
+	"github.com/meshchat/meshchat/transport/mesh"
 )
 
 // Chaos tests: "no message lost when a node dies". Three real meshchat
@@ -205,7 +206,7 @@ func pickDMers(names []string) []int {
 			if slices.Contains(out, i) {
 				continue
 			}
-			owner := meshOwner(names, fmt.Sprintf("u:c%02d", i))
+			owner := mesh.Owner(names, fmt.Sprintf("u:c%02d", i))
 			pair := names[i%len(names)] + "/" + owner
 			if pass == 0 && (perOwner[owner] >= chaosDMers/len(names) || pairs[pair]) {
 				continue
@@ -738,37 +739,6 @@ func TestChaosCheckDelivery(t *testing.T) {
 	}
 }
 
-// meshOwner is the node that owns channel ch among names in transport/mesh
-// (rendezvous hashing; a copy of its score function). The kill test kills
-// the owner of its room, the harder case; should the ranking change, the
-// test still runs, with a node that may not own the room.
-func meshOwner(names []string, ch string) string {
-	score := func(node, ch string) uint64 {
-		const offset64, prime64 = 14695981039346656037, 1099511628211
-		h := uint64(offset64)
-		for i := 0; i < len(node); i++ {
-			h = (h ^ uint64(node[i])) * prime64
-		}
-		h = (h ^ 0xff) * prime64
-		for i := 0; i < len(ch); i++ {
-			h = (h ^ uint64(ch[i])) * prime64
-		}
-		h ^= h >> 33
-		h *= 0xff51afd7ed558ccd
-		h ^= h >> 33
-		h *= 0xc4ceb9fe1a85ec53
-		h ^= h >> 33
-		return h
-	}
-	best, bs := "", uint64(0)
-	for _, n := range names {
-		if s := score(n, ch); best == "" || s > bs {
-			best, bs = n, s
-		}
-	}
-	return best
-}
-
 func meshFlags(t *testing.T) func(int) []string {
 	return func(int) []string { return []string{"--broker", "mesh", "--data", t.TempDir()} }
 }
@@ -815,7 +785,7 @@ func (h *chaosHarness) pickVictim(kind victimKind) (*chaosNode, string) {
 	for _, n := range h.nodes {
 		names = append(names, n.name)
 	}
-	roomOwners := []string{meshOwner(names, "r:"+chaosRoomA), meshOwner(names, "r:"+chaosRoomB)}
+	roomOwners := []string{mesh.Owner(names, "r:"+chaosRoomA), mesh.Owner(names, "r:"+chaosRoomB)}
 	var victim *chaosNode
 	for i, n := range h.nodes {
 		switch kind {
@@ -845,7 +815,7 @@ func (h *chaosHarness) pickVictim(kind victimKind) (*chaosNode, string) {
 	}
 	var inboxes, homed []string
 	for _, c := range h.dmers {
-		if meshOwner(names, "u:"+c.user) == victim.name {
+		if mesh.Owner(names, "u:"+c.user) == victim.name {
 			inboxes = append(inboxes, c.user)
 		}
 		if c.home == victim.url() {

@@ -442,6 +442,19 @@ func score(node, ch string) uint64 {
 	return h
 }
 
+// Owner returns which of the named nodes owns channel ch: the one with
+// the highest rendezvous score. Tools and tests use it to know where a
+// channel lives without asking a broker.
+func Owner(names []string, ch string) string {
+	best, bs := "", uint64(0)
+	for _, n := range names {
+		if s := score(n, ch); best == "" || s > bs {
+			best, bs = n, s
+		}
+	}
+	return best
+}
+
 // ranked returns the channel's owner (highest score) and backup (second)
 // in the current view.
 func (b *Broker) ranked(ch string) (owner, backup transport.Peer, hasBackup bool) {

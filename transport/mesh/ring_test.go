@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -46,5 +47,20 @@ func TestNewChannelHasNoHistoryBuffer(t *testing.T) {
 	s := newChanState("u:alice", transport.DefaultHistorySize)
 	if cap(s.hist.buf) != 0 {
 		t.Fatalf("new channel preallocates %d history slots", cap(s.hist.buf))
+	}
+}
+
+// Owner agrees with the broker's own ranking.
+func TestOwnerMatchesRanking(t *testing.T) {
+	names := []string{"n1", "n2", "n3", "n4"}
+	ps := &peerSet{}
+	for _, n := range names {
+		ps.list = append(ps.list, transport.Peer{Name: n})
+	}
+	for i := range 200 {
+		ch := fmt.Sprintf("r:room%d", i)
+		if got, want := Owner(names, ch), ownerIn(ps, ch).Name; got != want {
+			t.Fatalf("Owner(%s) = %s, ranking says %s", ch, got, want)
+		}
 	}
 }
