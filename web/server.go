@@ -35,6 +35,9 @@ const (
 	// closeGrace is how long the reader may wait for the peer's close
 	// frame after the writer sent ours.
 	closeGrace = 2 * time.Second
+	// lingerBytes bounds what the reader drops, after a frame over the
+	// hard cap, while the peer learns why it is being closed.
+	lingerBytes = 4 << 20
 	// maxLoginBody bounds the login request body.
 	maxLoginBody = 4 << 10
 )

@@ -311,7 +311,9 @@ func TestTooLarge(t *testing.T) {
 	}
 	w.send(`{"type":"ping"}`)
 	w.expect("pong")
-	w.send(`{"type":"send","room":"general","text":"%s"}`, strings.Repeat("x", 10000))
+	// Far past the hard cap, so that the node closes with most of the
+	// frame unread: the close frame must still reach the client.
+	w.send(`{"type":"send","room":"general","text":"%s"}`, strings.Repeat("x", 256<<10))
 	if code := w.closeCode(); code != websocket.CloseMessageTooBig {
 		t.Fatalf("close code %d", code)
 	}

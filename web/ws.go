@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -174,16 +175,33 @@ func (w *wsConn) read() {
 			}
 		}
 		mt, rd, err := w.conn.NextReader()
-		if err != nil {
-			w.end()
-			return
+		if err == nil {
+			w.extendRead()
+			err = w.s.readFrame(w.s.ctx, w.c, mt, rd)
 		}
-		w.extendRead()
-		if !w.s.readFrame(w.s.ctx, w.c, mt, rd) {
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				w.discardRest()
+			}
 			w.end()
 			return
 		}
 	}
+}
+
+// discardRest reads and drops what the peer still sends after a frame
+// over the hard cap, which gorilla has answered with close 1009, until
+// the peer closes, closeGrace passes or lingerBytes are dropped. Closing
+// a socket with unread bytes makes TCP reset the connection, and the
+// reset can destroy the close frame before the peer reads it, or fail
+// the peer's write of the rest of its frame: the client would see a
+// broken connection instead of the reason.
+func (w *wsConn) discardRest() {
+	w.mu.Lock()
+	w.ending = true // no pong may push the deadline on
+	_ = w.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	w.mu.Unlock()
+	_, _ = io.CopyN(io.Discard, w.conn.NetConn(), lingerBytes)
 }
 
 // end tears the connection down once the reader has ended: it stops
@@ -365,9 +383,9 @@ func (w *wsConn) extendRead() {
 }
 
 // readFrame reads one frame into a pooled buffer, so that an idle
-// connection holds no frame buffer, and hands it to the client. False
+// connection holds no frame buffer, and hands it to the client. An error
 // ends the connection.
-func (s *Server) readFrame(ctx context.Context, c *chat.Client, mt int, rd io.Reader) bool {
+func (s *Server) readFrame(ctx context.Context, c *chat.Client, mt int, rd io.Reader) error {
 	buf, _ := s.frames.Get().(*bytes.Buffer)
 	if buf == nil {
 		buf = new(bytes.Buffer)
@@ -380,26 +398,26 @@ func (s *Server) readFrame(ctx context.Context, c *chat.Client, mt int, rd io.Re
 	}()
 	lr := io.LimitedReader{R: rd, N: s.cfg.MaxFrameBytes + 1}
 	if _, err := buf.ReadFrom(&lr); err != nil {
-		return false // includes the hard cap: gorilla has sent 1009
+		return err // includes the hard cap: gorilla has sent 1009
 	}
 	if int64(buf.Len()) > s.cfg.MaxFrameBytes {
 		// Too large but under the hard cap: skip it, keep the
 		// connection.
 		if _, err := io.Copy(io.Discard, rd); err != nil {
-			return false
+			return err
 		}
 		_ = c.Reject(chat.CodeTooLarge, "frame is larger than the limit")
-		return true
+		return nil
 	}
 	if mt != websocket.TextMessage {
 		_ = c.Reject(chat.CodeBadFrame, "frames must be text")
-		return true
+		return nil
 	}
 	// ErrClosed: disconnected by the hub; the writer sends the close
 	// frame, and the reader keeps reading until the peer answers or
 	// the socket closes.
 	_ = c.Handle(ctx, buf.Bytes())
-	return true
+	return nil
 }
 
 // writeBatch writes queued frames, one WebSocket message each, under one
