@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	cdplog "github.com/chromedp/cdproto/log"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/meshchat/meshchat/chat"
@@ -78,6 +80,51 @@ func newBrowser(t *testing.T, execPath string) context.Context {
 		t.Fatalf("start chromium: %v", err)
 	}
 	return ctx
+}
+
+// watchErrors collects what the page reports as errors: uncaught
+// exceptions, console.error, and the browser's own error entries (a
+// failed request among them). The result reads what came so far.
+func watchErrors(t *testing.T, ctx context.Context) func() []string {
+	t.Helper()
+	var mu sync.Mutex
+	var errs []string
+	err := chromedp.Listen(ctx, func(ev any) {
+		var msg string
+		switch ev := ev.(type) {
+		case *cdpruntime.EventExceptionThrown:
+			msg = "exception: " + ev.ExceptionDetails.Text
+			if ev.ExceptionDetails.Exception != nil {
+				msg += " " + ev.ExceptionDetails.Exception.Description
+			}
+		case *cdpruntime.EventConsoleAPICalled:
+			if ev.Type != cdpruntime.ConsoleAPICalledTypeError {
+				return
+			}
+			msg = "console.error"
+			for _, a := range ev.Args {
+				msg += " " + string(a.Value)
+			}
+		case *cdplog.EventEntryAdded:
+			if ev.Entry.Level != cdplog.EntryLevelError {
+				return
+			}
+			msg = ev.Entry.Text + " " + ev.Entry.URL
+		default:
+			return
+		}
+		mu.Lock()
+		errs = append(errs, msg)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatalf("watch the page: %v", err)
+	}
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), errs...)
+	}
 }
 
 // testNode is one real meshchat node: inproc broker, hub, cookie sessions
@@ -209,6 +256,13 @@ func hasMessage(from, text string) string {
 		li.dataset.from === %s && li.querySelector('[data-testid="message-text"]').textContent === %s)`, js(from), js(text))
 }
 
+// emptyShows is true when the message pane shows the text for an empty
+// conversation, starting with prefix.
+func emptyShows(prefix string) string {
+	return fmt.Sprintf(`(() => { const e = document.querySelector('[data-testid="empty"]');
+		return !e.hidden && e.textContent.startsWith(%s); })()`, js(prefix))
+}
+
 const connected = `document.querySelector('#conn-state').dataset.state === 'connected'`
 
 func login(t *testing.T, ctx context.Context, base, name string) {
@@ -246,10 +300,13 @@ func TestBrowserChat(t *testing.T) {
 	base := startServer(t)
 	alice := newBrowser(t, exe)
 	bob := newBrowser(t, exe)
+	aliceErrs, bobErrs := watchErrors(t, alice), watchErrors(t, bob)
 
 	login(t, alice, base, "alice")
 	login(t, bob, base, "bob")
 	joinRoom(t, alice, "general")
+	// A room with nothing in it says so.
+	poll(t, alice, "empty room explained", emptyShows("No messages in #general yet"))
 	joinRoom(t, bob, "general")
 
 	// Presence: each sees the other online in the room.
@@ -260,6 +317,8 @@ func TestBrowserChat(t *testing.T) {
 
 	send(t, alice, "hello bob")
 	poll(t, bob, "bob sees alice's message", hasMessage("alice", "hello bob"))
+	poll(t, alice, "the first message replaces the empty-room text", hasMessage("alice", "hello bob")+
+		` && document.querySelector('[data-testid="empty"]').hidden`)
 	poll(t, alice, "alice's message acked", hasMessage("alice", "hello bob")+
 		` && document.querySelector('#messages li.pending') === null`)
 
@@ -329,11 +388,45 @@ func TestBrowserChat(t *testing.T) {
 	send(t, alice, "after reload")
 	poll(t, bob, "bob sees live message after reload", hasMessage("alice", "after reload"))
 
+	// Closing a DM takes it off the list; the next DM brings it back
+	// with its history.
+	do(t, bob, "bob opens the DM again", chromedp.Click(chromedp.CSS(`[data-testid="dm-item"][data-peer="alice"] button`)))
+	poll(t, bob, "the DM offers Close", `document.querySelector('[data-testid="leave-button"]').textContent === 'Close'`)
+	do(t, bob, "bob closes the DM", chromedp.Click(chromedp.CSS(`[data-testid="leave-button"]`)))
+	poll(t, bob, "DM gone from the list", `document.querySelector('[data-testid="dm-item"][data-peer="alice"]') === null`)
+	do(t, alice, "alice opens the DM", chromedp.Click(chromedp.CSS(`[data-testid="dm-item"][data-peer="bob"] button`)))
+	send(t, alice, "still there?")
+	poll(t, bob, "the DM is back", `document.querySelector('[data-testid="dm-item"][data-peer="alice"]') !== null`)
+	do(t, bob, "bob opens the returned DM", chromedp.Click(chromedp.CSS(`[data-testid="dm-item"][data-peer="alice"] button`)))
+	poll(t, bob, "the returned DM has its history", hasMessage("alice", "psst, bob")+" && "+hasMessage("alice", "still there?"))
+	// Closed stays closed over a reload, though the DMs come again from
+	// the inbox; opening it by name brings it back whole.
+	do(t, bob, "bob closes the DM again", chromedp.Click(chromedp.CSS(`[data-testid="leave-button"]`)))
+	poll(t, bob, "DM gone again", `document.querySelector('[data-testid="dm-item"][data-peer="alice"]') === null`)
+	do(t, bob, "reload with the DM closed", chromedp.Reload())
+	poll(t, bob, "reconnected with the DM closed", connected+` && document.querySelector('[data-testid="room-item"][data-room="general"]') !== null`)
+	poll(t, bob, "DM inbox loaded", `!document.querySelector('[data-testid="dm-list"]').hasAttribute('aria-busy')`)
+	if open := eval[bool](t, bob, `document.querySelector('[data-testid="dm-item"][data-peer="alice"]') !== null`); open {
+		t.Error("a closed DM came back on reload without a new message")
+	}
+	do(t, bob, "bob opens the DM by name",
+		chromedp.SendKeys(chromedp.CSS(`[data-testid="dm-input"]`), "alice"),
+		chromedp.Click(chromedp.CSS(`[data-testid="dm-button"]`)))
+	poll(t, bob, "the reopened DM has its history", hasMessage("alice", "psst, bob")+" && "+hasMessage("alice", "still there?"))
+
 	// Logout ends the session: a reload shows the login form.
 	do(t, alice, "log out", chromedp.Click(chromedp.CSS(`[data-testid="logout-button"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
 	do(t, alice, "reload after logout", chromedp.Reload(),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
+
+	// Nothing on the way logged an error: not the first visit's check
+	// for a login, not a reload, not a closed conversation.
+	for who, errs := range map[string][]string{"alice": aliceErrs(), "bob": bobErrs()} {
+		for _, e := range errs {
+			t.Errorf("%s's page logged an error: %s", who, e)
+		}
+	}
 }
 
 // TestBrowserFailover stops the node a page came from and checks that the
@@ -350,6 +443,8 @@ func TestBrowserFailover(t *testing.T) {
 	login(t, alice, nodes[0].base, "alice")
 	login(t, bob, nodes[1].base, "bob")
 	joinRoom(t, alice, "general")
+	// A room with nothing in it says so.
+	poll(t, alice, "empty room explained", emptyShows("No messages in #general yet"))
 	joinRoom(t, bob, "general")
 	send(t, alice, "before")
 	poll(t, bob, "bob sees before", hasMessage("alice", "before"))

@@ -125,14 +125,23 @@ class Session {
     $("me-name").textContent = user;
     $("me-avatar").replaceChildren(avatar(user, "avatar avatar-sm"));
     $("me-node").textContent = "";
+    // Until the DM inbox has come (dm_history), the DM list may be short.
+    $("dm-list").setAttribute("aria-busy", "true");
 
     // Read everything first: creating conversations saves the lists.
     const cur = saved.get("current", "");
     const rooms = saved.get("rooms", ["general"]);
     const dms = saved.get("dms", []);
+    const closed = saved.get("closedDms", {});
     for (const room of rooms) if (NAME_RE.test(room)) this.joinRoom(room, false);
     for (const peer of dms) if (NAME_RE.test(peer)) this.conv("d:" + peer);
-    this.select(this.convs.has(cur) ? cur : this.convs.keys().next().value || "", false);
+    for (const [peer, upTo] of Object.entries(closed)) {
+      if (!NAME_RE.test(peer) || this.convs.has("d:" + peer)) continue;
+      const c = this.conv("d:" + peer);
+      c.closed = true;
+      c.closedUpTo = Number(upTo) || 0;
+    }
+    this.select(this.convs.has(cur) && !this.convs.get(cur).closed ? cur : this.firstOpen(), false);
     this.client.connect();
   }
 
@@ -157,6 +166,8 @@ class Session {
         members: new Map(), // user -> online
         typing: new Map(), // user -> expiry (ms)
         notice: "",
+        closed: false, // a DM taken off the list; it keeps its messages
+        closedUpTo: 0, // the newest ts it held when closed
       };
       if (kind === "dm") {
         c.members.set(this.me, true);
@@ -172,9 +183,14 @@ class Session {
   persist() {
     const rooms = [];
     const dms = [];
-    for (const c of this.convs.values()) (c.kind === "room" ? rooms : dms).push(c.name);
+    const closedDms = {};
+    for (const c of this.convs.values()) {
+      if (c.closed) closedDms[c.name] = c.closedUpTo;
+      else (c.kind === "room" ? rooms : dms).push(c.name);
+    }
     saved.set("rooms", rooms);
     saved.set("dms", dms);
+    saved.set("closedDms", closedDms);
     saved.set("current", this.current);
   }
 
@@ -188,12 +204,32 @@ class Session {
     this.client.leave(room);
     this.convs.delete("r:" + room);
     if (this.current === "r:" + room) this.current = "";
-    this.select(this.convs.keys().next().value || "");
+    this.select(this.firstOpen());
     this.persist();
   }
 
   openDm(peer) {
-    this.select(this.conv("d:" + peer).key);
+    const c = this.conv("d:" + peer);
+    c.closed = false;
+    this.select(c.key);
+  }
+
+  // closeDm takes a DM off the list. It keeps its messages: opening it
+  // again, or a new DM from the peer, brings it back whole.
+  closeDm(peer) {
+    const c = this.convs.get("d:" + peer);
+    if (!c) return;
+    c.closed = true;
+    c.closedUpTo = c.items.reduce((m, it) => (typeof it.ts === "number" && it.ts > m ? it.ts : m), 0);
+    c.unread = 0;
+    if (this.current === c.key) this.current = "";
+    this.select(this.firstOpen());
+  }
+
+  // firstOpen is the key of the first conversation on the lists, or "".
+  firstOpen() {
+    for (const c of this.convs.values()) if (!c.closed) return c.key;
+    return "";
   }
 
   // ---- protocol events ----
@@ -228,12 +264,24 @@ class Session {
       case "joined":
         this.onJoined(ev);
         break;
+      case "dm_history":
+        $("dm-list").removeAttribute("aria-busy");
+        break;
       case "message":
         this.onMessage(this.convs.get("r:" + ev.room), ev);
         break;
       case "dm": {
         const peer = ev.from === this.me ? ev.to : ev.from;
-        if (NAME_RE.test(peer || "")) this.onMessage(this.conv("d:" + peer), ev);
+        if (!NAME_RE.test(peer || "")) break;
+        const c = this.conv("d:" + peer);
+        // A closed DM comes back with a new message, not with the
+        // backlog it already held when it was closed.
+        if (c.closed && (!ev.backlog || !(ev.ts <= c.closedUpTo))) {
+          c.closed = false;
+          this.persist();
+          this.renderLists();
+        }
+        this.onMessage(c, ev);
         break;
       }
       case "presence":
@@ -374,6 +422,7 @@ class Session {
     const dms = [];
     let unread = 0;
     for (const c of this.convs.values()) {
+      if (c.closed) continue;
       unread += c.unread;
       const active = c.key === this.current;
       const label = c.kind === "room" ? el("span", { class: "conv-name" }, el("span", { class: "hash", "aria-hidden": "true" }, "#"), c.name)
@@ -406,8 +455,12 @@ class Session {
     const list = $("messages");
     list.setAttribute("aria-busy", "true");
     list.replaceChildren();
-    $("empty").hidden = !!c;
-    $("leave-button").hidden = !c || c.kind !== "room";
+    const leave = $("leave-button");
+    leave.hidden = !c;
+    if (c) {
+      leave.textContent = c.kind === "room" ? "Leave" : "Close";
+      leave.title = c.kind === "room" ? `Leave #${c.name}` : `Close the conversation with ${c.name}`;
+    }
     $("message-input").disabled = !c;
     $("send-button").disabled = !c;
     if (!c) {
@@ -416,6 +469,7 @@ class Session {
       $("member-list").replaceChildren();
       $("typing").textContent = "";
       this.renderNotice(null);
+      this.renderEmpty(null);
       list.removeAttribute("aria-busy");
       return;
     }
@@ -433,6 +487,7 @@ class Session {
       prev = item;
     }
     list.append(...nodes);
+    this.renderEmpty(c);
     list.removeAttribute("aria-busy");
     list.scrollTop = list.scrollHeight;
     this.renderNotice(c);
@@ -481,7 +536,23 @@ class Session {
       : null;
     const node = this.itemNode(c, item, prev);
     list.insertBefore(node, before);
+    this.renderEmpty(c);
     if (nearBottom || item.from === this.me) list.scrollTop = list.scrollHeight;
+  }
+
+  // renderEmpty says what the message pane would show when it has nothing
+  // to show.
+  renderEmpty(c) {
+    const e = $("empty");
+    const list = $("messages");
+    const blank = !c || !list.firstElementChild;
+    // The list gives way while empty, so the text sits in the middle.
+    list.hidden = blank;
+    e.hidden = !blank;
+    if (!blank) return;
+    e.textContent = !c ? "Join a room or open a direct message to start."
+      : c.kind === "room" ? `No messages in #${c.name} yet. Say hello!`
+        : `No messages with ${c.name} yet.`;
   }
 
   findPendingNode(ref) {
@@ -492,6 +563,7 @@ class Session {
   removePendingNode(ref) {
     const n = this.findPendingNode(ref);
     if (n) n.remove();
+    this.renderEmpty(this.convs.get(this.current));
   }
 
   renderNotice(c) {
@@ -566,7 +638,29 @@ function showLogin(message = "") {
   input.focus();
 }
 
+// signedIn remembers, for every tab of this origin, whether a login may
+// be in place, so that a visitor who has not logged in is shown the form
+// without asking /api/me first (whose 401 the browser logs as an error).
+// Storage that cannot be read counts as "maybe": /api/me decides.
+const signedIn = {
+  maybe() {
+    try {
+      return localStorage.getItem("meshchat.signedIn") === "1";
+    } catch {
+      return true;
+    }
+  },
+  set(on) {
+    try {
+      localStorage.setItem("meshchat.signedIn", on ? "1" : "0");
+    } catch {
+      // no storage: every load asks /api/me
+    }
+  },
+};
+
 function startSession(user, token) {
+  signedIn.set(true);
   if (saved.get("user", "") !== user) {
     saved.clear();
     saved.set("user", user);
@@ -584,6 +678,7 @@ function endSession(message) {
     s.stop();
   }
   saved.clear();
+  signedIn.set(false);
   showLogin(message);
 }
 
@@ -687,7 +782,9 @@ function wire() {
 
   $("leave-button").addEventListener("click", () => {
     const c = session && session.convs.get(session.current);
-    if (c && c.kind === "room") session.leaveRoom(c.name);
+    if (!c) return;
+    if (c.kind === "room") session.leaveRoom(c.name);
+    else session.closeDm(c.name);
   });
 
   $("toggle-rooms").addEventListener("click", (e) => toggleDrawer("show-sidebar", e.currentTarget));
@@ -709,12 +806,17 @@ function wire() {
 
 async function boot() {
   wire();
+  if (!signedIn.maybe()) {
+    showLogin("");
+    return;
+  }
   try {
     const res = await api("GET", "/api/me");
     if (res.ok && res.data && res.data.user) {
       startSession(res.data.user, res.data.token);
       return;
     }
+    signedIn.set(false);
     showLogin("");
   } catch {
     showLogin("Cannot reach the server. Try again.");
