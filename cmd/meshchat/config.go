@@ -94,6 +94,10 @@ type Config struct {
 	// channels this node owns or backs up in DataDir/history.db, so a
 	// restart of the whole cluster keeps it. Empty: memory only.
 	DataDir string
+	// DebugAddr, when set, serves the Go profiler (net/http/pprof) and
+	// on a listener of its own, apart from the public HTTP one.
+	// Empty: off.
+	DebugAddr string
 	// LogLevel and LogFormat ("text" or "json") shape the logger that
 	// newLogger builds for the serve command.
 	LogLevel  slog.Level
@@ -291,6 +295,8 @@ func serveFlags(fs *flag.FlagSet, cfg *Config) []flagDoc {
 	doc("advertise-http", "URL", "from --http; a wildcard host becomes the hostname's first non-loopback IPv4, else 127.0.0.1")
 	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "mesh broker: keep history on disk in DIR/history.db, so a restart of the whole cluster keeps it")
 	doc("data", "DIR", "none (history in memory only)")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve the Go profiler (/debug/pprof/) on this separate listener; keep it on loopback or a private network")
+	doc("debug-addr", "ADDR", "none (off)")
 	fs.Var(levelValue{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	doc("log-level", "LEVEL", "")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")

@@ -54,6 +54,7 @@ type Node struct {
 	hub      *chat.Hub
 	web      *web.Server
 	srv      *http.Server
+	debug    *debugServer // --debug-addr, or nil
 
 	// seen is the membership as last handed to the broker and hub (alive
 	// names), written by onClusterEvent on the cluster's event goroutine.
@@ -108,6 +109,14 @@ func (n *Node) HTTPAddr() string { return n.ln.Addr().String() }
 
 // GossipAddr is the gossip address other nodes can --join.
 func (n *Node) GossipAddr() string { return n.cluster.BindAddr() }
+
+// DebugAddr is the profiler's listen address, or "" without --debug-addr.
+func (n *Node) DebugAddr() string {
+	if n.debug == nil {
+		return ""
+	}
+	return n.debug.Addr()
+}
 
 // Cluster exposes membership, for the demo and tests.
 func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
@@ -297,6 +306,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.served <- fmt.Errorf("node: http: %w", err)
 		}
 	}()
+	if n.cfg.DebugAddr != "" {
+		if n.debug, err = startDebug(n.cfg.DebugAddr, log); err != nil {
+			return err
+		}
+	}
 	log.Info("node started", "name", n.name, "http", n.url, "listen", n.HTTPAddr(), "gossip", n.GossipAddr(), "broker", n.cfg.Broker, "join", n.cfg.Join)
 	return nil
 }
@@ -480,6 +494,9 @@ func (n *Node) stop(ctx context.Context, graceful bool) error {
 	}
 	if n.rdb != nil {
 		step("redis close", n.rdb.Close)
+	}
+	if n.debug != nil {
+		step("debug close", n.debug.close)
 	}
 	n.log.Debug("node stopped", "graceful", graceful, "took", time.Since(began))
 	return errors.Join(errs...)

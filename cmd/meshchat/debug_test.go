@@ -1,0 +1,43 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestDebugListener: --debug-addr serves the profiler on its own
+// listener, and the public one never does.
+func TestDebugListener(t *testing.T) {
+	cfg := testConfig(t, "n1", "mesh", "")
+	cfg.DebugAddr = "127.0.0.1:0"
+	n := startNode(t, cfg)
+	if n.DebugAddr() == "" {
+		t.Fatal("no debug address with --debug-addr set")
+	}
+	get := func(url string) (int, string) {
+		t.Helper()
+		res, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := get("http://" + n.DebugAddr() + "/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("profiler index: %d %.200q", code, body)
+	}
+	if code, body := get("http://" + n.DebugAddr() + "/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("goroutine profile: %d %.200q", code, body)
+	}
+	if code, _ := get(n.URL() + "/debug/pprof/"); code == http.StatusOK {
+		t.Error("the public listener serves the profiler")
+	}
+
+	off := startNode(t, testConfig(t, "n2", "mesh", ""))
+	if off.DebugAddr() != "" {
+		t.Errorf("debug listener %s without --debug-addr", off.DebugAddr())
+	}
+}
