@@ -109,6 +109,7 @@ type Server struct {
 	corks    corkPool
 	wbufs    writeBufPool
 	batches  sync.Pool // *[][]byte, one per running connection writer
+	writers  *writers
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -197,6 +198,7 @@ func New(cfg Config) (*Server, error) {
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.writers = newWriters(writerIdle)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -421,6 +423,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.writers.close()
 		return err
 	case <-ctx.Done():
 	}
@@ -431,5 +434,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
+	s.writers.close()
 	return ctx.Err()
 }

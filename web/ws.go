@@ -77,11 +77,13 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 //     (the answer to our keepalive ping) is consumed in park itself:
 //     through gorilla it would leave the reader parked deep inside
 //     gorilla until the next message.
-//   - A writer goroutine runs only while there is something to write
-//     (frames queued, a ping due, the close frame). kick starts one
-//     unless one is running, and then only marks that there is more
-//     (again); a writer exits only after finding nothing left under mu.
-//     Once finished is set no writer starts again.
+//   - A writer runs only while there is something to write (frames
+//     queued, a ping due, the close frame). kick starts one, on a
+//     goroutine of the server's writer pool (writers), unless one is
+//     running, and then only marks that there is more (again); a writer
+//     stops only after finding nothing left under mu, and its goroutine
+//     goes back to the pool. Once finished is set no writer starts
+//     again.
 //   - The ping is a runtime timer (time.AfterFunc), not a goroutine.
 //
 // When the reader ends, writing stops and the connection is torn down
@@ -273,7 +275,7 @@ func (w *wsConn) kick() {
 	default:
 		w.running = true
 		w.again = false
-		go w.write()
+		w.s.writers.run(w)
 	}
 	w.mu.Unlock()
 }
