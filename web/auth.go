@@ -202,6 +202,27 @@ func cookieOptions(sess *sessions.Session, r *http.Request) {
 	sess.Options.Secure = isTLS(r)
 }
 
+// setHint sets, or with MaxAge < 0 clears, the hint cookie alongside the
+// session cookie that opts describe.
+func setHint(w http.ResponseWriter, opts *sessions.Options) {
+	c := &http.Cookie{
+		Name:     HintCookieName,
+		Value:    "1",
+		Path:     opts.Path,
+		Domain:   opts.Domain,
+		MaxAge:   opts.MaxAge,
+		Secure:   opts.Secure,
+		SameSite: http.SameSiteLaxMode,
+	}
+	if opts.MaxAge > 0 {
+		c.Expires = time.Now().Add(time.Duration(opts.MaxAge) * time.Second)
+	} else if opts.MaxAge < 0 {
+		c.Value = ""
+		c.Expires = time.Unix(1, 0)
+	}
+	http.SetCookie(w, c)
+}
+
 // loginName reads the name from a JSON body or a form.
 func loginName(w http.ResponseWriter, r *http.Request) (string, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLoginBody))
@@ -265,6 +286,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot store the session right now")
 		return
 	}
+	setHint(w, sess.Options)
 	writeJSON(w, http.StatusOK, map[string]string{"user": name, "node": s.node, "token": s.makeToken(id)})
 }
 
@@ -295,6 +317,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot log out right now, retry")
 		return
 	}
+	setHint(w, sess.Options)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -13,7 +13,10 @@
 // with a server-side session store (Redis) a token is also honoured only
 // while its session is stored. Until the hub has loaded the cluster's
 // revocations (chat.Hub.RevocationsLoaded) a session cannot be checked, and
-// requests that need one get 503 unavailable.
+// requests that need one get 503 unavailable. Login also sets
+// "meshchat_in", a page-readable hint with the session cookie's scope and
+// lifetime (cleared with it on logout), so the UI knows whether to ask
+// /api/me at all.
 //
 // # Concurrency
 //
@@ -25,11 +28,14 @@
 //     the stack of an idle connection never grew. Pongs are consumed
 //     while waiting; everything else goes through gorilla and then to the
 //     connection's chat.Client.
-//   - A writer goroutine runs only while there is something to write: the
-//     client's notify function (chat.Client.SetNotify) starts it when
-//     frames are queued or the hub disconnects the client, and the ping
-//     timer (time.AfterFunc) when a ping is due. At most one writer runs;
-//     it drains the queue in batches and exits once it finds it empty.
+//   - A writer runs only while there is something to write: the client's
+//     notify function (chat.Client.SetNotify) starts it when frames are
+//     queued or the hub disconnects the client, and the ping timer
+//     (time.AfterFunc) when a ping is due. At most one writer runs per
+//     connection; it drains the queue in batches and stops once it finds
+//     it empty. Writers run on the server's pool of goroutines (writers
+//     in writers.go), which keep their grown stacks between batches and
+//     exit after two idle seconds, so an idle node keeps none.
 //
 // The writer corks the socket (corkConn) around a batch so that the batch
 // leaves in one system call; buffers for reading a frame, for a batch and
@@ -37,5 +43,8 @@
 // them. When the reader ends, writing stops, a running writer is waited
 // for and the connection is closed; when the hub disconnects a client the
 // writer sends the close frame and the reader gets a short grace period
-// to see the peer's answer. Shutdown waits for every connection to end.
+// to see the peer's answer. A frame over the hard cap ends the reader
+// after gorilla's close 1009; the reader then drops what the peer still
+// sends for a moment, so that the close frame is not lost to a TCP reset.
+// Shutdown waits for every connection to end, then for the writer pool.
 package web

@@ -32,12 +32,19 @@ const (
 	DefaultWriteTimeout   = 10 * time.Second
 	// CookieName is the session cookie's name.
 	CookieName = "meshchat"
+	// HintCookieName is a cookie pages can read (not HttpOnly, no
+	// secret in it) that says a session cookie was set: it is set and
+	// cleared with the session cookie, with the same scope and lifetime,
+	// so a page can skip asking /api/me when nobody logged in.
+	HintCookieName = "meshchat_in"
 	// closeGrace is how long the reader may wait for the peer's close
 	// frame after the writer sent ours.
 	closeGrace = 2 * time.Second
 	// lingerBytes bounds what the reader drops, after a frame over the
-	// hard cap, while the peer learns why it is being closed.
+	// hard cap, while the peer learns why it is being closed; the drop
+	// ends early once the peer has sent nothing for lingerQuiet.
 	lingerBytes = 4 << 20
+	lingerQuiet = 500 * time.Millisecond
 	// maxLoginBody bounds the login request body.
 	maxLoginBody = 4 << 10
 )

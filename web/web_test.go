@@ -82,6 +82,52 @@ func TestLoginMeLogout(t *testing.T) {
 	}
 }
 
+// TestHintCookie: login sets a page-readable hint with the session
+// cookie's scope and lifetime; logout clears both.
+func TestHintCookie(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := newClient(t)
+	resp := e.do(c, "POST", "/api/login", `{"name":"alice"}`, nil, nil)
+	var session, hint *http.Cookie
+	for _, ck := range resp.Cookies() {
+		switch ck.Name {
+		case CookieName:
+			session = ck
+		case HintCookieName:
+			hint = ck
+		}
+	}
+	if session == nil || hint == nil {
+		t.Fatalf("login cookies: %v", resp.Header.Values("Set-Cookie"))
+	}
+	if hint.Value != "1" || hint.HttpOnly || hint.Path != session.Path || hint.Domain != session.Domain ||
+		hint.MaxAge != session.MaxAge || hint.MaxAge <= 0 || hint.SameSite != http.SameSiteLaxMode {
+		t.Errorf("hint %+v does not match session %+v", hint, session)
+	}
+	if ck := cookieNamed(c, e.ts.URL, HintCookieName); ck == nil {
+		t.Fatal("the browser keeps no hint")
+	}
+	if resp := e.do(c, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	if ck := cookieNamed(c, e.ts.URL, HintCookieName); ck != nil {
+		t.Errorf("hint kept after logout: %+v", ck)
+	}
+	if ck := cookieNamed(c, e.ts.URL, CookieName); ck != nil {
+		t.Errorf("session cookie kept after logout: %+v", ck)
+	}
+}
+
+// cookieNamed is the cookie the client's jar would send to base, or nil.
+func cookieNamed(c *http.Client, base, name string) *http.Cookie {
+	for _, ck := range c.Jar.Cookies(mustURL(base)) {
+		if ck.Name == name {
+			return ck
+		}
+	}
+	return nil
+}
+
 func TestLoginRenewsSession(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	c, _ := e.login("alice")

@@ -22,8 +22,9 @@ type writeJob interface{ write() }
 // delivery paid for growing, and so copying, that stack: about a sixth
 // of a node's CPU under fan-out. A goroutine that finished a batch here
 // waits up to idle for the next connection to write instead, its stack
-// already grown; so a busy node keeps about as many writers as it has
-// sockets being written at once, and an idle node keeps none.
+// already grown (until a collection finds it mostly unused and halves
+// it); so a busy node keeps about as many writers as it has sockets
+// being written at once, and an idle node keeps none.
 type writers struct {
 	idle time.Duration
 	// next hands a job to a waiting writer. Unbuffered: a send succeeds

@@ -192,18 +192,33 @@ func (w *wsConn) read() {
 }
 
 // discardRest reads and drops what the peer still sends after a frame
-// over the hard cap, which gorilla has answered with close 1009, until
-// the peer closes, closeGrace passes or lingerBytes are dropped. Closing
-// a socket with unread bytes makes TCP reset the connection, and the
-// reset can destroy the close frame before the peer reads it, or fail
-// the peer's write of the rest of its frame: the client would see a
-// broken connection instead of the reason.
+// over the hard cap (which gorilla has answered with close 1009, when it
+// could still write), until the peer closes or goes quiet for
+// lingerQuiet, closeGrace passes, or lingerBytes are dropped. Closing a
+// socket with unread bytes makes TCP reset the connection, and the reset
+// can destroy the close frame before the peer reads it, or fail the
+// peer's write of the rest of its frame: the client would see a broken
+// connection instead of the reason. (A browser answers the close frame
+// and then waits for the server to close: the quiet period ends that.)
 func (w *wsConn) discardRest() {
 	w.mu.Lock()
-	w.ending = true // no pong may push the deadline on
-	_ = w.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	w.ending = true // nothing else moves the read deadline from now on
 	w.mu.Unlock()
-	_, _ = io.CopyN(io.Discard, w.conn.NetConn(), lingerBytes)
+	nc := w.conn.NetConn()
+	end := time.Now().Add(closeGrace)
+	buf := make([]byte, 4<<10)
+	for dropped := 0; dropped < lingerBytes; {
+		dl := time.Now().Add(lingerQuiet)
+		if dl.After(end) {
+			dl = end
+		}
+		_ = nc.SetReadDeadline(dl)
+		n, err := nc.Read(buf)
+		dropped += n
+		if err != nil {
+			return // closed, reset, quiet or out of time
+		}
+	}
 }
 
 // end tears the connection down once the reader has ended: it stops
@@ -307,8 +322,10 @@ func (w *wsConn) finish() {
 	w.mu.Lock()
 	w.finished = true
 	w.running = false
-	w.ending = true
-	_ = w.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	if !w.ending { // else the reader is draining on its own deadline
+		w.ending = true
+		_ = w.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	}
 	if w.exited != nil {
 		close(w.exited)
 	}

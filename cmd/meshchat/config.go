@@ -94,8 +94,8 @@ type Config struct {
 	// channels this node owns or backs up in DataDir/history.db, so a
 	// restart of the whole cluster keeps it. Empty: memory only.
 	DataDir string
-	// DebugAddr, when set, serves the Go profiler (net/http/pprof) and
-	// on a listener of its own, apart from the public HTTP one.
+	// DebugAddr, when set, serves the Go profiler (net/http/pprof) on a
+	// listener of its own, apart from the public HTTP one.
 	// Empty: off.
 	DebugAddr string
 	// LogLevel and LogFormat ("text" or "json") shape the logger that

@@ -12,7 +12,8 @@ import (
 
 // debugServer serves the Go profiler under /debug/pprof/ on a listener
 // of its own (--debug-addr), so that profiling a node under load needs
-// no rebuild and never shows on the public listener.
+// no rebuild and never shows on the public listener. It leaves out
+// pprof's cmdline endpoint: the command line may carry --secret.
 type debugServer struct {
 	ln   net.Listener
 	srv  *http.Server
@@ -26,7 +27,6 @@ func startDebug(addr string, log *slog.Logger) (*debugServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -32,6 +32,10 @@ func TestDebugListener(t *testing.T) {
 	if code, body := get("http://" + n.DebugAddr() + "/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile") {
 		t.Errorf("goroutine profile: %d %.200q", code, body)
 	}
+	// The command line may carry --secret.
+	if code, body := get("http://" + n.DebugAddr() + "/debug/pprof/cmdline"); strings.Contains(body, "meshchat") || strings.Contains(body, testSecret) {
+		t.Errorf("cmdline served: %d %.200q", code, body)
+	}
 	if code, _ := get(n.URL() + "/debug/pprof/"); code == http.StatusOK {
 		t.Error("the public listener serves the profiler")
 	}

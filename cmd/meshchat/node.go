@@ -150,6 +150,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("node: listen http: %w", err)
 	}
 	n.ln = &closeNotifyListener{Listener: ln, closed: make(chan struct{})}
+	if n.cfg.DebugAddr != "" {
+		if n.debug, err = startDebug(n.cfg.DebugAddr, n.log); err != nil {
+			return err
+		}
+	}
 	n.url = n.cfg.AdvertiseHTTP
 	if n.url == "" {
 		if n.url, err = advertiseURL(ln.Addr().String(), os.Hostname, net.LookupHost); err != nil {
@@ -306,11 +311,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.served <- fmt.Errorf("node: http: %w", err)
 		}
 	}()
-	if n.cfg.DebugAddr != "" {
-		if n.debug, err = startDebug(n.cfg.DebugAddr, log); err != nil {
-			return err
-		}
-	}
 	log.Info("node started", "name", n.name, "http", n.url, "listen", n.HTTPAddr(), "gossip", n.GossipAddr(), "broker", n.cfg.Broker, "join", n.cfg.Join)
 	return nil
 }

@@ -220,7 +220,8 @@ class Session {
     const c = this.convs.get("d:" + peer);
     if (!c) return;
     c.closed = true;
-    c.closedUpTo = c.items.reduce((m, it) => (typeof it.ts === "number" && it.ts > m ? it.ts : m), 0);
+    // The server's time of its newest message; before any has come, now.
+    c.closedUpTo = c.items.reduce((m, it) => (typeof it.ts === "number" && it.ts > m ? it.ts : m), 0) || Date.now();
     c.unread = 0;
     if (this.current === c.key) this.current = "";
     this.select(this.firstOpen());
@@ -274,9 +275,10 @@ class Session {
         const peer = ev.from === this.me ? ev.to : ev.from;
         if (!NAME_RE.test(peer || "")) break;
         const c = this.conv("d:" + peer);
-        // A closed DM comes back with a new message, not with the
-        // backlog it already held when it was closed.
-        if (c.closed && (!ev.backlog || !(ev.ts <= c.closedUpTo))) {
+        // A closed DM comes back with a new message from the peer, not
+        // with the backlog it already held when it was closed, nor with
+        // the echo of one's own send.
+        if (c.closed && ev.from !== this.me && (!ev.backlog || !(ev.ts <= c.closedUpTo))) {
           c.closed = false;
           this.persist();
           this.renderLists();
@@ -638,29 +640,16 @@ function showLogin(message = "") {
   input.focus();
 }
 
-// signedIn remembers, for every tab of this origin, whether a login may
-// be in place, so that a visitor who has not logged in is shown the form
-// without asking /api/me first (whose 401 the browser logs as an error).
-// Storage that cannot be read counts as "maybe": /api/me decides.
-const signedIn = {
-  maybe() {
-    try {
-      return localStorage.getItem("meshchat.signedIn") === "1";
-    } catch {
-      return true;
-    }
-  },
-  set(on) {
-    try {
-      localStorage.setItem("meshchat.signedIn", on ? "1" : "0");
-    } catch {
-      // no storage: every load asks /api/me
-    }
-  },
-};
+// maybeSignedIn tells whether the browser holds a session cookie: the
+// node sets a readable hint cookie (meshchat_in) with it, with the same
+// scope and lifetime, and clears both on logout. Without it the page
+// shows the login form at once instead of asking /api/me, whose 401 the
+// browser would log as an error.
+function maybeSignedIn() {
+  return document.cookie.split(";").some((c) => c.trim() === "meshchat_in=1");
+}
 
 function startSession(user, token) {
-  signedIn.set(true);
   if (saved.get("user", "") !== user) {
     saved.clear();
     saved.set("user", user);
@@ -678,7 +667,6 @@ function endSession(message) {
     s.stop();
   }
   saved.clear();
-  signedIn.set(false);
   showLogin(message);
 }
 
@@ -806,7 +794,7 @@ function wire() {
 
 async function boot() {
   wire();
-  if (!signedIn.maybe()) {
+  if (!maybeSignedIn()) {
     showLogin("");
     return;
   }
@@ -816,8 +804,7 @@ async function boot() {
       startSession(res.data.user, res.data.token);
       return;
     }
-    signedIn.set(false);
-    showLogin("");
+    showLogin(res.status === 401 ? "" : errorText(res.data, "The server cannot check your login right now. Try again."));
   } catch {
     showLogin("Cannot reach the server. Try again.");
   }
