@@ -40,8 +40,9 @@
  *  - After every welcome it re-joins each joined room with `after` set to
  *    the last message id it saw there, and asks for missed DMs with
  *    {"type":"dms","after":"<last dm id>"} (also on the first connection,
- *    without `after`, to load recent DMs). A join answered by an error in
- *    `retryCodes` (the room's node just failed) is retried with backoff.
+ *    without `after`, to load recent DMs). A join or a dms request
+ *    answered by an error in `retryCodes` (the room's or the inbox's node
+ *    just failed) is retried with backoff.
  *  - It drops duplicate messages (per room, by id) and duplicate DMs (by
  *    id): each reaches onEvent exactly once.
  *  - send() and dm() tag the frame with a unique `ref` and keep it pending
@@ -207,6 +208,7 @@ export class MeshchatClient {
     this._lastDm = "";
     this._pending = new Map(); // ref -> {frame, room, resolve, reject, sentAt, conn, tries, timer}
     this._control = new Set(); // refs of the client's own requests (dms)
+    this._dms = { ref: "", tries: 0, timer: null }; // the DM inbox request in flight
     this._joinRefs = new Map(); // ref of a join in flight -> room
     this._typingAt = new Map();
     this._refPrefix = randomHex(6);
@@ -469,6 +471,7 @@ export class MeshchatClient {
   _stop(state, code) {
     this._stopped = true;
     clearTimeout(this._retryTimer);
+    clearTimeout(this._dms.timer);
     clearInterval(this._ticker);
     if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
     const conn = this._conn;
@@ -569,13 +572,8 @@ export class MeshchatClient {
     this._emit({ type: "welcome", user: this.user, node: this.node, nodes: this.nodes.slice() });
 
     for (const [room, r] of this._rooms) this._sendJoin(room, r);
-    if (this._lastDm || this._loadDms) {
-      const ref = this.newRef();
-      this._control.add(ref);
-      const req = { type: "dms", ref };
-      if (this._lastDm) req.after = this._lastDm;
-      this._raw(req);
-    }
+    this._dms.tries = 0;
+    if (this._lastDm || this._loadDms) this._requestDms();
     // DMs need no join; room sends wait for their room's joined.
     for (const [ref, p] of this._pending) if (!p.room) this._transmit(ref, p);
   }
@@ -624,8 +622,42 @@ export class MeshchatClient {
     this._emit(backlog ? { ...f, type: "dm", backlog: true } : f);
   }
 
+  // _requestDms asks for the DM inbox: what came after the last DM seen,
+  // or the latest ones.
+  _requestDms() {
+    clearTimeout(this._dms.timer);
+    const ref = this.newRef();
+    this._control.add(ref);
+    this._dms.ref = ref;
+    const req = { type: "dms", ref };
+    if (this._lastDm) req.after = this._lastDm;
+    this._raw(req);
+  }
+
+  // _dmsDeclined retries a DM inbox request the server could not serve
+  // right now (its inbox is moving to another node, say), with jittered
+  // backoff, on the same connection; a new connection asks afresh anyway.
+  _dmsDeclined(f) {
+    this._dms.ref = "";
+    if (!this._retryCodes.has(f.code)) {
+      this._emit({ type: "error", code: f.code, message: f.message || "" });
+      return;
+    }
+    this._dms.tries += 1;
+    const conn = this._conn;
+    const delay = Math.random() * Math.min(this._backoffCap, 250 * 2 ** this._dms.tries);
+    clearTimeout(this._dms.timer);
+    this._dms.timer = setTimeout(() => {
+      if (this._conn === conn && this._welcomed && !this._dms.ref) this._requestDms();
+    }, delay);
+  }
+
   _dmHistory(f) {
     if (f.ref) this._control.delete(f.ref);
+    if (f.ref && f.ref === this._dms.ref) {
+      this._dms.ref = "";
+      this._dms.tries = 0;
+    }
     const list = Array.isArray(f.history) ? f.history : [];
     let count = 0;
     for (const d of list) {
@@ -643,6 +675,10 @@ export class MeshchatClient {
       return;
     }
     if (f.ref && this._control.delete(f.ref)) {
+      if (f.ref === this._dms.ref) {
+        this._dmsDeclined(f);
+        return;
+      }
       // An optional request the server declined; a server without "ping"
       // gets no more of them.
       if (f.ref === this._pingRef) {

@@ -197,6 +197,30 @@ const tests = {
     t.client.close();
   },
 
+  async "a dms request refused as unavailable is retried"() {
+    const t = setup();
+    t.client.connect();
+    const ws = await connectWelcome(t);
+    const d = (id) => ({ type: "dm", id, from: "bob", to: "alice", text: id, ts: 1 });
+    const first = ws.last("dms");
+    ws.recv({ type: "dm_history", history: [d("1-u")], recovered: false, ref: first.ref });
+    ws.drop(1006);
+    const ws2 = await until("reconnect", () => FakeSocket.all[1]);
+    ws2.open();
+    ws2.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin] });
+    const req = ws2.last("dms");
+    eq("resume after", req.after, "1-u");
+    ws2.recv({ type: "error", code: "unavailable", message: "inbox moving", ref: req.ref });
+    const again = await until("dms retried", () => ws2.sent.filter((f) => f.type === "dms").length === 2 && ws2.last("dms"));
+    if (again.ref === req.ref) throw new Error("retry reuses the ref");
+    eq("retry resumes after", again.after, "1-u");
+    ws2.recv({ type: "dm_history", history: [d("2-u")], recovered: true, ref: again.ref });
+    eq("dms", t.events.filter((e) => e.type === "dm").map((e) => e.id), ["1-u", "2-u"]);
+    eq("history events", t.events.filter((e) => e.type === "dm_history").length, 2);
+    eq("declined request not surfaced", t.events.filter((e) => e.type === "error").length, 0);
+    t.client.close();
+  },
+
   async "1012 goes elsewhere, backoff moves through nodes"() {
     const t = setup();
     t.client.connect();
