@@ -118,6 +118,31 @@ func TestHintCookie(t *testing.T) {
 	}
 }
 
+// TestHintCookieDomain: with a shared cookie domain the hint goes where
+// the session cookie goes, and logout clears it there too.
+func TestHintCookieDomain(t *testing.T) {
+	e := newEnv(t, envOpts{web: func(c *Config) {
+		c.Sessions = store.NewCookieStore([]byte(strings.Repeat("h", 32)), []byte(strings.Repeat("b", 32)),
+			store.SessionOptions{Domain: "chat.example.test"})
+	}})
+	named := func(resp *http.Response) map[string]*http.Cookie {
+		m := map[string]*http.Cookie{}
+		for _, ck := range resp.Cookies() {
+			m[ck.Name] = ck
+		}
+		return m
+	}
+	in := named(e.do(newClient(t), "POST", "/api/login", `{"name":"alice"}`, nil, nil))
+	if in[CookieName] == nil || in[HintCookieName] == nil || in[CookieName].Domain != "chat.example.test" ||
+		in[HintCookieName].Domain != in[CookieName].Domain {
+		t.Fatalf("login cookies: session %+v, hint %+v", in[CookieName], in[HintCookieName])
+	}
+	out := named(e.do(newClient(t), "POST", "/api/logout", "", nil, nil))
+	if h := out[HintCookieName]; h == nil || h.Domain != "chat.example.test" || h.MaxAge >= 0 {
+		t.Fatalf("logout does not clear the hint on the shared domain: %+v", h)
+	}
+}
+
 // cookieNamed is the cookie the client's jar would send to base, or nil.
 func cookieNamed(c *http.Client, base, name string) *http.Cookie {
 	for _, ck := range c.Jar.Cookies(mustURL(base)) {
