@@ -35,8 +35,7 @@ type writers struct {
 	once sync.Once
 	wg   sync.WaitGroup
 
-	live    atomic.Int32 // writer goroutines
-	waiting atomic.Int32 // of which waiting for a job
+	live atomic.Int32 // writer goroutines, for tests
 }
 
 func newWriters(idle time.Duration) *writers {
@@ -71,8 +70,6 @@ func (p *writers) work(job writeJob) {
 // (that would re-arm a runtime timer per delivery): when it fires early
 // it is set for the rest of the idle time.
 func (p *writers) wait(idle *time.Timer) writeJob {
-	p.waiting.Add(1)
-	defer p.waiting.Add(-1)
 	last := time.Now()
 	for {
 		select {

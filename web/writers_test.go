@@ -1,6 +1,8 @@
 package web
 
 import (
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,20 +18,29 @@ func TestWritersReuseGoroutines(t *testing.T) {
 	defer p.close()
 	var ran atomic.Int32
 	for i := range 100 {
-		// Once the previous job's writer waits again, a job goes to it.
-		// waiting counts a writer a moment before it parks, and a job
-		// that finds none parked starts a new one (harmless, but not
-		// reuse), hence the pause.
-		waitUntil(t, "writers to wait", func() bool { return ran.Load() == int32(i) && p.waiting.Load() == p.live.Load() })
-		time.Sleep(time.Millisecond)
+		// Once the previous job's writer is parked waiting again, the
+		// next job goes to it.
+		waitUntil(t, "the writer to park", func() bool { return ran.Load() == int32(i) && parkedWriters() == int(p.live.Load()) })
 		p.run(jobFunc(func() { ran.Add(1) }))
 	}
 	waitUntil(t, "every job", func() bool { return ran.Load() == 100 })
-	// Without reuse this is 100; a loaded machine may now and then
-	// start one more.
-	if n := p.live.Load(); n > 5 {
-		t.Errorf("%d writer goroutines for 100 jobs in a row, want about 1", n)
+	if n := p.live.Load(); n != 1 {
+		t.Errorf("%d writer goroutines for 100 jobs in a row, want 1", n)
 	}
+}
+
+// parkedWriters counts the goroutines blocked in writers.wait's select:
+// a job handed to the pool now goes to one of them.
+func parkedWriters() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "[select") && strings.Contains(g, "web.(*writers).wait(") {
+			n++
+		}
+	}
+	return n
 }
 
 func TestWritersRunConcurrentJobsAtOnce(t *testing.T) {
@@ -66,7 +77,7 @@ func TestWritersCloseWaitsForRunningJobs(t *testing.T) {
 		finished.Store(true)
 	}))
 	p.run(jobFunc(func() {})) // a second writer, soon waiting
-	waitUntil(t, "the second writer to wait", func() bool { return p.waiting.Load() == 1 })
+	waitUntil(t, "the second writer to wait", func() bool { return parkedWriters() == 1 })
 	closed := make(chan struct{})
 	go func() {
 		p.close()
