@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,12 +50,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// fakeNodeMain serves the fake contract server on --http until SIGTERM.
+// fakeNodeMain serves the fake contract server on --http until SIGTERM,
+// and Go's profiler on --debug-addr when given, as a node does.
 func fakeNodeMain(args []string) int {
-	var addr string
+	var addr, debugAddr string
 	for i, a := range args {
-		if a == "--http" && i+1 < len(args) {
+		if i+1 >= len(args) {
+			break
+		}
+		switch a {
+		case "--http":
 			addr = args[i+1]
+		case "--debug-addr":
+			debugAddr = args[i+1]
 		}
 	}
 	l, err := net.Listen("tcp", addr)
@@ -63,6 +72,17 @@ func fakeNodeMain(args []string) int {
 	}
 	srv := &http.Server{Handler: newFakeServer(fakeOpts{}).handler()}
 	go srv.Serve(l)
+	if debugAddr != "" {
+		dl, err := net.Listen("tcp", debugAddr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go http.Serve(dl, mux)
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	<-sig
@@ -133,8 +153,8 @@ func TestParseArgs(t *testing.T) {
 				t.Fatalf("config = %+v", c)
 			}
 		}},
-		{name: "spawn", args: []string{"--spawn", "redis", "--nodes", "2", "--binary", "/bin/x"}, check: func(t *testing.T, c Config) {
-			if c.Spawn != "redis" || c.Nodes != 2 || c.Binary != "/bin/x" || c.RedisServer == "" {
+		{name: "spawn", args: []string{"--spawn", "redis", "--nodes", "2", "--binary", "/bin/x", "--profile", "p"}, check: func(t *testing.T, c Config) {
+			if c.Spawn != "redis" || c.Nodes != 2 || c.Binary != "/bin/x" || c.RedisServer == "" || c.ProfileDir != "p" {
 				t.Fatalf("config = %+v", c)
 			}
 		}},
@@ -163,6 +183,7 @@ func TestParseArgs(t *testing.T) {
 		{name: "unknown scenario", args: []string{"--targets", "x:1", "--scenario", "nope"}, wantErr: ErrUnknownScenario},
 		{name: "spawn and compare", args: []string{"--spawn", "mesh", "--compare", "mesh,redis"}, wantErr: ErrUsage},
 		{name: "targets and spawn", args: []string{"--spawn", "mesh", "--targets", "x:1"}, wantErr: ErrUsage},
+		{name: "profile needs a spawned cluster", args: []string{"--targets", "x:1", "--profile", "p"}, wantErr: ErrUsage},
 		{name: "bad broker", args: []string{"--spawn", "kafka"}, wantErr: ErrUsage},
 		{name: "publishers above clients", args: []string{"--targets", "x:1", "--clients", "5", "--publishers", "6"}, wantErr: ErrUsage},
 		{name: "rooms above clients", args: []string{"--targets", "x:1", "--clients", "5", "--rooms", "6"}, wantErr: ErrUsage},
@@ -536,7 +557,8 @@ func TestSpawn(t *testing.T) {
 	dir := t.TempDir()
 	args := []string{"--compare", strings.Join(brokers, ","), "--nodes", "1", "--binary", os.Args[0],
 		"--clients", "12", "--rooms", "2", "--publishers", "2", "--rate", "50", "--duration", "500ms", "--warmup", "0s",
-		"--json", filepath.Join(dir, "r.json"), "--html", filepath.Join(dir, "r.html"), "--svg", filepath.Join(dir, "r.svg")}
+		"--json", filepath.Join(dir, "r.json"), "--html", filepath.Join(dir, "r.html"), "--svg", filepath.Join(dir, "r.svg"),
+		"--profile", filepath.Join(dir, "profiles")}
 	if len(brokers) == 1 {
 		args[0], args[1] = "--spawn", "mesh"
 	}
@@ -568,6 +590,15 @@ func TestSpawn(t *testing.T) {
 		}
 		if len(r.Server.Processes) != wantProcs || r.Server.RSSBaselineKiB <= 0 || r.Server.RSSLoadKiB <= 0 {
 			t.Fatalf("server stats %+v", r.Server)
+		}
+		// --profile: one CPU profile per node (not redis-server), a
+		// gzipped pprof file, named after scenario, broker and node.
+		want := filepath.Join(dir, "profiles", "fanout-"+r.Broker+"-bench1.cpu.pprof")
+		if !slices.Equal(r.Profiles, []string{want}) {
+			t.Fatalf("profiles %q, want %q", r.Profiles, want)
+		}
+		if b, err := os.ReadFile(want); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Fatalf("profile %s: %v (%d bytes)", want, err, len(b))
 		}
 	}
 	if len(brokers) == 2 && !strings.Contains(stdout.String(), "redis/mesh") {

@@ -126,6 +126,10 @@ type Config struct {
 	KeepLogs bool
 	// CPUProfile receives a pprof CPU profile of the generator itself.
 	CPUProfile string
+	// ProfileDir, with a spawned cluster, receives a pprof profile of
+	// every node per run: CPU over the measured window, or the heap at
+	// the idle sample for an idle scenario. Empty: none.
+	ProfileDir string
 }
 
 // brokers returns the brokers to spawn, one run set per entry; nil means
@@ -191,6 +195,7 @@ func parseArgs(args []string, stderr io.Writer) (Config, error) {
 		drain       = fs.Duration("drain", 10*time.Second, "bound on waiting for outstanding deliveries")
 		keepLogs    = fs.Bool("keep-logs", false, "keep spawned processes' logs")
 		cpuProfile  = fs.String("cpuprofile", "", "write the generator's own CPU profile to this file")
+		profileDir  = fs.String("profile", "", "spawned clusters: write each node's CPU profile of the measured window (heap profile for idle) into this directory")
 	)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -216,6 +221,7 @@ func parseArgs(args []string, stderr io.Writer) (Config, error) {
 		Drain:              *drain,
 		KeepLogs:           *keepLogs,
 		CPUProfile:         *cpuProfile,
+		ProfileDir:         *profileDir,
 	}
 	for _, t := range splitList(*targets) {
 		u, err := normalizeTarget(t)
@@ -324,6 +330,9 @@ func (c Config) validate() error {
 	}
 	if c.brokers() == nil && len(c.Targets) == 0 {
 		return ErrNoTargets
+	}
+	if c.ProfileDir != "" && c.brokers() == nil {
+		return bad("--profile needs --spawn or --compare (the nodes are started with a profiler listener)")
 	}
 	if c.Nodes < 1 || c.Nodes > 64 {
 		return bad("--nodes %d out of range 1..64", c.Nodes)

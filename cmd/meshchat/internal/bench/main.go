@@ -44,6 +44,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+
 	var prog *progress
 	if cfg.Progress || isTerminal(stderr) {
 		prog = newProgress(stderr)

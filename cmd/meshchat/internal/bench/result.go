@@ -86,6 +86,8 @@ type Result struct {
 
 	// Server is measured only for spawned clusters.
 	Server *ServerStats `json:"server,omitempty"`
+	// Profiles are the node profiles written with --profile.
+	Profiles []string `json:"profiles,omitempty"`
 	Bench  BenchStats   `json:"bench"`
 }
 

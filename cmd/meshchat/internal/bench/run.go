@@ -198,6 +198,9 @@ func (r *runner) run(ctx context.Context) (res Result, err error) {
 		idle = r.cl.sample()
 	}
 	if sc.Idle {
+		if r.profiling() {
+			r.saveProfiles(&res, r.cl.heapProfiles(ctx, r.cfg.ProfileDir, r.profilePrefix()))
+		}
 		stopClients()
 		r.finish(&res, baseline, idle, procSample{}, procSample{}, 0, cpuSelf(), cpuSelf())
 		return res, nil
@@ -222,8 +225,12 @@ func (r *runner) run(ctx context.Context) (res Result, err error) {
 	}
 
 	var start, end procSample
+	var profs *profileSet
 	if r.cl != nil {
 		start = r.cl.sample()
+		if r.profiling() {
+			profs = r.cl.cpuProfiles(ctx, r.cfg.ProfileDir, r.profilePrefix(), sc.Duration)
+		}
 	}
 	benchStart := cpuSelf()
 	t0 := time.Now()
@@ -245,10 +252,34 @@ func (r *runner) run(ctx context.Context) (res Result, err error) {
 	r.prog.phase("drain", r.cfg.Drain, nil)
 	r.drain(ctx)
 	r.prog.phase("", 0, nil)
+	if profs != nil {
+		r.saveProfiles(&res, profs)
+	}
 
 	stopClients()
 	r.finish(&res, baseline, idle, start, end, elapsed, benchStart, benchEnd)
 	return res, nil
+}
+
+// profiling tells whether node profiles are wanted and can be taken.
+func (r *runner) profiling() bool { return r.cl != nil && r.cfg.ProfileDir != "" }
+
+// profilePrefix names a run's profile files: scenario and broker.
+func (r *runner) profilePrefix() string {
+	return r.sc.Name + "-" + r.cl.broker
+}
+
+// saveProfiles waits for the nodes' profiles and lists them in res; a
+// profile that failed is logged, not fatal to the run.
+func (r *runner) saveProfiles(res *Result, ps *profileSet) {
+	paths, err := ps.wait()
+	if err != nil {
+		r.log.Warn("bench: node profiles", "err", err)
+	}
+	if len(paths) > 0 {
+		r.log.Info("bench: node profiles written", "files", paths)
+	}
+	res.Profiles = append(res.Profiles, paths...)
 }
 
 // connectAll logs in and upgrades every client, ConnectConcurrency at a

@@ -35,8 +35,9 @@ type cluster struct {
 
 // proc is one child process and its log file.
 type proc struct {
-	name    string
-	cmd     *exec.Cmd
+	name      string
+	debugAddr string // the node's --debug-addr, with --profile
+	cmd       *exec.Cmd
 	logPath string
 	logFile *os.File
 	done    chan struct{}
@@ -150,10 +151,20 @@ func startCluster(ctx context.Context, cfg Config, broker string, log *slog.Logg
 		if redisURL != "" {
 			args = append(args, "--redis", redisURL)
 		}
+		var debugAddr string
+		if cfg.ProfileDir != "" {
+			dp, err := ports.take(false)
+			if err != nil {
+				return nil, err
+			}
+			debugAddr = "127.0.0.1:" + strconv.Itoa(dp)
+			args = append(args, "--debug-addr", debugAddr)
+		}
 		p, err := c.start("bench"+strconv.Itoa(i), cfg.Binary, args...)
 		if err != nil {
 			return nil, err
 		}
+		p.debugAddr = debugAddr
 		c.nodes = append(c.nodes, p)
 		c.urls = append(c.urls, "http://127.0.0.1:"+strconv.Itoa(hp))
 	}
