@@ -1,8 +1,7 @@
 package web
 
 import (
-	"runtime"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,9 +17,9 @@ func TestWritersReuseGoroutines(t *testing.T) {
 	defer p.close()
 	var ran atomic.Int32
 	for i := range 100 {
-		// Once the previous job's writer is parked waiting again, the
-		// next job goes to it.
-		waitUntil(t, "the writer to park", func() bool { return ran.Load() == int32(i) && parkedWriters() == int(p.live.Load()) })
+		// Once the previous job's writer waits again, the next job goes
+		// to it.
+		waitUntil(t, "the writer to wait", func() bool { return ran.Load() == int32(i) && p.waitingCount() == int(p.live.Load()) })
 		p.run(jobFunc(func() { ran.Add(1) }))
 	}
 	waitUntil(t, "every job", func() bool { return ran.Load() == 100 })
@@ -29,18 +28,11 @@ func TestWritersReuseGoroutines(t *testing.T) {
 	}
 }
 
-// parkedWriters counts the goroutines blocked in writers.wait's select:
-// a job handed to the pool now goes to one of them.
-func parkedWriters() int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	n := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "[select") && strings.Contains(g, "web.(*writers).wait(") {
-			n++
-		}
-	}
-	return n
+// waitingCount is how many writers wait for a job.
+func (p *writers) waitingCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiting)
 }
 
 func TestWritersRunConcurrentJobsAtOnce(t *testing.T) {
@@ -66,6 +58,44 @@ func TestWritersExitWhenIdle(t *testing.T) {
 		p.run(jobFunc(func() {}))
 	}
 	waitUntil(t, "idle writers to exit", func() bool { return p.live.Load() == 0 })
+	// The pool works again after letting everyone go.
+	done := make(chan struct{})
+	p.run(jobFunc(func() { close(done) }))
+	<-done
+	waitUntil(t, "the new writer to exit", func() bool { return p.live.Load() == 0 })
+}
+
+// TestWritersKeepTheBusyOne: with writers that have waited idle let go,
+// one kept busy stays, and only it.
+func TestWritersKeepTheBusyOne(t *testing.T) {
+	p := newWriters(100 * time.Millisecond)
+	defer p.close()
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	for range 3 {
+		started.Add(1)
+		p.run(jobFunc(func() {
+			started.Done()
+			<-release
+		}))
+	}
+	started.Wait()
+	close(release)
+	waitUntil(t, "three writers waiting", func() bool { return p.waitingCount() == 3 })
+	// Keep one busy: each job goes to the writer that waited least, so
+	// the other two wait on and are let go.
+	for deadline := time.Now().Add(waitFor); p.live.Load() > 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writers still there: the busy one's jobs went around", p.live.Load())
+		}
+		done := make(chan struct{})
+		p.run(jobFunc(func() { close(done) }))
+		<-done
+		waitUntil(t, "the busy writer to wait", func() bool { return p.waitingCount() == int(p.live.Load()) })
+	}
+	if n := p.live.Load(); n != 1 {
+		t.Fatalf("%d writers left, want the busy one", n)
+	}
 }
 
 func TestWritersCloseWaitsForRunningJobs(t *testing.T) {
@@ -77,7 +107,7 @@ func TestWritersCloseWaitsForRunningJobs(t *testing.T) {
 		finished.Store(true)
 	}))
 	p.run(jobFunc(func() {})) // a second writer, soon waiting
-	waitUntil(t, "the second writer to wait", func() bool { return parkedWriters() == 1 })
+	waitUntil(t, "the second writer to wait", func() bool { return p.waitingCount() == 1 })
 	closed := make(chan struct{})
 	go func() {
 		p.close()
