@@ -87,8 +87,8 @@ type Result struct {
 	// Server is measured only for spawned clusters.
 	Server *ServerStats `json:"server,omitempty"`
 	// Profiles are the node profiles written with --profile.
-	Profiles []string `json:"profiles,omitempty"`
-	Bench  BenchStats   `json:"bench"`
+	Profiles []string   `json:"profiles,omitempty"`
+	Bench    BenchStats `json:"bench"`
 }
 
 // BenchStats is the generator's own cost over the window.

@@ -38,10 +38,10 @@ type proc struct {
 	name      string
 	debugAddr string // the node's --debug-addr, with --profile
 	cmd       *exec.Cmd
-	logPath string
-	logFile *os.File
-	done    chan struct{}
-	waitErr error // set before done closes
+	logPath   string
+	logFile   *os.File
+	done      chan struct{}
+	waitErr   error // set before done closes
 }
 
 // portSet hands out free loopback ports, never the same one twice.
