@@ -31,7 +31,9 @@ type writeJob interface{ write() }
 // bottom, idle longest, are let go by a timer that runs only while some
 // wait. A waiting writer blocks on a channel of its own, with no select
 // and no timer of its own, so a hand-off costs one lock and one channel
-// send.
+// send. The lock is one for the whole server, held for a slice push or
+// pop: under fan-out on two cores, run (lock and send together) is about
+// 4% of a node's CPU; more cores would call for a pool per shard.
 type writers struct {
 	idle time.Duration
 
