@@ -362,6 +362,10 @@ func (b *Broker) peerDropped(name string) {
 type peerSet struct {
 	list  []transport.Peer // sorted by name, self included
 	alive map[string]bool
+	// seen holds every node this view or an earlier one listed. A node
+	// may register with an owner before the owner's view lists it (it
+	// has just joined); only a node seen and then gone is gone.
+	seen map[string]bool
 }
 
 // refreshPeers reads Config.Peers and installs it as the current view,
@@ -389,9 +393,15 @@ func (b *Broker) refreshPeers() *peerSet {
 		if old != nil && slices.Equal(old.list, ps) {
 			return old
 		}
-		set := &peerSet{list: ps, alive: make(map[string]bool, len(ps))}
+		set := &peerSet{list: ps, alive: make(map[string]bool, len(ps)), seen: make(map[string]bool, len(ps))}
+		if old != nil {
+			for n := range old.seen {
+				set.seen[n] = true
+			}
+		}
 		for _, p := range ps {
 			set.alive[p.Name] = true
+			set.seen[p.Name] = true
 		}
 		if b.peers.CompareAndSwap(old, set) {
 			return set

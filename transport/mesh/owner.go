@@ -401,18 +401,22 @@ func (b *Broker) takeover(ctx context.Context, s *chanState, ps *peerSet) error 
 	return nil
 }
 
-// dropGone forgets interest and presence of nodes that are no longer
-// alive; s must be locked.
+// dropGone forgets interest and presence of nodes that are gone: listed
+// by an earlier view and not by the current one. A node not listed yet
+// is kept: it may have registered a moment after joining, before this
+// node's view caught up, and forgetting it then would leave it without
+// deliveries it believes it registered for. s must be locked.
 func (b *Broker) dropGone(s *chanState) {
-	alive := b.aliveSet()
+	ps := b.peers.Load()
+	gone := func(n string) bool { return !ps.alive[n] && ps.seen[n] }
 	for n := range s.interest {
-		if !alive[n] {
+		if gone(n) {
 			delete(s.interest, n)
 		}
 	}
 	for u, ns := range s.presence {
 		for n := range ns {
-			if !alive[n] {
+			if gone(n) {
 				delete(ns, n)
 			}
 		}

@@ -235,3 +235,59 @@ func TestOwnerLeavesMidPublish(t *testing.T) {
 	}
 	checkOneStream(t, bs[1:], []*brokertest.Recorder{nil, recs[1], recs[2]}[1:], []int{0, 1}, ch, acked)
 }
+
+// TestRegisteredBeforeOwnerSeesNode: a node that joins and registers with
+// a channel's owner before the owner's view lists it keeps its
+// registration through the owner's next membership change, and gets the
+// channel's publications once the views agree. (Forgetting it as gone
+// left it subscribed in its own eyes and deaf in fact: a logout published
+// on s:revoked never reached a node that had just started.)
+func TestRegisteredBeforeOwnerSeesNode(t *testing.T) {
+	c, bs := newTestCluster(t, 3, nil)
+	recs := startAll(t, bs)
+	ch, _ := channelOwnedBy(t, bs, 0) // in {n0, n1} too: n0 ranks first
+	c.setView("n0", []string{"n0", "n1"})
+	// n0 as it is right after n2 started: no view of its own listed n2.
+	ps := bs[0].peers.Load()
+	bs[0].peers.Store(&peerSet{list: ps.list, alive: ps.alive, seen: maps.Clone(ps.alive)})
+	ctx := t.Context()
+	if err := bs[2].Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	// n0 goes through a membership change of its own while n2 is still
+	// outside its view (another node joining, say), applied now rather
+	// than whenever the membership goroutine gets to it.
+	c.setView("n0", []string{"n0", "n1"})
+	bs[0].onPeersChanged(true)
+	s := bs[0].chanFor(ch)
+	if err := s.lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, kept := s.interest["n2"]
+	s.unlock()
+	if !kept {
+		t.Fatal("the owner forgot n2's registration at a membership change that never listed n2")
+	}
+
+	c.setView("n0", nil)
+	p, err := bs[1].Publish(ctx, ch, []byte("after"), transport.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := recs[2].WaitN(t, ch, 1)
+	if got[0].Offset != p.Offset || string(got[0].Data) != "after" {
+		t.Fatalf("n2 got %+v, want offset %d", got[0], p.Offset)
+	}
+
+	// A node seen and then gone is still forgotten.
+	c.remove("n2")
+	bs[0].onPeersChanged(true)
+	if err := s.lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, kept = s.interest["n2"]
+	s.unlock()
+	if kept {
+		t.Fatal("the owner kept the registration of a node that left")
+	}
+}
