@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"sync"
@@ -405,6 +406,25 @@ func (b *Broker) refreshPeers() *peerSet {
 		}
 		if b.peers.CompareAndSwap(old, set) {
 			return set
+		}
+	}
+}
+
+// unsee forgets that name was listed, when name registers with this node
+// while its view does not list it: the node is back (it restarted under
+// the same name) before this view caught up, and its new registration
+// must not be dropped as the old one's at the next membership change.
+// The next view that lists it marks it seen again.
+func (b *Broker) unsee(name string) {
+	for {
+		old := b.peers.Load()
+		if old == nil || old.alive[name] || !old.seen[name] {
+			return
+		}
+		set := &peerSet{list: old.list, alive: old.alive, seen: maps.Clone(old.seen)}
+		delete(set.seen, name)
+		if b.peers.CompareAndSwap(old, set) {
+			return
 		}
 	}
 }

@@ -585,6 +585,7 @@ func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string
 		}
 		return e, nil
 	case opSubscribe:
+		b.unsee(from)
 		s.interest[from] = struct{}{}
 		if since != nil && since.Epoch == s.epoch && since.Offset > s.offset {
 			// The subscriber saw offsets this stream does not have: the
@@ -614,6 +615,7 @@ func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string
 	case opUnsubscribe:
 		delete(s.interest, from)
 	case opPresenceAdd:
+		b.unsee(from)
 		addPresence(s, user, from)
 	case opPresenceRemove:
 		if ns := s.presence[user]; ns != nil {
@@ -628,6 +630,9 @@ func (b *Broker) serveOwner(ctx context.Context, from string, op byte, ch string
 			if len(ns) == 0 {
 				delete(s.presence, u)
 			}
+		}
+		if len(users) > 0 {
+			b.unsee(from)
 		}
 		for _, u := range users {
 			addPresence(s, u, from)

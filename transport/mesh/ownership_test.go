@@ -280,14 +280,38 @@ func TestRegisteredBeforeOwnerSeesNode(t *testing.T) {
 	}
 
 	// A node seen and then gone is still forgotten.
-	c.remove("n2")
+	interested := func() bool {
+		t.Helper()
+		if err := s.lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer s.unlock()
+		_, ok := s.interest["n2"]
+		return ok
+	}
+	c.setView("n0", []string{"n0", "n1"})
 	bs[0].onPeersChanged(true)
-	if err := s.lock(ctx); err != nil {
+	if interested() {
+		t.Fatal("the owner kept the registration of a node that left")
+	}
+
+	// n2 restarts under the same name and registers again before n0's
+	// view lists it again; an unrelated membership change on n0 in
+	// between must not drop the new registration with the old one.
+	if err := bs[2].register(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
-	_, kept = s.interest["n2"]
-	s.unlock()
-	if kept {
-		t.Fatal("the owner kept the registration of a node that left")
+	bs[0].onPeersChanged(true)
+	if !interested() {
+		t.Fatal("the owner dropped the registration of a node that came back")
+	}
+	c.setView("n0", nil)
+	p, err = bs[1].Publish(ctx, ch, []byte("back"), transport.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = recs[2].WaitN(t, ch, 2)
+	if got[1].Offset != p.Offset || string(got[1].Data) != "back" {
+		t.Fatalf("n2 got %+v, want offset %d", got[1], p.Offset)
 	}
 }
