@@ -180,7 +180,10 @@ func (b *Broker) Start(ctx context.Context, h transport.Handler) error {
 		return err
 	}
 	b.handler = h
-	b.refreshPeers()
+	ps := b.refreshPeers()
+	b.appliedMu.Lock()
+	b.applied = ps.alive // what the first membership change is compared with
+	b.appliedMu.Unlock()
 	b.started.Store(true)
 	b.goFn(b.membershipLoop)
 	return nil
