@@ -29,38 +29,47 @@ func BenchmarkDecodeFrame(b *testing.B) {
 	}
 }
 
+// roomWithMembers puts n fresh clients (u0, u1, ...) straight into a room
+// of a new single-node hub, for measuring fan-out; tb's cleanup takes
+// them out again.
+func roomWithMembers(tb testing.TB, n int) (*Hub, *room, []*Client) {
+	tb.Helper()
+	h := newHub(tb, nil, "n1", func(c *Config) { c.QueueBytes = 1 << 30 })
+	ctx := context.Background()
+	r := h.acquire(roomPrefix + "general")
+	if err := h.ensureSubscribed(ctx, r); err != nil {
+		tb.Fatal(err)
+	}
+	clients := make([]*Client, n)
+	for i := range clients {
+		c, err := h.Connect(ctx, fmt.Sprintf("u%d", i), "")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		clients[i] = c
+		r.mu.Lock()
+		r.members[c] = &member{}
+		r.mu.Unlock()
+	}
+	tb.Cleanup(func() {
+		for _, c := range clients {
+			r.mu.Lock()
+			delete(r.members, c)
+			r.mu.Unlock()
+			_ = c.Close(ctx)
+		}
+		h.release(ctx, r)
+	})
+	return h, r, clients
+}
+
 // BenchmarkFanOut measures delivering one stored publication to n local
 // members of a room: decode once, encode once, queue n times; the
 // writers' drain is included.
 func BenchmarkFanOut(b *testing.B) {
 	for _, n := range []int{1, 100, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			h := newHub(b, nil, "n1", func(c *Config) { c.QueueBytes = 1 << 30 })
-			ctx := context.Background()
-			r := h.acquire(roomPrefix + "general")
-			if err := h.ensureSubscribed(ctx, r); err != nil {
-				b.Fatal(err)
-			}
-			clients := make([]*Client, n)
-			for i := range clients {
-				c, err := h.Connect(ctx, fmt.Sprintf("u%d", i), "")
-				if err != nil {
-					b.Fatal(err)
-				}
-				clients[i] = c
-				r.mu.Lock()
-				r.members[c] = &member{}
-				r.mu.Unlock()
-			}
-			b.Cleanup(func() {
-				for _, c := range clients {
-					r.mu.Lock()
-					delete(r.members, c)
-					r.mu.Unlock()
-					_ = c.Close(ctx)
-				}
-				h.release(ctx, r)
-			})
+			h, r, clients := roomWithMembers(b, n)
 			ev := event{Kind: kindMessage, User: "u0", Text: strings.Repeat("hello world ", 8), Conn: clients[0].id, Ref: "c1"}
 			pub := transport.Publication{Epoch: "c4c89a79003ee130", Time: 1732280000000, Data: ev.marshal()}
 			var sink [][]byte
@@ -99,32 +108,7 @@ func TestEncodeMessageAllocs(t *testing.T) {
 // a member allocates nothing once the member's queue has grown.
 func TestFanOutAllocsPerPublicationNotPerMember(t *testing.T) {
 	measure := func(n int) float64 {
-		h := newHub(t, nil, "n1", func(c *Config) { c.QueueBytes = 1 << 30 })
-		ctx := context.Background()
-		r := h.acquire(roomPrefix + "general")
-		if err := h.ensureSubscribed(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-		clients := make([]*Client, n)
-		for i := range clients {
-			c, err := h.Connect(ctx, fmt.Sprintf("u%d", i), "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			clients[i] = c
-			r.mu.Lock()
-			r.members[c] = &member{}
-			r.mu.Unlock()
-		}
-		defer func() {
-			for _, c := range clients {
-				r.mu.Lock()
-				delete(r.members, c)
-				r.mu.Unlock()
-				_ = c.Close(ctx)
-			}
-			h.release(ctx, r)
-		}()
+		h, r, clients := roomWithMembers(t, n)
 		ev := event{Kind: kindMessage, User: "u0", Text: "hello", Conn: clients[0].id, Ref: "c1"}
 		pub := transport.Publication{Epoch: "e", Time: 1732280000000, Data: ev.marshal()}
 		var sink [][]byte
