@@ -30,9 +30,12 @@ import (
 const waitFor = 15 * time.Second
 
 // chromium finds the browser, or ends the test the way the team agreed:
-// skip locally, fail in CI.
+// skip locally, fail in CI. Browser tests are skipped in -short mode.
 func chromium(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
 	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
 		return "/usr/bin/chromium"
 	}
@@ -125,6 +128,23 @@ func watchErrors(t *testing.T, ctx context.Context) func() []string {
 		defer mu.Unlock()
 		return append([]string(nil), errs...)
 	}
+}
+
+// noPageErrors fails the test for each error who's page reported so far
+// (errs from watchErrors).
+func noPageErrors(t *testing.T, who string, errs func() []string) {
+	t.Helper()
+	for _, e := range errs() {
+		t.Errorf("%s's page logged an error: %s", who, e)
+	}
+}
+
+// duplicateMessages counts the delivered messages the open conversation
+// shows more than once (by id).
+func duplicateMessages(t *testing.T, ctx context.Context) int {
+	t.Helper()
+	return eval[int](t, ctx, `(() => { const ids = [...document.querySelectorAll('#messages li[data-id]')].map(li => li.dataset.id);
+		return ids.length - new Set(ids).size; })()`)
 }
 
 // testNode is one real meshchat node: inproc broker, hub, cookie sessions
@@ -293,9 +313,6 @@ func send(t *testing.T, ctx context.Context, text string) {
 }
 
 func TestBrowserChat(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
 	exe := chromium(t)
 	base := startServer(t)
 	alice := newBrowser(t, exe)
@@ -377,8 +394,7 @@ func TestBrowserChat(t *testing.T) {
 	do(t, bob, "open general", chromedp.Click(chromedp.CSS(`[data-testid="room-item"][data-room="general"] button`)))
 	poll(t, bob, "room history after reload",
 		hasMessage("alice", "hello bob")+" && "+hasMessage("bob", "hi alice")+" && "+hasMessage("alice", markup))
-	dups := eval[int](t, bob, `(() => { const ids = [...document.querySelectorAll('#messages li[data-id]')].map(li => li.dataset.id);
-		return ids.length - new Set(ids).size; })()`)
+	dups := duplicateMessages(t, bob)
 	if dups != 0 {
 		t.Errorf("%d duplicate messages after reload", dups)
 	}
@@ -422,20 +438,14 @@ func TestBrowserChat(t *testing.T) {
 
 	// Nothing on the way logged an error: not the first visit's check
 	// for a login, not a reload, not a closed conversation.
-	for who, errs := range map[string][]string{"alice": aliceErrs(), "bob": bobErrs()} {
-		for _, e := range errs {
-			t.Errorf("%s's page logged an error: %s", who, e)
-		}
-	}
+	noPageErrors(t, "alice", aliceErrs)
+	noPageErrors(t, "bob", bobErrs)
 }
 
 // TestBrowserFailover stops the node a page came from and checks that the
 // page carries on through another node (token auth, cross-origin /ws),
 // catches up on what it missed, and sends again.
 func TestBrowserFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
 	exe := chromium(t)
 	nodes := startCluster(t, 2)
 	alice := newBrowser(t, exe)
@@ -457,8 +467,7 @@ func TestBrowserFailover(t *testing.T) {
 	poll(t, bob, "bob sees after", hasMessage("alice", "after"))
 	for _, id := range []string{"alice", "bob"} {
 		ctx := map[string]context.Context{"alice": alice, "bob": bob}[id]
-		dups := eval[int](t, ctx, `(() => { const ids = [...document.querySelectorAll('#messages li[data-id]')].map(li => li.dataset.id);
-			return ids.length - new Set(ids).size; })()`)
+		dups := duplicateMessages(t, ctx)
 		if dups != 0 {
 			t.Errorf("%s: %d duplicate messages", id, dups)
 		}
@@ -470,9 +479,6 @@ func TestBrowserFailover(t *testing.T) {
 // host on another port; in production a shared --cookie-domain), starts
 // logged in, and a page that never logged in asks nothing.
 func TestBrowserLoginCarriesToOtherNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
 	exe := chromium(t)
 	nodes := startCluster(t, 2)
 	alice := newBrowser(t, exe)
@@ -487,18 +493,13 @@ func TestBrowserLoginCarriesToOtherNode(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
 	do(t, alice, "back to the first node", chromedp.Navigate(nodes[0].base+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
-	for _, e := range errs() {
-		t.Errorf("page logged an error: %s", e)
-	}
+	noPageErrors(t, "alice", errs)
 }
 
 // TestClientProtocol runs the protocol tests of meshchat.js
 // (testdata/client_test.js: resume, dedupe, ref resend, failover order,
 // logout) in Chromium against a scripted fake WebSocket.
 func TestClientProtocol(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
 	exe := chromium(t)
 	mux := http.NewServeMux()
 	mux.Handle("/test/", http.StripPrefix("/test/", http.FileServer(http.Dir("testdata"))))
@@ -529,9 +530,6 @@ func TestClientProtocol(t *testing.T) {
 // TestBrowserPhoneLayout checks that at phone width the side panels get
 // out of the way and can be opened.
 func TestBrowserPhoneLayout(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
 	exe := chromium(t)
 	base := startServer(t)
 	ctx := newBrowser(t, exe)
