@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -165,23 +166,47 @@ func startClusterWith(t testing.TB, size int, broker, redisURL string, adjust fu
 }
 
 // freeAddr returns 127.0.0.1:<port> with a port that was free for TCP
-// (and UDP when udp is set) a moment ago.
+// (and UDP when udp is set) a moment ago, for a process the test starts.
+//
+// The port comes from below the kernel's ephemeral range (32768 and up
+// by default), not from a listener on port 0: a port from that range can
+// be handed to an outgoing connection (of this test, a node or another
+// test package) between the check and the process's bind, and the node
+// then fails with "address already in use". No port is handed out twice.
 func freeAddr(t testing.TB, udp bool) string {
 	t.Helper()
-	addr, err := pinGossipPort("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !udp {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	usedPorts.Lock()
+	defer usedPorts.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if usedPorts.m[port] {
+			continue
 		}
-		addr = l.Addr().String()
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
 		l.Close()
+		if udp {
+			pc, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				continue
+			}
+			pc.Close()
+		}
+		usedPorts.m[port] = true
+		return addr
 	}
-	return addr
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
+
+// usedPorts are the ports freeAddr handed out in this test process.
+var usedPorts = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: make(map[int]bool)}
 
 // httpClient is a client without shared idle connections, closed with the
 // test so no keep-alive goroutine outlives it.
