@@ -293,16 +293,8 @@ func (b *Broker) onPeersChanged(full bool) (busy bool) {
 	alive := b.aliveSet()
 	b.appliedMu.Lock()
 	prev := b.applied
+	b.applied = alive
 	b.appliedMu.Unlock()
-	defer func() {
-		// A busy channel is gone over again, against the same baseline
-		// (its notices are still due; a repeated notice costs a resync).
-		if !busy {
-			b.appliedMu.Lock()
-			b.applied = alive
-			b.appliedMu.Unlock()
-		}
-	}()
 	b.linkMu.Lock()
 	for name, l := range b.links {
 		if !alive[name] {
