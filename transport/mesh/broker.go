@@ -180,10 +180,7 @@ func (b *Broker) Start(ctx context.Context, h transport.Handler) error {
 		return err
 	}
 	b.handler = h
-	ps := b.refreshPeers()
-	b.appliedMu.Lock()
-	b.applied = ps.alive // what the first membership change is compared with
-	b.appliedMu.Unlock()
+	b.refreshPeers()
 	b.started.Store(true)
 	b.goFn(b.membershipLoop)
 	return nil

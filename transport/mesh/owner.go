@@ -433,6 +433,9 @@ func (b *Broker) dropGone(s *chanState) {
 // register again from its last position, which returns what it missed.
 // s must be locked.
 func (b *Broker) noticeNewlyListed(s *chanState, prev, alive map[string]bool) {
+	if prev == nil {
+		return
+	}
 	var peers []transport.Peer
 	for n := range s.interest {
 		if alive[n] && !prev[n] && n != b.cfg.Self.Name {
