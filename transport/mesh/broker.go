@@ -84,10 +84,6 @@ type Broker struct {
 	closed  atomic.Bool
 
 	peers atomic.Pointer[peerSet]
-	// applied is the alive set onPeersChanged last applied, to tell
-	// which nodes a view lists for the first time since.
-	appliedMu sync.Mutex
-	applied   map[string]bool
 
 	chMu  sync.RWMutex
 	chans map[string]*chanState
@@ -288,10 +284,6 @@ func (b *Broker) membershipLoop() {
 // channel was too busy to be updated.
 func (b *Broker) onPeersChanged(full bool) (busy bool) {
 	alive := b.aliveSet()
-	b.appliedMu.Lock()
-	prev := b.applied
-	b.applied = alive
-	b.appliedMu.Unlock()
 	b.linkMu.Lock()
 	for name, l := range b.links {
 		if !alive[name] {
@@ -320,7 +312,6 @@ func (b *Broker) onPeersChanged(full bool) (busy bool) {
 				b.disown(s, o)
 			} else {
 				b.dropGone(s)
-				b.noticeNewlyListed(s, prev, alive)
 			}
 		}
 		s.unlock()

@@ -426,29 +426,6 @@ func (b *Broker) dropGone(s *chanState) {
 	}
 }
 
-// noticeNewlyListed sends a notice about s to each subscribed node that
-// the view lists now and did not list at the previous membership change:
-// it registered before this node could see it, so deliveries meanwhile
-// skipped it (deliverTo needs its address), and the notice makes it
-// register again from its last position, which returns what it missed.
-// s must be locked.
-func (b *Broker) noticeNewlyListed(s *chanState, prev, alive map[string]bool) {
-	if prev == nil {
-		return
-	}
-	var peers []transport.Peer
-	for n := range s.interest {
-		if alive[n] && !prev[n] && n != b.cfg.Self.Name {
-			if p, ok := b.peerByName(n); ok {
-				peers = append(peers, p)
-			}
-		}
-	}
-	if len(peers) > 0 {
-		b.announceOwner(s.name, peers)
-	}
-}
-
 // replicateTimeout bounds the copy of a batch to the backup.
 const replicateTimeout = 2 * time.Second
 
