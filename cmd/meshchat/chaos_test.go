@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/store/redistest"
 	"github.com/meshchat/meshchat/transport/mesh"
+	"github.com/meshchat/meshchat/web/webtest"
 )
 
 // Chaos tests: "no message lost when a node dies". Three real meshchat
@@ -81,8 +83,8 @@ func startChaos(t *testing.T, broker string, extra func(i int) []string) *chaosH
 	for i := range 3 {
 		h.nodes = append(h.nodes, &chaosNode{
 			name:   fmt.Sprintf("n%d", i+1),
-			http:   freeAddr(t, false),
-			gossip: freeAddr(t, true),
+			http:   clustertest.FreeAddr(t, false),
+			gossip: clustertest.FreeAddr(t, true),
 			extra:  extra(i),
 		})
 	}
@@ -114,7 +116,7 @@ func startChaos(t *testing.T, broker string, extra func(i int) []string) *chaosH
 		if i%2 == 0 {
 			rooms = append(rooms, chaosRoomB)
 		}
-		c := newChaosClient(user, login(t, home, user), home, rooms)
+		c := newChaosClient(user, webtest.Login(t, home, user), home, rooms)
 		if i < chaosPublishers {
 			// Every fourth message of the publishers in both rooms
 			// goes to the second room.
@@ -149,15 +151,15 @@ func startChaos(t *testing.T, broker string, extra func(i int) []string) *chaosH
 // alive.
 func (h *chaosHarness) waitConverged(timeout time.Duration) time.Duration {
 	h.t.Helper()
-	return waitFor(h.t, timeout, "three nodes ready and alive in every view", func() bool {
+	return clustertest.WaitFor(h.t, timeout, "three nodes ready and alive in every view", func() bool {
 		for _, n := range h.nodes {
 			if !n.p.running() {
 				h.t.Fatalf("%s exited: %v", n.name, n.p.err)
 			}
-			if st, _ := httpGet(h.t, n.url()+"/readyz", nil); st != http.StatusOK {
+			if st, _ := webtest.Get(h.t, n.url()+"/readyz", nil); st != http.StatusOK {
 				return false
 			}
-			v, ok := getCluster(h.t, n.url())
+			v, ok := webtest.GetCluster(h.t, n.url())
 			if !ok || len(v.Nodes) != len(h.nodes) {
 				return false
 			}

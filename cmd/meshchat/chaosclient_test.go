@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/meshchat/meshchat/web/webtest"
 )
 
 // chaosClient is a WebSocket client that behaves like the browser client
@@ -42,7 +43,7 @@ import (
 // test read and write the recorded state under mu.
 type chaosClient struct {
 	user  string
-	sess  session
+	sess  webtest.Session
 	home  string   // base URL of the first connection
 	rooms []string // rooms joined at start
 	// pubRooms are the rooms this client publishes to, in turn, one
@@ -177,7 +178,7 @@ const (
 	chaosBackoffCap     = 5 * time.Second
 )
 
-func newChaosClient(user string, sess session, home string, rooms []string) *chaosClient {
+func newChaosClient(user string, sess webtest.Session, home string, rooms []string) *chaosClient {
 	c := &chaosClient{
 		user: user, sess: sess, home: home, rooms: rooms, current: home,
 		room:    map[string]*chaosRoom{},
@@ -291,7 +292,7 @@ func (c *chaosClient) candidatesLocked(elsewhere bool) []string {
 // handshake (0 when there was no answer).
 func (c *chaosClient) dial(ctx context.Context, base string) (*websocket.Conn, int, error) {
 	h := http.Header{}
-	for _, ck := range c.sess.cookies {
+	for _, ck := range c.sess.Cookies {
 		h.Add("Cookie", ck.Name+"="+ck.Value)
 	}
 	d := websocket.Dialer{HandshakeTimeout: chaosConnectTimeout}
@@ -354,7 +355,7 @@ func (c *chaosClient) session(ctx context.Context, ws *websocket.Conn, base stri
 				}
 				return code, welcomed
 			}
-			var f frame
+			var f webtest.Frame
 			if err := json.Unmarshal(data, &f); err != nil {
 				c.mu.Lock()
 				c.problemf("undecodable frame %q", data)
@@ -362,7 +363,7 @@ func (c *chaosClient) session(ctx context.Context, ws *websocket.Conn, base stri
 				continue
 			}
 			c.mu.Lock()
-			if f.str("type") == "welcome" {
+			if f.Str("type") == "welcome" {
 				welcomed = true
 			}
 			out := c.handleLocked(f, base, connID)
@@ -398,13 +399,13 @@ func (c *chaosClient) write(ws *websocket.Conn, out []any) bool {
 }
 
 // handleLocked applies one server frame and returns the frames to send.
-func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
+func (c *chaosClient) handleLocked(f webtest.Frame, base string, connID int) []any {
 	now := time.Now()
-	switch f.str("type") {
+	switch f.Str("type") {
 	case "welcome":
 		c.online = true
 		c.current = base
-		c.node = f.str("node")
+		c.node = f.Str("node")
 		if raw, ok := f["nodes"].([]any); ok {
 			c.nodes = c.nodes[:0]
 			for _, n := range raw {
@@ -429,7 +430,7 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 		}
 		return out
 	case "joined":
-		name := f.str("room")
+		name := f.Str("room")
 		r := c.room[name]
 		if r == nil || r.joinRef == "" {
 			c.problemf("unexpected joined %v", f)
@@ -442,7 +443,7 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 		r.joined, r.ever, r.joinRef, r.tries = true, true, "", 0
 		for _, h := range hist {
 			if m, ok := h.(map[string]any); ok {
-				c.recordLocked(name, r, frame(m), false)
+				c.recordLocked(name, r, webtest.Frame(m), false)
 			}
 		}
 		c.eventf("joined %s on %s: rejoin=%v recovered=%v after=%q history=%d", name, c.node, j.rejoin, j.recovered, after, j.history)
@@ -466,7 +467,7 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 		c.dmReq, c.dmSynced, c.dmReqTries = "", true, 0
 		for _, d := range hist {
 			if m, ok := d.(map[string]any); ok {
-				c.recordDMLocked(frame(m), connID, true)
+				c.recordDMLocked(webtest.Frame(m), connID, true)
 			}
 		}
 		c.eventf("dm_history on %s: recovered=%v after=%q history=%d", c.node, h.recovered, h.after, h.history)
@@ -474,7 +475,7 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 			o.rejoined = now
 		}
 	case "message":
-		name := f.str("room")
+		name := f.Str("room")
 		r := c.room[name]
 		if r == nil || !r.joined {
 			c.problemf("message for a room not joined: %v", f)
@@ -485,7 +486,7 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 			o.chatting = now
 		}
 	case "error":
-		ref, code := f.str("ref"), f.str("code")
+		ref, code := f.Str("ref"), f.Str("code")
 		if strings.HasPrefix(ref, "j:") {
 			name := strings.SplitN(ref, ":", 3)[1]
 			r := c.room[name]
@@ -546,14 +547,14 @@ func (c *chaosClient) handleLocked(f frame, base string, connID int) []any {
 
 // recordLocked adds a room message to the room's sequence, or counts it as
 // the ack of a retried send whose message the client already holds.
-func (c *chaosClient) recordLocked(name string, r *chaosRoom, f frame, live bool) {
-	id, ref := f.str("id"), f.str("ref")
+func (c *chaosClient) recordLocked(name string, r *chaosRoom, f webtest.Frame, live bool) {
+	id, ref := f.Str("id"), f.Str("ref")
 	if id == "" {
 		c.problemf("message without id: %v", f)
 		return
 	}
 	if ref != "" {
-		c.ackLocked(ref, id, name, f.str("text"))
+		c.ackLocked(ref, id, name, f.Str("text"))
 		if r.seen[id] {
 			c.reAcks++
 			return
@@ -736,8 +737,8 @@ func (c *chaosClient) flushDMsLocked(now time.Time, connID int) []any {
 // recordDMLocked records a DM as delivered. A copy carrying one of this
 // client's refs acknowledges that DM. The resume point only moves on ids
 // not seen before: the ack of a retried DM repeats an older id.
-func (c *chaosClient) recordDMLocked(f frame, connID int, hist bool) {
-	d := chaosDMRec{id: f.str("id"), from: f.str("from"), to: f.str("to"), text: f.str("text"), ref: f.str("ref"), conn: connID, hist: hist}
+func (c *chaosClient) recordDMLocked(f webtest.Frame, connID int, hist bool) {
+	d := chaosDMRec{id: f.Str("id"), from: f.Str("from"), to: f.Str("to"), text: f.Str("text"), ref: f.Str("ref"), conn: connID, hist: hist}
 	if d.id == "" {
 		c.problemf("DM without id: %v", f)
 		return

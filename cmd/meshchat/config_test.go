@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/cmd/meshchat/node"
 )
 
 func envMap(m map[string]string) func(string) (string, bool) {
@@ -23,13 +25,13 @@ func TestParseServe(t *testing.T) {
 		name    string
 		args    []string
 		env     map[string]string
-		check   func(t *testing.T, c Config)
+		check   func(t *testing.T, c serveConfig)
 		wantErr string // substring; empty means success
 	}{
 		{
 			name: "defaults",
-			check: func(t *testing.T, c Config) {
-				want := defaultConfig()
+			check: func(t *testing.T, c serveConfig) {
+				want := defaultServeConfig()
 				if c.HTTPAddr != ":8080" || c.GossipAddr != ":7946" || c.Broker != "mesh" ||
 					c.RateLimit != 50 || c.History != 1000 || c.MaxFrame != 16384 ||
 					c.QueueBytes != want.QueueBytes || c.LogLevel != slog.LevelInfo || c.LogFormat != "text" ||
@@ -49,9 +51,9 @@ func TestParseServe(t *testing.T) {
 				"MESHCHAT_DATA": "/var/lib/meshchat", "MESHCHAT_LOG_LEVEL": "debug", "MESHCHAT_LOG_FORMAT": "json",
 				"MESHCHAT_DEBUG_ADDR": "127.0.0.1:6060",
 			},
-			check: func(t *testing.T, c Config) {
+			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != "127.0.0.1:9000" || c.GossipAddr != "127.0.0.1:9001" || c.Name != "n1" ||
-					c.Secret != "s3cret" || c.RateLimit != 0 || c.History != 50 || c.HistoryAge != 72*time.Hour ||
+					c.Secret != "s3cret" || c.RateLimit != 0 || c.Config.RateLimit >= 0 || c.History != 50 || c.HistoryAge != 72*time.Hour ||
 					c.MaxFrame != 32<<10 || c.QueueBytes != 2<<20 || c.AdvertiseHTTP != "http://10.0.0.1:9000" ||
 					c.DataDir != "/var/lib/meshchat" || c.LogLevel != slog.LevelDebug || c.LogFormat != "json" ||
 					c.DebugAddr != "127.0.0.1:6060" {
@@ -69,7 +71,7 @@ func TestParseServe(t *testing.T) {
 			name: "flag wins over env",
 			args: []string{"--http", "127.0.0.1:1", "--rate-limit=7", "--join", "a:1"},
 			env:  map[string]string{"MESHCHAT_HTTP": "127.0.0.1:2", "MESHCHAT_RATE_LIMIT": "9", "MESHCHAT_JOIN": "b:2", "MESHCHAT_GOSSIP": "127.0.0.1:3"},
-			check: func(t *testing.T, c Config) {
+			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != "127.0.0.1:1" || c.RateLimit != 7 || !slices.Equal(c.Join, []string{"a:1"}) {
 					t.Errorf("flag did not win: %+v", c)
 				}
@@ -82,7 +84,7 @@ func TestParseServe(t *testing.T) {
 			name: "flag wins even when it repeats the default",
 			args: []string{"--broker", "mesh"},
 			env:  map[string]string{"MESHCHAT_BROKER": "redis"},
-			check: func(t *testing.T, c Config) {
+			check: func(t *testing.T, c serveConfig) {
 				if c.Broker != "mesh" {
 					t.Errorf("broker = %q", c.Broker)
 				}
@@ -91,7 +93,7 @@ func TestParseServe(t *testing.T) {
 		{
 			name: "empty env counts as unset",
 			env:  map[string]string{"MESHCHAT_HTTP": "", "MESHCHAT_BROKER": ""},
-			check: func(t *testing.T, c Config) {
+			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != ":8080" || c.Broker != "mesh" {
 					t.Errorf("got %+v", c)
 				}
@@ -100,7 +102,7 @@ func TestParseServe(t *testing.T) {
 		{
 			name: "single dash flags work too",
 			args: []string{"-http=:9090", "-name", "x"},
-			check: func(t *testing.T, c Config) {
+			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != ":9090" || c.Name != "x" {
 					t.Errorf("got %+v", c)
 				}
@@ -109,7 +111,7 @@ func TestParseServe(t *testing.T) {
 		{
 			name: "redis broker with redis url",
 			args: []string{"--broker", "redis", "--redis", "redis://127.0.0.1:6379/0"},
-			check: func(t *testing.T, c Config) {
+			check: func(t *testing.T, c serveConfig) {
 				if c.Broker != "redis" || c.RedisURL != "redis://127.0.0.1:6379/0" {
 					t.Errorf("got %+v", c)
 				}
@@ -118,7 +120,7 @@ func TestParseServe(t *testing.T) {
 		{
 			name: "redis url with mesh broker keeps mesh (sessions go to redis)",
 			env:  map[string]string{"MESHCHAT_REDIS": "redis://127.0.0.1:6379/2"},
-			check: func(t *testing.T, c Config) {
+			check: func(t *testing.T, c serveConfig) {
 				if c.Broker != "mesh" || c.RedisURL == "" {
 					t.Errorf("got %+v", c)
 				}
@@ -189,7 +191,7 @@ func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
 			t.Errorf("help lacks %q", def)
 		}
 	}
-	if !strings.Contains(help, DefaultSecret) {
+	if !strings.Contains(help, node.DefaultSecret) {
 		t.Error("help does not say what the default secret is")
 	}
 }
@@ -200,84 +202,6 @@ func TestEnvName(t *testing.T) {
 	} {
 		if got := envName(flagName); got != want {
 			t.Errorf("envName(%q) = %q, want %q", flagName, got, want)
-		}
-	}
-}
-
-func TestDeriveKeys(t *testing.T) {
-	a, err := deriveKeys("one")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a2, _ := deriveKeys("one")
-	b, _ := deriveKeys("two")
-	all := [][]byte{a.Gossip, a.SessionHash, a.SessionBlock, a.Mesh, a.Token}
-	for i, k := range all {
-		if len(k) != 32 {
-			t.Errorf("key %d: %d bytes, want 32", i, len(k))
-		}
-		for j := range i {
-			if bytes.Equal(k, all[j]) {
-				t.Errorf("keys %d and %d are equal: purposes must not share keys", i, j)
-			}
-		}
-	}
-	if !bytes.Equal(a.Gossip, a2.Gossip) || !bytes.Equal(a.Token, a2.Token) {
-		t.Error("derivation is not deterministic: nodes sharing a secret would disagree")
-	}
-	if bytes.Equal(a.Gossip, b.Gossip) || bytes.Equal(a.SessionHash, b.SessionHash) {
-		t.Error("different secrets gave equal keys")
-	}
-	if _, err := deriveKeys(""); err == nil {
-		t.Error("empty secret accepted")
-	}
-}
-
-func TestDefaultName(t *testing.T) {
-	tests := []struct {
-		host       string
-		http, goss int
-		want       string
-	}{
-		{"web1", 8080, 7946, "web1-8080-7946"},
-		{"web1.example.com", 8081, 7947, "web1-8081-7947"},
-		{"", 1, 2, "node-1-2"},
-		{"we!rd host", 1, 2, "we-rd-host-1-2"},
-		{strings.Repeat("x", 100), 65535, 65535, strings.Repeat("x", 64-len("-65535-65535")) + "-65535-65535"},
-	}
-	for _, tt := range tests {
-		got := defaultName(tt.host, tt.http, tt.goss)
-		if got != tt.want {
-			t.Errorf("defaultName(%q, %d, %d) = %q, want %q", tt.host, tt.http, tt.goss, got, tt.want)
-		}
-		if !nodeNameRE.MatchString(got) {
-			t.Errorf("defaultName(%q) = %q is not a valid --name", tt.host, got)
-		}
-	}
-}
-
-func TestAdvertiseURL(t *testing.T) {
-	hostOK := func() (string, error) { return "box", nil }
-	resolves := func(addrs ...string) func(string) ([]string, error) {
-		return func(string) ([]string, error) { return addrs, nil }
-	}
-	tests := []struct {
-		addr   string
-		lookup func(string) ([]string, error)
-		want   string
-	}{
-		{"127.0.0.1:8080", resolves("10.1.2.3"), "http://127.0.0.1:8080"},
-		{"192.168.1.5:80", resolves("10.1.2.3"), "http://192.168.1.5:80"},
-		{"[::]:8080", resolves("127.0.1.1", "10.1.2.3"), "http://10.1.2.3:8080"},
-		{"0.0.0.0:8080", resolves("10.1.2.3"), "http://10.1.2.3:8080"},
-		{":8080", resolves("127.0.1.1"), "http://127.0.0.1:8080"},
-		{":8080", func(string) ([]string, error) { return nil, errors.New("nxdomain") }, "http://127.0.0.1:8080"},
-		{"[::1]:8080", resolves(), "http://[::1]:8080"},
-	}
-	for _, tt := range tests {
-		got, err := advertiseURL(tt.addr, hostOK, tt.lookup)
-		if err != nil || got != tt.want {
-			t.Errorf("advertiseURL(%q) = %q, %v; want %q", tt.addr, got, err, tt.want)
 		}
 	}
 }
@@ -310,14 +234,6 @@ func TestParseBytes(t *testing.T) {
 	for _, n := range []int64{0, 100, 1024, 16 << 10, 1 << 20, 3 << 30} {
 		if back, err := parseBytes(formatBytes(n)); err != nil || back != n {
 			t.Errorf("round trip %d via %q = %d, %v", n, formatBytes(n), back, err)
-		}
-	}
-}
-
-func TestRateBurst(t *testing.T) {
-	for rate, want := range map[float64]int{0: 0, 1: 110, 50: 110, 55.5: 111, 1000: 2000} {
-		if got := rateBurst(rate); got != want {
-			t.Errorf("rateBurst(%v) = %d, want %d", rate, got, want)
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/meshchat/meshchat/cmd/meshchat/node"
 )
 
 // demoConfig is the demo command line.
@@ -100,15 +102,15 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 	secret := dc.Secret
 	if secret == "" {
 		log.Warn("demo uses the public default secret; fine on 127.0.0.1, unsafe on a shared network")
-		secret = DefaultSecret
+		secret = node.DefaultSecret
 	}
 
-	var nodes []*Node
+	var nodes []*node.Node
 	// Nodes stop one after the other, newest first: each one's leave
 	// reaches peers that are still up, so nobody waits for failure
 	// detection.
 	stopAll := func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), defaultShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.Background(), node.DefaultShutdownTimeout)
 		defer cancel()
 		var errs []error
 		for i := len(nodes) - 1; i >= 0; i-- {
@@ -125,7 +127,7 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 		if httpPort == 0 || gossipPort == 0 {
 			return errors.Join(errors.New("demo: ran out of free ports"), stopAll())
 		}
-		cfg := defaultConfig()
+		var cfg node.Config
 		cfg.HTTPAddr = net.JoinHostPort(dc.Host, strconv.Itoa(httpPort))
 		cfg.GossipAddr = net.JoinHostPort(dc.Host, strconv.Itoa(gossipPort))
 		cfg.Name = fmt.Sprintf("n%d", i+1)
@@ -137,7 +139,7 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 		}
 		cfg.Logger = log
 		cfg.TagLogs = true
-		n, err := NewNode(cfg)
+		n, err := node.New(cfg)
 		if err != nil {
 			return errors.Join(err, stopAll())
 		}
@@ -181,7 +183,7 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 	return errors.Join(failed, stopAll())
 }
 
-func demoConverged(nodes []*Node) bool {
+func demoConverged(nodes []*node.Node) bool {
 	for _, n := range nodes {
 		if len(n.Cluster().Alive()) != len(nodes) {
 			return false
@@ -193,7 +195,7 @@ func demoConverged(nodes []*Node) bool {
 // firstDone merges the nodes' Done channels. Its goroutines end when a node
 // fails or, after stopAll, when Stop drains Serve; they never outlive the
 // demo by more than that.
-func firstDone(nodes []*Node) <-chan error {
+func firstDone(nodes []*node.Node) <-chan error {
 	out := make(chan error, len(nodes))
 	for _, n := range nodes {
 		go func() {

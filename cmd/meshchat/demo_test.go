@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
+	"github.com/meshchat/meshchat/web/webtest"
 )
 
 // signalWriter collects output and closes seen once it contains want.
@@ -37,13 +40,13 @@ func (w *signalWriter) String() string {
 }
 
 func TestDemo(t *testing.T) {
-	_, p, _ := net.SplitHostPort(freeAddr(t, false))
+	_, p, _ := net.SplitHostPort(clustertest.FreeAddr(t, false))
 	base, _ := strconv.Atoi(p)
 	if base > 60000 {
 		base = 20000 // leave room for the gossip ports at base+1000
 	}
 	out := &signalWriter{want: "Ctrl-C stops all nodes", seen: make(chan struct{})}
-	errOut := &testLog{}
+	errOut := &clustertest.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
@@ -53,7 +56,7 @@ func TestDemo(t *testing.T) {
 	select {
 	case <-out.seen:
 	case code := <-done:
-		t.Fatalf("demo exited early with %d: %s %s", code, out.String(), errOut.buf.String())
+		t.Fatalf("demo exited early with %d: %s %s", code, out.String(), errOut.String())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("demo did not come up: %s", out.String())
 	}
@@ -62,7 +65,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo printed %d node URLs: %s", len(urls), out.String())
 	}
 	for _, u := range urls {
-		v, ok := getCluster(t, strings.TrimSpace(u))
+		v, ok := webtest.GetCluster(t, strings.TrimSpace(u))
 		if !ok || len(v.Nodes) != 2 {
 			t.Errorf("%s/api/cluster = %+v", u, v)
 		}
@@ -71,7 +74,7 @@ func TestDemo(t *testing.T) {
 	select {
 	case code := <-done:
 		if code != 0 {
-			t.Errorf("demo exit code %d: %s", code, errOut.buf.String())
+			t.Errorf("demo exit code %d: %s", code, errOut.String())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("demo did not stop after its context ended")

@@ -5,10 +5,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
+	"github.com/meshchat/meshchat/cmd/meshchat/node/nodetest"
+	"github.com/meshchat/meshchat/web/webtest"
 )
 
 // proc is one meshchat serve process of the real binary.
@@ -27,7 +32,7 @@ type proc struct {
 // exercised. The process is killed when the test ends.
 func startProc(t *testing.T, name string, join string, extra ...string) *proc {
 	t.Helper()
-	return startProcOn(t, name, freeAddr(t, false), freeAddr(t, true), join, extra...)
+	return startProcOn(t, name, clustertest.FreeAddr(t, false), clustertest.FreeAddr(t, true), join, extra...)
 }
 
 // startProcOn is startProc on given addresses, so that a stopped node can
@@ -47,7 +52,7 @@ func startProcOn(t *testing.T, name, httpAddr, gossipAddr, join string, extra ..
 	}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.Env = append(cleanEnv(), "MESHCHAT_SECRET="+testSecret)
+	p.cmd.Env = append(cleanEnv(), "MESHCHAT_SECRET="+nodetest.Secret)
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
 		t.Fatal(err)
@@ -94,22 +99,22 @@ func TestEndToEndKill9(t *testing.T) {
 		t.Skip("runs three processes; skipped with -short")
 	}
 	p1 := startProc(t, "e1", "")
-	waitFor(t, 30*time.Second, "e1 ready", func() bool {
-		st, _ := httpGet(t, p1.url+"/readyz", nil)
+	clustertest.WaitFor(t, 30*time.Second, "e1 ready", func() bool {
+		st, _ := webtest.Get(t, p1.url+"/readyz", nil)
 		return st == http.StatusOK
 	})
 	p2 := startProc(t, "e2", p1.gossip)
 	p3 := startProc(t, "e3", p1.gossip)
 	procs := []*proc{p1, p2, p3}
-	waitFor(t, 30*time.Second, "three processes ready and joined", func() bool {
+	clustertest.WaitFor(t, 30*time.Second, "three processes ready and joined", func() bool {
 		for _, p := range procs {
 			if !p.running() {
 				t.Fatalf("%s exited: %v", p.name, p.err)
 			}
-			if st, _ := httpGet(t, p.url+"/readyz", nil); st != http.StatusOK {
+			if st, _ := webtest.Get(t, p.url+"/readyz", nil); st != http.StatusOK {
 				return false
 			}
-			v, ok := getCluster(t, p.url)
+			v, ok := webtest.GetCluster(t, p.url)
 			if !ok || len(v.Nodes) != 3 {
 				return false
 			}
@@ -123,38 +128,38 @@ func TestEndToEndKill9(t *testing.T) {
 	})
 
 	// Users on e1 and e3 chat; a third user sits on e2.
-	alice, bob, carl := login(t, p1.url, "alice"), login(t, p3.url, "bob"), login(t, p2.url, "carl")
-	a, b, c := dialWS(t, p1.url, alice, ""), dialWS(t, p3.url, bob, ""), dialWS(t, p2.url, carl, "")
-	a.join("e2e")
-	b.join("e2e")
-	c.join("e2e")
-	a.send(map[string]string{"type": "send", "room": "e2e", "text": "before"})
-	b.expect("message", 10*time.Second, func(f frame) bool { return f.str("text") == "before" })
-	a.expect("presence", 10*time.Second, func(f frame) bool { return f.str("user") == "carl" && f["online"] == true })
+	alice, bob, carl := webtest.Login(t, p1.url, "alice"), webtest.Login(t, p3.url, "bob"), webtest.Login(t, p2.url, "carl")
+	a, b, c := webtest.Dial(t, p1.url, alice, webtest.DialOptions{}), webtest.Dial(t, p3.url, bob, webtest.DialOptions{}), webtest.Dial(t, p2.url, carl, webtest.DialOptions{})
+	a.Join("e2e")
+	b.Join("e2e")
+	c.Join("e2e")
+	a.Send(map[string]string{"type": "send", "room": "e2e", "text": "before"})
+	b.Expect("message", 10*time.Second, func(f webtest.Frame) bool { return f.Str("text") == "before" })
+	a.Expect("presence", 10*time.Second, func(f webtest.Frame) bool { return f.Str("user") == "carl" && f["online"] == true })
 
 	start := time.Now()
 	if err := p2.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-p2.exited
-	took := waitFor(t, 30*time.Second, "e1 and e3 to list e2 as dead", func() bool {
-		return stateOf(t, p1.url, "e2") == "dead" && stateOf(t, p3.url, "e2") == "dead"
+	took := clustertest.WaitFor(t, 30*time.Second, "e1 and e3 to list e2 as dead", func() bool {
+		return webtest.StateOf(t, p1.url, "e2") == "dead" && webtest.StateOf(t, p3.url, "e2") == "dead"
 	})
 	t.Logf("kill -9 detection: e2 listed dead by both survivors after %.2fs", took.Seconds())
-	a.expect("presence", 15*time.Second, func(f frame) bool { return f.str("user") == "carl" && f["online"] == false })
+	a.Expect("presence", 15*time.Second, func(f webtest.Frame) bool { return f.Str("user") == "carl" && f["online"] == false })
 	t.Logf("carl offline for alice after %.2fs", time.Since(start).Seconds())
 
 	// The survivors keep serving: the existing connections and new logins.
-	t.Logf("room usable after the crash after %v", a.sendRetry("e2e", "after", 20*time.Second).Round(time.Millisecond))
-	b.expect("message", 10*time.Second, func(f frame) bool { return f.str("text") == "after" })
-	dave := login(t, p3.url, "dave")
-	d := dialWS(t, p1.url, dave, "")
-	waitReady(t, 10*time.Second, p1.url, p3.url)
-	d.joinUntil("e2e", 10*time.Second, func(m []string) bool {
-		return hasString(m, "alice") && hasString(m, "bob") && !hasString(m, "carl")
+	t.Logf("room usable after the crash after %v", a.SendRetry("e2e", "after", 20*time.Second).Round(time.Millisecond))
+	b.Expect("message", 10*time.Second, func(f webtest.Frame) bool { return f.Str("text") == "after" })
+	dave := webtest.Login(t, p3.url, "dave")
+	d := webtest.Dial(t, p1.url, dave, webtest.DialOptions{})
+	webtest.WaitReady(t, 10*time.Second, p1.url, p3.url)
+	d.JoinUntil("e2e", 10*time.Second, func(m []string) bool {
+		return slices.Contains(m, "alice") && slices.Contains(m, "bob") && !slices.Contains(m, "carl")
 	})
-	if nodes, _ := d.welcome["nodes"].([]any); len(nodes) != 2 {
-		t.Errorf("welcome after the crash lists %v, want the two alive nodes", d.welcome["nodes"])
+	if nodes, _ := d.Welcome["nodes"].([]any); len(nodes) != 2 {
+		t.Errorf("welcome after the crash lists %v, want the two alive nodes", d.Welcome["nodes"])
 	}
 
 	// SIGTERM is a graceful stop: clients are told to go elsewhere with
@@ -162,7 +167,7 @@ func TestEndToEndKill9(t *testing.T) {
 	if err := p3.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := b.closed(20 * time.Second); code != 1012 {
+	if code := b.Closed(20 * time.Second); code != 1012 {
 		t.Errorf("bob's connection closed with %d, want 1012 (service restart)", code)
 	}
 	select {
@@ -173,9 +178,9 @@ func TestEndToEndKill9(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("e3 did not exit within 30s of SIGTERM")
 	}
-	waitFor(t, 10*time.Second, "e1 to stop listing e3 as alive", func() bool {
-		s := stateOf(t, p1.url, "e3")
+	clustertest.WaitFor(t, 10*time.Second, "e1 to stop listing e3 as alive", func() bool {
+		s := webtest.StateOf(t, p1.url, "e3")
 		return s != "alive" && s != "suspect"
 	})
-	t.Logf("room usable on e1 alone after %v", a.sendRetry("e2e", "alone", 20*time.Second).Round(time.Millisecond))
+	t.Logf("room usable on e1 alone after %v", a.SendRetry("e2e", "alone", 20*time.Second).Round(time.Millisecond))
 }

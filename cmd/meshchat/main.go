@@ -4,9 +4,10 @@
 // (load generator), version and help. Flags and their environment variables
 // are described by `meshchat serve --help` and in the README.
 //
-// This package owns flag/env parsing, key derivation and the wiring of the
-// other packages into a node (node.go). Everything that runs is started and
-// stopped through a node's Start and Stop; nothing lives at package level.
+// This package only turns flags and environment into a node.Config, prints
+// help and dispatches subcommands. The node itself (wiring, keys, names,
+// readiness, the stop order) is package node; everything that runs is
+// started and stopped through a node's Start and Stop.
 package main
 
 import (
@@ -23,6 +24,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/meshchat/meshchat/cmd/meshchat/node"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -150,7 +153,7 @@ func runServe(ctx context.Context, stop func(), args []string, stdout, stderr io
 	}
 	cfg.Logger = newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	routeRedisLogs(cfg.Logger)
-	n, err := NewNode(cfg)
+	n, err := node.New(cfg.Config)
 	if err != nil {
 		return err
 	}
@@ -163,12 +166,12 @@ func runServe(ctx context.Context, stop func(), args []string, stdout, stderr io
 	case err := <-n.Done():
 		// The HTTP server died under us: stop the rest and report it.
 		stop()
-		sctx, cancel := context.WithTimeout(context.Background(), n.shutdownTimeout())
+		sctx, cancel := context.WithTimeout(context.Background(), n.ShutdownTimeout())
 		defer cancel()
 		return errors.Join(err, n.Stop(sctx))
 	}
 	stop()
-	sctx, cancel := context.WithTimeout(context.Background(), n.shutdownTimeout())
+	sctx, cancel := context.WithTimeout(context.Background(), n.ShutdownTimeout())
 	defer cancel()
 	start := time.Now()
 	if err := n.Stop(sctx); err != nil {

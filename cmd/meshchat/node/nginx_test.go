@@ -1,4 +1,4 @@
-package main
+package node_test
 
 import (
 	"fmt"
@@ -12,6 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
+	"github.com/meshchat/meshchat/cmd/meshchat/node/nodetest"
+	"github.com/meshchat/meshchat/web/webtest"
 )
 
 // nginxConfig wraps docs/nginx.conf (an http-context snippet) into a
@@ -20,7 +24,7 @@ import (
 // runs the configuration users copy.
 func nginxConfig(t *testing.T, dir string, listen string, upstreams []string) string {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "nginx.conf"))
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "nginx.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,22 +77,22 @@ func stripComments(s string) string {
 }
 
 func TestNginxRoundRobin(t *testing.T) {
-	nginx := requireBinary(t, "nginx", "nginx", "/usr/sbin/nginx")
-	nodes := startCluster(t, 3, "mesh", "")
+	nginx := clustertest.RequireBinary(t, "nginx", "nginx", "/usr/sbin/nginx")
+	nodes := nodetest.StartCluster(t, 3, nodetest.Options{Broker: "mesh", RedisURL: ""})
 	var upstreams []string
 	for _, n := range nodes {
 		upstreams = append(upstreams, n.HTTPAddr())
 	}
 
 	dir := t.TempDir()
-	listen := freeAddr(t, false)
+	listen := clustertest.FreeAddr(t, false)
 	conf := nginxConfig(t, dir, listen, upstreams)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(nginx, "-p", dir+"/", "-c", confPath, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
-	out := &testLog{}
+	out := &clustertest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -105,13 +109,13 @@ func TestNginxRoundRobin(t *testing.T) {
 		}
 		if t.Failed() {
 			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("nginx output:\n%s\nerror.log:\n%s\nconfig:\n%s", out.buf.String(), errLog, conf)
+			t.Logf("nginx output:\n%s\nerror.log:\n%s\nconfig:\n%s", out.String(), errLog, conf)
 		}
 	})
-	waitFor(t, 10*time.Second, "nginx to listen", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "nginx to listen", func() bool {
 		select {
 		case <-exited:
-			t.Fatalf("nginx exited: %s", out.buf.String())
+			t.Fatalf("nginx exited: %s", out.String())
 		default:
 		}
 		c, err := net.DialTimeout("tcp", listen, time.Second)
@@ -125,48 +129,48 @@ func TestNginxRoundRobin(t *testing.T) {
 	// The proxy is plain round-robin: logins land on every node.
 	seen := map[string]bool{}
 	for i := 0; i < 12 && len(seen) < 3; i++ {
-		seen[login(t, lb, fmt.Sprintf("probe%d", i)).node] = true
+		seen[webtest.Login(t, lb, fmt.Sprintf("probe%d", i)).Node] = true
 	}
 	if len(seen) < 2 {
 		t.Fatalf("logins through nginx all landed on %v: not balanced", seen)
 	}
-	if v, ok := getCluster(t, lb); !ok || len(v.Nodes) != 3 {
+	if v, ok := webtest.GetCluster(t, lb); !ok || len(v.Nodes) != 3 {
 		t.Fatalf("/api/cluster through nginx: %+v", v)
 	}
-	if st, _ := httpGet(t, lb+"/readyz", nil); st != http.StatusOK {
+	if st, _ := webtest.Get(t, lb+"/readyz", nil); st != http.StatusOK {
 		t.Fatalf("/readyz through nginx: %d", st)
 	}
-	if st, _ := httpGet(t, lb+"/_mesh/", nil); st != http.StatusNotFound {
+	if st, _ := webtest.Get(t, lb+"/_mesh/", nil); st != http.StatusNotFound {
 		t.Errorf("/_mesh/ through nginx: %d, want 404 (node traffic stays internal)", st)
 	}
 
 	// Two users whose WebSockets land on different nodes chat through the
 	// proxy. The browser-like Origin is the proxy's own URL.
-	alice, bob := login(t, lb, "alice"), login(t, lb, "bob")
-	a := dialWS(t, lb, alice, lb)
-	var b *wsConn
+	alice, bob := webtest.Login(t, lb, "alice"), webtest.Login(t, lb, "bob")
+	a := webtest.Dial(t, lb, alice, webtest.DialOptions{Origin: lb})
+	var b *webtest.Conn
 	for range 6 {
-		c := dialWS(t, lb, bob, lb)
-		if c.welcome.str("node") != a.welcome.str("node") {
+		c := webtest.Dial(t, lb, bob, webtest.DialOptions{Origin: lb})
+		if c.Welcome.Str("node") != a.Welcome.Str("node") {
 			b = c
 			break
 		}
-		c.close()
+		c.Close()
 	}
 	if b == nil {
-		t.Fatalf("every WebSocket of bob landed on alice's node %s", a.welcome.str("node"))
+		t.Fatalf("every WebSocket of bob landed on alice's node %s", a.Welcome.Str("node"))
 	}
-	t.Logf("alice on %s, bob on %s (logins on %s, %s)", a.welcome.str("node"), b.welcome.str("node"), alice.node, bob.node)
-	a.join("proxied")
-	b.join("proxied")
-	a.expect("presence", 10*time.Second, func(f frame) bool { return f.str("user") == "bob" && f["online"] == true })
-	a.send(map[string]string{"type": "send", "room": "proxied", "text": "through nginx"})
-	b.expect("message", 10*time.Second, func(f frame) bool { return f.str("from") == "alice" && f.str("text") == "through nginx" })
-	b.send(map[string]string{"type": "dm", "to": "alice", "text": "dm through nginx"})
-	a.expect("dm", 10*time.Second, func(f frame) bool { return f.str("from") == "bob" && f.str("text") == "dm through nginx" })
+	t.Logf("alice on %s, bob on %s (logins on %s, %s)", a.Welcome.Str("node"), b.Welcome.Str("node"), alice.Node, bob.Node)
+	a.Join("proxied")
+	b.Join("proxied")
+	a.Expect("presence", 10*time.Second, func(f webtest.Frame) bool { return f.Str("user") == "bob" && f["online"] == true })
+	a.Send(map[string]string{"type": "send", "room": "proxied", "text": "through nginx"})
+	b.Expect("message", 10*time.Second, func(f webtest.Frame) bool { return f.Str("from") == "alice" && f.Str("text") == "through nginx" })
+	b.Send(map[string]string{"type": "dm", "to": "alice", "text": "dm through nginx"})
+	a.Expect("dm", 10*time.Second, func(f webtest.Frame) bool { return f.Str("from") == "bob" && f.Str("text") == "dm through nginx" })
 
 	// A foreign Origin is refused, through the proxy too.
-	if _, resp, err := tryDialWS(lb, alice, "http://evil.example"); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+	if _, resp, err := webtest.TryDial(lb, alice, webtest.DialOptions{Origin: "http://evil.example"}); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 		st := 0
 		if resp != nil {
 			st = resp.StatusCode

@@ -1,18 +1,20 @@
-package main
+package node_test
 
 import (
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/meshchat/meshchat/cmd/meshchat/node/nodetest"
 )
 
 // TestDebugListener: --debug-addr serves the profiler on its own
 // listener, and the public one never does.
 func TestDebugListener(t *testing.T) {
-	cfg := testConfig(t, "n1", "mesh", "")
+	cfg := nodetest.Config(t, "n1", "mesh", "")
 	cfg.DebugAddr = "127.0.0.1:0"
-	n := startNode(t, cfg)
+	n := nodetest.Start(t, cfg)
 	if n.DebugAddr() == "" {
 		t.Fatal("no debug address with --debug-addr set")
 	}
@@ -33,14 +35,14 @@ func TestDebugListener(t *testing.T) {
 		t.Errorf("goroutine profile: %d %.200q", code, body)
 	}
 	// The command line may carry --secret.
-	if code, body := get("http://" + n.DebugAddr() + "/debug/pprof/cmdline"); strings.Contains(body, "meshchat") || strings.Contains(body, testSecret) {
+	if code, body := get("http://" + n.DebugAddr() + "/debug/pprof/cmdline"); strings.Contains(body, "meshchat") || strings.Contains(body, nodetest.Secret) {
 		t.Errorf("cmdline served: %d %.200q", code, body)
 	}
 	if code, _ := get(n.URL() + "/debug/pprof/"); code == http.StatusOK {
 		t.Error("the public listener serves the profiler")
 	}
 
-	off := startNode(t, testConfig(t, "n2", "mesh", ""))
+	off := nodetest.Start(t, nodetest.Config(t, "n2", "mesh", ""))
 	if off.DebugAddr() != "" {
 		t.Errorf("debug listener %s without --debug-addr", off.DebugAddr())
 	}

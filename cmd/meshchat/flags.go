@@ -1,0 +1,305 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/meshchat/meshchat/cmd/meshchat/node"
+)
+
+// envPrefix is prepended to a flag's upper-cased name to find its
+// environment variable.
+const envPrefix = "MESHCHAT_"
+
+// serveConfig is the serve command line: a node's Config plus how to log.
+type serveConfig struct {
+	node.Config
+	// RateLimit is --rate-limit as typed, where 0 turns the limit off;
+	// parseServe turns it into Config.RateLimit.
+	RateLimit float64
+	// LogLevel and LogFormat ("text" or "json") shape the logger that
+	// newLogger builds.
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+// listValue is a comma-separated flag value; blanks are dropped.
+type listValue struct{ dst *[]string }
+
+func (v listValue) String() string {
+	if v.dst == nil {
+		return ""
+	}
+	return strings.Join(*v.dst, ",")
+}
+
+func (v listValue) Set(s string) error {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	*v.dst = out
+	return nil
+}
+
+// bytesValue is a size flag: a plain number of bytes, or a number with a
+// KiB/MiB/GiB (or k/m/g, KB/MB/GB, all powers of 1024) suffix. max bounds
+// it; 0 is no bound.
+type bytesValue[T int | int64] struct {
+	dst *T
+	max int64
+}
+
+func (v bytesValue[T]) String() string {
+	if v.dst == nil {
+		return "0"
+	}
+	return formatBytes(int64(*v.dst))
+}
+
+func (v bytesValue[T]) Set(s string) error {
+	n, err := parseBytes(s)
+	if err != nil {
+		return err
+	}
+	if v.max > 0 && n > v.max {
+		return fmt.Errorf("bad size %q: too large", s)
+	}
+	*v.dst = T(n)
+	return nil
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n != 0 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "GiB"
+	case n != 0 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n != 0 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func parseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := len(t)
+	for i > 0 && (t[i-1] < '0' || t[i-1] > '9') {
+		i--
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	mult := int64(1)
+	switch unit {
+	case "", "b":
+	case "k", "kb", "kib":
+		mult = 1 << 10
+	case "m", "mb", "mib":
+		mult = 1 << 20
+	case "g", "gb", "gib":
+		mult = 1 << 30
+	default:
+		return 0, fmt.Errorf("bad size %q: unknown unit %q", s, unit)
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+// levelValue adapts slog.Level to flag.Value.
+type levelValue struct{ dst *slog.Level }
+
+func (v levelValue) String() string {
+	if v.dst == nil {
+		return "info"
+	}
+	return strings.ToLower(v.dst.String())
+}
+
+func (v levelValue) Set(s string) error { return v.dst.UnmarshalText([]byte(s)) }
+
+// flagDoc is what the help text needs beyond flag.Flag: the argument's
+// name and, where the raw default would mislead, how to describe it.
+type flagDoc struct {
+	name, arg, def string
+}
+
+// serveFlags registers the serve flags on fs, writing into cfg, which
+// holds the defaults when serveFlags is called. It returns the flags in
+// the order the help text lists them (the contract's first).
+func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
+	var docs []flagDoc
+	doc := func(name, arg, def string) { docs = append(docs, flagDoc{name, arg, def}) }
+
+	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP listener for UI, API, WebSocket and node-to-node traffic")
+	doc("http", "ADDR", "")
+	fs.StringVar(&cfg.GossipAddr, "gossip", cfg.GossipAddr, "memberlist bind address, TCP and UDP")
+	doc("gossip", "ADDR", "")
+	fs.Var(listValue{&cfg.Join}, "join", "comma-separated host:port gossip seeds")
+	doc("join", "LIST", "none (a cluster of one)")
+	fs.StringVar(&cfg.Broker, "broker", cfg.Broker, "message broker: mesh (peer-to-peer) or redis")
+	doc("broker", "NAME", "")
+	fs.StringVar(&cfg.RedisURL, "redis", cfg.RedisURL, "Redis URL redis://[:password@]host:port/db; when set, sessions live in Redis whatever the broker")
+	doc("redis", "URL", "none")
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the cluster")
+	doc("name", "ID", "<hostname>-<http port>-<gossip port>")
+	fs.StringVar(&cfg.Secret, "secret", cfg.Secret, "cluster secret shared by all nodes: signs sessions, encrypts gossip, authenticates node-to-node traffic")
+	doc("secret", "S", "a public insecure value (see below), with a warning")
+	fs.Float64Var(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
+	doc("rate-limit", "N", "")
+	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
+	doc("history", "N", "")
+	fs.DurationVar(&cfg.HistoryAge, "history-age", cfg.HistoryAge, "also drop retained messages older than this, e.g. 72h")
+	doc("history-age", "DUR", "0 (no age limit)")
+	fs.Var(bytesValue[int64]{dst: &cfg.MaxFrame}, "max-frame", "largest WebSocket frame a client may send (bytes, or with KiB/MiB)")
+	doc("max-frame", "BYTES", "")
+	fs.Var(bytesValue[int]{dst: &cfg.QueueBytes, max: math.MaxInt32}, "queue-bytes", "bound of each connection's outbound queue; a client this far behind is disconnected and resumes from history")
+	doc("queue-bytes", "BYTES", "")
+	fs.Var(listValue{&cfg.Origins}, "origins", "comma-separated extra browser origins allowed on /ws, e.g. https://chat.example.com")
+	doc("origins", "LIST", "none (the request's own host and the cluster's node URLs)")
+	fs.StringVar(&cfg.CookieDomain, "cookie-domain", cfg.CookieDomain, "parent domain for the session cookie, so nodes on sibling host names share it")
+	doc("cookie-domain", "DOMAIN", "none (the cookie belongs to the host that set it)")
+	fs.StringVar(&cfg.AdvertiseHTTP, "advertise-http", cfg.AdvertiseHTTP, "HTTP base URL other nodes and clients use to reach this node")
+	doc("advertise-http", "URL", "from --http; a wildcard host becomes the hostname's first non-loopback IPv4, else 127.0.0.1")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "mesh broker: keep history on disk in DIR/history.db, so a restart of the whole cluster keeps it")
+	doc("data", "DIR", "none (history in memory only)")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve the Go profiler (/debug/pprof/) on this separate listener; keep it on loopback or a private network")
+	doc("debug-addr", "ADDR", "none (off)")
+	fs.Var(levelValue{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	doc("log-level", "LEVEL", "")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")
+	doc("log-format", "FORMAT", "")
+	return docs
+}
+
+// defaultServeConfig is serveConfig with every flag at its default.
+func defaultServeConfig() serveConfig {
+	c := node.DefaultConfig()
+	return serveConfig{Config: c, RateLimit: c.RateLimit, LogLevel: slog.LevelInfo, LogFormat: "text"}
+}
+
+// envName is the environment variable a flag reads.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseServe turns serve's arguments and environment into a validated
+// serveConfig. A flag given on the command line wins over its environment
+// variable; an empty environment variable counts as unset. With -h/--help
+// it prints the usage to out and returns flag.ErrHelp.
+func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Writer) (serveConfig, error) {
+	cfg := defaultServeConfig()
+	fs := flag.NewFlagSet("meshchat serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	docs := serveFlags(fs, &cfg)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printServeUsage(out, fs, docs)
+			return serveConfig{}, flag.ErrHelp
+		}
+		return serveConfig{}, fmt.Errorf("config: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return serveConfig{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
+	}
+	if err := applyEnv(fs, lookupEnv); err != nil {
+		return serveConfig{}, err
+	}
+	// Every flag starts at its default, so a zero here was typed: on the
+	// command line it is an error, where node.Config would read it as
+	// "default".
+	switch {
+	case cfg.History == 0:
+		return serveConfig{}, errors.New("config: --history 0: want at least 1")
+	case cfg.MaxFrame == 0:
+		return serveConfig{}, errors.New("config: --max-frame 0: want at least 256 bytes")
+	case cfg.QueueBytes == 0:
+		return serveConfig{}, fmt.Errorf("config: --queue-bytes 0: want at least --max-frame (%d)", cfg.MaxFrame)
+	case math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) || cfg.RateLimit < 0:
+		return serveConfig{}, fmt.Errorf("config: --rate-limit %v: want a number >= 0", cfg.RateLimit)
+	}
+	cfg.Config.RateLimit = cfg.RateLimit
+	if cfg.RateLimit == 0 {
+		cfg.Config.RateLimit = node.NoRateLimit // the contract's "0 turns the limit off"
+	}
+	if err := cfg.Validate(); err != nil {
+		return serveConfig{}, err
+	}
+	switch cfg.LogFormat {
+	case "text", "json":
+	default:
+		return serveConfig{}, fmt.Errorf("config: --log-format %q: want text or json", cfg.LogFormat)
+	}
+	return cfg, nil
+}
+
+// applyEnv sets every flag not given on the command line from its
+// environment variable, through the flag's own parser so both spellings
+// accept the same values.
+func applyEnv(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	if lookupEnv == nil {
+		return nil
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || given[f.Name] {
+			return
+		}
+		name := envName(f.Name)
+		v, ok := lookupEnv(name)
+		if !ok || v == "" {
+			return
+		}
+		if e := fs.Set(f.Name, v); e != nil {
+			err = fmt.Errorf("config: %s=%q: %w", name, v, e)
+		}
+	})
+	return err
+}
+
+// printServeUsage writes serve's help: every flag with its environment
+// variable and default.
+func printServeUsage(w io.Writer, fs *flag.FlagSet, docs []flagDoc) {
+	fmt.Fprint(w, `Usage: meshchat serve [flags]
+
+Starts one node of a meshchat cluster. Every flag also reads the environment
+variable shown (MESHCHAT_ + upper-case name, '-' as '_'); a flag given on the
+command line wins, an empty variable counts as unset.
+
+Flags:
+`)
+	for _, d := range docs {
+		f := fs.Lookup(d.name)
+		def := d.def
+		if def == "" {
+			def = f.DefValue
+		}
+		fmt.Fprintf(w, "  --%s %s\n        %s\n        env %s, default %s\n", f.Name, d.arg, f.Usage, envName(f.Name), def)
+	}
+	fmt.Fprintf(w, `
+The default secret is the public string %q.
+It lets --join work out of the box and protects nothing: set --secret to a
+long random value shared by every node before exposing a cluster.
+`, node.DefaultSecret)
+}
+
+// newLogger builds the serve command's logger on w.
+func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,229 @@
+package node
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/transport"
+	"github.com/meshchat/meshchat/web"
+)
+
+// Defaults the node owns. Every other default belongs to the package that
+// uses the value (chat, web, transport); DefaultConfig shows them all.
+const (
+	DefaultHTTPAddr   = ":8080"
+	DefaultGossipAddr = ":7946"
+	DefaultBroker     = "mesh"
+	// DefaultShutdownTimeout bounds a graceful stop that a signal started.
+	DefaultShutdownTimeout = 20 * time.Second
+	// DefaultSecret is the cluster secret used when Config.Secret is
+	// empty. It is public (it is written here and in the README), so it
+	// protects nothing: it only lets --join work out of the box on a
+	// trusted network. Every production deployment sets its own secret.
+	DefaultSecret = "meshchat-insecure-default-secret-change-me"
+)
+
+// NoRateLimit, as Config.RateLimit, turns the per-connection frame limit
+// off (the command line's --rate-limit 0).
+const NoRateLimit = chat.NoRateLimit
+
+// Config is everything a node can be told. The zero value of every field
+// is usable and means its default; New fills and validates them.
+type Config struct {
+	// HTTPAddr is the HTTP listener (UI, API, WebSocket and node-to-node
+	// mesh traffic under /_mesh/). Port 0 picks a free port.
+	// Default DefaultHTTPAddr (":8080").
+	HTTPAddr string
+	// GossipAddr is the memberlist bind address (TCP and UDP). Port 0
+	// picks a free port. Default DefaultGossipAddr (":7946").
+	GossipAddr string
+	// Join lists host:port gossip seeds; empty means a cluster of one.
+	Join []string
+	// Broker is "mesh" or "redis". Default "mesh".
+	Broker string
+	// RedisURL, when set, puts sessions in Redis (whatever the broker) and
+	// is the Redis the redis broker uses. Empty: no Redis.
+	RedisURL string
+	// Name is the node name, unique in the cluster. Empty derives it from
+	// the hostname and both ports (see defaultName).
+	Name string
+	// Secret is the cluster secret every key is derived from. Empty means
+	// DefaultSecret, with a warning.
+	Secret string
+	// RateLimit is frames per second a connection may send, with bursts
+	// of max(110, 2N) (chat computes them). 0 means chat.DefaultRateLimit
+	// (50); a negative value (NoRateLimit) turns the limit off.
+	RateLimit float64
+	// History is how many messages each room (and DM inbox) retains.
+	// 0 means transport.DefaultHistorySize (1000).
+	History int
+	// HistoryAge drops retained messages older than this; 0 keeps them
+	// until History pushes them out.
+	HistoryAge time.Duration
+	// MaxFrame is the largest WebSocket frame a client may send, in
+	// bytes. 0 means web.DefaultMaxFrameBytes (16 KiB).
+	MaxFrame int64
+	// QueueBytes bounds each connection's outbound queue; a client that
+	// falls this far behind is disconnected and catches up from history.
+	// 0 means chat.DefaultQueueBytes (1 MiB).
+	QueueBytes int
+	// Origins are browser origins allowed on /ws besides the node's own.
+	Origins []string
+	// CookieDomain, when set, scopes the session cookie to a parent domain
+	// (e.g. chat.example.com for n1.chat.example.com and
+	// n2.chat.example.com) so that it is sent to every node. Empty: the
+	// cookie belongs to the host that set it; clients use the login token
+	// on other hosts.
+	CookieDomain string
+	// AdvertiseHTTP is the HTTP base URL other nodes and clients use to
+	// reach this node. Empty derives it from HTTPAddr (see advertiseURL).
+	AdvertiseHTTP string
+	// DataDir, when set with the mesh broker, keeps the history of the
+	// channels this node owns or backs up in DataDir/history.db, so a
+	// restart of the whole cluster keeps it. Empty: memory only.
+	DataDir string
+	// DebugAddr, when set, serves the Go profiler (net/http/pprof) on a
+	// listener of its own, apart from the public HTTP one. Empty: off.
+	DebugAddr string
+
+	// Logger is used by the node; nil discards logs.
+	Logger *slog.Logger
+	// TagLogs adds self=<node name> to every log line, for several nodes
+	// sharing one log (demo, tests).
+	TagLogs bool
+	// ShutdownTimeout bounds a graceful stop that a signal started (see
+	// Node.ShutdownTimeout). 0 means DefaultShutdownTimeout (20s).
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig is the Config New would use for a zero Config, with every
+// default spelled out: the command line shows these values in its help.
+func DefaultConfig() Config {
+	var c Config
+	c.fill()
+	return c
+}
+
+// fill replaces zero values by their defaults, each read from the package
+// that owns it.
+func (c *Config) fill() {
+	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
+	c.GossipAddr = cmp.Or(c.GossipAddr, DefaultGossipAddr)
+	c.Broker = cmp.Or(c.Broker, DefaultBroker)
+	c.RateLimit = cmp.Or(c.RateLimit, chat.DefaultRateLimit)
+	c.History = cmp.Or(c.History, transport.DefaultHistorySize)
+	c.MaxFrame = cmp.Or(c.MaxFrame, web.DefaultMaxFrameBytes)
+	c.QueueBytes = cmp.Or(c.QueueBytes, chat.DefaultQueueBytes)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+}
+
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+// Validate fills c's defaults and checks it; errors name the command-line
+// flag at fault. It normalizes Origins and AdvertiseHTTP in place.
+func (c *Config) Validate() error {
+	c.fill()
+	for _, a := range []struct{ flag, addr string }{{"--http", c.HTTPAddr}, {"--gossip", c.GossipAddr}} {
+		if err := checkHostPort(a.addr); err != nil {
+			return fmt.Errorf("config: %s %q: %w", a.flag, a.addr, err)
+		}
+	}
+	for _, j := range c.Join {
+		if err := checkHostPort(j); err != nil {
+			return fmt.Errorf("config: --join %q: %w", j, err)
+		}
+	}
+	switch c.Broker {
+	case "mesh":
+	case "redis":
+		if c.RedisURL == "" {
+			return errors.New("config: --broker redis needs --redis URL (or MESHCHAT_REDIS)")
+		}
+	default:
+		return fmt.Errorf("config: --broker %q: want mesh or redis", c.Broker)
+	}
+	if c.RedisURL != "" {
+		if _, err := goredis.ParseURL(c.RedisURL); err != nil {
+			return fmt.Errorf("config: --redis %q: %w", c.RedisURL, err)
+		}
+	}
+	if c.Name != "" && !nodeNameRE.MatchString(c.Name) {
+		return fmt.Errorf("config: --name %q: want 1-64 of letters, digits, '_', '.', ':', '-'", c.Name)
+	}
+	if math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) {
+		return fmt.Errorf("config: --rate-limit %v: want a number >= 0", c.RateLimit)
+	}
+	if c.History < 1 {
+		return fmt.Errorf("config: --history %d: want at least 1", c.History)
+	}
+	if c.HistoryAge < 0 {
+		return fmt.Errorf("config: --history-age %v: want >= 0", c.HistoryAge)
+	}
+	if c.MaxFrame < 256 {
+		return fmt.Errorf("config: --max-frame %d: want at least 256 bytes", c.MaxFrame)
+	}
+	if int64(c.QueueBytes) < c.MaxFrame {
+		return fmt.Errorf("config: --queue-bytes %d: want at least --max-frame (%d)", c.QueueBytes, c.MaxFrame)
+	}
+	if c.CookieDomain != "" && (strings.ContainsAny(c.CookieDomain, ":/ ") || strings.Trim(c.CookieDomain, ".") == "") {
+		return fmt.Errorf("config: --cookie-domain %q: want a bare domain such as chat.example.com", c.CookieDomain)
+	}
+	for i, o := range c.Origins {
+		norm, err := normalizeBaseURL(o)
+		if err != nil {
+			return fmt.Errorf("config: --origins %q: %w", o, err)
+		}
+		c.Origins[i] = norm
+	}
+	if c.AdvertiseHTTP != "" {
+		norm, err := normalizeBaseURL(c.AdvertiseHTTP)
+		if err != nil {
+			return fmt.Errorf("config: --advertise-http %q: %w", c.AdvertiseHTTP, err)
+		}
+		c.AdvertiseHTTP = norm
+	}
+	return nil
+}
+
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
+
+// normalizeBaseURL accepts scheme://host[:port] with an optional trailing
+// slash and returns it without the slash: the form browsers send in Origin
+// and the form nodes prefix to paths.
+func normalizeBaseURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", errors.New("want an http:// or https:// URL")
+	}
+	if u.Host == "" {
+		return "", errors.New("missing host")
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", errors.New("want scheme://host[:port] only")
+	}
+	return u.Scheme + "://" + u.Host, nil
+}

@@ -1,0 +1,92 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/meshchat/meshchat/cluster"
+	"github.com/meshchat/meshchat/transport"
+)
+
+// onClusterEvent runs on the cluster's event goroutine.
+func (n *Node) onClusterEvent(ev cluster.Event) {
+	n.seenMu.Lock()
+	n.seen[ev.Node.Name] = ev.Kind == cluster.EventJoin || ev.Kind == cluster.EventUpdate
+	n.seenMu.Unlock()
+	if n.mesh != nil {
+		n.mesh.PeersChanged()
+	}
+	if (ev.Kind == cluster.EventDead || ev.Kind == cluster.EventLeave) && ev.Node.Name != n.name {
+		n.hub.NodeGone(ev.Node.Name)
+	}
+}
+
+// Ready reports whether the node can serve (it is /readyz): the cluster
+// is joined, logouts are loaded, the first membership view has reached
+// the broker and hub, and the broker answers. The error says what is
+// missing; it wraps ErrNotReady or ErrStopping.
+func (n *Node) Ready(ctx context.Context) error {
+	if n.stopping.Load() {
+		return ErrStopping
+	}
+	if !n.cluster.Joined() {
+		return fmt.Errorf("%w: cluster not joined", ErrNotReady)
+	}
+	if !n.hub.RevocationsLoaded() {
+		return fmt.Errorf("%w: logouts not yet loaded", ErrNotReady)
+	}
+	// Only a starting node waits for its first view to be applied: later
+	// membership changes leave every node briefly behind gossip, and
+	// failing readiness then would let a load balancer drop the whole
+	// cluster at once.
+	if !n.synced.Load() {
+		if !n.membershipSynced() {
+			return fmt.Errorf("%w: membership not yet applied", ErrNotReady)
+		}
+		n.synced.Store(true)
+	}
+	if p, ok := n.broker.(transport.Pinger); ok {
+		if err := p.Ping(ctx); err != nil {
+			return fmt.Errorf("%w: broker: %w", ErrNotReady, err)
+		}
+	}
+	return nil
+}
+
+// membershipSynced reports whether the broker and hub have been told the
+// membership that gossip shows: every alive node announced, every dead or
+// departed one withdrawn. The cluster coalesces events for up to a quarter
+// second; until they arrive, the broker routes with an older view than
+// /api/cluster shows, so a node that just joined could take traffic for
+// channels it does not own, or count users of a dead node as present.
+func (n *Node) membershipSynced() bool {
+	members := n.cluster.Members()
+	n.seenMu.Lock()
+	defer n.seenMu.Unlock()
+	for _, m := range members {
+		if alive := m.State == cluster.StateAlive; n.seen[m.Name] != alive {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *Node) aliveNames() []string {
+	peers := n.cluster.Alive()
+	out := make([]string, len(peers))
+	for i, p := range peers {
+		out[i] = p.Name
+	}
+	return out
+}
+
+func (n *Node) aliveURLs() []string {
+	peers := n.cluster.Alive()
+	out := make([]string, 0, len(peers))
+	for _, p := range peers {
+		if p.Addr != "" {
+			out = append(out, p.Addr)
+		}
+	}
+	return out
+}

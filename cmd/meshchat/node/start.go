@@ -1,0 +1,257 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/cluster"
+	"github.com/meshchat/meshchat/store"
+	"github.com/meshchat/meshchat/transport"
+	"github.com/meshchat/meshchat/transport/mesh"
+	"github.com/meshchat/meshchat/transport/redis"
+	"github.com/meshchat/meshchat/web"
+)
+
+// Start binds the HTTP listener and gossip, wires every part and starts
+// serving. It returns once the node accepts connections; joining the
+// seeds continues in the background (see Ready). On error, everything
+// already started is stopped.
+//
+// The steps run in dependency order: each one only uses what the steps
+// before it set.
+func (n *Node) Start(ctx context.Context) (err error) {
+	if !n.started.CompareAndSwap(false, true) {
+		return errors.New("node: already started")
+	}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = n.Kill(sctx)
+		}
+	}()
+	steps := []func(context.Context) error{
+		n.listen,      // the HTTP port goes into the name and URL
+		n.startDebug,  // --debug-addr
+		n.identify,    // advertised URL and node name
+		n.newCluster,  // membership, not yet joined
+		n.dialRedis,   // shared by the redis broker and sessions
+		n.newBroker,   // mesh (with its --data log) or redis
+		n.newHub,      // the chat domain on the broker
+		n.newSessions, // cookie or Redis session store
+		n.newWeb,      // HTTP API, WebSocket, UI
+		n.joinCluster, // membership events flow to broker and hub
+		n.serve,       // accept connections
+	}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	n.log.Info("node started", "name", n.name, "http", n.url, "listen", n.HTTPAddr(), "gossip", n.GossipAddr(), "broker", n.cfg.Broker, "join", n.cfg.Join)
+	return nil
+}
+
+// listen binds the HTTP listener first: its real port goes into the node
+// name and the advertised URL that gossip carries.
+func (n *Node) listen(context.Context) error {
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("node: listen http: %w", err)
+	}
+	n.ln = &closeNotifyListener{Listener: ln, closed: make(chan struct{})}
+	return nil
+}
+
+func (n *Node) startDebug(context.Context) error {
+	if n.cfg.DebugAddr == "" {
+		return nil
+	}
+	var err error
+	n.debug, err = startDebug(n.cfg.DebugAddr, n.log)
+	return err
+}
+
+// identify settles the advertised URL and the node name (derived from the
+// hostname and both ports when not configured, which needs the gossip
+// port pinned before memberlist binds it).
+func (n *Node) identify(context.Context) error {
+	var err error
+	n.url = n.cfg.AdvertiseHTTP
+	if n.url == "" {
+		if n.url, err = advertiseURL(n.ln.Addr().String(), os.Hostname, net.LookupHost); err != nil {
+			return fmt.Errorf("node: advertise url: %w", err)
+		}
+	}
+	n.gossip = n.cfg.GossipAddr
+	n.name = n.cfg.Name
+	if n.name == "" {
+		if n.gossip, err = pinGossipPort(n.gossip); err != nil {
+			return fmt.Errorf("node: gossip port: %w", err)
+		}
+		host, _ := os.Hostname()
+		n.name = defaultName(host, portOf(n.ln.Addr().String()), portOf(n.gossip))
+	}
+	if n.cfg.TagLogs {
+		n.log = n.log.With("self", n.name)
+	}
+	return nil
+}
+
+func (n *Node) newCluster(context.Context) error {
+	var err error
+	n.cluster, err = cluster.New(cluster.Config{
+		Name:     n.name,
+		BindAddr: n.gossip,
+		HTTPURL:  n.url,
+		Join:     n.cfg.Join,
+		Key:      n.keys.Gossip,
+		Logger:   n.log,
+	})
+	return err
+}
+
+func (n *Node) dialRedis(context.Context) error {
+	if n.cfg.RedisURL == "" {
+		return nil
+	}
+	opts, err := goredis.ParseURL(n.cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("node: --redis: %w", err)
+	}
+	n.rdb = goredis.NewClient(opts)
+	return nil
+}
+
+func (n *Node) newBroker(context.Context) error {
+	switch n.cfg.Broker {
+	case "mesh":
+		mc := mesh.Config{
+			Self:          transport.Peer{Name: n.name, Addr: n.url},
+			Key:           n.keys.Mesh,
+			Peers:         n.cluster.Alive,
+			HistorySize:   n.cfg.History,
+			HistoryMaxAge: n.cfg.HistoryAge,
+			Logger:        n.log,
+		}
+		if n.cfg.DataDir != "" {
+			// Same retention as the broker's ring (docs/storage.md).
+			var err error
+			n.history, err = store.OpenBolt(filepath.Join(n.cfg.DataDir, "history.db"), store.BoltOptions{
+				HistorySize:   n.cfg.History,
+				HistoryMaxAge: n.cfg.HistoryAge,
+			})
+			if err != nil {
+				return fmt.Errorf("node: --data: %w", err)
+			}
+			mc.Log = n.history
+		}
+		mb, err := mesh.New(mc)
+		if err != nil {
+			return err
+		}
+		n.mesh, n.broker = mb, mb
+	case "redis":
+		rb, err := redis.New(redis.Config{
+			URL:           n.cfg.RedisURL,
+			Node:          n.name,
+			HistorySize:   n.cfg.History,
+			HistoryMaxAge: n.cfg.HistoryAge,
+			Alive:         n.aliveNames,
+			Logger:        n.log,
+		})
+		if err != nil {
+			return err
+		}
+		n.broker = rb
+	default:
+		return fmt.Errorf("node: unknown broker %q", n.cfg.Broker)
+	}
+	return nil
+}
+
+func (n *Node) newHub(context.Context) error {
+	var err error
+	n.hub, err = chat.New(chat.Config{
+		Node:       n.name,
+		Broker:     n.broker,
+		Nodes:      n.aliveURLs,
+		QueueBytes: n.cfg.QueueBytes,
+		RateLimit:  n.cfg.RateLimit,
+		// Logout snapshots must come more often than history expires.
+		HistoryMaxAge: n.cfg.HistoryAge,
+		Logger:        n.log,
+	})
+	return err
+}
+
+func (n *Node) newSessions(ctx context.Context) error {
+	opts := store.SessionOptions{Domain: n.cfg.CookieDomain}
+	if n.rdb == nil {
+		n.sessions = store.NewCookieStore(n.keys.SessionHash, n.keys.SessionBlock, opts)
+		return nil
+	}
+	var err error
+	n.sessions, err = store.NewRedisSessions(ctx, n.rdb, opts)
+	return err
+}
+
+func (n *Node) newWeb(context.Context) error {
+	mounts := map[string]http.Handler{}
+	if n.mesh != nil {
+		mounts["/_mesh/"] = n.mesh.Handler()
+	}
+	var err error
+	n.web, err = web.New(web.Config{
+		Hub:            n.hub,
+		Sessions:       n.sessions,
+		Node:           n.name,
+		BrokerName:     n.cfg.Broker,
+		Members:        n.cluster.Members,
+		Ready:          n.Ready,
+		AllowedOrigins: n.cfg.Origins,
+		MaxFrameBytes:  n.cfg.MaxFrame,
+		Mounts:         mounts,
+		TokenKey:       n.keys.Token,
+		Logger:         n.log,
+	})
+	return err
+}
+
+// joinCluster subscribes to membership before the cluster starts, so no
+// event is missed, then starts gossip (joining the seeds goes on in the
+// background) and the hub.
+func (n *Node) joinCluster(ctx context.Context) error {
+	n.cluster.Subscribe(n.onClusterEvent)
+	if err := n.cluster.Start(ctx); err != nil {
+		return err
+	}
+	return n.hub.Start(ctx)
+}
+
+func (n *Node) serve(context.Context) error {
+	n.srv = &http.Server{
+		Handler:           n.web.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	n.serveWG.Add(1)
+	go func() {
+		defer n.serveWG.Done()
+		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.served <- fmt.Errorf("node: http: %w", err)
+		}
+	}()
+	return nil
+}

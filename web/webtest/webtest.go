@@ -1,0 +1,179 @@
+// Package webtest is the test kit's client of meshchat's public protocol:
+// the HTTP API (login, /api/cluster, /readyz) and a WebSocket connection
+// whose frames a test reads with deadlines. Every test that talks to a
+// node the way an outside client would uses it, whatever starts the node.
+//
+// It speaks only HTTP and JSON, imports nothing of meshchat, and is never
+// used by production code.
+package webtest
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
+)
+
+// Client is an HTTP client without shared idle connections, closed with
+// the test so that no keep-alive goroutine outlives it.
+func Client(tb testing.TB, jar http.CookieJar) *http.Client {
+	tr := &http.Transport{DisableKeepAlives: true}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Jar: jar, Timeout: 10 * time.Second}
+}
+
+// Get returns the status and body of a GET, 0 when the request fails.
+func Get(tb testing.TB, url string, cookies []*http.Cookie) (int, []byte) {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err := Client(tb, nil).Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
+// Session is one logged-in user agent: the cookies the login answered.
+type Session struct {
+	User    string
+	Node    string // node that handled the login
+	Token   string // the login's bearer token
+	Cookies []*http.Cookie
+}
+
+// Login posts /api/login {"name":user} on base and returns the session.
+func Login(tb testing.TB, base, user string) Session {
+	tb.Helper()
+	jar, _ := cookiejar.New(nil)
+	resp, err := Client(tb, jar).Post(base+"/api/login", "application/json", strings.NewReader(`{"name":"`+user+`"}`))
+	if err != nil {
+		tb.Fatalf("login %s at %s: %v", user, base, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("login %s at %s: %d %s", user, base, resp.StatusCode, body)
+	}
+	var out struct{ User, Node, Token string }
+	if err := json.Unmarshal(body, &out); err != nil || out.User != user || out.Node == "" {
+		tb.Fatalf("login %s: body %s (%v)", user, body, err)
+	}
+	if len(resp.Cookies()) == 0 {
+		tb.Fatalf("login %s: no cookie", user)
+	}
+	return Session{User: user, Node: out.Node, Token: out.Token, Cookies: resp.Cookies()}
+}
+
+// Do sends a request with the session's cookies and returns status and
+// body.
+func (s Session) Do(tb testing.TB, method, url string) (int, []byte) {
+	tb.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, c := range s.Cookies {
+		req.AddCookie(c)
+	}
+	resp, err := Client(tb, nil).Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
+// WaitReady waits until every base answers /readyz with 200.
+func WaitReady(tb testing.TB, timeout time.Duration, bases ...string) time.Duration {
+	tb.Helper()
+	return clustertest.WaitFor(tb, timeout, "/readyz 200 on "+strings.Join(bases, ", "), func() bool {
+		for _, b := range bases {
+			if st, _ := Get(tb, b+"/readyz", nil); st != http.StatusOK {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// ClusterView is GET /api/cluster.
+type ClusterView struct {
+	Node   string `json:"node"`
+	Broker string `json:"broker"`
+	Nodes  []struct {
+		Name  string `json:"name"`
+		HTTP  string `json:"http"`
+		State string `json:"state"`
+	} `json:"nodes"`
+}
+
+// GetCluster reads base's /api/cluster; false when it does not answer 200.
+func GetCluster(tb testing.TB, base string) (ClusterView, bool) {
+	tb.Helper()
+	st, body := Get(tb, base+"/api/cluster", nil)
+	if st != http.StatusOK {
+		return ClusterView{}, false
+	}
+	var v ClusterView
+	if err := json.Unmarshal(body, &v); err != nil {
+		tb.Fatalf("/api/cluster: %v: %s", err, body)
+	}
+	return v, true
+}
+
+// StateOf is the state base reports for node name ("" when not listed).
+func StateOf(tb testing.TB, base, name string) string {
+	tb.Helper()
+	v, ok := GetCluster(tb, base)
+	if !ok {
+		return ""
+	}
+	for _, n := range v.Nodes {
+		if n.Name == name {
+			return n.State
+		}
+	}
+	return ""
+}
+
+// Frame is one decoded server frame.
+type Frame map[string]any
+
+// Str is the string field k, or "".
+func (f Frame) Str(k string) string { s, _ := f[k].(string); return s }
+
+// Type is the frame's type.
+func (f Frame) Type() string { return f.Str("type") }
+
+// Members is the string list field "members" (joined and presence frames).
+func (f Frame) Members() []string { return f.Strings("members") }
+
+// Strings is the string list field k.
+func (f Frame) Strings(k string) []string {
+	raw, _ := f[k].([]any)
+	out := make([]string, 0, len(raw))
+	for _, m := range raw {
+		if s, ok := m.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Has reports whether the string list field k holds s.
+func (f Frame) Has(k, s string) bool { return slices.Contains(f.Strings(k), s) }
