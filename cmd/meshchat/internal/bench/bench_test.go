@@ -501,6 +501,11 @@ func TestSlowConsumerReconnectResumes(t *testing.T) {
 // queues are short and whose rooms retain little history: the slow
 // clients are disconnected (4008), resume unrecovered, and what fell in
 // the gap is counted as unrecovered, not lost.
+//
+// On a loaded machine an ordinary client can fall 32 frames behind too and
+// be shed the same way; that is the server doing its job, so the test
+// asserts that the slow ones were shed and that every disconnect is
+// accounted, not that nobody else ever was.
 func TestSlowClientsShedAndAccount(t *testing.T) {
 	url := startFake(t, fakeOpts{queueFrames: 32, history: 50})
 	rep, _, err := runFake(t, url, "--strict", "--clients", "10", "--rooms", "1", "--publishers", "4",
@@ -512,8 +517,8 @@ func TestSlowClientsShedAndAccount(t *testing.T) {
 	if r.Params.SlowClients != 2 {
 		t.Fatalf("params %+v", r.Params)
 	}
-	if r.Disconnects == 0 || r.CloseCodes["4008"] == 0 || r.SlowDisconnects != r.Disconnects {
-		t.Fatalf("disconnects %d (slow %d) codes %v", r.Disconnects, r.SlowDisconnects, r.CloseCodes)
+	if r.SlowDisconnects == 0 || r.SlowDisconnects > r.Disconnects || r.CloseCodes["4008"] != r.Disconnects {
+		t.Fatalf("disconnects %d (slow %d) codes %v: want the slow clients shed, every disconnect a 4008", r.Disconnects, r.SlowDisconnects, r.CloseCodes)
 	}
 	if r.Unrecovered == 0 || r.UnrecoveredMessages == 0 {
 		t.Fatalf("unrecovered resumes %d messages %d", r.Unrecovered, r.UnrecoveredMessages)
