@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshchat/meshchat/cmd/meshchat/internal/freeport"
 	"github.com/meshchat/meshchat/cmd/meshchat/node"
 )
 
@@ -119,12 +120,14 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 		return errors.Join(errs...)
 	}
 
+	var ports freeport.Set
 	httpPort, gossipPort := dc.BasePort, dc.BasePort+1000
 	var seed string
 	for i := range dc.Nodes {
-		httpPort = nextFreePort(dc.Host, httpPort, false)
-		gossipPort = nextFreePort(dc.Host, gossipPort, true)
-		if httpPort == 0 || gossipPort == 0 {
+		var herr, gerr error
+		httpPort, herr = ports.Next(dc.Host, httpPort, false)
+		gossipPort, gerr = ports.Next(dc.Host, gossipPort, true)
+		if herr != nil || gerr != nil {
 			return errors.Join(errors.New("demo: ran out of free ports"), stopAll())
 		}
 		var cfg node.Config
@@ -205,30 +208,4 @@ func firstDone(nodes []*node.Node) <-chan error {
 		}()
 	}
 	return out
-}
-
-// nextFreePort returns the first port >= from that host can bind (TCP, and
-// UDP too when udp is set), or 0.
-func nextFreePort(host string, from int, udp bool) int {
-	for p := from; p <= 65535 && p < from+200; p++ {
-		addr := net.JoinHostPort(host, strconv.Itoa(p))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		ok := true
-		if udp {
-			u, err := net.ListenPacket("udp", addr)
-			if err != nil {
-				ok = false
-			} else {
-				u.Close()
-			}
-		}
-		l.Close()
-		if ok {
-			return p
-		}
-	}
-	return 0
 }

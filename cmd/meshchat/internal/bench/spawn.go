@@ -5,10 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshchat/meshchat/cmd/meshchat/internal/freeport"
 )
 
 // cluster is a throwaway meshchat cluster of real processes started by
@@ -42,36 +44,6 @@ type proc struct {
 	logFile   *os.File
 	done      chan struct{}
 	waitErr   error // set before done closes
-}
-
-// portSet hands out free loopback ports, never the same one twice.
-type portSet map[int]bool
-
-// take returns a port free for TCP and, when udp is set, for UDP too
-// (memberlist binds both on the gossip port).
-func (ps portSet) take(udp bool) (int, error) {
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		ok := !ps[port]
-		if ok && udp {
-			u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-			if err != nil {
-				ok = false
-			} else {
-				u.Close()
-			}
-		}
-		l.Close()
-		if ok {
-			ps[port] = true
-			return port, nil
-		}
-	}
-	return 0, errors.New("bench: no free port")
 }
 
 // childEnv is the bench's environment without MESHCHAT_ variables, which
@@ -102,13 +74,16 @@ func startCluster(ctx context.Context, cfg Config, broker string, log *slog.Logg
 			err = fmt.Errorf("%w (logs in %s)", err, dir)
 		}
 	}()
-	ports := portSet{}
+	// Ports come from below the ephemeral range, so that no outgoing
+	// connection takes one between the check and the child's bind.
+	var ports freeport.Set
+	take := func(udp bool) (int, error) { return ports.Next("127.0.0.1", 20000+mrand.IntN(10000), udp) }
 	var secret [24]byte
 	_, _ = rand.Read(secret[:])
 
 	var redisURL string
 	if broker == "redis" {
-		port, err := ports.take(false)
+		port, err := take(false)
 		if err != nil {
 			return nil, err
 		}
@@ -126,11 +101,11 @@ func startCluster(ctx context.Context, cfg Config, broker string, log *slog.Logg
 
 	var seed string
 	for i := 1; i <= cfg.Nodes; i++ {
-		hp, err := ports.take(false)
+		hp, err := take(false)
 		if err != nil {
 			return nil, err
 		}
-		gp, err := ports.take(true)
+		gp, err := take(true)
 		if err != nil {
 			return nil, err
 		}
@@ -153,7 +128,7 @@ func startCluster(ctx context.Context, cfg Config, broker string, log *slog.Logg
 		}
 		var debugAddr string
 		if cfg.ProfileDir != "" {
-			dp, err := ports.take(false)
+			dp, err := take(false)
 			if err != nil {
 				return nil, err
 			}
