@@ -139,7 +139,7 @@ func startChaos(t *testing.T, broker string, extra func(i int) []string) *chaosH
 		h.wg.Go(func() { c.publish(ctx) })
 		h.wg.Go(func() { c.dmPublish(ctx) })
 	}
-	if !waitUntil(20*time.Second, h.allSettled) {
+	if !clustertest.Eventually(20*time.Second, h.allSettled) {
 		h.stop()
 		h.dumpClients(h.clients)
 		t.Fatal("clients did not all connect and join within 20s")
@@ -236,7 +236,7 @@ func (h *chaosHarness) setPublishing(on bool) {
 func (h *chaosHarness) warmUp() {
 	h.t.Helper()
 	h.setPublishing(true)
-	if !waitUntil(15*time.Second, func() bool {
+	if !clustertest.Eventually(15*time.Second, func() bool {
 		for _, c := range h.clients {
 			if c.received(chaosRoomA) < 20 {
 				return false
@@ -285,11 +285,11 @@ func (h *chaosHarness) everyPublisherAckedSince(t time.Time, n int) bool {
 func (h *chaosHarness) quiesce() map[string]map[string]bool {
 	h.t.Helper()
 	h.setPublishing(false)
-	if !waitUntil(30*time.Second, h.allSettled) {
+	if !clustertest.Eventually(30*time.Second, h.allSettled) {
 		h.t.Error("quiesce: clients still reconnecting or with unacknowledged sends after 30s")
 	}
 	acked := h.acked()
-	if !waitUntil(20*time.Second, func() bool {
+	if !clustertest.Eventually(20*time.Second, func() bool {
 		for _, c := range h.clients {
 			for room, ids := range acked {
 				if !c.has(room, ids) {
@@ -306,7 +306,7 @@ func (h *chaosHarness) quiesce() map[string]map[string]bool {
 	for _, c := range h.dmers {
 		byUser[c.user] = c
 	}
-	if !waitUntil(20*time.Second, func() bool {
+	if !clustertest.Eventually(20*time.Second, func() bool {
 		for _, d := range dms {
 			if c := byUser[d.to]; c == nil || !c.hasDM(d.from, d.text) {
 				return false
@@ -611,20 +611,6 @@ func limit[T any](s []T, n int) []T {
 	return s
 }
 
-// waitUntil polls cond until it holds or timeout passes.
-func waitUntil(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by deadline
-	}
-}
-
 // checkDelivery compares what each client received in one room (ids in
 // delivery order) with the acknowledged ids: every client must hold every
 // acknowledged id exactly once, nothing else, and all clients in one
@@ -850,7 +836,7 @@ func testChaosKill(t *testing.T, broker string, flags func(int) []string, kind v
 	if kind == victimMember {
 		minAfter = 2 * time.Second
 	}
-	if !waitUntil(25*time.Second, func() bool {
+	if !clustertest.Eventually(25*time.Second, func() bool {
 		return time.Since(killAt) >= minAfter && h.allOnline() && h.everyPublisherAckedSince(killAt.Add(time.Second), 1)
 	}) {
 		t.Error("25s after the kill: clients not all back, or a publisher or DM sender still without acks")
@@ -927,7 +913,7 @@ func testChaosRolling(t *testing.T, broker string, flags func(int) []string) {
 		h.restart(n)
 		ready := h.waitConverged(30 * time.Second)
 		back := time.Now()
-		if !waitUntil(20*time.Second, func() bool {
+		if !clustertest.Eventually(20*time.Second, func() bool {
 			return h.allOnline() && h.everyPublisherAckedSince(back, 10)
 		}) {
 			t.Errorf("after restarting %s: clients not all back, or a publisher without acks, within 20s", n.name)
@@ -975,7 +961,7 @@ func TestChaosRedisRestart(t *testing.T) {
 	downAt := time.Now()
 	srv.Stop()
 	// Down for at least 1.5s, and until every publisher has been refused.
-	if !waitUntil(15*time.Second, func() bool {
+	if !clustertest.Eventually(15*time.Second, func() bool {
 		if time.Since(downAt) < 1500*time.Millisecond {
 			return false
 		}
@@ -991,7 +977,7 @@ func TestChaosRedisRestart(t *testing.T) {
 	}
 	srv.Restart()
 	upAt := time.Now()
-	if !waitUntil(30*time.Second, func() bool {
+	if !clustertest.Eventually(30*time.Second, func() bool {
 		return time.Since(upAt) >= 2*time.Second && h.allOnline() && h.everyPublisherAckedSince(upAt, 1)
 	}) {
 		t.Error("30s after redis came back: clients not all back, or a publisher still without acks")

@@ -53,14 +53,7 @@ and MESHCHAT_SECRET.
 
 Flags:
 `)
-			for _, d := range docs {
-				f := fs.Lookup(d.name)
-				def := d.def
-				if def == "" {
-					def = f.DefValue
-				}
-				fmt.Fprintf(out, "  --%s %s\n        %s (default %s)\n", f.Name, d.arg, f.Usage, def)
-			}
+			printFlags(out, fs, docs, false)
 			return demoConfig{}, flag.ErrHelp
 		}
 		return demoConfig{}, fmt.Errorf("demo: %w", err)
@@ -93,10 +86,7 @@ Flags:
 func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) error {
 	dc, err := parseDemo(args, lookupEnv, stdout)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return usageError(err)
 	}
 	log := newLogger(stderr, dc.LogLevel, "text")
 	routeRedisLogs(log)
@@ -106,70 +96,51 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 		secret = node.DefaultSecret
 	}
 
-	var nodes []*node.Node
-	// Nodes stop one after the other, newest first: each one's leave
-	// reaches peers that are still up, so nobody waits for failure
-	// detection.
-	stopAll := func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), node.DefaultShutdownTimeout)
-		defer cancel()
-		var errs []error
-		for i := len(nodes) - 1; i >= 0; i-- {
-			errs = append(errs, nodes[i].Stop(sctx))
-		}
-		return errors.Join(errs...)
-	}
-
 	var ports freeport.Set
 	httpPort, gossipPort := dc.BasePort, dc.BasePort+1000
-	var seed string
-	for i := range dc.Nodes {
+	cfgs := make([]node.Config, dc.Nodes)
+	for i := range cfgs {
 		var herr, gerr error
 		httpPort, herr = ports.Next(dc.Host, httpPort, false)
 		gossipPort, gerr = ports.Next(dc.Host, gossipPort, true)
 		if herr != nil || gerr != nil {
-			return errors.Join(errors.New("demo: ran out of free ports"), stopAll())
+			return errors.New("demo: ran out of free ports")
 		}
-		var cfg node.Config
-		cfg.HTTPAddr = net.JoinHostPort(dc.Host, strconv.Itoa(httpPort))
-		cfg.GossipAddr = net.JoinHostPort(dc.Host, strconv.Itoa(gossipPort))
-		cfg.Name = fmt.Sprintf("n%d", i+1)
-		cfg.Broker = dc.Broker
-		cfg.RedisURL = dc.RedisURL
-		cfg.Secret = secret
-		if seed != "" {
-			cfg.Join = []string{seed}
+		cfgs[i] = node.Config{
+			HTTPAddr:   net.JoinHostPort(dc.Host, strconv.Itoa(httpPort)),
+			GossipAddr: net.JoinHostPort(dc.Host, strconv.Itoa(gossipPort)),
+			Name:       fmt.Sprintf("n%d", i+1),
+			Broker:     dc.Broker,
+			RedisURL:   dc.RedisURL,
+			Secret:     secret,
+			Logger:     log,
+			TagLogs:    true,
 		}
-		cfg.Logger = log
-		cfg.TagLogs = true
-		n, err := node.New(cfg)
-		if err != nil {
-			return errors.Join(err, stopAll())
-		}
-		if err := n.Start(ctx); err != nil {
-			return errors.Join(fmt.Errorf("demo: start %s: %w", cfg.Name, err), stopAll())
-		}
-		nodes = append(nodes, n)
-		if seed == "" {
-			seed = n.GossipAddr()
-		}
-		httpPort++
-		gossipPort++
+	}
+	g, err := node.StartGroup(ctx, cfgs)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	stopAll := func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), node.DefaultShutdownTimeout)
+		defer cancel()
+		return g.Stop(sctx)
 	}
 
 	// Wait until every node sees the whole cluster, so the printed URLs
 	// work as a cluster from the first click.
 	deadline := time.Now().Add(15 * time.Second)
-	for !demoConverged(nodes) && time.Now().Before(deadline) && ctx.Err() == nil {
+	for !g.Converged() && time.Now().Before(deadline) && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if !demoConverged(nodes) && ctx.Err() == nil {
+	if !g.Converged() && ctx.Err() == nil {
 		log.Warn("nodes have not all seen each other yet; they keep trying")
 	}
 
+	nodes := g.Nodes
 	fmt.Fprintf(stdout, "meshchat demo: %d nodes, broker %s. Open any of:\n", len(nodes), dc.Broker)
 	for _, n := range nodes {
 		fmt.Fprintf(stdout, "  %s   node %s, gossip %s\n", n.URL(), n.Name(), n.GossipAddr())
@@ -179,33 +150,9 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 	var failed error
 	select {
 	case <-ctx.Done():
-	case failed = <-firstDone(nodes):
+	case failed = <-g.Failed():
 	}
 	stop()
 	fmt.Fprintln(stdout, "meshchat demo: stopping")
 	return errors.Join(failed, stopAll())
-}
-
-func demoConverged(nodes []*node.Node) bool {
-	for _, n := range nodes {
-		if len(n.Cluster().Alive()) != len(nodes) {
-			return false
-		}
-	}
-	return true
-}
-
-// firstDone merges the nodes' Done channels. Its goroutines end when a node
-// fails or, after stopAll, when Stop drains Serve; they never outlive the
-// demo by more than that.
-func firstDone(nodes []*node.Node) <-chan error {
-	out := make(chan error, len(nodes))
-	for _, n := range nodes {
-		go func() {
-			if err, ok := <-n.Done(); ok {
-				out <- err
-			}
-		}()
-	}
-	return out
 }

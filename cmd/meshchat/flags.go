@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -280,19 +281,35 @@ command line wins, an empty variable counts as unset.
 
 Flags:
 `)
-	for _, d := range docs {
-		f := fs.Lookup(d.name)
-		def := d.def
-		if def == "" {
-			def = f.DefValue
-		}
-		fmt.Fprintf(w, "  --%s %s\n        %s\n        env %s, default %s\n", f.Name, d.arg, f.Usage, envName(f.Name), def)
-	}
+	printFlags(w, fs, docs, true)
 	fmt.Fprintf(w, `
 The default secret is the public string %q.
 It lets --join work out of the box and protects nothing: set --secret to a
 long random value shared by every node before exposing a cluster.
 `, node.DefaultSecret)
+}
+
+// printFlags lists docs' flags with their defaults and, when withEnv is
+// set, their environment variables.
+func printFlags(w io.Writer, fs *flag.FlagSet, docs []flagDoc, withEnv bool) {
+	for _, d := range docs {
+		f := fs.Lookup(d.name)
+		def := cmp.Or(d.def, f.DefValue)
+		if withEnv {
+			fmt.Fprintf(w, "  --%s %s\n        %s\n        env %s, default %s\n", f.Name, d.arg, f.Usage, envName(f.Name), def)
+		} else {
+			fmt.Fprintf(w, "  --%s %s\n        %s (default %s)\n", f.Name, d.arg, f.Usage, def)
+		}
+	}
+}
+
+// usageError marks a parse error as the user's (exit code 2); help is
+// not an error.
+func usageError(err error) error {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errUsage, err)
 }
 
 // newLogger builds the serve command's logger on w.

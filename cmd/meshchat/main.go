@@ -146,13 +146,11 @@ func routeRedisLogs(log *slog.Logger) { goredis.SetLogger(redisLogger{log}) }
 func runServe(ctx context.Context, stop func(), args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) error {
 	cfg, err := parseServe(args, lookupEnv, stdout)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return usageError(err)
 	}
-	cfg.Logger = newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	routeRedisLogs(cfg.Logger)
+	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	cfg.Logger = log
+	routeRedisLogs(log)
 	n, err := node.New(cfg.Config)
 	if err != nil {
 		return err
@@ -160,23 +158,21 @@ func runServe(ctx context.Context, stop func(), args []string, stdout, stderr io
 	if err := n.Start(ctx); err != nil {
 		return err
 	}
+	var failed error // the HTTP server died under us: stop the rest, report it
 	select {
 	case <-ctx.Done():
-		cfg.Logger.Info("shutting down: signal received; a second signal forces exit")
-	case err := <-n.Done():
-		// The HTTP server died under us: stop the rest and report it.
-		stop()
-		sctx, cancel := context.WithTimeout(context.Background(), n.ShutdownTimeout())
-		defer cancel()
-		return errors.Join(err, n.Stop(sctx))
+		log.Info("shutting down: signal received; a second signal forces exit")
+	case failed = <-n.Done():
 	}
 	stop()
 	sctx, cancel := context.WithTimeout(context.Background(), n.ShutdownTimeout())
 	defer cancel()
 	start := time.Now()
 	if err := n.Stop(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		return errors.Join(failed, fmt.Errorf("shutdown: %w", err))
 	}
-	cfg.Logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	if failed == nil {
+		log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	}
+	return failed
 }

@@ -79,24 +79,33 @@ type Options struct {
 	Adjust func(i int, cfg *node.Config)
 }
 
-// StartCluster starts size nodes n1..nN, all joined through n1, and waits
-// until every node sees every other alive and is ready.
+// StartCluster starts size nodes n1..nN as a node.Group (all joined
+// through n1), stops them when the test ends, and waits until every node
+// sees every other alive and is ready.
 func StartCluster(tb testing.TB, size int, o Options) []*node.Node {
 	tb.Helper()
-	var nodes []*node.Node
-	for i := range size {
-		var join []string
-		if i > 0 {
-			join = []string{nodes[0].GossipAddr()}
-		}
-		cfg := Config(tb, fmt.Sprintf("n%d", i+1), o.Broker, o.RedisURL, join...)
+	cfgs := make([]node.Config, size)
+	for i := range cfgs {
+		cfgs[i] = Config(tb, fmt.Sprintf("n%d", i+1), o.Broker, o.RedisURL)
 		if o.Adjust != nil {
-			o.Adjust(i, &cfg)
+			o.Adjust(i, &cfgs[i])
 		}
-		nodes = append(nodes, Start(tb, cfg))
 	}
-	WaitConverged(tb, 20*time.Second, nodes...)
-	return nodes
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Duration(size)*time.Second)
+	defer cancel()
+	g, err := node.StartGroup(ctx, cfgs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := g.Stop(ctx); err != nil {
+			tb.Errorf("stop cluster: %v", err)
+		}
+	})
+	WaitConverged(tb, 20*time.Second, g.Nodes...)
+	return g.Nodes
 }
 
 // WaitConverged waits until every node sees all of nodes alive and is
