@@ -3,12 +3,8 @@ package ui_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"testing"
@@ -18,10 +14,9 @@ import (
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/meshchat/meshchat/chat"
-	"github.com/meshchat/meshchat/store"
-	"github.com/meshchat/meshchat/transport/inproc"
-	"github.com/meshchat/meshchat/web"
+	"github.com/meshchat/meshchat/cluster/clustertest"
+	"github.com/meshchat/meshchat/cmd/meshchat/node"
+	"github.com/meshchat/meshchat/cmd/meshchat/node/nodetest"
 	"github.com/meshchat/meshchat/web/ui"
 )
 
@@ -36,20 +31,18 @@ func chromium(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
-		return "/usr/bin/chromium"
+	return clustertest.RequireBinary(t, "chromium", "chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
+}
+
+// stopNode stops n the way a deploy does: clients are told to go
+// elsewhere (1012), then it leaves the cluster.
+func stopNode(t *testing.T, n *node.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := n.Stop(ctx); err != nil {
+		t.Errorf("stop %s: %v", n.Name(), err)
 	}
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	const msg = "chromium not found: apt-get install chromium"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
 }
 
 // newBrowser starts its own Chromium with a fresh profile, so two of them
@@ -147,93 +140,18 @@ func duplicateMessages(t *testing.T, ctx context.Context) int {
 		return ids.length - new Set(ids).size; })()`)
 }
 
-// testNode is one real meshchat node: inproc broker, hub, cookie sessions
-// and the web server with the UI, on a free port of 127.0.0.1.
-type testNode struct {
-	base   string
-	ts     *httptest.Server
-	srv    *web.Server
-	hub    *chat.Hub
-	broker *inproc.Broker
-	cancel context.CancelFunc
-	once   sync.Once
-}
-
-// stop shuts the node down the way a deploy does: clients are told to go
-// elsewhere (1012), then the listener closes.
-func (n *testNode) stop() {
-	n.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = n.srv.Shutdown(ctx)
-		n.ts.Close()
-		_ = n.hub.Shutdown(ctx)
-		_ = n.broker.Close(ctx)
-		n.cancel()
-	})
-}
-
-// startCluster starts count nodes sharing one in-memory network, session
-// keys and token key, so a session from one is valid on all.
-func startCluster(t *testing.T, count int) []*testNode {
+// startCluster starts count whole meshchat nodes (mesh broker, gossip,
+// cookie sessions, the web server with this UI) on free ports of
+// 127.0.0.1, joined into one cluster, so a session from one is valid on
+// all.
+func startCluster(t *testing.T, count int) []*node.Node {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	network := inproc.NewNetwork()
-	sessions := store.NewCookieStore(
-		[]byte("0123456789abcdef0123456789abcdef"), // hash key, 32 bytes
-		[]byte("fedcba9876543210fedcba9876543210"), // block key, 32 bytes
-		store.SessionOptions{},
-	)
-	nodes := make([]*testNode, count)
-	var bases []string
-	for i := range nodes {
-		ts := httptest.NewUnstartedServer(nil)
-		nodes[i] = &testNode{ts: ts, base: "http://" + ts.Listener.Addr().String()}
-		bases = append(bases, nodes[i].base)
-	}
-	for i, n := range nodes {
-		name := fmt.Sprintf("n%d", i+1)
-		var err error
-		n.broker, err = inproc.New(inproc.Config{Node: name, Network: network})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.hub, err = chat.New(chat.Config{
-			Node:   name,
-			Broker: n.broker,
-			Nodes:  func() []string { return bases },
-			Logger: logger,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ctx context.Context
-		ctx, n.cancel = context.WithCancel(context.Background())
-		if err := n.hub.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		n.srv, err = web.New(web.Config{
-			Hub:            n.hub,
-			Sessions:       sessions,
-			Node:           name,
-			BrokerName:     "inproc",
-			AllowedOrigins: bases,
-			TokenKey:       []byte("browser-test-token-key"),
-			Logger:         logger,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.ts.Config.Handler = n.srv.Handler()
-		n.ts.Start()
-		t.Cleanup(n.stop)
-	}
-	return nodes
+	return nodetest.StartCluster(t, count, nodetest.Options{})
 }
 
 func startServer(t *testing.T) string {
 	t.Helper()
-	return startCluster(t, 1)[0].base
+	return startCluster(t, 1)[0].URL()
 }
 
 // poll waits until the JavaScript expression is truthy in the page.
@@ -450,15 +368,15 @@ func TestBrowserFailover(t *testing.T) {
 	nodes := startCluster(t, 2)
 	alice := newBrowser(t, exe)
 	bob := newBrowser(t, exe)
-	login(t, alice, nodes[0].base, "alice")
-	login(t, bob, nodes[1].base, "bob")
+	login(t, alice, nodes[0].URL(), "alice")
+	login(t, bob, nodes[1].URL(), "bob")
 	joinRoom(t, alice, "general")
 	joinRoom(t, bob, "general")
 	send(t, alice, "before")
 	poll(t, bob, "bob sees before", hasMessage("alice", "before"))
 	poll(t, alice, "alice on n1", `document.querySelector('[data-testid="node-name"]').textContent === 'via n1'`)
 
-	nodes[0].stop()
+	stopNode(t, nodes[0])
 	send(t, bob, "during")
 	poll(t, alice, "alice moved to n2", connected+
 		` && document.querySelector('[data-testid="node-name"]').textContent === 'via n2'`)
@@ -483,15 +401,15 @@ func TestBrowserLoginCarriesToOtherNode(t *testing.T) {
 	nodes := startCluster(t, 2)
 	alice := newBrowser(t, exe)
 	errs := watchErrors(t, alice)
-	login(t, alice, nodes[0].base, "alice")
-	do(t, alice, "open the other node", chromedp.Navigate(nodes[1].base+"/"))
+	login(t, alice, nodes[0].URL(), "alice")
+	do(t, alice, "open the other node", chromedp.Navigate(nodes[1].URL()+"/"))
 	poll(t, alice, "logged in on the other node", connected+
 		` && !document.querySelector('[data-testid="chat-view"]').hidden`+
 		` && document.querySelector('[data-testid="me-name"]').textContent === 'alice'`+
 		` && document.querySelector('[data-testid="node-name"]').textContent === 'via n2'`)
 	do(t, alice, "log out", chromedp.Click(chromedp.CSS(`[data-testid="logout-button"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
-	do(t, alice, "back to the first node", chromedp.Navigate(nodes[0].base+"/"),
+	do(t, alice, "back to the first node", chromedp.Navigate(nodes[0].URL()+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="login-name"]`)))
 	noPageErrors(t, "alice", errs)
 }
