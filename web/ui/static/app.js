@@ -106,6 +106,7 @@ function toast(text) {
     t.hidden = true;
   }, 4000);
 }
+
 // ---------------------------------------------------------------------------
 // ChatView: the page while a user is logged in.
 
@@ -175,7 +176,7 @@ class ChatView {
       case "failed": {
         const node = this.findPendingNode(ch.item.ref);
         if (node) node.replaceWith(this.itemNode(ch.item, null));
-        const err = ch.err;
+        const { err } = ch;
         if (err && err.code !== "closed" && err.code !== "logged_out") toast(`Message not sent: ${ch.item.failed}`);
         break;
       }

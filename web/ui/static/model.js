@@ -62,11 +62,12 @@ export function memoryStore() {
 export class Conversations {
   // me is the user, token the session token for the client, hidden whether
   // the page starts out of sight; client holds extra MeshchatClient options.
+  // The lists come back from the store without a change told: a view draws
+  // everything once, then calls start.
   constructor({ me, token = "", store = memoryStore(), onChange = () => {}, hidden = false, client = {} }) {
     this.me = me;
     this.current = "";
     this.hidden = hidden;
-    this.inboxLoaded = false;
     this._convs = new Map(); // key -> conversation, in list order
     this._store = store;
     this._onChange = onChange;
@@ -95,8 +96,6 @@ export class Conversations {
     }
     const c = this._convs.get(cur);
     this.current = c && !c.closed ? cur : this.firstOpen();
-    const open = this._convs.get(this.current);
-    if (open) open.unread = 0;
     this._persist();
   }
 
@@ -323,7 +322,6 @@ export class Conversations {
         this._joined(ev);
         break;
       case "dm_history":
-        this.inboxLoaded = true;
         this._emit({ type: "inbox" });
         break;
       case "message":
