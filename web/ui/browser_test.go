@@ -418,6 +418,22 @@ func TestBrowserLoginCarriesToOtherNode(t *testing.T) {
 // (testdata/client_test.js: resume, dedupe, ref resend, failover order,
 // logout) in Chromium against a scripted fake WebSocket.
 func TestClientProtocol(t *testing.T) {
+	pageTests(t, "client_test.html")
+}
+
+// TestModel runs the tests of the app's model of conversations
+// (testdata/model_test.js: history merging, dedupe, pending sends, unread
+// counts, closed DMs) in Chromium, through meshchat.js on a scripted fake
+// WebSocket.
+func TestModel(t *testing.T) {
+	pageTests(t, "model_test.html")
+}
+
+// pageTests opens testdata/page, whose script runs its tests with
+// testdata/harness.js, and reports each as a subtest. The page is served
+// under /test/, next to the app's files.
+func pageTests(t *testing.T, page string) {
+	t.Helper()
 	exe := chromium(t)
 	mux := http.NewServeMux()
 	mux.Handle("/test/", http.StripPrefix("/test/", http.FileServer(http.Dir("testdata"))))
@@ -425,7 +441,7 @@ func TestClientProtocol(t *testing.T) {
 	ts := httptest.NewServer(mux)
 	t.Cleanup(ts.Close)
 	ctx := newBrowser(t, exe)
-	do(t, ctx, "open test page", chromedp.Navigate(ts.URL+"/test/client_test.html"))
+	do(t, ctx, "open test page", chromedp.Navigate(ts.URL+"/test/"+page))
 	poll(t, ctx, "tests done", `window.__done === true`)
 	type result struct {
 		Name  string `json:"name"`

@@ -1,6 +1,9 @@
 // Package ui owns meshchat's browser front end: a static single-page app
-// (index.html, app.js, style.css) and meshchat.js, the dependency-free
-// protocol client that other web apps may embed on their own pages.
+// (index.html, style.css; model.js, the conversations and their state;
+// app.js, the view that renders them and wires the page) and meshchat.js,
+// the dependency-free protocol client that other web apps may embed on
+// their own pages. The in-browser tests of meshchat.js and model.js live
+// in testdata and run in Chromium from browser_test.go.
 //
 // The files are embedded at build time with go:embed; there is no build
 // step. Handler serves them and is meant to be mounted at "/" after the

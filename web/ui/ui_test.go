@@ -24,7 +24,8 @@ func TestHandler(t *testing.T) {
 	}{
 		{name: "root", path: "/", status: 200, ctype: "text/html", contains: `id="login-name"`},
 		{name: "index", path: "/index.html", status: 200, ctype: "text/html", contains: "<!doctype html>"},
-		{name: "app js", path: "/app.js", status: 200, ctype: "text/javascript", contains: "MeshchatClient"},
+		{name: "app js", path: "/app.js", status: 200, ctype: "text/javascript", contains: `from "/model.js"`},
+		{name: "model js", path: "/model.js", status: 200, ctype: "text/javascript", contains: "export class Conversations"},
 		{name: "client js", path: "/meshchat.js", status: 200, ctype: "text/javascript", contains: "export class MeshchatClient"},
 		{name: "css", path: "/style.css", status: 200, ctype: "text/css", contains: ".messages"},
 		{name: "svg", path: "/favicon.svg", status: 200, ctype: "image/svg+xml"},
@@ -110,7 +111,7 @@ func TestHandlerRevalidation(t *testing.T) {
 }
 
 func TestFS(t *testing.T) {
-	for _, name := range []string{"index.html", "app.js", "meshchat.js", "style.css"} {
+	for _, name := range []string{"index.html", "app.js", "model.js", "meshchat.js", "style.css"} {
 		b, err := fs.ReadFile(ui.FS(), name)
 		if err != nil || len(b) == 0 {
 			t.Errorf("%s: %v (%d bytes)", name, err, len(b))
@@ -121,7 +122,7 @@ func TestFS(t *testing.T) {
 // TestNoHTMLSinks keeps user text out of the HTML parser: the app renders
 // through text nodes only.
 func TestNoHTMLSinks(t *testing.T) {
-	for _, name := range []string{"app.js", "meshchat.js"} {
+	for _, name := range []string{"app.js", "model.js", "meshchat.js"} {
 		b, err := fs.ReadFile(ui.FS(), name)
 		if err != nil {
 			t.Fatal(err)

@@ -1,14 +1,14 @@
-// The meshchat web app: login, rooms, direct messages, members, typing.
-// All protocol work (reconnects, resume, dedupe, acks) lives in
-// meshchat.js; this file turns its events into DOM. User-supplied text only
-// ever reaches the page through text nodes (textContent / append(string)),
-// never through HTML parsing.
+// The meshchat web app's view: the login form, and the page that shows the
+// conversations model.js keeps (rooms, direct messages, members, typing).
+// It renders the model, redrawing what each change names, and turns the
+// page's events into the model's actions; the state lives in the model and
+// all protocol work in meshchat.js. User-supplied text only ever reaches
+// the page through text nodes (textContent / append(string)), never
+// through HTML parsing.
 
-import { MeshchatClient, State } from "/meshchat.js";
+import { State } from "/meshchat.js";
+import { Conversations, NAME_RE } from "/model.js";
 
-const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
-const TYPING_TTL = 3000; // how long "x is typing" lasts without a new typing frame
-const MAX_ITEMS = 1000; // messages kept per conversation
 const GROUP_MS = 5 * 60 * 1000; // consecutive messages closer than this share a header
 const OFFLINE_AFTER = 3; // failed reconnect attempts before the badge says offline
 
@@ -108,19 +108,12 @@ function toast(text) {
 }
 
 // ---------------------------------------------------------------------------
-// Session: everything that exists while a user is logged in.
+// ChatView: the page while a user is logged in.
 
-class Session {
+class ChatView {
   constructor(user, token) {
     this.me = user;
-    this.convs = new Map(); // "r:room" | "d:peer" -> conversation
-    this.current = "";
     this.typingTimer = null;
-    this.client = new MeshchatClient({
-      token,
-      onEvent: (ev) => this.onEvent(ev),
-      onState: (state, info) => this.onState(state, info),
-    });
 
     $("me-name").textContent = user;
     $("me-avatar").replaceChildren(avatar(user, "avatar avatar-sm"));
@@ -128,114 +121,95 @@ class Session {
     // Until the DM inbox has come (dm_history), the DM list may be short.
     $("dm-list").setAttribute("aria-busy", "true");
 
-    // Read everything first: creating conversations saves the lists.
-    const cur = saved.get("current", "");
-    const rooms = saved.get("rooms", ["general"]);
-    const dms = saved.get("dms", []);
-    const closed = saved.get("closedDms", {});
-    for (const room of rooms) if (NAME_RE.test(room)) this.joinRoom(room, false);
-    for (const peer of dms) if (NAME_RE.test(peer)) this.conv("d:" + peer);
-    for (const [peer, upTo] of Object.entries(closed)) {
-      if (!NAME_RE.test(peer) || this.convs.has("d:" + peer)) continue;
-      const c = this.conv("d:" + peer);
-      c.closed = true;
-      c.closedUpTo = Number(upTo) || 0;
-    }
-    this.select(this.convs.has(cur) && !this.convs.get(cur).closed ? cur : this.firstOpen(), false);
-    this.client.connect();
+    this.model = new Conversations({
+      me: user,
+      token,
+      store: saved,
+      hidden: document.hidden,
+      onChange: (ch) => this.onChange(ch),
+    });
+    this.renderLists();
+    this.renderConversation();
+    closeDrawers();
+    this.model.start();
   }
 
   stop() {
-    this.client.close();
+    this.model.stop();
     clearTimeout(this.typingTimer);
   }
 
-  // ---- model ----
+  // ---- user actions ----
 
-  conv(key) {
-    let c = this.convs.get(key);
-    if (!c) {
-      const kind = key[0] === "r" ? "room" : "dm";
-      c = {
-        key,
-        kind,
-        name: key.slice(2),
-        items: [],
-        pending: new Map(), // ref -> item not yet acked
-        unread: 0,
-        members: new Map(), // user -> online
-        typing: new Map(), // user -> expiry (ms)
-        notice: "",
-        closed: false, // a DM taken off the list; it keeps its messages
-        closedUpTo: 0, // the newest ts it held when closed
-      };
-      if (kind === "dm") {
-        c.members.set(this.me, true);
-        c.members.set(c.name, this.seenOnline(c.name));
-      }
-      this.convs.set(key, c);
-      this.persist();
-      this.renderLists();
-    }
-    return c;
+  // pick runs a user's action on the model and, when a conversation is
+  // open after it, puts the cursor in the message box.
+  pick(action) {
+    action(this.model);
+    if (this.model.open()) $("message-input").focus();
   }
 
-  persist() {
-    const rooms = [];
-    const dms = [];
-    const closedDms = {};
-    for (const c of this.convs.values()) {
-      if (c.closed) closedDms[c.name] = c.closedUpTo;
-      else (c.kind === "room" ? rooms : dms).push(c.name);
-    }
-    saved.set("rooms", rooms);
-    saved.set("dms", dms);
-    saved.set("closedDms", closedDms);
-    saved.set("current", this.current);
-  }
-
-  joinRoom(room, focus = true) {
-    this.conv("r:" + room);
-    this.client.join(room);
-    if (focus) this.select("r:" + room);
-  }
-
-  leaveRoom(room) {
-    this.client.leave(room);
-    this.convs.delete("r:" + room);
-    if (this.current === "r:" + room) this.current = "";
-    this.select(this.firstOpen());
-    this.persist();
-  }
-
-  openDm(peer) {
-    const c = this.conv("d:" + peer);
-    c.closed = false;
-    this.select(c.key);
-  }
-
-  // closeDm takes a DM off the list. It keeps its messages: opening it
-  // again, or a new DM from the peer, brings it back whole.
-  closeDm(peer) {
-    const c = this.convs.get("d:" + peer);
+  leave() {
+    const c = this.model.open();
     if (!c) return;
-    c.closed = true;
-    // The server's time of its newest message; before any has come, now.
-    c.closedUpTo = c.items.reduce((m, it) => (typeof it.ts === "number" && it.ts > m ? it.ts : m), 0) || Date.now();
-    c.unread = 0;
-    if (this.current === c.key) this.current = "";
-    this.select(this.firstOpen());
+    this.pick((m) => (c.kind === "room" ? m.leaveRoom(c.name) : m.closeDm(c.name)));
   }
 
-  // firstOpen is the key of the first conversation on the lists, or "".
-  firstOpen() {
-    for (const c of this.convs.values()) if (!c.closed) return c.key;
-    return "";
+  // ---- model changes ----
+
+  onChange(ch) {
+    const shown = ch.conv !== undefined && ch.conv.key === this.model.current;
+    switch (ch.type) {
+      case "lists":
+        this.renderLists();
+        break;
+      case "selected":
+        this.renderLists();
+        this.renderConversation();
+        closeDrawers();
+        break;
+      case "item":
+        if (shown) this.appendItem(ch.item, ch.dropped);
+        break;
+      case "acked":
+        this.removePendingNode(ch.ref);
+        break;
+      case "failed": {
+        const node = this.findPendingNode(ch.item.ref);
+        if (node) node.replaceWith(this.itemNode(ch.item, null));
+        const { err } = ch;
+        if (err && err.code !== "closed" && err.code !== "logged_out") toast(`Message not sent: ${ch.item.failed}`);
+        break;
+      }
+      case "members":
+        if (shown) this.renderMembers(ch.conv);
+        break;
+      case "notice":
+        if (shown) this.renderNotice(ch.conv);
+        break;
+      case "typing":
+        if (shown) this.renderTyping(ch.conv);
+        break;
+      case "inbox":
+        $("dm-list").removeAttribute("aria-busy");
+        break;
+      case "welcome":
+        $("me-node").textContent = ch.node ? `via ${ch.node}` : "";
+        $("me-node").title = ch.nodes && ch.nodes.length ? `Cluster: ${ch.nodes.join(", ")}` : "";
+        break;
+      case "error":
+        toast(ch.message || ch.code || "Something went wrong");
+        break;
+      case "state":
+        this.renderState(ch.state, ch.info);
+        break;
+      default:
+        break;
+    }
   }
 
-  // ---- protocol events ----
+  // ---- rendering ----
 
-  onState(state, info) {
+  renderState(state, info) {
     const badge = $("conn-state");
     let label = state;
     let shown = state;
@@ -256,177 +230,11 @@ class Session {
     if (state === State.LOGGED_OUT) endSession("Your session has ended. Please sign in again.");
   }
 
-  onEvent(ev) {
-    switch (ev.type) {
-      case "welcome":
-        $("me-node").textContent = ev.node ? `via ${ev.node}` : "";
-        $("me-node").title = ev.nodes && ev.nodes.length ? `Cluster: ${ev.nodes.join(", ")}` : "";
-        break;
-      case "joined":
-        this.onJoined(ev);
-        break;
-      case "dm_history":
-        $("dm-list").removeAttribute("aria-busy");
-        break;
-      case "message":
-        this.onMessage(this.convs.get("r:" + ev.room), ev);
-        break;
-      case "dm": {
-        const peer = ev.from === this.me ? ev.to : ev.from;
-        if (!NAME_RE.test(peer || "")) break;
-        const c = this.conv("d:" + peer);
-        // A closed DM comes back with a new message from the peer, not
-        // with the backlog it already held when it was closed, nor with
-        // the echo of one's own send.
-        if (c.closed && ev.from !== this.me && (!ev.backlog || !(ev.ts <= c.closedUpTo))) {
-          c.closed = false;
-          this.persist();
-          this.renderLists();
-        }
-        this.onMessage(c, ev);
-        break;
-      }
-      case "presence":
-        this.onPresence(ev);
-        break;
-      case "typing":
-        this.onTyping(ev);
-        break;
-      case "error":
-        toast(ev.message || ev.code || "Something went wrong");
-        break;
-      default:
-        break;
-    }
-  }
-
-  onJoined(ev) {
-    const c = this.convs.get("r:" + ev.room);
-    if (!c) return;
-    for (const u of c.members.keys()) c.members.set(u, false);
-    for (const u of ev.members) c.members.set(u, true);
-    c.members.set(this.me, true);
-    c.notice = ev.rejoin && !ev.recovered ? "You were away for a while: some earlier messages may be missing." : "";
-    if (this.current === c.key) {
-      this.renderNotice(c);
-      this.renderMembers(c);
-    }
-    for (const u of c.members.keys()) this.refreshDmPeer(u);
-  }
-
-  onMessage(c, m) {
-    if (!c) return;
-    const item = { id: m.id, from: m.from, text: String(m.text ?? ""), ts: m.ts };
-    if (m.ref && c.pending.has(m.ref)) {
-      c.pending.delete(m.ref);
-      this.removePendingNode(m.ref);
-    }
-    c.items.push(item);
-    let dropped = 0;
-    while (c.items.length > MAX_ITEMS) {
-      c.items.shift();
-      dropped += 1;
-    }
-    c.typing.delete(m.from);
-    if (c.kind === "room" && !c.members.has(m.from)) c.members.set(m.from, false);
-    const mine = m.from === this.me;
-    const shown = this.current === c.key;
-    if (shown) {
-      this.appendItem(c, item, dropped);
-      this.renderTyping(c);
-      if (c.kind === "room" && !mine) this.renderMembers(c);
-    }
-    if (!mine && !m.backlog && (!shown || document.hidden)) {
-      c.unread += 1;
-      this.renderLists();
-    }
-  }
-
-  // seenOnline tells whether user shows as online in any joined room:
-  // presence is per room, and a DM peer's state is taken from there.
-  seenOnline(user) {
-    for (const c of this.convs.values()) {
-      if (c.kind === "room" && c.members.get(user) === true) return true;
-    }
-    return false;
-  }
-
-  // refreshDmPeer updates the DM with user, if there is one, from the
-  // rooms' presence.
-  refreshDmPeer(user) {
-    const d = this.convs.get("d:" + user);
-    if (!d || user === this.me) return;
-    d.members.set(user, this.seenOnline(user));
-    if (this.current === d.key) this.renderMembers(d);
-  }
-
-  onPresence(ev) {
-    const c = this.convs.get("r:" + ev.room);
-    if (!c || !ev.user) return;
-    c.members.set(ev.user, !!ev.online);
-    if (!ev.online) c.typing.delete(ev.user);
-    if (this.current === c.key) {
-      this.renderMembers(c);
-      this.renderTyping(c);
-    }
-    this.refreshDmPeer(ev.user);
-  }
-
-  onTyping(ev) {
-    const c = this.convs.get("r:" + ev.room);
-    if (!c || !ev.user || ev.user === this.me) return;
-    c.typing.set(ev.user, Date.now() + TYPING_TTL);
-    if (this.current === c.key) this.renderTyping(c);
-  }
-
-  // ---- user actions ----
-
-  submitMessage(text) {
-    const c = this.convs.get(this.current);
-    if (!c || !text) return;
-    const ref = this.client.newRef();
-    const item = { ref, from: this.me, text, ts: Date.now(), pending: true };
-    c.pending.set(ref, item);
-    this.appendItem(c, item, 0);
-    const p = c.kind === "room" ? this.client.send(c.name, text, { ref }) : this.client.dm(c.name, text, { ref });
-    p.then(
-      () => {
-        // The ack normally replaced the placeholder already; it did not
-        // when the message had arrived before (e.g. in resumed history).
-        if (c.pending.delete(ref)) this.removePendingNode(ref);
-      },
-      (err) => {
-        if (!c.pending.has(ref)) return;
-        item.failed = err && err.message ? err.message : "not sent";
-        c.pending.delete(ref);
-        const node = this.findPendingNode(ref);
-        if (node) node.replaceWith(this.itemNode(c, item, null));
-        if (err && err.code !== "closed" && err.code !== "logged_out") toast(`Message not sent: ${item.failed}`);
-      },
-    );
-  }
-
-  // ---- rendering ----
-
-  select(key, focus = true) {
-    this.current = key;
-    const c = this.convs.get(key);
-    if (c) c.unread = 0;
-    this.persist();
-    this.renderLists();
-    this.renderConversation();
-    closeDrawers();
-    if (focus && c) $("message-input").focus();
-  }
-
   renderLists() {
     const rooms = [];
     const dms = [];
-    let unread = 0;
-    for (const c of this.convs.values()) {
-      if (c.closed) continue;
-      unread += c.unread;
-      const active = c.key === this.current;
+    for (const c of this.model.listed()) {
+      const active = c.key === this.model.current;
       const label = c.kind === "room" ? el("span", { class: "conv-name" }, el("span", { class: "hash", "aria-hidden": "true" }, "#"), c.name)
         : el("span", { class: "conv-name" }, avatar(c.name, "avatar avatar-xs"), c.name);
       const btn = el(
@@ -435,7 +243,7 @@ class Session {
           type: "button",
           class: "conv-button",
           "aria-current": active ? "page" : false,
-          onclick: () => this.select(c.key),
+          onclick: () => this.pick((m) => m.select(c.key)),
         },
         label,
         c.unread ? el("span", { class: "unread", "aria-label": `${c.unread} unread` }, String(c.unread)) : null,
@@ -447,13 +255,14 @@ class Session {
     }
     $("room-list").replaceChildren(...rooms);
     $("dm-list").replaceChildren(...dms);
+    const unread = this.model.unreadTotal();
     document.title = unread ? `(${unread}) meshchat` : "meshchat";
     // On a phone the lists hide behind the menu button: flag it there.
     $("toggle-rooms").classList.toggle("has-unread", unread > 0);
   }
 
   renderConversation() {
-    const c = this.convs.get(this.current);
+    const c = this.model.open();
     const list = $("messages");
     list.setAttribute("aria-busy", "true");
     list.replaceChildren();
@@ -480,12 +289,8 @@ class Session {
     $("message-input").placeholder = c.kind === "room" ? `Message #${c.name}` : `Message ${c.name}`;
     let prev = null;
     const nodes = [];
-    for (const item of c.items) {
-      nodes.push(this.itemNode(c, item, prev));
-      prev = item;
-    }
-    for (const item of c.pending.values()) {
-      nodes.push(this.itemNode(c, item, prev));
+    for (const item of [...c.items, ...c.pending.values()]) {
+      nodes.push(this.itemNode(item, prev));
       prev = item;
     }
     list.append(...nodes);
@@ -497,7 +302,7 @@ class Session {
     this.renderTyping(c);
   }
 
-  itemNode(c, item, prev) {
+  itemNode(item, prev) {
     const cont = prev && !prev.failed && prev.from === item.from && typeof item.ts === "number" &&
       typeof prev.ts === "number" && item.ts - prev.ts < GROUP_MS;
     const status = item.failed
@@ -525,8 +330,10 @@ class Session {
     );
   }
 
-  appendItem(c, item, dropped) {
-    if (this.current !== c.key) return;
+  // appendItem shows item, just added to the open conversation, at the end
+  // of the delivered ones (or, when pending, of all), after dropping the
+  // `dropped` oldest.
+  appendItem(item, dropped) {
     const list = $("messages");
     for (let i = 0; i < dropped && list.firstElementChild; i++) list.firstElementChild.remove();
     const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 120;
@@ -536,9 +343,9 @@ class Session {
     const prev = prevNode && !prevNode.classList.contains("failed")
       ? { from: prevNode.dataset.from, ts: Number(prevNode.dataset.ts) }
       : null;
-    const node = this.itemNode(c, item, prev);
+    const node = this.itemNode(item, prev);
     list.insertBefore(node, before);
-    this.renderEmpty(c);
+    this.renderEmpty(this.model.open());
     if (nearBottom || item.from === this.me) list.scrollTop = list.scrollHeight;
   }
 
@@ -565,7 +372,7 @@ class Session {
   removePendingNode(ref) {
     const n = this.findPendingNode(ref);
     if (n) n.remove();
-    this.renderEmpty(this.convs.get(this.current));
+    this.renderEmpty(this.model.open());
   }
 
   renderNotice(c) {
@@ -590,7 +397,7 @@ class Session {
         type: "button",
         class: "member-button",
         title: `Message ${user}`,
-        onclick: () => this.openDm(user),
+        onclick: () => this.pick((m) => m.openDm(user)),
       }, label);
       return el("li", {
         "data-testid": "member",
@@ -605,16 +412,7 @@ class Session {
   renderTyping(c) {
     clearTimeout(this.typingTimer);
     const now = Date.now();
-    const who = [];
-    let next = Infinity;
-    for (const [u, exp] of c.typing) {
-      if (exp <= now) {
-        c.typing.delete(u);
-        continue;
-      }
-      who.push(u);
-      next = Math.min(next, exp);
-    }
+    const { users: who, next } = this.model.typers(c, now);
     let text = "";
     if (who.length === 1) text = `${who[0]} is typing…`;
     else if (who.length === 2) text = `${who[0]} and ${who[1]} are typing…`;
@@ -627,9 +425,9 @@ class Session {
 }
 
 // ---------------------------------------------------------------------------
-// Views.
+// The page: login, the drawers, and wiring the forms and buttons.
 
-let session = null;
+let view = null;
 
 function showLogin(message = "") {
   $("chat-view").hidden = true;
@@ -657,14 +455,14 @@ function startSession(user, token) {
   if (token) saved.set("token", token);
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
-  session = new Session(user, saved.get("token", ""));
+  view = new ChatView(user, saved.get("token", ""));
 }
 
 function endSession(message) {
-  if (session) {
-    const s = session;
-    session = null;
-    s.stop();
+  if (view) {
+    const v = view;
+    view = null;
+    v.stop();
   }
   saved.clear();
   showLogin(message);
@@ -735,7 +533,7 @@ function wire() {
     }
     $("sidebar-error").textContent = "";
     input.value = "";
-    session?.joinRoom(room);
+    view?.pick((m) => m.joinRoom(room));
   });
 
   $("dm-form").addEventListener("submit", (e) => {
@@ -748,7 +546,7 @@ function wire() {
     }
     $("sidebar-error").textContent = "";
     input.value = "";
-    session?.openDm(peer);
+    view?.pick((m) => m.openDm(peer));
     $("message-input").focus();
   });
 
@@ -756,23 +554,18 @@ function wire() {
     e.preventDefault();
     const input = $("message-input");
     const text = input.value.trim();
-    if (!text || !session) return;
+    if (!text || !view) return;
     input.value = "";
-    session.submitMessage(text);
+    view.model.send(text);
     input.focus();
   });
 
   $("message-input").addEventListener("input", (e) => {
-    if (!session || !e.target.value) return;
-    const c = session.convs.get(session.current);
-    if (c && c.kind === "room") session.client.typing(c.name);
+    if (view && e.target.value) view.model.typing();
   });
 
   $("leave-button").addEventListener("click", () => {
-    const c = session && session.convs.get(session.current);
-    if (!c) return;
-    if (c.kind === "room") session.leaveRoom(c.name);
-    else session.closeDm(c.name);
+    view?.leave();
   });
 
   $("toggle-rooms").addEventListener("click", (e) => toggleDrawer("show-sidebar", e.currentTarget));
@@ -782,13 +575,7 @@ function wire() {
     if (e.key === "Escape") closeDrawers();
   });
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && session) {
-      const c = session.convs.get(session.current);
-      if (c && c.unread) {
-        c.unread = 0;
-        session.renderLists();
-      }
-    }
+    view?.model.setHidden(document.hidden);
   });
 }
 
@@ -811,3 +598,4 @@ async function boot() {
 }
 
 boot();
+

@@ -3,57 +3,7 @@
 // window.__results once window.__done is set.
 
 import { MeshchatClient, MeshchatError, State } from "/meshchat.js";
-
-class FakeSocket {
-  static all = [];
-  constructor(url) {
-    this.url = url;
-    this.sent = [];
-    this.closed = false;
-    FakeSocket.all.push(this);
-  }
-  send(data) {
-    if (this.closed) throw new Error("send on closed socket");
-    this.sent.push(JSON.parse(data));
-  }
-  close() {
-    if (this.closed) return;
-    this.closed = true;
-    setTimeout(() => this.onclose && this.onclose({ code: 1005 }), 0);
-  }
-  // test side
-  open() {
-    this.onopen && this.onopen({});
-  }
-  recv(frame) {
-    this.onmessage && this.onmessage({ data: JSON.stringify(frame) });
-  }
-  drop(code) {
-    this.closed = true;
-    this.onclose && this.onclose({ code });
-  }
-  last(type) {
-    return this.sent.filter((f) => f.type === type).at(-1);
-  }
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, fn, ms = 3000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error("timed out waiting for " + what);
-    await sleep(5);
-  }
-}
-
-function eq(what, got, want) {
-  const g = JSON.stringify(got);
-  const w = JSON.stringify(want);
-  if (g !== w) throw new Error(`${what}: got ${g}, want ${w}`);
-}
+import { FakeSocket, connectWelcome, eq, origin, other, run, sleep, until } from "./harness.js";
 
 // noRef drops the ref a frame carries, for comparing its content.
 function noRef(f) {
@@ -61,9 +11,6 @@ function noRef(f) {
   const { ref, ...rest } = f;
   return rest;
 }
-
-const origin = location.origin;
-const other = "http://127.0.0.1:1"; // never dialled for real: sockets are fake
 
 function setup(extra = {}) {
   FakeSocket.all = [];
@@ -84,20 +31,13 @@ function msg(id, text, extra = {}) {
   return { type: "message", room: "general", id, from: "bob", text, ts: 1, ...extra };
 }
 
-async function connectWelcome(t, nodes = [origin, other]) {
-  const ws = await until("socket", () => FakeSocket.all.at(-1));
-  ws.open();
-  ws.recv({ type: "welcome", user: "alice", node: "n1", nodes });
-  return ws;
-}
-
 const tests = {
   async "resume, dedupe, resend with the same ref"() {
     const t = setup();
     t.client.join("general");
     t.client.connect();
     eq("state", t.states, ["connecting"]);
-    const ws = await connectWelcome(t);
+    const ws = await connectWelcome();
     eq("url", ws.url, origin.replace("http", "ws") + "/ws?token=tok");
     eq("states", t.states, ["connecting", "connected"]);
     eq("join", noRef(ws.last("join")), { type: "join", room: "general" });
@@ -135,7 +75,7 @@ const tests = {
     const t = setup();
     t.client.join("general");
     t.client.connect();
-    const ws = await connectWelcome(t);
+    const ws = await connectWelcome();
     const first = ws.last("join");
     if (!first.ref) throw new Error("join has no ref");
     ws.recv({ type: "error", code: "unavailable", message: "try later", ref: first.ref });
@@ -152,7 +92,7 @@ const tests = {
     const t = setup();
     t.client.join("general");
     t.client.connect();
-    const ws = await connectWelcome(t);
+    const ws = await connectWelcome();
     ws.recv({ type: "joined", room: "general", members: [], history: [], recovered: false });
     const bad = t.client.send("general", "x");
     ws.recv({ type: "error", code: "bad_text", message: "nope", ref: bad.ref });
@@ -178,7 +118,7 @@ const tests = {
   async "dms: dedupe, history, resume after"() {
     const t = setup();
     t.client.connect();
-    const ws = await connectWelcome(t);
+    const ws = await connectWelcome();
     const req = ws.last("dms");
     if (!req || req.after !== undefined || !req.ref) throw new Error("first dms request: " + JSON.stringify(req));
     const d = (id, text) => ({ type: "dm", id, from: "bob", to: "alice", text, ts: 1 });
@@ -200,7 +140,7 @@ const tests = {
   async "a dms request refused as unavailable is retried"() {
     const t = setup();
     t.client.connect();
-    const ws = await connectWelcome(t);
+    const ws = await connectWelcome();
     const d = (id) => ({ type: "dm", id, from: "bob", to: "alice", text: id, ts: 1 });
     const first = ws.last("dms");
     ws.recv({ type: "dm_history", history: [d("1-u")], recovered: false, ref: first.ref });
@@ -224,7 +164,7 @@ const tests = {
   async "1012 goes elsewhere, backoff moves through nodes"() {
     const t = setup();
     t.client.connect();
-    const ws = await connectWelcome(t, [origin, other]);
+    const ws = await connectWelcome([origin, other]);
     ws.drop(1012);
     const ws2 = await until("reconnect", () => FakeSocket.all[1]);
     eq("other node first", ws2.url, "ws://127.0.0.1:1/ws?token=tok");
@@ -238,7 +178,7 @@ const tests = {
     const t = setup();
     t.client.join("general");
     t.client.connect();
-    const ws = await connectWelcome(t);
+    const ws = await connectWelcome();
     const p = t.client.dm("bob", "x");
     ws.drop(4001);
     let err = null;
@@ -260,7 +200,7 @@ const tests = {
   async "silent connection is dropped after an unanswered ping"() {
     const t = setup({ pingInterval: 50, pongTimeout: 100 });
     t.client.connect();
-    const ws = await connectWelcome(t);
+    const ws = await connectWelcome();
     await until("ping", () => ws.last("ping"), 3000);
     await until("reconnect after silence", () => FakeSocket.all.length === 2, 5000);
     t.client.close();
@@ -270,7 +210,7 @@ const tests = {
     const t = setup();
     t.client.join("general");
     t.client.connect();
-    const ws = await connectWelcome(t);
+    const ws = await connectWelcome();
     ws.recv({ type: "joined", room: "general", members: [], history: [], recovered: false });
     t.client.typing("general");
     t.client.typing("general");
@@ -283,17 +223,4 @@ const tests = {
   },
 };
 
-(async () => {
-  const results = [];
-  for (const [name, fn] of Object.entries(tests)) {
-    try {
-      await fn();
-      results.push({ name, ok: true });
-    } catch (e) {
-      results.push({ name, ok: false, error: String(e && e.stack ? e.stack : e) });
-    }
-  }
-  window.__results = results;
-  window.__done = true;
-  document.getElementById("out").textContent = JSON.stringify(results, null, 2);
-})();
+run(tests);

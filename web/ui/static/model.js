@@ -1,0 +1,422 @@
+// The meshchat app's model of conversations: the rooms joined and the DMs,
+// their messages, members and typing, unread counts, which conversation is
+// open and which DMs were closed. It runs the protocol client (meshchat.js)
+// and turns its events into this state; it never touches the page. What
+// changed is told to one listener, onChange, so that a view can redraw just
+// that: the changes are listed above Conversations.
+//
+// The lists (rooms, DMs, closed DMs, the open conversation) are kept in a
+// store with get(key, default) and set(key, value), so that a reload comes
+// back to them.
+
+import { MeshchatClient } from "/meshchat.js";
+
+export const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
+export const MAX_ITEMS = 1000; // messages kept per conversation
+const TYPING_TTL = 3000; // how long "x is typing" lasts without a new typing frame
+
+// memoryStore is a store that forgets on reload.
+export function memoryStore() {
+  const m = new Map();
+  return {
+    get: (key, def) => (m.has(key) ? structuredClone(m.get(key)) : def),
+    set: (key, value) => m.set(key, structuredClone(value)),
+  };
+}
+
+// A conversation, as the view reads it (it changes none of it):
+//
+//   key        "r:<room>" or "d:<peer>"
+//   kind       "room" or "dm"
+//   name       the room or the peer
+//   items      delivered messages {id, from, text, ts}, oldest first, at
+//              most MAX_ITEMS, each id once
+//   ids        the ids of items
+//   pending    ref -> own message not yet acknowledged {ref, from, text,
+//              ts, pending: true}
+//   unread     messages from others that came while it was not in view
+//   members    user -> online; a DM's peer is online when some joined
+//              room shows them online
+//   typing     user -> expiry (ms); read it through typers()
+//   notice     what to say above the messages, or ""
+//   closed     a DM taken off the list; it keeps its messages
+//   closedUpTo the newest ts it held when closed
+//
+// Changes passed to onChange, all with a `type`:
+//
+//   lists     the lists, their unread counts or the title count changed
+//   selected  another conversation is open (current; "" for none)
+//   item      {conv, item, dropped}: item (delivered or pending) was added
+//             at the end of conv.items or conv.pending, and the `dropped`
+//             oldest items fell off
+//   acked     {conv, ref}: the pending message ref is gone (delivered)
+//   failed    {conv, item, err}: the pending item was not sent; it now
+//             carries `failed`, the reason, and err is the client's error
+//   members   {conv}
+//   notice    {conv}
+//   typing    {conv}
+//   inbox     the DM inbox has come: the DM list is complete
+//   welcome   {node, nodes}
+//   error     {code, message}: an error not tied to a message
+//   state     {state, info}: the connection's state (see meshchat.js)
+export class Conversations {
+  // me is the user, token the session token for the client, hidden whether
+  // the page starts out of sight; client holds extra MeshchatClient options.
+  // The lists come back from the store without a change told: a view draws
+  // everything once, then calls start.
+  constructor({ me, token = "", store = memoryStore(), onChange = () => {}, hidden = false, client = {} }) {
+    this.me = me;
+    this.current = "";
+    this.hidden = hidden;
+    this._convs = new Map(); // key -> conversation, in list order
+    this._store = store;
+    this._onChange = onChange;
+    this.client = new MeshchatClient({
+      token,
+      ...client,
+      onEvent: (ev) => this.handle(ev),
+      onState: (state, info) => this._emit({ type: "state", state, info }),
+    });
+
+    const cur = store.get("current", "");
+    const rooms = store.get("rooms", ["general"]);
+    const dms = store.get("dms", []);
+    const closed = store.get("closedDms", {});
+    for (const room of rooms) {
+      if (!NAME_RE.test(room)) continue;
+      this._conv("r:" + room);
+      this.client.join(room);
+    }
+    for (const peer of dms) if (NAME_RE.test(peer)) this._conv("d:" + peer);
+    for (const [peer, upTo] of Object.entries(closed)) {
+      if (!NAME_RE.test(peer) || this._convs.has("d:" + peer)) continue;
+      const c = this._conv("d:" + peer);
+      c.closed = true;
+      c.closedUpTo = Number(upTo) || 0;
+    }
+    const c = this._convs.get(cur);
+    this.current = c && !c.closed ? cur : this.firstOpen();
+    this._persist();
+  }
+
+  // start connects; stop closes for good.
+  start() {
+    this.client.connect();
+  }
+
+  stop() {
+    this.client.close();
+  }
+
+  // ---- reading ----
+
+  get(key) {
+    return this._convs.get(key);
+  }
+
+  // open is the conversation in view, or undefined.
+  open() {
+    return this._convs.get(this.current);
+  }
+
+  // listed is the conversations on the lists (not closed), in order.
+  listed() {
+    return Array.from(this._convs.values()).filter((c) => !c.closed);
+  }
+
+  unreadTotal() {
+    return this.listed().reduce((n, c) => n + c.unread, 0);
+  }
+
+  // firstOpen is the key of the first conversation on the lists, or "".
+  firstOpen() {
+    for (const c of this._convs.values()) if (!c.closed) return c.key;
+    return "";
+  }
+
+  // typers lists who is typing in c at now and when that next changes
+  // (Infinity: not until a new frame), forgetting the expired.
+  typers(c, now = Date.now()) {
+    const users = [];
+    let next = Infinity;
+    for (const [u, exp] of c.typing) {
+      if (exp <= now) {
+        c.typing.delete(u);
+        continue;
+      }
+      users.push(u);
+      next = Math.min(next, exp);
+    }
+    return { users, next };
+  }
+
+  // ---- actions ----
+
+  select(key) {
+    this.current = key;
+    const c = this._convs.get(key);
+    if (c) c.unread = 0;
+    this._persist();
+    this._emit({ type: "selected" });
+  }
+
+  joinRoom(room) {
+    this._conv("r:" + room);
+    this.client.join(room);
+    this.select("r:" + room);
+  }
+
+  // leaveRoom forgets the room and its messages.
+  leaveRoom(room) {
+    const key = "r:" + room;
+    this.client.leave(room);
+    this._convs.delete(key);
+    this._away(key);
+  }
+
+  openDm(peer) {
+    const c = this._conv("d:" + peer);
+    c.closed = false;
+    this.select(c.key);
+  }
+
+  // closeDm takes a DM off the list. It keeps its messages: opening it
+  // again, or a new DM from the peer, brings it back whole.
+  closeDm(peer) {
+    const c = this._convs.get("d:" + peer);
+    if (!c) return;
+    c.closed = true;
+    // The server's time of its newest message; before any has come, now.
+    c.closedUpTo = c.items.reduce((m, it) => (typeof it.ts === "number" && it.ts > m ? it.ts : m), 0) || Date.now();
+    c.unread = 0;
+    this._away(c.key);
+  }
+
+  // send sends text to the open conversation. It shows at once as pending
+  // and is replaced by the delivered message when that comes.
+  send(text) {
+    const c = this.open();
+    if (!c || !text) return;
+    const ref = this.client.newRef();
+    const item = { ref, from: this.me, text, ts: Date.now(), pending: true };
+    c.pending.set(ref, item);
+    this._emit({ type: "item", conv: c, item, dropped: 0 });
+    const p = c.kind === "room" ? this.client.send(c.name, text, { ref }) : this.client.dm(c.name, text, { ref });
+    p.then(
+      () => {
+        // The ack normally replaced the placeholder already; it did not
+        // when the message had arrived before (e.g. in resumed history).
+        if (c.pending.delete(ref)) this._emit({ type: "acked", conv: c, ref });
+      },
+      (err) => {
+        if (!c.pending.delete(ref)) return;
+        item.failed = err && err.message ? err.message : "not sent";
+        this._emit({ type: "failed", conv: c, item, err });
+      },
+    );
+  }
+
+  // typing tells the open room that the user is typing.
+  typing() {
+    const c = this.open();
+    if (c && c.kind === "room") this.client.typing(c.name);
+  }
+
+  // setHidden says whether the page is out of sight: messages that come
+  // meanwhile count as unread even in the open conversation.
+  setHidden(hidden) {
+    this.hidden = hidden;
+    const c = this.open();
+    if (!hidden && c && c.unread) {
+      c.unread = 0;
+      this._emit({ type: "lists" });
+    }
+  }
+
+  // ---- state ----
+
+  _emit(change) {
+    this._onChange(change);
+  }
+
+  _conv(key) {
+    let c = this._convs.get(key);
+    if (!c) {
+      const kind = key[0] === "r" ? "room" : "dm";
+      c = {
+        key,
+        kind,
+        name: key.slice(2),
+        items: [],
+        ids: new Set(),
+        pending: new Map(),
+        unread: 0,
+        members: new Map(),
+        typing: new Map(),
+        notice: "",
+        closed: false,
+        closedUpTo: 0,
+      };
+      if (kind === "dm") {
+        c.members.set(this.me, true);
+        c.members.set(c.name, this._seenOnline(c.name));
+      }
+      this._convs.set(key, c);
+    }
+    return c;
+  }
+
+  // _away moves the view off key, which has left the lists.
+  _away(key) {
+    if (this.current === key) {
+      this.current = "";
+      this.select(this.firstOpen());
+      return;
+    }
+    this._persist();
+    this._emit({ type: "lists" });
+  }
+
+  _persist() {
+    const rooms = [];
+    const dms = [];
+    const closedDms = {};
+    for (const c of this._convs.values()) {
+      if (c.closed) closedDms[c.name] = c.closedUpTo;
+      else (c.kind === "room" ? rooms : dms).push(c.name);
+    }
+    this._store.set("rooms", rooms);
+    this._store.set("dms", dms);
+    this._store.set("closedDms", closedDms);
+    this._store.set("current", this.current);
+  }
+
+  // _seenOnline tells whether user shows as online in any joined room:
+  // presence is per room, and a DM peer's state is taken from there.
+  _seenOnline(user) {
+    for (const c of this._convs.values()) {
+      if (c.kind === "room" && c.members.get(user) === true) return true;
+    }
+    return false;
+  }
+
+  // _refreshDmPeer updates the DM with user, if there is one, from the
+  // rooms' presence.
+  _refreshDmPeer(user) {
+    const d = this._convs.get("d:" + user);
+    if (!d || user === this.me) return;
+    d.members.set(user, this._seenOnline(user));
+    this._emit({ type: "members", conv: d });
+  }
+
+  // ---- protocol events ----
+
+  // handle takes one event of the client (see meshchat.js): the client
+  // passes each as it comes, and nothing else needs to.
+  handle(ev) {
+    switch (ev.type) {
+      case "welcome":
+        this._emit({ type: "welcome", node: ev.node, nodes: ev.nodes });
+        break;
+      case "joined":
+        this._joined(ev);
+        break;
+      case "dm_history":
+        this._emit({ type: "inbox" });
+        break;
+      case "message":
+        this._message(this._convs.get("r:" + ev.room), ev);
+        break;
+      case "dm":
+        this._dm(ev);
+        break;
+      case "presence":
+        this._presence(ev);
+        break;
+      case "typing":
+        this._typing(ev);
+        break;
+      case "error":
+        this._emit({ type: "error", code: ev.code, message: ev.message });
+        break;
+      default:
+        break;
+    }
+  }
+
+  _joined(ev) {
+    const c = this._convs.get("r:" + ev.room);
+    if (!c) return;
+    for (const u of c.members.keys()) c.members.set(u, false);
+    for (const u of ev.members) c.members.set(u, true);
+    c.members.set(this.me, true);
+    c.notice = ev.rejoin && !ev.recovered ? "You were away for a while: some earlier messages may be missing." : "";
+    this._emit({ type: "notice", conv: c });
+    this._emit({ type: "members", conv: c });
+    for (const u of c.members.keys()) this._refreshDmPeer(u);
+  }
+
+  _dm(ev) {
+    const peer = ev.from === this.me ? ev.to : ev.from;
+    if (!NAME_RE.test(peer || "")) return;
+    let listed = !this._convs.has("d:" + peer);
+    const c = this._conv("d:" + peer);
+    // A closed DM comes back with a new message from the peer, not with
+    // the backlog it already held when it was closed, nor with the echo
+    // of one's own send.
+    if (c.closed && ev.from !== this.me && (!ev.backlog || !(ev.ts <= c.closedUpTo))) {
+      c.closed = false;
+      listed = true;
+    }
+    if (listed) {
+      this._persist();
+      this._emit({ type: "lists" });
+    }
+    this._message(c, ev);
+  }
+
+  // _message adds a delivered message, live or from history, to c. One
+  // that is there already (by id) is not added again.
+  _message(c, m) {
+    if (!c) return;
+    if (m.ref && c.pending.delete(m.ref)) this._emit({ type: "acked", conv: c, ref: m.ref });
+    if (m.id) {
+      if (c.ids.has(m.id)) return;
+      c.ids.add(m.id);
+    }
+    const item = { id: m.id, from: m.from, text: String(m.text ?? ""), ts: m.ts };
+    c.items.push(item);
+    let dropped = 0;
+    while (c.items.length > MAX_ITEMS) {
+      c.ids.delete(c.items.shift().id);
+      dropped += 1;
+    }
+    c.typing.delete(m.from);
+    const mine = m.from === this.me;
+    if (c.kind === "room" && !c.members.has(m.from)) c.members.set(m.from, false);
+    this._emit({ type: "item", conv: c, item, dropped });
+    this._emit({ type: "typing", conv: c });
+    if (c.kind === "room" && !mine) this._emit({ type: "members", conv: c });
+    if (!mine && !m.backlog && (this.current !== c.key || this.hidden)) {
+      c.unread += 1;
+      this._emit({ type: "lists" });
+    }
+  }
+
+  _presence(ev) {
+    const c = this._convs.get("r:" + ev.room);
+    if (!c || !ev.user) return;
+    c.members.set(ev.user, !!ev.online);
+    if (!ev.online) c.typing.delete(ev.user);
+    this._emit({ type: "members", conv: c });
+    this._emit({ type: "typing", conv: c });
+    this._refreshDmPeer(ev.user);
+  }
+
+  _typing(ev) {
+    const c = this._convs.get("r:" + ev.room);
+    if (!c || !ev.user || ev.user === this.me) return;
+    c.typing.set(ev.user, Date.now() + TYPING_TTL);
+    this._emit({ type: "typing", conv: c });
+  }
+}

@@ -1,0 +1,232 @@
+// Tests of the app's model of conversations (model.js), driven through the
+// real meshchat.js client on a scripted fake WebSocket. The Go test
+// TestModel opens model_test.html in Chromium and reads the results.
+
+import { Conversations, MAX_ITEMS, memoryStore } from "/model.js";
+import { FakeSocket, connectWelcome, eq, run, until } from "./harness.js";
+
+// setup makes alice's model on a store (pass the one of an earlier model
+// for a reload) holding the given lists, and records its changes.
+function setup({ store = memoryStore(), lists = {} } = {}) {
+  FakeSocket.all = [];
+  for (const [k, v] of Object.entries(lists)) store.set(k, v);
+  const changes = [];
+  const model = new Conversations({
+    me: "alice",
+    token: "tok",
+    store,
+    onChange: (ch) => changes.push(ch),
+    client: { WebSocket: FakeSocket, pingInterval: 0 },
+  });
+  model.start();
+  return { model, store, changes };
+}
+
+function msg(id, extra = {}) {
+  return { type: "message", room: "general", id, from: "bob", text: "t" + id, ts: 1, ...extra };
+}
+
+function dm(id, extra = {}) {
+  return { type: "dm", id, from: "bob", to: "alice", text: "t" + id, ts: 1, ...extra };
+}
+
+const ids = (c) => c.items.map((it) => it.id);
+const keys = (model) => model.listed().map((c) => c.key);
+
+// reconnect drops ws and welcomes alice on the next socket.
+async function reconnect(ws) {
+  const n = FakeSocket.all.length;
+  ws.drop(1006);
+  await until("reconnect", () => FakeSocket.all.length > n);
+  return connectWelcome();
+}
+
+const tests = {
+  async "history merges with live messages, each once, and a gap is noticed"() {
+    const t = setup({ lists: { rooms: ["general"] } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [msg("1"), msg("2")], recovered: false });
+    ws.recv(msg("2"));
+    ws.recv(msg("3"));
+    const c = t.model.get("r:general");
+    eq("first join", ids(c), ["1", "2", "3"]);
+    eq("no notice on the first join", c.notice, "");
+
+    const ws2 = await reconnect(ws);
+    eq("resumes after the last", ws2.last("join").after, "3");
+    // The server lost track: it sends its latest, which overlaps.
+    ws2.recv({ type: "joined", room: "general", members: ["alice"], history: [msg("2"), msg("3"), msg("4")], recovered: false });
+    ws2.recv(msg("5"));
+    eq("merged", ids(c), ["1", "2", "3", "4", "5"]);
+    if (!c.notice) throw new Error("a rejoin that was not recovered says nothing");
+    eq("bob offline", c.members.get("bob"), false);
+    t.model.stop();
+  },
+
+  async "a message that comes live and again in history is kept once"() {
+    const t = setup({ lists: { rooms: ["general"] } });
+    t.model.handle(msg("7"));
+    t.model.handle(msg("7", { backlog: true }));
+    t.model.handle(dm("8-u"));
+    t.model.handle(dm("8-u", { backlog: true }));
+    eq("room", ids(t.model.get("r:general")), ["7"]);
+    eq("dm", ids(t.model.get("d:bob")), ["8-u"]);
+    eq("items added", t.changes.filter((ch) => ch.type === "item").map((ch) => ch.item.id), ["7", "8-u"]);
+    t.model.stop();
+  },
+
+  async "a conversation keeps its last messages and forgets the ids of the dropped"() {
+    const t = setup({ lists: { rooms: ["general"] } });
+    for (let i = 0; i <= MAX_ITEMS; i++) t.model.handle(msg(String(i)));
+    const c = t.model.get("r:general");
+    eq("kept", c.items.length, MAX_ITEMS);
+    eq("oldest kept", c.items[0].id, "1");
+    eq("dropped", t.changes.filter((ch) => ch.type === "item").at(-1).dropped, 1);
+    eq("ids", c.ids.size, MAX_ITEMS);
+    t.model.stop();
+  },
+
+  async "an own message is pending until delivered, also when history brings it first"() {
+    const t = setup({ lists: { rooms: ["general"], current: "r:general" } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "joined", room: "general", members: ["alice"], history: [], recovered: true });
+    const c = t.model.get("r:general");
+
+    t.model.send("one");
+    const one = ws.last("send");
+    eq("pending", [...c.pending.values()].map((it) => it.text), ["one"]);
+    ws.recv(msg("1", { from: "alice", text: "one", ref: one.ref }));
+    // The ack itself replaces the placeholder, before the send resolves.
+    eq("acked at once", c.pending.size, 0);
+    eq("delivered", ids(c), ["1"]);
+
+    t.model.send("two");
+    const two = ws.last("send");
+    const ws2 = await reconnect(ws);
+    ws2.recv({ type: "joined", room: "general", members: ["alice"], history: [msg("2", { from: "alice", text: "two" })], recovered: true });
+    eq("resent", ws2.last("send").ref, two.ref);
+    eq("history shows it", ids(c), ["1", "2"]);
+    ws2.recv(msg("2", { from: "alice", text: "two", ref: two.ref }));
+    await until("placeholder gone", () => c.pending.size === 0);
+    eq("shown once", ids(c), ["1", "2"]);
+    eq("acked", t.changes.filter((ch) => ch.type === "acked").map((ch) => ch.ref), [one.ref, two.ref]);
+    eq("own messages are not unread", c.unread, 0);
+    t.model.stop();
+  },
+
+  async "a message not sent is marked failed"() {
+    const t = setup({ lists: { rooms: ["general"], current: "r:general" } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "joined", room: "general", members: ["alice"], history: [], recovered: true });
+    t.model.send("x");
+    ws.recv({ type: "error", code: "bad_text", message: "nope", ref: ws.last("send").ref });
+    const ch = await until("failed", () => t.changes.find((ch) => ch.type === "failed"));
+    eq("reason", ch.item.failed, "nope");
+    eq("code", ch.err.code, "bad_text");
+    eq("no longer pending", t.model.get("r:general").pending.size, 0);
+    t.model.stop();
+  },
+
+  async "unread counts what came out of view"() {
+    const t = setup({ lists: { rooms: ["general", "dev"], current: "r:general" } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "joined", room: "general", members: [], history: [], recovered: true });
+    ws.recv({ type: "joined", room: "dev", members: [], history: [msg("d1", { room: "dev" })], recovered: true });
+    const general = t.model.get("r:general");
+    const dev = t.model.get("r:dev");
+    eq("history is not unread", dev.unread, 0);
+    ws.recv(msg("d2", { room: "dev" }));
+    ws.recv(msg("d3", { room: "dev", from: "alice" }));
+    ws.recv(msg("g1"));
+    eq("other room", dev.unread, 1);
+    eq("own message", dev.unread, 1);
+    eq("open room", general.unread, 0);
+
+    t.model.setHidden(true);
+    ws.recv(msg("g2"));
+    eq("open room while hidden", general.unread, 1);
+    eq("total", t.model.unreadTotal(), 2);
+    t.model.setHidden(false);
+    eq("seen again", general.unread, 0);
+    t.model.select("r:dev");
+    eq("opened", dev.unread, 0);
+    eq("total after", t.model.unreadTotal(), 0);
+    t.model.stop();
+  },
+
+  async "a closed DM stays closed until the peer writes, also over a reload"() {
+    const t = setup({ lists: { rooms: ["general"] } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "dm_history", history: [dm("1-u", { ts: 10 })], recovered: false, ref: ws.last("dms").ref });
+    eq("the inbox lists bob", keys(t.model), ["r:general", "d:bob"]);
+    eq("inbox backlog is not unread", t.model.get("d:bob").unread, 0);
+    t.model.openDm("bob");
+    eq("open", t.model.current, "d:bob");
+    t.model.closeDm("bob");
+    eq("off the list", keys(t.model), ["r:general"]);
+    eq("the first on the list opens", t.model.current, "r:general");
+    eq("saved closed", t.store.get("closedDms", {}), { bob: 10 });
+    t.model.stop();
+
+    // A reload: the inbox comes again, with what bob sent before closing.
+    const r = setup({ store: t.store });
+    eq("still closed", keys(r.model), ["r:general"]);
+    const ws2 = await connectWelcome();
+    ws2.recv({ type: "dm_history", history: [dm("1-u", { ts: 10 })], recovered: false, ref: ws2.last("dms").ref });
+    eq("closed after the backlog", keys(r.model), ["r:general"]);
+    ws2.recv({ type: "dm", id: "2-u", from: "alice", to: "bob", text: "from another tab", ts: 11 });
+    eq("closed after an own message", keys(r.model), ["r:general"]);
+    ws2.recv(dm("3-u", { ts: 12 }));
+    eq("back with bob's message", keys(r.model), ["r:general", "d:bob"]);
+    const d = r.model.get("d:bob");
+    eq("whole", ids(d), ["1-u", "2-u", "3-u"]);
+    eq("unread", d.unread, 1);
+    eq("saved open", [r.store.get("dms", []), r.store.get("closedDms", {})], [["bob"], {}]);
+
+    r.model.closeDm("bob");
+    r.model.openDm("bob");
+    eq("opened by name", [keys(r.model), r.model.current, ids(d)], [["r:general", "d:bob"], "d:bob", ["1-u", "2-u", "3-u"]]);
+    r.model.stop();
+  },
+
+  async "a DM shows its peer online while a joined room does"() {
+    const t = setup({ lists: { rooms: ["general"], dms: ["bob"] } });
+    const ws = await connectWelcome();
+    const d = t.model.get("d:bob");
+    eq("offline before any room", d.members.get("bob"), false);
+    ws.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [], recovered: true });
+    eq("online in general", d.members.get("bob"), true);
+    ws.recv({ type: "presence", room: "general", user: "bob", online: false });
+    eq("gone from general", d.members.get("bob"), false);
+    t.model.stop();
+  },
+
+  async "leaving the open room opens the first left on the list"() {
+    const t = setup({ lists: { rooms: ["general", "dev"], current: "r:dev" } });
+    const ws = await connectWelcome();
+    t.model.leaveRoom("dev");
+    eq("leave sent", ws.last("leave"), { type: "leave", room: "dev" });
+    eq("lists", keys(t.model), ["r:general"]);
+    eq("open", t.model.current, "r:general");
+    eq("saved", [t.store.get("rooms", []), t.store.get("current", "")], [["general"], "r:general"]);
+    t.model.stop();
+  },
+
+  async "typing shows until it expires or the typist's message comes"() {
+    const t = setup({ lists: { rooms: ["general"] } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [], recovered: true });
+    const c = t.model.get("r:general");
+    ws.recv({ type: "typing", room: "general", user: "bob" });
+    ws.recv({ type: "typing", room: "general", user: "alice" });
+    const now = Date.now();
+    eq("bob types", t.model.typers(c, now).users, ["bob"]);
+    eq("expired", t.model.typers(c, now + 60000).users, []);
+    ws.recv({ type: "typing", room: "general", user: "bob" });
+    ws.recv(msg("1"));
+    eq("his message ends it", t.model.typers(c).users, []);
+    t.model.stop();
+  },
+};
+
+run(tests);
