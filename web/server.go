@@ -18,7 +18,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/meshchat/meshchat/chat"
-	"github.com/meshchat/meshchat/cluster"
 	"github.com/meshchat/meshchat/web/ui"
 )
 
@@ -62,7 +61,7 @@ type Config struct {
 	BrokerName string
 	// Members lists the cluster's nodes for /api/cluster and the origin
 	// check. Nil means a cluster of this node alone.
-	Members func() []cluster.Node
+	Members Membership
 	// Ready reports whether the node can serve (/readyz). Nil means
 	// always ready.
 	Ready func(ctx context.Context) error
@@ -309,6 +308,28 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node": s.node})
 }
 
+// Membership is what the server knows of the cluster: the nodes
+// /api/cluster lists, whose HTTP URLs are also allowed origins. The node
+// adapts package cluster to it.
+type Membership interface {
+	Members() []Member
+}
+
+// MembershipFunc adapts a function to Membership.
+type MembershipFunc func() []Member
+
+// Members calls f.
+func (f MembershipFunc) Members() []Member { return f() }
+
+// Member is one node of the cluster.
+type Member struct {
+	Name string
+	HTTP string // advertised HTTP base URL
+	// State is the membership state: "alive" and "suspect" are reported
+	// as such, anything else ("dead", "left") as "dead".
+	State string
+}
+
 type clusterNode struct {
 	Name  string `json:"name"`
 	HTTP  string `json:"http"`
@@ -318,7 +339,7 @@ type clusterNode struct {
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	nodes := []clusterNode{}
 	if s.cfg.Members != nil {
-		for _, m := range s.cfg.Members() {
+		for _, m := range s.cfg.Members.Members() {
 			nodes = append(nodes, clusterNode{Name: m.Name, HTTP: m.HTTP, State: publicState(m.State)})
 		}
 	} else {
@@ -333,11 +354,11 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 
 // publicState maps membership states onto the contract's three: a node
 // that left cleanly is as gone as a dead one.
-func publicState(st cluster.State) string {
+func publicState(st string) string {
 	switch st {
-	case cluster.StateAlive:
+	case "alive":
 		return "alive"
-	case cluster.StateSuspect:
+	case "suspect":
 		return "suspect"
 	default:
 		return "dead"
@@ -404,7 +425,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		return true
 	}
 	if s.cfg.Members != nil {
-		for _, m := range s.cfg.Members() {
+		for _, m := range s.cfg.Members.Members() {
 			if n, ok := normalizeOrigin(m.HTTP); ok && n == origin {
 				return true
 			}

@@ -15,7 +15,6 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/meshchat/meshchat/chat"
-	"github.com/meshchat/meshchat/cluster"
 	"github.com/meshchat/meshchat/store"
 	"github.com/meshchat/meshchat/store/redistest"
 	"github.com/meshchat/meshchat/transport"
@@ -212,12 +211,12 @@ func TestLoginBadName(t *testing.T) {
 }
 
 func TestOriginRules(t *testing.T) {
-	members := func() []cluster.Node {
-		return []cluster.Node{
-			{Name: "n1", HTTP: "http://127.0.0.1:1", State: cluster.StateAlive},
-			{Name: "n2", HTTP: "https://node2.example:8443", State: cluster.StateAlive},
+	members := MembershipFunc(func() []Member {
+		return []Member{
+			{Name: "n1", HTTP: "http://127.0.0.1:1", State: "alive"},
+			{Name: "n2", HTTP: "https://node2.example:8443", State: "alive"},
 		}
-	}
+	})
 	e := newEnv(t, envOpts{web: func(c *Config) {
 		c.AllowedOrigins = []string{"https://Chat.Example.com"}
 		c.Members = members
@@ -415,13 +414,13 @@ func TestSlowConsumer(t *testing.T) {
 
 func TestClusterEndpoint(t *testing.T) {
 	e := newEnv(t, envOpts{web: func(c *Config) {
-		c.Members = func() []cluster.Node {
-			return []cluster.Node{
-				{Name: "n1", HTTP: "http://127.0.0.1:8081", State: cluster.StateAlive},
-				{Name: "n2", HTTP: "http://127.0.0.1:8082", State: cluster.StateSuspect},
-				{Name: "n3", HTTP: "http://127.0.0.1:8083", State: cluster.StateLeft},
+		c.Members = MembershipFunc(func() []Member {
+			return []Member{
+				{Name: "n1", HTTP: "http://127.0.0.1:8081", State: "alive"},
+				{Name: "n2", HTTP: "http://127.0.0.1:8082", State: "suspect"},
+				{Name: "n3", HTTP: "http://127.0.0.1:8083", State: "left"},
 			}
-		}
+		})
 	}})
 	var got struct {
 		Node   string `json:"node"`

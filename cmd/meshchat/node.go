@@ -201,7 +201,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		mc := mesh.Config{
 			Self:          transport.Peer{Name: n.name, Addr: n.url},
 			Key:           n.keys.Mesh,
-			Peers:         n.cluster.Alive,
+			Peers:         n.alivePeers,
 			HistorySize:   n.cfg.History,
 			HistoryMaxAge: n.cfg.HistoryAge,
 			Logger:        log,
@@ -277,7 +277,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Sessions:       n.sessions,
 		Node:           n.name,
 		BrokerName:     n.cfg.Broker,
-		Members:        n.cluster.Members,
+		Members:        web.MembershipFunc(n.members),
 		Ready:          n.ready,
 		AllowedOrigins: n.cfg.Origins,
 		MaxFrameBytes:  n.cfg.MaxFrame,
@@ -375,22 +375,42 @@ func (n *Node) membershipSynced() bool {
 	return true
 }
 
+// alivePeers is the alive membership as the mesh broker sees it.
+func (n *Node) alivePeers() []transport.Peer {
+	nodes := n.cluster.Alive()
+	out := make([]transport.Peer, len(nodes))
+	for i, m := range nodes {
+		out[i] = transport.Peer{Name: m.Name, Addr: m.HTTP}
+	}
+	return out
+}
+
 func (n *Node) aliveNames() []string {
-	peers := n.cluster.Alive()
-	out := make([]string, len(peers))
-	for i, p := range peers {
-		out[i] = p.Name
+	nodes := n.cluster.Alive()
+	out := make([]string, len(nodes))
+	for i, m := range nodes {
+		out[i] = m.Name
 	}
 	return out
 }
 
 func (n *Node) aliveURLs() []string {
-	peers := n.cluster.Alive()
-	out := make([]string, 0, len(peers))
-	for _, p := range peers {
-		if p.Addr != "" {
-			out = append(out, p.Addr)
+	nodes := n.cluster.Alive()
+	out := make([]string, 0, len(nodes))
+	for _, m := range nodes {
+		if m.HTTP != "" {
+			out = append(out, m.HTTP)
 		}
+	}
+	return out
+}
+
+// members is the membership as package web shows it (/api/cluster).
+func (n *Node) members() []web.Member {
+	nodes := n.cluster.Members()
+	out := make([]web.Member, len(nodes))
+	for i, m := range nodes {
+		out[i] = web.Member{Name: m.Name, HTTP: m.HTTP, State: string(m.State)}
 	}
 	return out
 }
