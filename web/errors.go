@@ -10,6 +10,8 @@ var (
 	ErrNoHub = errors.New("web: no hub")
 	// ErrNoSessions is returned by New without Config.Sessions.
 	ErrNoSessions = errors.New("web: no session store")
+	// ErrNoRevocations is returned by New without Config.Revocations.
+	ErrNoRevocations = errors.New("web: no session revocations")
 	// ErrNegativeConfig is returned by New for a negative limit or
 	// duration in Config.
 	ErrNegativeConfig = errors.New("web: negative limit in config")

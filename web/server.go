@@ -55,6 +55,9 @@ type Config struct {
 	// Sessions stores the session cookie (store.NewCookieStore or
 	// store.NewRedisSessions). Required.
 	Sessions sessions.Store
+	// Revocations records logouts cluster-wide and answers whether a
+	// session was logged out (store.Revocations). Required.
+	Revocations Revocations
 	// Node is this node's name, reported by the API. Default: Hub.Node().
 	Node string
 	// BrokerName is "mesh" or "redis", reported by /api/cluster.
@@ -101,21 +104,22 @@ type Config struct {
 
 // Server serves meshchat's HTTP API and WebSocket endpoint.
 type Server struct {
-	cfg      Config
-	hub      *chat.Hub
-	sessions sessions.Store
-	checker  sessionChecker // set when sessions live server-side
-	node     string
-	allowed  map[string]bool // normalised origins
-	tokenKey []byte
-	log      *slog.Logger
-	handler  http.Handler
-	upgrader websocket.Upgrader
-	frames   sync.Pool // *bytes.Buffer, one per frame being handled
-	corks    corkPool
-	wbufs    writeBufPool
-	batches  sync.Pool // *[][]byte, one per running connection writer
-	writers  *writers
+	cfg         Config
+	hub         *chat.Hub
+	sessions    sessions.Store
+	revocations Revocations
+	checker     sessionChecker // set when sessions live server-side
+	node        string
+	allowed     map[string]bool // normalised origins
+	tokenKey    []byte
+	log         *slog.Logger
+	handler     http.Handler
+	upgrader    websocket.Upgrader
+	frames      sync.Pool // *bytes.Buffer, one per frame being handled
+	corks       corkPool
+	wbufs       writeBufPool
+	batches     sync.Pool // *[][]byte, one per running connection writer
+	writers     *writers
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -133,6 +137,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Sessions == nil {
 		return nil, ErrNoSessions
+	}
+	if cfg.Revocations == nil {
+		return nil, ErrNoRevocations
 	}
 	if cfg.MaxFrameBytes < 0 || cfg.HardFrameBytes < 0 || cfg.TokenTTL < 0 ||
 		cfg.PingInterval < 0 || cfg.PongTimeout < 0 || cfg.WriteTimeout < 0 {
@@ -166,14 +173,15 @@ func New(cfg Config) (*Server, error) {
 		cfg.UI = ui.Handler()
 	}
 	s := &Server{
-		cfg:      cfg,
-		hub:      cfg.Hub,
-		sessions: cfg.Sessions,
-		node:     cfg.Node,
-		allowed:  make(map[string]bool),
-		tokenKey: cfg.TokenKey,
-		log:      cfg.Logger,
-		conns:    make(map[*websocket.Conn]struct{}),
+		cfg:         cfg,
+		hub:         cfg.Hub,
+		sessions:    cfg.Sessions,
+		revocations: cfg.Revocations,
+		node:        cfg.Node,
+		allowed:     make(map[string]bool),
+		tokenKey:    cfg.TokenKey,
+		log:         cfg.Logger,
+		conns:       make(map[*websocket.Conn]struct{}),
 	}
 	s.checker, _ = cfg.Sessions.(sessionChecker)
 	if s.log == nil {

@@ -514,6 +514,45 @@ func TestLogoutClosesSockets(t *testing.T) {
 	}
 }
 
+// failingRevoke cannot record a logout: the broker is unavailable.
+type failingRevoke struct{ Revocations }
+
+func (failingRevoke) Revoke(context.Context, string, time.Time) error {
+	return transport.ErrUnavailable
+}
+
+// A logout that cannot be recorded cluster-wide fails with cookie
+// sessions, which would otherwise live on, and can be retried; a
+// server-side session ends with its key anyway.
+func TestLogoutWhenRevocationFails(t *testing.T) {
+	failing := func(c *Config) { c.Revocations = failingRevoke{c.Revocations} }
+	e := newEnv(t, envOpts{web: failing})
+	c, _ := e.login("alice")
+	var ae apiError
+	if resp := e.do(c, "POST", "/api/logout", "", nil, &ae); resp.StatusCode != 503 || ae.Error.Code != CodeUnavailable {
+		t.Fatalf("cookie logout: %d %+v", resp.StatusCode, ae)
+	}
+	if resp := e.do(c, "GET", "/api/me", "", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("me after a failed logout: %d", resp.StatusCode)
+	}
+
+	srv := redistest.Start(t)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	sessions, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	er := newEnv(t, envOpts{web: func(c *Config) { c.Sessions = sessions; failing(c) }})
+	cr, _ := er.login("bob")
+	if resp := er.do(cr, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("redis logout: %d", resp.StatusCode)
+	}
+	if resp := er.do(cr, "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
+		t.Fatalf("me after a redis logout: %d", resp.StatusCode)
+	}
+}
+
 func TestRedisSessions(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
@@ -624,7 +663,7 @@ func TestSessionsRefusedUntilRevocationsLoaded(t *testing.T) {
 	}
 	gate.open.Store(true)
 	deadline := time.Now().Add(waitFor)
-	for !e.hub.RevocationsLoaded() {
+	for !e.rev.Loaded() {
 		if time.Now().After(deadline) {
 			t.Fatal("revocations not loaded")
 		}

@@ -51,6 +51,7 @@ type Node struct {
 	history  *store.Bolt  // on-disk history log (--data, mesh only), or nil
 	rdb      *goredis.Client
 	sessions sessions.Store
+	revoked  *store.Revocations
 	hub      *chat.Hub
 	web      *web.Server
 	srv      *http.Server
@@ -243,16 +244,25 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if rate == 0 {
 		rate = chat.NoRateLimit // the contract's "0 turns the limit off"
 	}
-	n.hub, err = chat.New(chat.Config{
-		Node:       n.name,
-		Broker:     n.broker,
-		Nodes:      n.aliveURLs,
-		QueueBytes: n.cfg.QueueBytes,
-		RateLimit:  rate,
-		RateBurst:  rateBurst(n.cfg.RateLimit),
+	n.revoked, err = store.NewRevocations(store.RevocationConfig{
+		Node:   n.name,
+		Broker: n.broker,
 		// Logout snapshots must come more often than history expires.
 		HistoryMaxAge: n.cfg.HistoryAge,
 		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+	n.hub, err = chat.New(chat.Config{
+		Node:        n.name,
+		Broker:      n.broker,
+		Nodes:       n.aliveURLs,
+		QueueBytes:  n.cfg.QueueBytes,
+		RateLimit:   rate,
+		RateBurst:   rateBurst(n.cfg.RateLimit),
+		Revocations: n.revoked,
+		Logger:      log,
 	})
 	if err != nil {
 		return err
@@ -275,6 +285,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.web, err = web.New(web.Config{
 		Hub:            n.hub,
 		Sessions:       n.sessions,
+		Revocations:    n.revoked,
 		Node:           n.name,
 		BrokerName:     n.cfg.Broker,
 		Members:        web.MembershipFunc(n.members),
@@ -295,6 +306,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := n.hub.Start(ctx); err != nil {
+		return err
+	}
+	// After the hub, which starts the broker the revocations use.
+	if err := n.revoked.Start(ctx, n.hub.DisconnectSession); err != nil {
 		return err
 	}
 
@@ -336,7 +351,7 @@ func (n *Node) ready(ctx context.Context) error {
 	if !n.cluster.Joined() {
 		return fmt.Errorf("%w: cluster not joined", errNotReady)
 	}
-	if !n.hub.RevocationsLoaded() {
+	if !n.revoked.Loaded() {
 		return fmt.Errorf("%w: logouts not yet loaded", errNotReady)
 	}
 	// Only a starting node waits for its first view to be applied: later
@@ -477,6 +492,9 @@ func (n *Node) stop(ctx context.Context, graceful bool) error {
 	}
 	if n.hub != nil {
 		step("hub shutdown", func() error { return n.hub.Shutdown(ctx) })
+	}
+	if n.revoked != nil {
+		step("revocations shutdown", func() error { return n.revoked.Shutdown(ctx) })
 	}
 	if graceful && n.cluster != nil && n.cluster.BindAddr() != "" {
 		step("cluster leave", func() error {

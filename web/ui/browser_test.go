@@ -150,13 +150,14 @@ func duplicateMessages(t *testing.T, ctx context.Context) int {
 // testNode is one real meshchat node: inproc broker, hub, cookie sessions
 // and the web server with the UI, on a free port of 127.0.0.1.
 type testNode struct {
-	base   string
-	ts     *httptest.Server
-	srv    *web.Server
-	hub    *chat.Hub
-	broker *inproc.Broker
-	cancel context.CancelFunc
-	once   sync.Once
+	base    string
+	ts      *httptest.Server
+	srv     *web.Server
+	hub     *chat.Hub
+	revoked *store.Revocations
+	broker  *inproc.Broker
+	cancel  context.CancelFunc
+	once    sync.Once
 }
 
 // stop shuts the node down the way a deploy does: clients are told to go
@@ -168,6 +169,7 @@ func (n *testNode) stop() {
 		_ = n.srv.Shutdown(ctx)
 		n.ts.Close()
 		_ = n.hub.Shutdown(ctx)
+		_ = n.revoked.Shutdown(ctx)
 		_ = n.broker.Close(ctx)
 		n.cancel()
 	})
@@ -198,11 +200,16 @@ func startCluster(t *testing.T, count int) []*testNode {
 		if err != nil {
 			t.Fatal(err)
 		}
+		n.revoked, err = store.NewRevocations(store.RevocationConfig{Node: name, Broker: n.broker, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
 		n.hub, err = chat.New(chat.Config{
-			Node:   name,
-			Broker: n.broker,
-			Nodes:  func() []string { return bases },
-			Logger: logger,
+			Node:        name,
+			Broker:      n.broker,
+			Nodes:       func() []string { return bases },
+			Revocations: n.revoked,
+			Logger:      logger,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -212,9 +219,13 @@ func startCluster(t *testing.T, count int) []*testNode {
 		if err := n.hub.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
+		if err := n.revoked.Start(ctx, n.hub.DisconnectSession); err != nil {
+			t.Fatal(err)
+		}
 		n.srv, err = web.New(web.Config{
 			Hub:            n.hub,
 			Sessions:       sessions,
+			Revocations:    n.revoked,
 			Node:           name,
 			BrokerName:     "inproc",
 			AllowedOrigins: bases,
