@@ -76,11 +76,24 @@ func (f frame) ref() string {
 	return *f.Ref
 }
 
-// tconn drives one Client the way the web writer would.
+// tconn drives one Client the way the web writer would: woken by the
+// client's notify function, it drains the queue.
 type tconn struct {
 	t     testing.TB
 	c     *Client
+	ready chan struct{} // buffer 1: frames were queued or c disconnected
 	queue [][]byte
+}
+
+func newTconn(t testing.TB, c *Client) *tconn {
+	tc := &tconn{t: t, c: c, ready: make(chan struct{}, 1)}
+	c.SetNotify(func() {
+		select {
+		case tc.ready <- struct{}{}:
+		default:
+		}
+	})
+	return tc
 }
 
 func connect(t testing.TB, h *Hub, user string) *tconn {
@@ -94,7 +107,7 @@ func connectSession(t testing.TB, h *Hub, user, session string) *tconn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &tconn{t: t, c: c}
+	tc := newTconn(t, c)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	if f := tc.next(); f.Type != "welcome" || f.User != user || f.Node != h.node {
 		t.Fatalf("first frame = %+v, want welcome", f)
@@ -124,17 +137,18 @@ func (tc *tconn) tryNext(d time.Duration) (frame, bool) {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for len(tc.queue) == 0 {
+		// Asked before draining: what was queued before a disconnect
+		// is still delivered.
+		closed := tc.c.Disconnected()
 		tc.queue = tc.c.Drain(tc.queue)
 		if len(tc.queue) > 0 {
 			break
 		}
+		if closed {
+			return frame{}, false
+		}
 		select {
-		case <-tc.c.Ready():
-		case <-tc.c.Done():
-			tc.queue = tc.c.Drain(tc.queue)
-			if len(tc.queue) == 0 {
-				return frame{}, false
-			}
+		case <-tc.ready:
 		case <-timer.C:
 			return frame{}, false
 		}

@@ -77,7 +77,7 @@ func TestWelcomeFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	tc := &tconn{t: t, c: c}
+	tc := newTconn(t, c)
 	f := tc.expect("welcome")
 	if f.User != "alice" || f.Node != "n1" || !slices.Equal(f.Nodes, []string{"http://n1"}) {
 		t.Fatalf("welcome %+v", f)
@@ -323,11 +323,7 @@ func TestSlowConsumer(t *testing.T) {
 		// The fast reader keeps up.
 		fast.until("message", isType("message"))
 	}
-	select {
-	case <-slow.c.Done():
-	case <-time.After(waitFor):
-		t.Fatal("slow consumer not disconnected")
-	}
+	waitCond(t, "slow consumer disconnected", slow.c.Disconnected)
 	if code, reason := slow.c.CloseReason(); code != CloseSlowConsumer || reason != "slow_consumer" {
 		t.Fatalf("close %d %q", code, reason)
 	}
@@ -598,7 +594,7 @@ func TestShutdown(t *testing.T) {
 	if err := h.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	<-c.c.Done()
+	waitCond(t, "client disconnected by shutdown", c.c.Disconnected)
 	if code, _ := c.c.CloseReason(); code != CloseServiceRestart {
 		t.Fatalf("close code %d", code)
 	}

@@ -292,7 +292,7 @@ func (rv *Revocations) Revoke(ctx context.Context, id string, until time.Time) e
 	// themselves compact, so that the channel's retention is never
 	// outrun.
 	if rv.loaded.Load() && rv.overdue(pub) {
-		if err := rv.publishSnapshotIfOverdue(ctx, pub); err != nil {
+		if err := rv.publishSnapshot(ctx, &pub); err != nil {
 			rv.log.Warn("publishing revocation snapshot", "err", err)
 		}
 	}
@@ -324,13 +324,6 @@ func (rv *Revocations) noteSnapshotLocked(pub transport.Publication) {
 	if pub.Epoch != rv.snapEpoch || pub.Offset > rv.snapOffset {
 		rv.snapEpoch, rv.snapOffset = pub.Epoch, pub.Offset
 	}
-}
-
-// publishSnapshotIfOverdue publishes a snapshot unless one landed after
-// pub's overdue point meanwhile (concurrent logouts all find it overdue;
-// one snapshot serves them all).
-func (rv *Revocations) publishSnapshotIfOverdue(ctx context.Context, pub transport.Publication) error {
-	return rv.publishSnapshot(ctx, 0, &pub)
 }
 
 // Revoked reports whether session id was revoked on any node.
@@ -546,7 +539,7 @@ func (rv *Revocations) loop() {
 		if !rv.loaded.Load() {
 			continue
 		}
-		if err := rv.publishSnapshot(rv.ctx, 0, nil); err != nil && rv.ctx.Err() == nil {
+		if err := rv.publishSnapshot(rv.ctx, nil); err != nil && rv.ctx.Err() == nil {
 			rv.log.Warn("publishing revocation snapshot", "err", err)
 		}
 	}
@@ -563,15 +556,17 @@ func (rv *Revocations) snapshotDueLocked(now time.Time) bool {
 }
 
 // publishSnapshot publishes every unexpired revocation this node knows,
-// in parts of snapshotPartSize, unless fewer than minSince revocations
-// came since the last snapshot (someone else just took one).
-func (rv *Revocations) publishSnapshot(ctx context.Context, minSince int, trigger *transport.Publication) error {
+// in parts of snapshotPartSize. With a trigger (a logout that found the
+// channel overdue) it does not when a snapshot landed after the
+// trigger's overdue point meanwhile: concurrent logouts all find it
+// overdue, and one snapshot serves them all.
+func (rv *Revocations) publishSnapshot(ctx context.Context, trigger *transport.Publication) error {
 	rv.snapMu.Lock()
 	defer rv.snapMu.Unlock()
 	now := rv.now()
 	ms := now.UnixMilli()
 	rv.mu.Lock()
-	if rv.since < minSince || (trigger != nil && !rv.overdueLocked(*trigger)) {
+	if trigger != nil && !rv.overdueLocked(*trigger) {
 		rv.mu.Unlock()
 		return nil
 	}

@@ -4,8 +4,6 @@ import "errors"
 
 // Sentinel errors.
 var (
-	// ErrShuttingDown is returned for new connections once Shutdown began.
-	ErrShuttingDown = errors.New("web: shutting down")
 	// ErrNoHub is returned by New without Config.Hub.
 	ErrNoHub = errors.New("web: no hub")
 	// ErrNoSessions is returned by New without Config.Sessions.
