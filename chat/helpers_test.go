@@ -16,8 +16,11 @@ const waitFor = 5 * time.Second
 
 func TestMain(m *testing.M) { brokertest.VerifyOwnTestMain(m) }
 
-// newHub starts a hub on its own inproc broker joined to net (nil: a
-// private network). The hub and broker are shut down by t.Cleanup.
+// newHub starts a hub, the one way every chat test gets a running hub:
+// named node, on its own inproc broker joined to net (nil: a private
+// network). mod may change the config, the broker included: wrap the
+// inproc one, or replace it (with a Redis broker). The hub and its
+// broker are shut down by t.Cleanup.
 func newHub(t testing.TB, net *inproc.Network, node string, mod func(*Config)) *Hub {
 	t.Helper()
 	b, err := inproc.New(inproc.Config{Node: node, Network: net})
@@ -41,8 +44,12 @@ func newHub(t testing.TB, net *inproc.Network, node string, mod func(*Config)) *
 		if err := h.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if err := b.Close(ctx); err != nil {
+		if err := cfg.Broker.Close(ctx); err != nil {
 			t.Errorf("broker close: %v", err)
+		}
+		// A wrapper closed it already; a replacement left it unused.
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("inproc broker close: %v", err)
 		}
 	})
 	return h
