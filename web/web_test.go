@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/sessions"
 	"github.com/gorilla/websocket"
 	goredis "github.com/redis/go-redis/v9"
 
@@ -536,13 +537,7 @@ func TestLogoutWhenRevocationFails(t *testing.T) {
 		t.Fatalf("me after a failed logout: %d", resp.StatusCode)
 	}
 
-	srv := redistest.Start(t)
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { rdb.Close() })
-	sessions, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, sessions := redisSessions(t)
 	er := newEnv(t, envOpts{web: func(c *Config) { c.Sessions = sessions; failing(c) }})
 	cr, _ := er.login("bob")
 	if resp := er.do(cr, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
@@ -553,14 +548,21 @@ func TestLogoutWhenRevocationFails(t *testing.T) {
 	}
 }
 
-func TestRedisSessions(t *testing.T) {
+// redisSessions starts a throwaway Redis and a session store in it.
+func redisSessions(t *testing.T) (*redistest.Server, *goredis.Client, sessions.Store) {
+	t.Helper()
 	srv := redistest.Start(t)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { rdb.Close() })
-	sessions, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
+	st, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, rdb, st
+}
+
+func TestRedisSessions(t *testing.T) {
+	_, rdb, sessions := redisSessions(t)
 	e := newEnv(t, envOpts{web: func(c *Config) { c.Sessions = sessions }})
 	c, _ := e.login("alice")
 	if n := len(rdb.Keys(context.Background(), store.RedisKeyPrefix+"*").Val()); n != 1 {
@@ -588,13 +590,7 @@ func TestRedisSessions(t *testing.T) {
 // that never saw the logout (restarted, its revocations gone): the token
 // names its session, and the session is gone from Redis.
 func TestTokenRefusedAfterLogoutAndRestart(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { rdb.Close() })
-	sessions, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _, sessions := redisSessions(t)
 	withRedis := func(c *Config) { c.Sessions = sessions }
 	e := newEnv(t, envOpts{web: withRedis})
 	c, token := e.login("alice")
