@@ -27,6 +27,13 @@ const waitFor = 5 * time.Second
 
 func TestMain(m *testing.M) { brokertest.VerifyOwnTestMain(m) }
 
+// The record package store keeps is what web and chat declare they need.
+// store may import neither, so the checks live here.
+var (
+	_ Revocations      = (*store.Revocations)(nil)
+	_ chat.Revocations = (*store.Revocations)(nil)
+)
+
 type env struct {
 	t   testing.TB
 	hub *chat.Hub

@@ -329,6 +329,8 @@ type MembershipFunc func() []Member
 // Members calls f.
 func (f MembershipFunc) Members() []Member { return f() }
 
+var _ Membership = MembershipFunc(nil)
+
 // Member is one node of the cluster.
 type Member struct {
 	Name string
