@@ -182,6 +182,7 @@ func TestSessionOnEveryNode(t *testing.T) {
 	if resp := e2.do(other, "GET", "/api/me", "", nil, &me); resp.StatusCode != 200 || me.User != "alice" || me.Node != "n2" {
 		t.Fatalf("n2 me: %d %+v", resp.StatusCode, me)
 	}
+	w := e2.connect("alice", other)
 	// Wait until n2 receives revocations, then log out on n1.
 	e1.do(c, "POST", "/api/logout", "", nil, nil)
 	deadline := time.Now().Add(waitFor)
@@ -190,6 +191,10 @@ func TestSessionOnEveryNode(t *testing.T) {
 			t.Fatal("session still valid on n2 after logout on n1")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// The session's socket on n2 is closed too.
+	if code := w.closeCode(); code != chat.CloseLoggedOut {
+		t.Fatalf("socket on n2: close code %d", code)
 	}
 }
 
