@@ -401,20 +401,20 @@ func (n *Node) alivePeers() []transport.Peer {
 }
 
 func (n *Node) aliveNames() []string {
-	nodes := n.cluster.Alive()
-	out := make([]string, len(nodes))
-	for i, m := range nodes {
-		out[i] = m.Name
+	peers := n.cluster.Alive()
+	out := make([]string, len(peers))
+	for i, p := range peers {
+		out[i] = p.Name
 	}
 	return out
 }
 
 func (n *Node) aliveURLs() []string {
-	nodes := n.cluster.Alive()
-	out := make([]string, 0, len(nodes))
-	for _, m := range nodes {
-		if m.HTTP != "" {
-			out = append(out, m.HTTP)
+	peers := n.cluster.Alive()
+	out := make([]string, 0, len(peers))
+	for _, p := range peers {
+		if p.HTTP != "" {
+			out = append(out, p.HTTP)
 		}
 	}
 	return out
