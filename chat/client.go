@@ -15,15 +15,14 @@ const frameOverhead = 32
 const drainKeep = 8
 
 // Client is one connection of a user to the hub. The web layer reads
-// frames from the socket into Handle, and writes what the hub queues:
-// wait on Ready, take frames with Drain, and stop when Done is closed
-// (after draining what is left), closing the socket with CloseReason.
-// Close must be called once the connection has ended. Instead of
-// waiting on Ready, a writer may register a function with SetNotify and
-// run only while there is something to write.
+// frames from the socket into Handle, and writes what the hub queues: it
+// registers a function with SetNotify, which is called whenever frames
+// are queued or the client is disconnected, takes frames with Drain, and
+// once Disconnected (after draining what is left) closes the socket with
+// CloseReason. Close must be called once the connection has ended.
 //
-// Handle, Reject and Close are serialised; Ready, Drain, Done, CloseReason and
-// SendError are safe from any goroutine.
+// Handle, Reject and Close are serialised; Drain, Disconnected,
+// CloseReason and SendError are safe from any goroutine.
 type Client struct {
 	hub     *Hub
 	id      string
@@ -48,17 +47,9 @@ type Client struct {
 	closed bool
 	code   int
 	reason string
-	// ready and done are made when first asked for (Ready, Done): a
-	// writer driven by SetNotify asks for neither, and an idle
-	// connection's memory counts.
-	ready  chan struct{}
-	done   chan struct{}
 	notify func() // see SetNotify
-	// ctx (made by Context when first asked for) is cancelled on
-	// disconnect, and so is opCancel, the context of the frame Handle is
-	// working on.
-	ctx      context.Context
-	cancel   context.CancelFunc
+	// opCancel, the context of the frame Handle is working on, is
+	// cancelled on disconnect.
 	opCancel context.CancelFunc
 }
 
@@ -71,19 +62,6 @@ func (c *Client) User() string { return c.user }
 // Session returns the session id the connection was opened with.
 func (c *Client) Session() string { return c.session }
 
-// Ready is signalled (it has a buffer of one) whenever frames are queued.
-func (c *Client) Ready() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ready == nil {
-		c.ready = make(chan struct{}, 1)
-		if len(c.queue) > 0 {
-			c.ready <- struct{}{}
-		}
-	}
-	return c.ready
-}
-
 // SetNotify registers fn to be called whenever frames are queued and
 // when the client is disconnected, after the client's own lock is
 // released, from whichever goroutine did it: the fan-out calls it with a
@@ -91,8 +69,8 @@ func (c *Client) Ready() <-chan struct{} {
 // client except Disconnected; it takes leaf locks at most and typically
 // hands the writing to a goroutine of its own. When
 // frames are already queued or the client is already disconnected, fn is
-// called once before SetNotify returns. Ready and Done still work. Call
-// it at most once, before the connection's writer starts.
+// called once before SetNotify returns. Call it at most once, before the
+// connection's writer starts.
 func (c *Client) SetNotify(fn func()) {
 	c.mu.Lock()
 	c.notify = fn
@@ -103,38 +81,12 @@ func (c *Client) SetNotify(fn func()) {
 	}
 }
 
-// Context is cancelled when the client is disconnected, like Done.
-func (c *Client) Context() context.Context {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ctx == nil {
-		c.ctx, c.cancel = context.WithCancel(context.Background())
-		if c.closed {
-			c.cancel()
-		}
-	}
-	return c.ctx
-}
-
-// Done is closed when the hub disconnects the client (slow consumer,
-// logout, shutdown) or Close is called.
-func (c *Client) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		if c.closed {
-			close(c.done)
-		}
-	}
-	return c.done
-}
-
-// Disconnected reports whether Done is closed, without making it.
+// Disconnected reports whether the hub disconnected the client (slow
+// consumer, logout, shutdown) or Close was called.
 func (c *Client) Disconnected() bool { return c.isClosed() }
 
 // CloseReason returns the WebSocket close code and reason to send once
-// Done is closed.
+// the client is disconnected.
 func (c *Client) CloseReason() (code int, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -193,14 +145,8 @@ func (c *Client) enqueue(f []byte) {
 	}
 	c.queue = append(c.queue, f)
 	c.queued += n
-	notify, ready := c.notify, c.ready
+	notify := c.notify
 	c.mu.Unlock()
-	if ready != nil {
-		select {
-		case ready <- struct{}{}:
-		default:
-		}
-	}
 	if notify != nil {
 		notify()
 	}
@@ -230,12 +176,6 @@ func (c *Client) killLocked(code int, reason string) bool {
 		clear(c.queue)
 		c.queue = nil
 		c.queued = 0
-	}
-	if c.done != nil {
-		close(c.done)
-	}
-	if c.cancel != nil {
-		c.cancel()
 	}
 	if c.opCancel != nil {
 		c.opCancel()

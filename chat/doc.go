@@ -1,16 +1,22 @@
 // Package chat is meshchat's domain: the Hub that owns rooms, members,
-// presence, history, direct messages and session revocation, and the
-// Client that is one WebSocket connection's view of it.
+// presence, history and direct messages, and the Client that is one
+// WebSocket connection's view of it. It imports only package transport.
 //
 // The hub speaks to the rest of the cluster only through a
-// transport.Broker. Rooms live on channel "r:<room>", each user's DM inbox
-// on "u:<user>", and session revocations on "s:revoked" (compacted with
-// periodic snapshots so that a logout outlives the channel's retention;
-// see revoke.go). Payloads on the
+// transport.Broker, whose handler it is. Rooms live on channel
+// "r:<room>" and each user's DM inbox on "u:<user>". Payloads on the
 // broker are compact JSON events (see event.go); the hub decodes each
 // delivered publication once per node and encodes the outbound frame once
 // for all local members, plus one variant carrying "ref" for the
 // connection that sent it.
+//
+// Session revocation (logout) is not the hub's: package store keeps the
+// record, on channel "s:revoked". The hub hands the broker's deliveries
+// on "s:" channels to it (Config.Revocations, a small interface declared
+// here), asks it whether a connection's session is revoked when the
+// connection opens, and offers one entry point for it to call:
+// DisconnectSession, which closes a session's connections with
+// CloseLoggedOut.
 //
 // # Concurrency
 //
@@ -27,8 +33,7 @@
 //	shard.mu is a leaf: nothing else is taken while it is held.
 //	A client's notify function (Client.SetNotify) runs under room.mu
 //	and Client.op, after Client.mu: it may take only leaf locks.
-//	revocations.mu is a leaf too; revocations.snapMu is held across the
-//	broker calls of one snapshot and taken before revocations.mu.
+//	Config.Revocations is called with no hub lock held.
 //
 // room.ctl serialises the slow control path of one channel (subscribe,
 // unsubscribe, presence writes) and may be held across broker calls;

@@ -19,8 +19,6 @@ var (
 	// ErrNegativeConfig is returned by New when a size or duration in
 	// Config is negative.
 	ErrNegativeConfig = errors.New("chat: negative size or duration in config")
-	// ErrEmptySession is returned by RevokeSession for an empty id.
-	ErrEmptySession = errors.New("chat: empty session id")
 )
 
 // Error codes carried by "error" frames. They are stable snake_case

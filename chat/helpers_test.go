@@ -16,8 +16,11 @@ const waitFor = 5 * time.Second
 
 func TestMain(m *testing.M) { brokertest.VerifyOwnTestMain(m) }
 
-// newHub starts a hub on its own inproc broker joined to net (nil: a
-// private network). The hub and broker are shut down by t.Cleanup.
+// newHub starts a hub, the one way every chat test gets a running hub:
+// named node, on its own inproc broker joined to net (nil: a private
+// network). mod may change the config, the broker included: wrap the
+// inproc one, or replace it (with a Redis broker). The hub and its
+// broker are shut down by t.Cleanup.
 func newHub(t testing.TB, net *inproc.Network, node string, mod func(*Config)) *Hub {
 	t.Helper()
 	b, err := inproc.New(inproc.Config{Node: node, Network: net})
@@ -41,8 +44,12 @@ func newHub(t testing.TB, net *inproc.Network, node string, mod func(*Config)) *
 		if err := h.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if err := b.Close(ctx); err != nil {
+		if err := cfg.Broker.Close(ctx); err != nil {
 			t.Errorf("broker close: %v", err)
+		}
+		// A wrapper closed it already; a replacement left it unused.
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("inproc broker close: %v", err)
 		}
 	})
 	return h
@@ -76,11 +83,24 @@ func (f frame) ref() string {
 	return *f.Ref
 }
 
-// tconn drives one Client the way the web writer would.
+// tconn drives one Client the way the web writer would: woken by the
+// client's notify function, it drains the queue.
 type tconn struct {
 	t     testing.TB
 	c     *Client
+	ready chan struct{} // buffer 1: frames were queued or c disconnected
 	queue [][]byte
+}
+
+func newTconn(t testing.TB, c *Client) *tconn {
+	tc := &tconn{t: t, c: c, ready: make(chan struct{}, 1)}
+	c.SetNotify(func() {
+		select {
+		case tc.ready <- struct{}{}:
+		default:
+		}
+	})
+	return tc
 }
 
 func connect(t testing.TB, h *Hub, user string) *tconn {
@@ -94,7 +114,7 @@ func connectSession(t testing.TB, h *Hub, user, session string) *tconn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &tconn{t: t, c: c}
+	tc := newTconn(t, c)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	if f := tc.next(); f.Type != "welcome" || f.User != user || f.Node != h.node {
 		t.Fatalf("first frame = %+v, want welcome", f)
@@ -124,17 +144,18 @@ func (tc *tconn) tryNext(d time.Duration) (frame, bool) {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for len(tc.queue) == 0 {
+		// Asked before draining: what was queued before a disconnect
+		// is still delivered.
+		closed := tc.c.Disconnected()
 		tc.queue = tc.c.Drain(tc.queue)
 		if len(tc.queue) > 0 {
 			break
 		}
+		if closed {
+			return frame{}, false
+		}
 		select {
-		case <-tc.c.Ready():
-		case <-tc.c.Done():
-			tc.queue = tc.c.Drain(tc.queue)
-			if len(tc.queue) == 0 {
-				return frame{}, false
-			}
+		case <-tc.ready:
 		case <-timer.C:
 			return frame{}, false
 		}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,28 +71,27 @@ type Config struct {
 	// Shards is how many shards the channel table is split into.
 	// Default 64.
 	Shards int
-	// HistoryMaxAge is the broker's age limit on retained publications
-	// (--history-age), 0 for none. Revocation snapshots are republished
-	// at least every HistoryMaxAge/2 so that a logout outlives it.
-	HistoryMaxAge time.Duration
-	// RevocationSnapshotEvery is K: after K revocations since the last
-	// snapshot, the node that published the K-th publishes a snapshot of
-	// every unexpired revocation. It must stay well under the broker's
-	// per-channel retention (1000 by default). Default 100.
-	RevocationSnapshotEvery int
-	// RevocationSnapshotInterval is the longest time between snapshots
-	// while there are revocations since the last one (or, with
-	// HistoryMaxAge, any unexpired ones). Default 5 minutes, and never
-	// more than HistoryMaxAge/2.
-	RevocationSnapshotInterval time.Duration
-	// MaxRevocations caps the revocations a node remembers. Beyond it the
-	// one closest to expiry is forgotten and counted (RevocationStats).
-	// Default DefaultMaxRevocations.
-	MaxRevocations int
+	// Revocations is the cluster's record of logged-out sessions
+	// (store.Revocations): Connect closes a connection whose session it
+	// reports revoked, and the hub hands it the publications on "s:"
+	// channels, where the record lives. Nil means no session is ever
+	// revoked.
+	Revocations Revocations
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. For tests.
 	Now func() time.Time
+}
+
+// Revocations is what the hub needs from the record of logged-out
+// sessions, which package store keeps (store.Revocations). It calls
+// Hub.DisconnectSession when it learns of a logout.
+type Revocations interface {
+	// Revoked reports whether session id was logged out.
+	Revoked(session string) bool
+	// HandlePublication takes what the broker delivers on "s:"
+	// channels. It must not block.
+	HandlePublication(channel string, pub transport.Publication)
 }
 
 // Hub is the chat domain of one node. It is the transport.Handler of its
@@ -122,11 +122,10 @@ type Hub struct {
 	bySession map[string][]*Client
 	closing   bool // guarded by clientsMu
 
-	rev revocations
+	revocations Revocations // or nil
 
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
 	started  atomic.Bool
 	shutOnce sync.Once
 	shutDone chan struct{}
@@ -147,29 +146,28 @@ func New(cfg Config) (*Hub, error) {
 		return nil, ErrNoPresence
 	}
 	if cfg.QueueBytes < 0 || cfg.RateBurst < 0 || cfg.MaxTextBytes < 0 || cfg.HistoryPage < 0 ||
-		cfg.MaxRooms < 0 || cfg.Shards < 0 || cfg.HistoryMaxAge < 0 || cfg.RevocationSnapshotEvery < 0 ||
-		cfg.RevocationSnapshotInterval < 0 || cfg.MaxRevocations < 0 {
+		cfg.MaxRooms < 0 || cfg.Shards < 0 {
 		return nil, ErrNegativeConfig
 	}
 	if math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) {
 		return nil, fmt.Errorf("chat: rate limit %v is not a number", cfg.RateLimit)
 	}
 	h := &Hub{
-		node:       cfg.Node,
-		broker:     cfg.Broker,
-		presence:   pm,
-		nodes:      cfg.Nodes,
-		queueBytes: orDefault(cfg.QueueBytes, DefaultQueueBytes),
-		maxText:    orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
-		page:       orDefault(cfg.HistoryPage, DefaultHistoryPage),
-		maxRooms:   orDefault(cfg.MaxRooms, DefaultMaxRooms),
-		log:        cfg.Logger,
-		now:        cfg.Now,
-		clients:    make(map[*Client]struct{}),
-		bySession:  make(map[string][]*Client),
-		shutDone:   make(chan struct{}),
+		node:        cfg.Node,
+		broker:      cfg.Broker,
+		presence:    pm,
+		nodes:       cfg.Nodes,
+		revocations: cfg.Revocations,
+		queueBytes:  orDefault(cfg.QueueBytes, DefaultQueueBytes),
+		maxText:     orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
+		page:        orDefault(cfg.HistoryPage, DefaultHistoryPage),
+		maxRooms:    orDefault(cfg.MaxRooms, DefaultMaxRooms),
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		clients:     make(map[*Client]struct{}),
+		bySession:   make(map[string][]*Client),
+		shutDone:    make(chan struct{}),
 	}
-	h.rev.init(cfg)
 	switch {
 	case cfg.RateLimit == 0:
 		h.rate = DefaultRateLimit
@@ -215,8 +213,7 @@ func orDefault(v, def int) int {
 // Node returns the node name the hub was configured with.
 func (h *Hub) Node() string { return h.node }
 
-// Start starts the broker with the hub as its handler and begins loading
-// session revocations in the background.
+// Start starts the broker with the hub as its handler.
 func (h *Hub) Start(ctx context.Context) error {
 	if !h.started.CompareAndSwap(false, true) {
 		return ErrStarted
@@ -224,23 +221,12 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err := h.broker.Start(ctx, h); err != nil {
 		return fmt.Errorf("chat: start broker: %w", err)
 	}
-	h.goTracked(h.loadRevocations)
-	h.goTracked(h.revocationLoop)
 	return nil
 }
 
-// goTracked runs f in a goroutine that Shutdown waits for.
-func (h *Hub) goTracked(f func()) {
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		f()
-	}()
-}
-
 // Shutdown disconnects every client with CloseServiceRestart (so clients
-// reconnect to another node), removes their presence, and waits for the
-// hub's goroutines. It does not close the broker. Safe to call twice.
+// reconnect to another node) and removes their presence. It does not
+// close the broker. Safe to call twice.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.shutOnce.Do(func() {
 		go func() {
@@ -261,7 +247,6 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 				_ = c.Close(cctx)
 				cancel()
 			}
-			h.wg.Wait()
 		}()
 	})
 	select {
@@ -299,7 +284,7 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 	h.clientsMu.Unlock()
 	// A logout that landed between the caller's check and the
 	// registration above would otherwise miss this connection.
-	if session != "" && h.SessionRevoked(session) {
+	if session != "" && h.revocations != nil && h.revocations.Revoked(session) {
 		c.disconnect(CloseLoggedOut, "logged_out")
 	}
 
@@ -390,6 +375,18 @@ func (h *Hub) unregister(c *Client) {
 	h.clientsMu.Unlock()
 }
 
+// DisconnectSession closes every connection opened with session id,
+// with CloseLoggedOut (the web layer sends the close frame). The
+// revocation record calls it when it learns of a logout; it never blocks.
+func (h *Hub) DisconnectSession(id string) {
+	h.clientsMu.Lock()
+	hit := slices.Clone(h.bySession[id])
+	h.clientsMu.Unlock()
+	for _, c := range hit {
+		c.disconnect(CloseLoggedOut, "logged_out")
+	}
+}
+
 // Clients returns how many connections the hub holds.
 func (h *Hub) Clients() int {
 	h.clientsMu.Lock()
@@ -399,10 +396,12 @@ func (h *Hub) Clients() int {
 
 // HandlePublication implements transport.Handler. It decodes the payload
 // once and queues the encoded frame on every local member; it never
-// blocks.
+// blocks. Publications on "s:" channels go to Config.Revocations.
 func (h *Hub) HandlePublication(channel string, pub transport.Publication) {
-	if channel == revokedChannel {
-		h.handleRevocationPub(pub)
+	if strings.HasPrefix(channel, systemPrefix) {
+		if h.revocations != nil {
+			h.revocations.HandlePublication(channel, pub)
+		}
 		return
 	}
 	r := h.lookup(channel)

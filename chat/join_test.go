@@ -38,9 +38,6 @@ func TestJoinHistoryFailureDeliversNothing(t *testing.T) {
 		fb.Broker = c.Broker.(*inproc.Broker)
 		c.Broker = fb
 	})
-	// Loading revocations reads history too, in the background: done
-	// before History starts failing, or it would call before again.
-	waitCond(t, "revocations loaded", h.RevocationsLoaded)
 	bob := connect(t, h, "bob")
 	bob.join("lobby")
 	alice := connect(t, h, "alice")

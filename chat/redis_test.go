@@ -1,11 +1,9 @@
 package chat
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/meshchat/meshchat/store/redistest"
 	"github.com/meshchat/meshchat/transport/redis"
@@ -16,24 +14,14 @@ import (
 func TestWithRedisBroker(t *testing.T) {
 	srv := redistest.Start(t)
 	hub := func(node string) *Hub {
-		b, err := redis.New(redis.Config{URL: srv.URL(), Node: node, Alive: func() []string { return []string{"n1", "n2"} }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := New(Config{Node: node, Broker: b, RateLimit: NoRateLimit})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = h.Shutdown(ctx)
-			_ = b.Close(ctx)
+		return newHub(t, nil, node, func(c *Config) {
+			b, err := redis.New(redis.Config{URL: srv.URL(), Node: node, Alive: func() []string { return []string{"n1", "n2"} }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Broker = b
+			c.RateLimit = NoRateLimit
 		})
-		return h
 	}
 	h1, h2 := hub("n1"), hub("n2")
 	alice, bob := connect(t, h1, "alice"), connect(t, h2, "bob")
@@ -81,8 +69,4 @@ func TestWithRedisBroker(t *testing.T) {
 			t.Fatalf("dm %+v", f)
 		}
 	}
-	if err := h1.RevokeSession(context.Background(), "s1", time.Now().Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	waitCond(t, "revocation on n2", func() bool { return h2.SessionRevoked("s1") })
 }

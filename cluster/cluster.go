@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-
-	"github.com/meshchat/meshchat/transport"
 )
 
 // State is a node's membership state as this node sees it.
@@ -400,18 +398,18 @@ func (c *Cluster) Members() []Node {
 	return out
 }
 
-// Alive returns the alive nodes (this one included) as broker peers,
-// sorted by name.
-func (c *Cluster) Alive() []transport.Peer {
+// Alive returns the alive nodes (this one included), sorted by name. The
+// node translates them for the brokers (their name and HTTP URL).
+func (c *Cluster) Alive() []Node {
 	c.mu.Lock()
-	out := make([]transport.Peer, 0, len(c.members))
+	out := make([]Node, 0, len(c.members))
 	for _, m := range c.members {
 		if m.node.State == StateAlive {
-			out = append(out, transport.Peer{Name: m.node.Name, Addr: m.node.HTTP})
+			out = append(out, m.node)
 		}
 	}
 	c.mu.Unlock()
-	slices.SortFunc(out, func(a, b transport.Peer) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Node) int { return cmpString(a.Name, b.Name) })
 	return out
 }
 

@@ -188,7 +188,7 @@ func TestJoinAndMetadata(t *testing.T) {
 		}
 		peers := n.Alive()
 		for i, want := range []string{"a", "b", "c"} {
-			if peers[i].Name != want || peers[i].Addr != "http://"+want+".test:80" {
+			if peers[i].Name != want || peers[i].HTTP != "http://"+want+".test:80" {
 				t.Errorf("%s: peer %d = %+v", n.cfg.Name, i, peers[i])
 			}
 		}

@@ -6,6 +6,10 @@
 // Each node advertises a small, versioned metadata record (NodeMeta) with
 // its name, its HTTP base URL and an opaque field for the broker.
 //
+// The package is a leaf: it imports nothing else of meshchat. Members,
+// Alive and the events hand out its own Node type; the node translates
+// them for the brokers (transport.Peer) and for package web (web.Member).
+//
 // Concurrency: every exported method is safe for concurrent use.
 // memberlist calls the delegates in this package with its own locks held,
 // so they only update the member table under c.mu (held for a few map

@@ -56,7 +56,7 @@ func (o SessionOptions) gorilla() sessions.Options {
 // with blockKey (AES; 16, 24 or 32 bytes; nil disables encryption). Every
 // node given the same keys accepts the others' cookies. A cookie store
 // cannot forget a session by itself: logout must also be recorded
-// cluster-wide (chat.Hub.RevokeSession), which package web does.
+// cluster-wide (Revocations.Revoke), which package web does.
 func NewCookieStore(hashKey, blockKey []byte, o SessionOptions) sessions.Store {
 	s := sessions.NewCookieStore(hashKey, blockKey)
 	opts := o.gorilla()

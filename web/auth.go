@@ -37,9 +37,24 @@ type identity struct {
 	token bool // came from a bearer token, not the cookie
 }
 
+// Revocations is the cluster's record of logged-out sessions
+// (store.Revocations), as the server uses it.
+type Revocations interface {
+	// Loaded reports whether the record is loaded; until it is, sessions
+	// cannot be checked and are refused with 503.
+	Loaded() bool
+	// Revoked reports whether the session was logged out on any node.
+	Revoked(session string) bool
+	// Revoke records a logout cluster-wide; until is when the session
+	// would have expired anyway. The session's connections are closed.
+	Revoke(ctx context.Context, session string, until time.Time) error
+}
+
 // sessionChecker is implemented by session stores that keep sessions
 // server-side (store.NewRedisSessions): a bearer token is then honoured
-// only while its session is still stored.
+// only while its session is still stored, and deleting the session on
+// logout ends it everywhere. A store without it keeps the session in the
+// cookie alone, which only the revocation record can end.
 type sessionChecker interface {
 	SessionExists(ctx context.Context, id string) (bool, error)
 }
@@ -64,10 +79,10 @@ func wellFormed(id identity) bool {
 // check confirms a well-formed identity against the cluster's logouts
 // and, for a token with server-side sessions, the session store.
 func (s *Server) check(ctx context.Context, id identity) error {
-	if !s.hub.RevocationsLoaded() {
+	if !s.revocations.Loaded() {
 		return errRevocationsLoading
 	}
-	if s.hub.SessionRevoked(id.sid) {
+	if s.revocations.Revoked(id.sid) {
 		return errNoSession
 	}
 	if id.token && s.checker != nil {
@@ -263,7 +278,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if old, _ := sess.Values[keySID].(string); old != "" {
 		// A login replaces whatever session the browser had.
 		exp, _ := sess.Values[keyExp].(int64)
-		if err := s.hub.RevokeSession(r.Context(), old, time.Unix(exp, 0)); err != nil {
+		if err := s.revocations.Revoke(r.Context(), old, time.Unix(exp, 0)); err != nil {
 			s.log.Warn("revoking replaced session", "err", err)
 		}
 	}
@@ -298,10 +313,11 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	// A well-formed session is revoked even when this node cannot tell
 	// yet whether it already was.
 	if id, _ := s.authenticate(r, false); id.sid != "" {
-		if err := s.hub.RevokeSession(r.Context(), id.sid, id.exp); err != nil {
+		if err := s.revocations.Revoke(r.Context(), id.sid, id.exp); err != nil {
 			// A cookie session lives on until its revocation is known
-			// cluster-wide; Redis sessions die with their key below.
-			if _, cookie := s.sessions.(*sessions.CookieStore); cookie {
+			// cluster-wide; server-side sessions die with their key
+			// below.
+			if s.checker == nil {
 				writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot log out right now, retry")
 				return
 			}

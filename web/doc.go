@@ -3,17 +3,24 @@
 // health and readiness probes, node-to-node mounts such as /_mesh/, and
 // the embedded UI at "/".
 //
+// The server depends on the chat hub and on two small interfaces it
+// declares itself: Revocations (the cluster's record of logouts, which
+// package store keeps) and Membership (the cluster's nodes, which the
+// node adapts from package cluster; web does not import cluster).
+//
 // Authentication is a gorilla session cookie named "meshchat" (HttpOnly,
 // SameSite=Lax, Secure when the request came over TLS or through a proxy
 // that says X-Forwarded-Proto: https). Login also returns a short signed
 // bearer token so a client can fail over to another node on another host,
 // where the cookie is not sent; /ws takes it as ?token= and the API as
-// Authorization: Bearer. Logout revokes the session id cluster-wide through
-// the hub, which makes both the cookie and its tokens useless everywhere;
-// with a server-side session store (Redis) a token is also honoured only
-// while its session is stored. Until the hub has loaded the cluster's
-// revocations (chat.Hub.RevocationsLoaded) a session cannot be checked, and
-// requests that need one get 503 unavailable. Login also sets
+// Authorization: Bearer. Logout revokes the session id cluster-wide
+// (Revocations.Revoke), which makes both the cookie and its tokens useless
+// everywhere and closes the session's WebSocket connections; with a
+// server-side session store (Redis; one that can confirm a session by id)
+// a token is also honoured only while its session is stored, and a logout
+// that cannot be recorded still ends the session. Until the node has
+// loaded the cluster's revocations (Revocations.Loaded) a session cannot
+// be checked, and requests that need one get 503 unavailable. Login also sets
 // "meshchat_in", a page-readable hint with the session cookie's scope and
 // lifetime (cleared with it on logout), so the UI knows whether to ask
 // /api/me at all.

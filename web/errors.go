@@ -4,12 +4,12 @@ import "errors"
 
 // Sentinel errors.
 var (
-	// ErrShuttingDown is returned for new connections once Shutdown began.
-	ErrShuttingDown = errors.New("web: shutting down")
 	// ErrNoHub is returned by New without Config.Hub.
 	ErrNoHub = errors.New("web: no hub")
 	// ErrNoSessions is returned by New without Config.Sessions.
 	ErrNoSessions = errors.New("web: no session store")
+	// ErrNoRevocations is returned by New without Config.Revocations.
+	ErrNoRevocations = errors.New("web: no session revocations")
 	// ErrNegativeConfig is returned by New for a negative limit or
 	// duration in Config.
 	ErrNegativeConfig = errors.New("web: negative limit in config")

@@ -27,9 +27,17 @@ const waitFor = 5 * time.Second
 
 func TestMain(m *testing.M) { brokertest.VerifyOwnTestMain(m) }
 
+// The record package store keeps is what web and chat declare they need.
+// store may import neither, so the checks live here.
+var (
+	_ Revocations      = (*store.Revocations)(nil)
+	_ chat.Revocations = (*store.Revocations)(nil)
+)
+
 type env struct {
 	t   testing.TB
 	hub *chat.Hub
+	rev *store.Revocations
 	srv *Server
 	ts  *httptest.Server
 }
@@ -39,7 +47,7 @@ type envOpts struct {
 	node string
 	hub  func(*chat.Config)
 	web  func(*Config)
-	// loading: do not wait for the hub to load revocations (sessions
+	// loading: do not wait for the node to load revocations (sessions
 	// are refused with 503 until it has).
 	loading bool
 }
@@ -57,6 +65,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.hub != nil {
 		o.hub(&hc)
 	}
+	rev, err := store.NewRevocations(store.RevocationConfig{Node: o.node, Broker: hc.Broker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc.Revocations = rev
 	hub, err := chat.New(hc)
 	if err != nil {
 		t.Fatal(err)
@@ -64,9 +77,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if err := hub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if err := rev.Start(context.Background(), hub.DisconnectSession); err != nil {
+		t.Fatal(err)
+	}
 	if !o.loading {
 		deadline := time.Now().Add(waitFor)
-		for !hub.RevocationsLoaded() {
+		for !rev.Loaded() {
 			if time.Now().After(deadline) {
 				t.Fatal("hub did not load revocations")
 			}
@@ -74,10 +90,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 		}
 	}
 	wc := Config{
-		Hub:        hub,
-		Sessions:   store.NewCookieStore([]byte(strings.Repeat("h", 32)), []byte(strings.Repeat("b", 32)), store.SessionOptions{}),
-		BrokerName: "mesh",
-		TokenKey:   []byte("token-key"),
+		Hub:         hub,
+		Sessions:    store.NewCookieStore([]byte(strings.Repeat("h", 32)), []byte(strings.Repeat("b", 32)), store.SessionOptions{}),
+		Revocations: rev,
+		BrokerName:  "mesh",
+		TokenKey:    []byte("token-key"),
 	}
 	if o.web != nil {
 		o.web(&wc)
@@ -87,12 +104,15 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
-	e := &env{t: t, hub: hub, srv: srv, ts: ts}
+	e := &env{t: t, hub: hub, rev: rev, srv: srv, ts: ts}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("web shutdown: %v", err)
+		}
+		if err := rev.Shutdown(ctx); err != nil {
+			t.Errorf("revocations shutdown: %v", err)
 		}
 		ts.Close()
 		if err := b.Close(ctx); err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/meshchat/meshchat/chat"
-	"github.com/meshchat/meshchat/cluster"
 	"github.com/meshchat/meshchat/web/ui"
 )
 
@@ -56,13 +55,16 @@ type Config struct {
 	// Sessions stores the session cookie (store.NewCookieStore or
 	// store.NewRedisSessions). Required.
 	Sessions sessions.Store
+	// Revocations records logouts cluster-wide and answers whether a
+	// session was logged out (store.Revocations). Required.
+	Revocations Revocations
 	// Node is this node's name, reported by the API. Default: Hub.Node().
 	Node string
 	// BrokerName is "mesh" or "redis", reported by /api/cluster.
 	BrokerName string
 	// Members lists the cluster's nodes for /api/cluster and the origin
 	// check. Nil means a cluster of this node alone.
-	Members func() []cluster.Node
+	Members Membership
 	// Ready reports whether the node can serve (/readyz). Nil means
 	// always ready.
 	Ready func(ctx context.Context) error
@@ -102,21 +104,22 @@ type Config struct {
 
 // Server serves meshchat's HTTP API and WebSocket endpoint.
 type Server struct {
-	cfg      Config
-	hub      *chat.Hub
-	sessions sessions.Store
-	checker  sessionChecker // set when sessions live server-side
-	node     string
-	allowed  map[string]bool // normalised origins
-	tokenKey []byte
-	log      *slog.Logger
-	handler  http.Handler
-	upgrader websocket.Upgrader
-	frames   sync.Pool // *bytes.Buffer, one per frame being handled
-	corks    corkPool
-	wbufs    writeBufPool
-	batches  sync.Pool // *[][]byte, one per running connection writer
-	writers  *writers
+	cfg         Config
+	hub         *chat.Hub
+	sessions    sessions.Store
+	revocations Revocations
+	checker     sessionChecker // set when sessions live server-side
+	node        string
+	allowed     map[string]bool // normalised origins
+	tokenKey    []byte
+	log         *slog.Logger
+	handler     http.Handler
+	upgrader    websocket.Upgrader
+	frames      sync.Pool // *bytes.Buffer, one per frame being handled
+	corks       corkPool
+	wbufs       writeBufPool
+	batches     sync.Pool // *[][]byte, one per running connection writer
+	writers     *writers
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -134,6 +137,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Sessions == nil {
 		return nil, ErrNoSessions
+	}
+	if cfg.Revocations == nil {
+		return nil, ErrNoRevocations
 	}
 	if cfg.MaxFrameBytes < 0 || cfg.HardFrameBytes < 0 || cfg.TokenTTL < 0 ||
 		cfg.PingInterval < 0 || cfg.PongTimeout < 0 || cfg.WriteTimeout < 0 {
@@ -167,14 +173,15 @@ func New(cfg Config) (*Server, error) {
 		cfg.UI = ui.Handler()
 	}
 	s := &Server{
-		cfg:      cfg,
-		hub:      cfg.Hub,
-		sessions: cfg.Sessions,
-		node:     cfg.Node,
-		allowed:  make(map[string]bool),
-		tokenKey: cfg.TokenKey,
-		log:      cfg.Logger,
-		conns:    make(map[*websocket.Conn]struct{}),
+		cfg:         cfg,
+		hub:         cfg.Hub,
+		sessions:    cfg.Sessions,
+		revocations: cfg.Revocations,
+		node:        cfg.Node,
+		allowed:     make(map[string]bool),
+		tokenKey:    cfg.TokenKey,
+		log:         cfg.Logger,
+		conns:       make(map[*websocket.Conn]struct{}),
 	}
 	s.checker, _ = cfg.Sessions.(sessionChecker)
 	if s.log == nil {
@@ -309,6 +316,30 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node": s.node})
 }
 
+// Membership is what the server knows of the cluster: the nodes
+// /api/cluster lists, whose HTTP URLs are also allowed origins. The node
+// adapts package cluster to it.
+type Membership interface {
+	Members() []Member
+}
+
+// MembershipFunc adapts a function to Membership.
+type MembershipFunc func() []Member
+
+// Members calls f.
+func (f MembershipFunc) Members() []Member { return f() }
+
+var _ Membership = MembershipFunc(nil)
+
+// Member is one node of the cluster.
+type Member struct {
+	Name string
+	HTTP string // advertised HTTP base URL
+	// State is the membership state: "alive" and "suspect" are reported
+	// as such, anything else ("dead", "left") as "dead".
+	State string
+}
+
 type clusterNode struct {
 	Name  string `json:"name"`
 	HTTP  string `json:"http"`
@@ -318,7 +349,7 @@ type clusterNode struct {
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	nodes := []clusterNode{}
 	if s.cfg.Members != nil {
-		for _, m := range s.cfg.Members() {
+		for _, m := range s.cfg.Members.Members() {
 			nodes = append(nodes, clusterNode{Name: m.Name, HTTP: m.HTTP, State: publicState(m.State)})
 		}
 	} else {
@@ -333,11 +364,11 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 
 // publicState maps membership states onto the contract's three: a node
 // that left cleanly is as gone as a dead one.
-func publicState(st cluster.State) string {
+func publicState(st string) string {
 	switch st {
-	case cluster.StateAlive:
+	case "alive":
 		return "alive"
-	case cluster.StateSuspect:
+	case "suspect":
 		return "suspect"
 	default:
 		return "dead"
@@ -404,7 +435,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		return true
 	}
 	if s.cfg.Members != nil {
-		for _, m := range s.cfg.Members() {
+		for _, m := range s.cfg.Members.Members() {
 			if n, ok := normalizeOrigin(m.HTTP); ok && n == origin {
 				return true
 			}

@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/sessions"
 	"github.com/gorilla/websocket"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/meshchat/meshchat/chat"
-	"github.com/meshchat/meshchat/cluster"
 	"github.com/meshchat/meshchat/store"
 	"github.com/meshchat/meshchat/store/redistest"
 	"github.com/meshchat/meshchat/transport"
@@ -182,6 +182,7 @@ func TestSessionOnEveryNode(t *testing.T) {
 	if resp := e2.do(other, "GET", "/api/me", "", nil, &me); resp.StatusCode != 200 || me.User != "alice" || me.Node != "n2" {
 		t.Fatalf("n2 me: %d %+v", resp.StatusCode, me)
 	}
+	w := e2.connect("alice", other)
 	// Wait until n2 receives revocations, then log out on n1.
 	e1.do(c, "POST", "/api/logout", "", nil, nil)
 	deadline := time.Now().Add(waitFor)
@@ -190,6 +191,10 @@ func TestSessionOnEveryNode(t *testing.T) {
 			t.Fatal("session still valid on n2 after logout on n1")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// The session's socket on n2 is closed too.
+	if code := w.closeCode(); code != chat.CloseLoggedOut {
+		t.Fatalf("socket on n2: close code %d", code)
 	}
 }
 
@@ -212,12 +217,12 @@ func TestLoginBadName(t *testing.T) {
 }
 
 func TestOriginRules(t *testing.T) {
-	members := func() []cluster.Node {
-		return []cluster.Node{
-			{Name: "n1", HTTP: "http://127.0.0.1:1", State: cluster.StateAlive},
-			{Name: "n2", HTTP: "https://node2.example:8443", State: cluster.StateAlive},
+	members := MembershipFunc(func() []Member {
+		return []Member{
+			{Name: "n1", HTTP: "http://127.0.0.1:1", State: "alive"},
+			{Name: "n2", HTTP: "https://node2.example:8443", State: "alive"},
 		}
-	}
+	})
 	e := newEnv(t, envOpts{web: func(c *Config) {
 		c.AllowedOrigins = []string{"https://Chat.Example.com"}
 		c.Members = members
@@ -415,13 +420,13 @@ func TestSlowConsumer(t *testing.T) {
 
 func TestClusterEndpoint(t *testing.T) {
 	e := newEnv(t, envOpts{web: func(c *Config) {
-		c.Members = func() []cluster.Node {
-			return []cluster.Node{
-				{Name: "n1", HTTP: "http://127.0.0.1:8081", State: cluster.StateAlive},
-				{Name: "n2", HTTP: "http://127.0.0.1:8082", State: cluster.StateSuspect},
-				{Name: "n3", HTTP: "http://127.0.0.1:8083", State: cluster.StateLeft},
+		c.Members = MembershipFunc(func() []Member {
+			return []Member{
+				{Name: "n1", HTTP: "http://127.0.0.1:8081", State: "alive"},
+				{Name: "n2", HTTP: "http://127.0.0.1:8082", State: "suspect"},
+				{Name: "n3", HTTP: "http://127.0.0.1:8083", State: "left"},
 			}
-		}
+		})
 	}})
 	var got struct {
 		Node   string `json:"node"`
@@ -515,14 +520,54 @@ func TestLogoutClosesSockets(t *testing.T) {
 	}
 }
 
-func TestRedisSessions(t *testing.T) {
+// failingRevoke cannot record a logout: the broker is unavailable.
+type failingRevoke struct{ Revocations }
+
+func (failingRevoke) Revoke(context.Context, string, time.Time) error {
+	return transport.ErrUnavailable
+}
+
+// A logout that cannot be recorded cluster-wide fails with cookie
+// sessions, which would otherwise live on, and can be retried; a
+// server-side session ends with its key anyway.
+func TestLogoutWhenRevocationFails(t *testing.T) {
+	failing := func(c *Config) { c.Revocations = failingRevoke{c.Revocations} }
+	e := newEnv(t, envOpts{web: failing})
+	c, _ := e.login("alice")
+	var ae apiError
+	if resp := e.do(c, "POST", "/api/logout", "", nil, &ae); resp.StatusCode != 503 || ae.Error.Code != CodeUnavailable {
+		t.Fatalf("cookie logout: %d %+v", resp.StatusCode, ae)
+	}
+	if resp := e.do(c, "GET", "/api/me", "", nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("me after a failed logout: %d", resp.StatusCode)
+	}
+
+	_, _, sessions := redisSessions(t)
+	er := newEnv(t, envOpts{web: func(c *Config) { c.Sessions = sessions; failing(c) }})
+	cr, _ := er.login("bob")
+	if resp := er.do(cr, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("redis logout: %d", resp.StatusCode)
+	}
+	if resp := er.do(cr, "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
+		t.Fatalf("me after a redis logout: %d", resp.StatusCode)
+	}
+}
+
+// redisSessions starts a throwaway Redis and a session store in it.
+func redisSessions(t *testing.T) (*redistest.Server, *goredis.Client, sessions.Store) {
+	t.Helper()
 	srv := redistest.Start(t)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { rdb.Close() })
-	sessions, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
+	st, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, rdb, st
+}
+
+func TestRedisSessions(t *testing.T) {
+	_, rdb, sessions := redisSessions(t)
 	e := newEnv(t, envOpts{web: func(c *Config) { c.Sessions = sessions }})
 	c, _ := e.login("alice")
 	if n := len(rdb.Keys(context.Background(), store.RedisKeyPrefix+"*").Val()); n != 1 {
@@ -550,13 +595,7 @@ func TestRedisSessions(t *testing.T) {
 // that never saw the logout (restarted, its revocations gone): the token
 // names its session, and the session is gone from Redis.
 func TestTokenRefusedAfterLogoutAndRestart(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { rdb.Close() })
-	sessions, err := store.NewRedisSessions(context.Background(), rdb, store.SessionOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _, sessions := redisSessions(t)
 	withRedis := func(c *Config) { c.Sessions = sessions }
 	e := newEnv(t, envOpts{web: withRedis})
 	c, token := e.login("alice")
@@ -625,7 +664,7 @@ func TestSessionsRefusedUntilRevocationsLoaded(t *testing.T) {
 	}
 	gate.open.Store(true)
 	deadline := time.Now().Add(waitFor)
-	for !e.hub.RevocationsLoaded() {
+	for !e.rev.Loaded() {
 		if time.Now().After(deadline) {
 			t.Fatal("revocations not loaded")
 		}

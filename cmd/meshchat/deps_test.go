@@ -33,22 +33,34 @@ func layer(path string) string {
 	return top
 }
 
-// testHelpers may be imported by tests of any layer, but by no production
-// package except another helper.
-var testHelpers = []string{modulePath + "/store/redistest", modulePath + "/transport/brokertest"}
+// testHelpers are the test kit: tests of any layer may import them, no
+// production package may, except another helper.
+var testHelpers = []string{
+	modulePath + "/cluster/clustertest",        // waits, free ports, binaries, leak checks
+	modulePath + "/store/redistest",            // a throwaway redis-server
+	modulePath + "/transport/brokertest",       // the broker conformance suite
+	modulePath + "/web/webtest",                // the protocol client
+	modulePath + "/cmd/meshchat/node/nodetest", // whole nodes
+}
+
+// wholeNode is the node package: a test of any layer that needs a whole
+// node uses it (through nodetest) rather than wiring the parts again.
+const wholeNode = modulePath + "/cmd/meshchat/node"
 
 // importViolations applies the import direction
-// cmd -> web -> chat -> {transport, store, cluster}:
-// transport, store and cluster never import chat or web; chat never
-// imports web; transport never imports store or cluster; nothing imports
-// cmd; production code never imports the test helpers.
+// cmd -> web -> chat -> transport, with store and cluster as leaves:
+// cluster imports nothing of the module; store imports only transport;
+// chat imports only transport; web never imports cluster (it declares
+// the membership it needs); transport never imports chat, web, store or
+// cluster; nothing imports cmd; production code never imports the test
+// helpers.
 func importViolations(pkgs []pkgDeps) []string {
 	forbidden := map[string][]string{
 		"transport": {"chat", "web", "cmd", "store", "cluster"},
-		"store":     {"chat", "web", "cmd"},
-		"cluster":   {"chat", "web", "cmd"},
-		"chat":      {"web", "cmd"},
-		"web":       {"cmd"},
+		"store":     {"chat", "web", "cmd", "cluster"},
+		"cluster":   {"chat", "web", "cmd", "transport", "store"},
+		"chat":      {"web", "cmd", "cluster", "store"},
+		"web":       {"cmd", "cluster"},
 	}
 	var out []string
 	check := func(from, to, how string) {
@@ -56,8 +68,8 @@ func importViolations(pkgs []pkgDeps) []string {
 			return
 		}
 		if slices.Contains(forbidden[layer(from)], layer(to)) {
-			if how != "" && slices.Contains(testHelpers, to) {
-				return // a test of any layer may use a test helper
+			if how != "" && (slices.Contains(testHelpers, to) || to == wholeNode) {
+				return // a test of any layer may use the test kit and whole nodes
 			}
 			out = append(out, fmt.Sprintf("%s %simports %s", from, how, to))
 		}
@@ -88,20 +100,42 @@ func TestImportViolationsRules(t *testing.T) {
 		want int
 	}{
 		{"web uses chat", pkgDeps{ImportPath: m("web"), Deps: []string{m("chat"), m("transport")}}, 0},
-		{"chat uses all below", pkgDeps{ImportPath: m("chat"), Deps: []string{m("transport"), m("store"), m("cluster")}}, 0},
-		{"cmd uses everything", pkgDeps{ImportPath: m("cmd/meshchat"), Deps: []string{m("web"), m("chat"), m("transport/mesh")}}, 0},
+		{"web uses store", pkgDeps{ImportPath: m("web"), Deps: []string{m("store")}}, 0},
+		{"chat uses transport", pkgDeps{ImportPath: m("chat"), Deps: []string{m("transport"), m("transport/inproc")}}, 0},
+		{"store uses transport", pkgDeps{ImportPath: m("store"), Deps: []string{m("transport")}}, 0},
+		{"cmd uses everything", pkgDeps{ImportPath: m("cmd/meshchat"), Deps: []string{m("web"), m("chat"), m("transport/mesh"), m("store"), m("cluster")}}, 0},
 		{"transport imports chat", pkgDeps{ImportPath: m("transport/mesh"), Deps: []string{m("chat")}}, 1},
 		{"transport imports web", pkgDeps{ImportPath: m("transport/redis"), Deps: []string{m("web")}}, 1},
 		{"transport imports store", pkgDeps{ImportPath: m("transport/redis"), Deps: []string{m("store")}}, 1},
 		{"transport imports cluster", pkgDeps{ImportPath: m("transport"), Deps: []string{m("cluster")}}, 1},
+		{"transport/mesh imports cluster", pkgDeps{ImportPath: m("transport/mesh"), Deps: []string{m("cluster")}}, 1},
 		{"store imports chat", pkgDeps{ImportPath: m("store"), Deps: []string{m("chat")}}, 1},
+		{"store imports web", pkgDeps{ImportPath: m("store"), Deps: []string{m("web")}}, 1},
+		{"store imports cluster", pkgDeps{ImportPath: m("store"), Deps: []string{m("cluster")}}, 1},
+		{"cluster imports transport", pkgDeps{ImportPath: m("cluster"), Deps: []string{m("transport")}}, 1},
+		{"cluster imports chat", pkgDeps{ImportPath: m("cluster"), Deps: []string{m("chat")}}, 1},
 		{"cluster imports web", pkgDeps{ImportPath: m("cluster"), Deps: []string{m("web")}}, 1},
+		{"cluster imports store", pkgDeps{ImportPath: m("cluster"), Deps: []string{m("store")}}, 1},
+		{"web imports cluster", pkgDeps{ImportPath: m("web"), Deps: []string{m("cluster")}}, 1},
 		{"chat imports web", pkgDeps{ImportPath: m("chat"), Deps: []string{m("web")}}, 1},
+		{"chat imports cluster", pkgDeps{ImportPath: m("chat"), Deps: []string{m("cluster")}}, 1},
+		{"chat imports store", pkgDeps{ImportPath: m("chat"), Deps: []string{m("store")}}, 1},
 		{"web imports cmd", pkgDeps{ImportPath: m("web"), Deps: []string{m("cmd/meshchat/internal/bench")}}, 1},
-		{"production imports redistest", pkgDeps{ImportPath: m("chat"), Deps: []string{m("store/redistest")}}, 1},
+		{"production imports redistest", pkgDeps{ImportPath: m("web"), Deps: []string{m("store/redistest")}}, 1},
+		{"production imports brokertest", pkgDeps{ImportPath: m("web"), Deps: []string{m("transport/brokertest")}}, 1},
+		{"chat imports redistest", pkgDeps{ImportPath: m("chat"), Deps: []string{m("store/redistest")}}, 2}, // store, and a test helper
 		{"transport test uses redistest", pkgDeps{ImportPath: m("transport/redis"), TestImports: []string{m("store/redistest")}}, 0},
+		{"chat test uses redistest", pkgDeps{ImportPath: m("chat"), TestImports: []string{m("store/redistest")}}, 0},
+		{"cluster test uses brokertest", pkgDeps{ImportPath: m("cluster"), XTestImports: []string{m("transport/brokertest")}}, 0},
 		{"brokertest uses redistest", pkgDeps{ImportPath: m("transport/brokertest"), Deps: []string{m("store/redistest")}}, 0},
+		{"ui test runs whole nodes", pkgDeps{ImportPath: m("web/ui"), XTestImports: []string{m("cmd/meshchat/node"), m("cmd/meshchat/node/nodetest"), m("web/webtest")}}, 0},
+		{"web imports the node", pkgDeps{ImportPath: m("web"), Deps: []string{m("cmd/meshchat/node")}}, 1},
+		{"cluster test uses the kit", pkgDeps{ImportPath: m("cluster"), TestImports: []string{m("cluster/clustertest")}}, 0},
+		{"production imports the kit", pkgDeps{ImportPath: m("cmd/meshchat"), Deps: []string{m("web/webtest")}}, 1},
 		{"transport test imports chat", pkgDeps{ImportPath: m("transport/mesh"), XTestImports: []string{m("chat")}}, 1},
+		{"chat test imports store", pkgDeps{ImportPath: m("chat"), TestImports: []string{m("store")}}, 1},
+		{"web test imports cluster", pkgDeps{ImportPath: m("web"), TestImports: []string{m("cluster")}}, 1},
+		{"cluster test imports transport", pkgDeps{ImportPath: m("cluster"), XTestImports: []string{m("transport/inproc")}}, 1},
 		{"stdlib and modules are free", pkgDeps{ImportPath: m("transport"), Deps: []string{"context", "github.com/redis/go-redis/v9"}}, 0},
 	}
 	for _, tt := range tests {

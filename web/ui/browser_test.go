@@ -34,17 +34,6 @@ func chromium(t *testing.T) string {
 	return clustertest.RequireBinary(t, "chromium", "chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 }
 
-// stopNode stops n the way a deploy does: clients are told to go
-// elsewhere (1012), then it leaves the cluster.
-func stopNode(t *testing.T, n *node.Node) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := n.Stop(ctx); err != nil {
-		t.Errorf("stop %s: %v", n.Name(), err)
-	}
-}
-
 // newBrowser starts its own Chromium with a fresh profile, so two of them
 // share no cookies or storage: two users on two machines.
 func newBrowser(t *testing.T, execPath string) context.Context {
@@ -376,7 +365,7 @@ func TestBrowserFailover(t *testing.T) {
 	poll(t, bob, "bob sees before", hasMessage("alice", "before"))
 	poll(t, alice, "alice on n1", `document.querySelector('[data-testid="node-name"]').textContent === 'via n1'`)
 
-	stopNode(t, nodes[0])
+	nodetest.Stop(t, nodes[0]) // clients are told to go elsewhere (1012)
 	send(t, bob, "during")
 	poll(t, alice, "alice moved to n2", connected+
 		` && document.querySelector('[data-testid="node-name"]').textContent === 'via n2'`)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/meshchat/meshchat/cluster"
 	"github.com/meshchat/meshchat/transport"
+	"github.com/meshchat/meshchat/web"
 )
 
 // onClusterEvent runs on the cluster's event goroutine.
@@ -32,7 +33,7 @@ func (n *Node) Ready(ctx context.Context) error {
 	if !n.cluster.Joined() {
 		return fmt.Errorf("%w: cluster not joined", ErrNotReady)
 	}
-	if !n.hub.RevocationsLoaded() {
+	if !n.revoked.Loaded() {
 		return fmt.Errorf("%w: logouts not yet loaded", ErrNotReady)
 	}
 	// Only a starting node waits for its first view to be applied: later
@@ -71,6 +72,26 @@ func (n *Node) membershipSynced() bool {
 	return true
 }
 
+// alivePeers is the alive membership as the mesh broker sees it.
+func (n *Node) alivePeers() []transport.Peer {
+	nodes := n.cluster.Alive()
+	out := make([]transport.Peer, len(nodes))
+	for i, m := range nodes {
+		out[i] = transport.Peer{Name: m.Name, Addr: m.HTTP}
+	}
+	return out
+}
+
+// members is the membership as package web shows it (/api/cluster).
+func (n *Node) members() []web.Member {
+	nodes := n.cluster.Members()
+	out := make([]web.Member, len(nodes))
+	for i, m := range nodes {
+		out[i] = web.Member{Name: m.Name, HTTP: m.HTTP, State: string(m.State)}
+	}
+	return out
+}
+
 func (n *Node) aliveNames() []string {
 	peers := n.cluster.Alive()
 	out := make([]string, len(peers))
@@ -84,8 +105,8 @@ func (n *Node) aliveURLs() []string {
 	peers := n.cluster.Alive()
 	out := make([]string, 0, len(peers))
 	for _, p := range peers {
-		if p.Addr != "" {
-			out = append(out, p.Addr)
+		if p.HTTP != "" {
+			out = append(out, p.HTTP)
 		}
 	}
 	return out

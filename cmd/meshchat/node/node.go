@@ -39,8 +39,9 @@ type Node struct {
 	cluster  *cluster.Cluster
 	rdb      *goredis.Client
 	broker   transport.Broker
-	mesh     *mesh.Broker // nil with the redis broker
-	history  *store.Bolt  // on-disk history log (--data, mesh only), or nil
+	mesh     *mesh.Broker       // nil with the redis broker
+	history  *store.Bolt        // on-disk history log (--data, mesh only), or nil
+	revoked  *store.Revocations // logged-out sessions, cluster-wide
 	hub      *chat.Hub
 	sessions sessions.Store
 	web      *web.Server

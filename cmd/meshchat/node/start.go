@@ -41,17 +41,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 	steps := []func(context.Context) error{
-		n.listen,      // the HTTP port goes into the name and URL
-		n.startDebug,  // --debug-addr
-		n.identify,    // advertised URL and node name
-		n.newCluster,  // membership, not yet joined
-		n.dialRedis,   // shared by the redis broker and sessions
-		n.newBroker,   // mesh (with its --data log) or redis
-		n.newHub,      // the chat domain on the broker
-		n.newSessions, // cookie or Redis session store
-		n.newWeb,      // HTTP API, WebSocket, UI
-		n.joinCluster, // membership events flow to broker and hub
-		n.serve,       // accept connections
+		n.listen,         // the HTTP port goes into the name and URL
+		n.startDebug,     // --debug-addr
+		n.identify,       // advertised URL and node name
+		n.newCluster,     // membership, not yet joined
+		n.dialRedis,      // shared by the redis broker and sessions
+		n.newBroker,      // mesh (with its --data log) or redis
+		n.newRevocations, // logouts, on the broker
+		n.newHub,         // the chat domain on the broker
+		n.newSessions,    // cookie or Redis session store
+		n.newWeb,         // HTTP API, WebSocket, UI
+		n.joinCluster,    // membership events flow to broker and hub
+		n.serve,          // accept connections
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -139,7 +140,7 @@ func (n *Node) newBroker(context.Context) error {
 		mc := mesh.Config{
 			Self:          transport.Peer{Name: n.name, Addr: n.url},
 			Key:           n.keys.Mesh,
-			Peers:         n.cluster.Alive,
+			Peers:         n.alivePeers,
 			HistorySize:   n.cfg.History,
 			HistoryMaxAge: n.cfg.HistoryAge,
 			Logger:        n.log,
@@ -180,17 +181,28 @@ func (n *Node) newBroker(context.Context) error {
 	return nil
 }
 
-func (n *Node) newHub(context.Context) error {
+func (n *Node) newRevocations(context.Context) error {
 	var err error
-	n.hub, err = chat.New(chat.Config{
-		Node:       n.name,
-		Broker:     n.broker,
-		Nodes:      n.aliveURLs,
-		QueueBytes: n.cfg.QueueBytes,
-		RateLimit:  n.cfg.RateLimit,
+	n.revoked, err = store.NewRevocations(store.RevocationConfig{
+		Node:   n.name,
+		Broker: n.broker,
 		// Logout snapshots must come more often than history expires.
 		HistoryMaxAge: n.cfg.HistoryAge,
 		Logger:        n.log,
+	})
+	return err
+}
+
+func (n *Node) newHub(context.Context) error {
+	var err error
+	n.hub, err = chat.New(chat.Config{
+		Node:        n.name,
+		Broker:      n.broker,
+		Nodes:       n.aliveURLs,
+		QueueBytes:  n.cfg.QueueBytes,
+		RateLimit:   n.cfg.RateLimit,
+		Revocations: n.revoked,
+		Logger:      n.log,
 	})
 	return err
 }
@@ -215,9 +227,10 @@ func (n *Node) newWeb(context.Context) error {
 	n.web, err = web.New(web.Config{
 		Hub:            n.hub,
 		Sessions:       n.sessions,
+		Revocations:    n.revoked,
 		Node:           n.name,
 		BrokerName:     n.cfg.Broker,
-		Members:        n.cluster.Members,
+		Members:        web.MembershipFunc(n.members),
 		Ready:          n.Ready,
 		AllowedOrigins: n.cfg.Origins,
 		MaxFrameBytes:  n.cfg.MaxFrame,
@@ -230,13 +243,17 @@ func (n *Node) newWeb(context.Context) error {
 
 // joinCluster subscribes to membership before the cluster starts, so no
 // event is missed, then starts gossip (joining the seeds goes on in the
-// background) and the hub.
+// background), the hub, and the revocations (after the hub, which starts
+// the broker they use).
 func (n *Node) joinCluster(ctx context.Context) error {
 	n.cluster.Subscribe(n.onClusterEvent)
 	if err := n.cluster.Start(ctx); err != nil {
 		return err
 	}
-	return n.hub.Start(ctx)
+	if err := n.hub.Start(ctx); err != nil {
+		return err
+	}
+	return n.revoked.Start(ctx, n.hub.DisconnectSession)
 }
 
 func (n *Node) serve(context.Context) error {

@@ -72,6 +72,9 @@ func (n *Node) stop(ctx context.Context, graceful bool) error {
 	if n.hub != nil {
 		step("hub shutdown", func() error { return n.hub.Shutdown(ctx) })
 	}
+	if n.revoked != nil {
+		step("revocations shutdown", func() error { return n.revoked.Shutdown(ctx) })
+	}
 	if graceful && n.cluster != nil && n.cluster.BindAddr() != "" {
 		step("cluster leave", func() error {
 			lctx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -128,6 +128,17 @@ func WaitConverged(tb testing.TB, timeout time.Duration, nodes ...*node.Node) {
 	})
 }
 
+// Stop stops n gracefully, as a deploy does: its clients are told to go
+// elsewhere (1012), then it leaves the cluster.
+func Stop(tb testing.TB, n *node.Node) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := n.Stop(ctx); err != nil {
+		tb.Errorf("stop %s: %v", n.Name(), err)
+	}
+}
+
 // URLs are the nodes' advertised base URLs.
 func URLs(nodes []*node.Node) []string {
 	out := make([]string, len(nodes))
