@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/meshchat/meshchat/transport"
@@ -75,4 +76,49 @@ func (b *Broker) newEpoch(ctx context.Context, s *chanState) error {
 	var e [6]byte
 	_, _ = rand.Read(e[:])
 	return b.resetStream(ctx, s, &snapshot{Epoch: hex.EncodeToString(e[:]), LastTime: time.Now().UnixMilli()})
+}
+
+// waitLog waits until the owner's log writes for s, issued by its flusher
+// without the lock, are done; s is locked. Every other write of the
+// channel's log (a replica's copies, a snapshot, a new epoch) comes after
+// them, so a write abandoned while in flight never lands on top of a
+// newer one.
+func (b *Broker) waitLog(ctx context.Context, s *chanState) error {
+	if s.logDone == nil {
+		return nil
+	}
+	select {
+	case <-s.logDone:
+		s.logDone = nil
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: history log of %s busy: %w", transport.ErrUnavailable, s.name, ctx.Err())
+	}
+}
+
+// logAppendAll writes batch to the Log. The appends are issued together
+// so the Log can commit them in one transaction (one fsync).
+func (b *Broker) logAppendAll(ctx context.Context, ch string, batch []*pendingPub) error {
+	if len(batch) == 1 {
+		return b.appendOne(ctx, ch, batch[0].pub, batch[0].key)
+	}
+	errs := make([]error, len(batch))
+	var wg sync.WaitGroup
+	for i, p := range batch {
+		wg.Go(func() { errs[i] = b.appendOne(ctx, ch, p.pub, p.key) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Broker) appendOne(ctx context.Context, ch string, pub transport.Publication, key string) error {
+	if err := b.cfg.Log.Append(ctx, ch, pub, key); err != nil {
+		return fmt.Errorf("%w: history log: %w", transport.ErrUnavailable, err)
+	}
+	return nil
 }

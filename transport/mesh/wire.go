@@ -43,8 +43,9 @@ const (
 	opPresenceRemove byte = 6 // user
 	opPresenceSet    byte = 7 // users (replaces this node's set)
 	opPresenceQuery  byte = 8 // -> user nodes...
-	opReplicate      byte = 9 // publication key -> (stNeedSync)
-	opSnapshot       byte = 10
+	// 9 was opReplicate (one copy), replaced by opReplicateBatch: not
+	// to be reused.
+	opSnapshot       byte = 10 // snapshot -> (stNotOwner)
 	opState          byte = 11 // asker addr -> has snapshot (or stNotOwner: refused)
 	opReplicateBatch byte = 12 // n (publication key)*n -> (stNeedSync, stNotOwner)
 )
@@ -73,6 +74,7 @@ func (e enc) pos(p transport.StreamPosition) enc { return e.u(p.Offset).str(p.Ep
 func (e enc) pub(p transport.Publication) enc {
 	return e.u(p.Offset).str(p.Epoch).i(p.Time).bytes(p.Data)
 }
+func (e enc) append(p []byte) enc { return append(e, p...) }
 
 func b2u(v bool) byte {
 	if v {
@@ -157,6 +159,16 @@ func (d *dec) bytes() []byte {
 
 func (d *dec) pos() transport.StreamPosition {
 	return transport.StreamPosition{Offset: d.u(), Epoch: d.str()}
+}
+
+// since reads an optional position (has:bool [position]), as History
+// and Subscribe send it.
+func (d *dec) since() *transport.StreamPosition {
+	if !d.bool1() {
+		return nil
+	}
+	p := d.pos()
+	return &p
 }
 
 func (d *dec) pub() transport.Publication {
