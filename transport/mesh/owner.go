@@ -26,7 +26,7 @@ func (b *Broker) serveRequest(ctx context.Context, from string, op byte, ch stri
 	case opSubscribe:
 		return b.serveSubscribe(ctx, from, ch, d)
 	case opUnsubscribe:
-		return b.serveUnsubscribe(ctx, from, ch)
+		return b.serveUnsubscribe(ctx, from, ch, d)
 	case opPresenceAdd:
 		return b.servePresenceAdd(ctx, from, ch, d)
 	case opPresenceRemove:
@@ -34,7 +34,7 @@ func (b *Broker) serveRequest(ctx context.Context, from string, op byte, ch stri
 	case opPresenceSet:
 		return b.servePresenceSet(ctx, from, ch, d)
 	case opPresenceQuery:
-		return b.servePresenceQuery(ctx, ch)
+		return b.servePresenceQuery(ctx, ch, d)
 	case opSnapshot:
 		return b.serveSnapshot(ctx, from, ch, d)
 	case opState:
@@ -126,14 +126,20 @@ func (b *Broker) fanout(s *chanState, pub transport.Publication) *localChan {
 	return local
 }
 
+// lockOwned returns ch's state locked and owned by this node
+// (acquireOwned), once d, the request's body, was decoded without error.
+func (b *Broker) lockOwned(ctx context.Context, ch string, d *dec) (*chanState, error) {
+	if d.err != nil {
+		return nil, d.err
+	}
+	return b.acquireOwned(ctx, ch)
+}
+
 // serveHistory answers opHistory (since? limit -> latest recovered pubs).
 func (b *Broker) serveHistory(ctx context.Context, ch string, d *dec) ([]byte, error) {
 	req := transport.HistoryRequest{Since: d.since()}
 	req.Limit = int(d.u())
-	if d.err != nil {
-		return nil, d.err
-	}
-	s, err := b.acquireOwned(ctx, ch)
+	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
 		return nil, err
 	}
@@ -151,10 +157,7 @@ func (b *Broker) serveHistory(ctx context.Context, ch string, d *dec) ([]byte, e
 // since.
 func (b *Broker) serveSubscribe(ctx context.Context, from, ch string, d *dec) ([]byte, error) {
 	since := d.since()
-	if d.err != nil {
-		return nil, d.err
-	}
-	s, err := b.acquireOwned(ctx, ch)
+	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
 		return nil, err
 	}
@@ -190,8 +193,8 @@ func (b *Broker) serveSubscribe(ctx context.Context, from, ch string, d *dec) ([
 
 // serveUnsubscribe answers opUnsubscribe: node from is no longer
 // subscribed.
-func (b *Broker) serveUnsubscribe(ctx context.Context, from, ch string) ([]byte, error) {
-	s, err := b.acquireOwned(ctx, ch)
+func (b *Broker) serveUnsubscribe(ctx context.Context, from, ch string, d *dec) ([]byte, error) {
+	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
 		return nil, err
 	}
@@ -204,10 +207,7 @@ func (b *Broker) serveUnsubscribe(ctx context.Context, from, ch string) ([]byte,
 // from.
 func (b *Broker) servePresenceAdd(ctx context.Context, from, ch string, d *dec) ([]byte, error) {
 	user := d.str()
-	if d.err != nil {
-		return nil, d.err
-	}
-	s, err := b.acquireOwned(ctx, ch)
+	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
 		return nil, err
 	}
@@ -221,10 +221,7 @@ func (b *Broker) servePresenceAdd(ctx context.Context, from, ch string, d *dec) 
 // present on node from.
 func (b *Broker) servePresenceRemove(ctx context.Context, from, ch string, d *dec) ([]byte, error) {
 	user := d.str()
-	if d.err != nil {
-		return nil, d.err
-	}
-	s, err := b.acquireOwned(ctx, ch)
+	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
 		return nil, err
 	}
@@ -245,10 +242,7 @@ func (b *Broker) servePresenceSet(ctx context.Context, from, ch string, d *dec) 
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		users = append(users, d.str())
 	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	s, err := b.acquireOwned(ctx, ch)
+	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
 		return nil, err
 	}
@@ -270,8 +264,8 @@ func (b *Broker) servePresenceSet(ctx context.Context, from, ch string, d *dec) 
 
 // servePresenceQuery answers opPresenceQuery (-> user nodes...): the
 // users present on alive nodes.
-func (b *Broker) servePresenceQuery(ctx context.Context, ch string) ([]byte, error) {
-	s, err := b.acquireOwned(ctx, ch)
+func (b *Broker) servePresenceQuery(ctx context.Context, ch string, d *dec) ([]byte, error) {
+	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
 		return nil, err
 	}

@@ -20,10 +20,7 @@ func (b *Broker) serveReplicateBatch(ctx context.Context, from, ch string, d *de
 	for ; n > 0 && d.err == nil; n-- {
 		pubs, keys = append(pubs, d.pub()), append(keys, d.str())
 	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	s, err := b.lockReplica(ctx, from, ch)
+	s, err := b.lockReplica(ctx, from, ch, d)
 	if err != nil {
 		return nil, err
 	}
@@ -35,10 +32,7 @@ func (b *Broker) serveReplicateBatch(ctx context.Context, from, ch string, d *de
 // backup that is new or does not continue the owner's copies.
 func (b *Broker) serveSnapshot(ctx context.Context, from, ch string, d *dec) ([]byte, error) {
 	snap := d.snapshot()
-	if d.err != nil {
-		return nil, d.err
-	}
-	s, err := b.lockReplica(ctx, from, ch)
+	s, err := b.lockReplica(ctx, from, ch, d)
 	if err != nil {
 		return nil, err
 	}
@@ -47,11 +41,15 @@ func (b *Broker) serveSnapshot(ctx context.Context, from, ch string, d *dec) ([]
 }
 
 // lockReplica returns ch's state locked, for a copy or snapshot from
-// from, which orders the channel. A node that orders it itself, and
+// from, which orders the channel, once d, the request's body, was
+// decoded without error. A node that orders it itself, and
 // whose view agrees, refuses: the copy may be a late one from an owner
 // that has since handed over to this node, and two nodes must not both
 // order the channel. The sender stops ordering and follows the hint.
-func (b *Broker) lockReplica(ctx context.Context, from, ch string) (*chanState, error) {
+func (b *Broker) lockReplica(ctx context.Context, from, ch string, d *dec) (*chanState, error) {
+	if d.err != nil {
+		return nil, d.err
+	}
 	s := b.chanFor(ch)
 	if err := s.lock(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
