@@ -1,7 +1,8 @@
-// Package store owns what meshchat persists: the HTTP sessions
-// (sessions.go), either in signed and encrypted cookies (no server state;
-// a session is valid on every node that shares the keys) or in Redis (the
-// cookie holds only a random id), and the on-disk history log (bolt.go).
+// Package store owns the HTTP sessions (sessions.go), either in signed and
+// encrypted cookies (no server state; a session is valid on every node
+// that shares the keys) or in Redis (the cookie holds only a random id).
+// The mesh broker's on-disk history log lives with the mesh
+// (transport/mesh, bolt.go).
 //
 // Both session constructors return a gorilla sessions.Store. Gorilla's
 // options are per store, and a store does not know whether the request it

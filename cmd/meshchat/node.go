@@ -48,7 +48,7 @@ type Node struct {
 	cluster  *cluster.Cluster
 	broker   transport.Broker
 	mesh     *mesh.Broker // nil with the redis broker
-	history  *store.Bolt  // on-disk history log (--data, mesh only), or nil
+	history  *mesh.Bolt   // on-disk history log (--data, mesh only), or nil
 	rdb      *goredis.Client
 	sessions sessions.Store
 	hub      *chat.Hub
@@ -208,7 +208,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		if n.cfg.DataDir != "" {
 			// Same retention as the broker's ring (docs/storage.md).
-			n.history, err = store.OpenBolt(filepath.Join(n.cfg.DataDir, "history.db"), store.BoltOptions{
+			n.history, err = mesh.OpenBolt(filepath.Join(n.cfg.DataDir, "history.db"), mesh.BoltOptions{
 				HistorySize:   n.cfg.History,
 				HistoryMaxAge: n.cfg.HistoryAge,
 			})

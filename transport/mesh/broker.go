@@ -66,7 +66,7 @@ type Config struct {
 	// (with the same names) keeps each channel's history, epoch and next
 	// offset. Give it the broker's retention settings. The broker never
 	// closes it: close it after Close. Nil means memory only.
-	Log transport.Log
+	Log Log
 	// Logger receives the broker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
