@@ -300,13 +300,7 @@ func (b *Broker) History(ctx context.Context, ch string, req transport.HistoryRe
 		return transport.HistoryResult{}, err
 	}
 	d := dec{b: resp}
-	res := transport.HistoryResult{Latest: d.pos(), Recovered: d.bool1()}
-	if n := d.count(); n > 0 {
-		res.Publications = make([]transport.Publication, 0, n)
-		for ; n > 0 && d.err == nil; n-- {
-			res.Publications = append(res.Publications, d.pub())
-		}
-	}
+	res := transport.HistoryResult{Latest: d.pos(), Recovered: d.bool1(), Publications: d.pubs()}
 	if d.err != nil {
 		return transport.HistoryResult{}, fmt.Errorf("%w: history: %w", transport.ErrUnavailable, d.err)
 	}

@@ -145,11 +145,7 @@ func (b *Broker) serveHistory(ctx context.Context, ch string, d *dec) ([]byte, e
 	}
 	defer s.unlock()
 	res := b.history(s, req)
-	e := enc(nil).pos(res.Latest).bool1(res.Recovered).u(uint64(len(res.Publications)))
-	for _, p := range res.Publications {
-		e = e.pub(p)
-	}
-	return e, nil
+	return enc(nil).pos(res.Latest).bool1(res.Recovered).pubs(res.Publications), nil
 }
 
 // serveSubscribe answers opSubscribe (since? -> latest pubs-to-deliver):
@@ -175,7 +171,6 @@ func (b *Broker) serveSubscribe(ctx context.Context, from, ch string, d *dec) ([
 			return nil, err
 		}
 	}
-	e := enc(nil).pos(transport.StreamPosition{Offset: s.offset, Epoch: s.epoch})
 	var pubs []transport.Publication
 	if since != nil {
 		if since.Epoch == s.epoch {
@@ -184,11 +179,7 @@ func (b *Broker) serveSubscribe(ctx context.Context, from, ch string, d *dec) ([
 			pubs = s.hist.all(b.minTime())
 		}
 	}
-	e = e.u(uint64(len(pubs)))
-	for _, p := range pubs {
-		e = e.pub(p)
-	}
-	return e, nil
+	return enc(nil).pos(transport.StreamPosition{Offset: s.offset, Epoch: s.epoch}).pubs(pubs), nil
 }
 
 // serveUnsubscribe answers opUnsubscribe: node from is no longer

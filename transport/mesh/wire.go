@@ -76,6 +76,15 @@ func (e enc) pub(p transport.Publication) enc {
 }
 func (e enc) append(p []byte) enc { return append(e, p...) }
 
+// pubs writes a list of publications: n:uvarint publication*n.
+func (e enc) pubs(ps []transport.Publication) enc {
+	e = e.u(uint64(len(ps)))
+	for _, p := range ps {
+		e = e.pub(p)
+	}
+	return e
+}
+
 func b2u(v bool) byte {
 	if v {
 		return 1
@@ -171,6 +180,19 @@ func (d *dec) since() *transport.StreamPosition {
 	return &p
 }
 
+// pubs reads what enc.pubs wrote; nil for an empty list.
+func (d *dec) pubs() []transport.Publication {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	out := make([]transport.Publication, 0, n)
+	for ; n > 0 && d.err == nil; n-- {
+		out = append(out, d.pub())
+	}
+	return out
+}
+
 func (d *dec) pub() transport.Publication {
 	p := transport.Publication{Offset: d.u(), Epoch: d.str(), Time: d.i()}
 	p.Data = d.bytes()
@@ -205,10 +227,7 @@ type snapshot struct {
 }
 
 func (e enc) snapshot(s *snapshot) enc {
-	e = e.str(s.Epoch).u(s.Offset).i(s.LastTime).u(uint64(len(s.Pubs)))
-	for _, p := range s.Pubs {
-		e = e.pub(p)
-	}
+	e = e.str(s.Epoch).u(s.Offset).i(s.LastTime).pubs(s.Pubs)
 	e = e.u(uint64(len(s.Dedupe)))
 	for _, d := range s.Dedupe {
 		e = e.str(d.key).i(d.at).pub(d.pub)
@@ -228,10 +247,7 @@ func (e enc) snapshot(s *snapshot) enc {
 }
 
 func (d *dec) snapshot() *snapshot {
-	s := &snapshot{Epoch: d.str(), Offset: d.u(), LastTime: d.i()}
-	for n := d.count(); n > 0 && d.err == nil; n-- {
-		s.Pubs = append(s.Pubs, d.pub())
-	}
+	s := &snapshot{Epoch: d.str(), Offset: d.u(), LastTime: d.i(), Pubs: d.pubs()}
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		s.Dedupe = append(s.Dedupe, dedupeEntry{key: d.str(), at: d.i(), pub: d.pub()})
 	}
