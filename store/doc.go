@@ -1,9 +1,9 @@
-// Package store owns what meshchat persists: the HTTP sessions
-// (sessions.go), either in signed and encrypted cookies (no server state;
-// a session is valid on every node that shares the keys) or in Redis (the
-// cookie holds only a random id); the cluster's record of logged-out
-// sessions (revoke.go); and the on-disk history log (bolt.go). It
-// imports only package transport, never chat, web or cluster.
+// Package store owns the HTTP sessions (sessions.go), either in signed and
+// encrypted cookies (no server state; a session is valid on every node
+// that shares the keys) or in Redis (the cookie holds only a random id),
+// and the cluster's record of logged-out sessions (revoke.go). It imports
+// only package transport, never chat, web or cluster. The mesh broker's
+// on-disk history log lives with the mesh (transport/mesh, bolt.go).
 //
 // Both session constructors return a gorilla sessions.Store. Gorilla's
 // options are per store, and a store does not know whether the request it

@@ -15,12 +15,54 @@
 // in offset order. A stored publication gets its offset at once but is
 // made readable, fanned out and acknowledged only once it and every
 // earlier one have been copied to the backup, which keeps a replica
-// (pipeline.go: copies travel in batches, one batch per channel in
-// flight); when the owner fails, the backup ranks first and continues the
-// same epoch at the next offset. Each node owns its local side of every
-// channel it uses: whether it is subscribed, the last offset handed to the
-// handler, publications that arrived ahead of a gap, and its present
-// users. docs/cluster.md, "Ordering and ownership", has the full design.
+// (copies travel in batches, one batch per channel in flight); when the
+// owner fails, the backup ranks first and continues the same epoch at the
+// next offset. Each node owns its local side of every channel it uses:
+// whether it is subscribed, the last offset handed to the handler,
+// publications that arrived ahead of a gap, and its present users.
+// docs/cluster.md, "Ordering and ownership", has the full design.
+//
+// # A publication's path
+//
+//  1. Publish (client.go) finds the channel's owner in this node's view
+//     (peers.go) and sends it the request over the link to that node
+//     (link.go), following "not owner, try X" redirects; when this node
+//     is the owner, it calls the owner's code directly.
+//  2. On the owner, the request arrives on a connection the publisher
+//     dialled (inbound.go) and serveRequest hands it to its op's handler
+//     (owner.go). The owner takes the channel's state (state.go), first
+//     taking the channel over if it just became its owner (takeover.go).
+//  3. Ordered: ownerPublish assigns the offset under the channel's lock
+//     and queues the publication (owner.go).
+//  4. Replicated: the channel's flusher writes the queued batch to the Log
+//     (log.go) while copying it to the backup (pipeline.go); the backup
+//     applies the copies to its replica (replica.go).
+//  5. Delivered: once the batch is confirmed, the owner adds it to the
+//     history and fans it out (fanout, owner.go) on its links to every
+//     subscribed node; each node checks the order and hands it to the hub
+//     (local.go); then the publisher gets its answer.
+//
+// # Files
+//
+//	broker.go      Config, New, Start, Close, the goroutines Close waits for
+//	client.go      the RPC client: requests to a channel's owner (link.call,
+//	               redirects) and the transport.Broker methods built on them
+//	peers.go       the peer view and ranking, and what a view change does
+//	handshake.go   both ends of the authenticated WebSocket handshake
+//	conn.go        a connection's bounded send queue, batching writer, reader
+//	link.go        the outbound link to a peer and its dial/redial loop
+//	inbound.go     connections peers dial here: deliveries, notices, requests
+//	owner.go       the owner's request handlers (one per op), ordering, fanout
+//	state.go       a channel's state as its owner or backup keeps it
+//	takeover.go    taking a channel over, and handing it over when asked
+//	pipeline.go    the owner's side of replication: batches, confirm, abandon
+//	replica.go     the backup's side: applying copies and snapshots
+//	local.go       this node's side of a channel: order checks, resync
+//	log.go         the Log interface and what the broker writes to it
+//	bolt.go        Bolt, the Log in one bbolt file, and its group commit
+//	boltstream.go  the streams in a Bolt file: records, retention
+//	wire.go        the binary encoding of messages
+//	errors.go      sentinel errors
 //
 // # Durability
 //
@@ -28,7 +70,8 @@
 // publication (and each new or adopted stream) to the log before they
 // acknowledge it, and Start reads the log back, so a restart of every node
 // keeps each channel's history, epoch and next offset. Memory stays the
-// read path. docs/storage.md has the design.
+// read path. Bolt is the Log cmd wires in with --data (OpenBolt); the
+// broker never closes it. docs/storage.md has the design.
 //
 // # Wiring
 //
@@ -44,7 +87,8 @@
 // per inbound connection the HTTP handler's goroutine as reader, a writer,
 // and up to 64 request goroutines; per channel at most one resync
 // goroutine and, while it has unconfirmed publications, one flusher. All
-// are started through goFn (or goAdd) and Close waits for them.
+// are started through goFn (or goAdd) and Close waits for them. A Bolt
+// log runs one writer goroutine, which its Close waits for.
 //
 // Locks: chanState.lk (a channel's owner or replica state; acquired with
 // a deadline; held across a takeover and a backup's log write, never

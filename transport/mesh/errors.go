@@ -58,3 +58,17 @@ func hintOf(err error) (transport.Peer, bool) {
 	}
 	return transport.Peer{}, false
 }
+
+// Errors of the history log (Bolt).
+var (
+	// ErrNotLog means the file is not a meshchat history log: corrupt,
+	// another program's bbolt file, or not bbolt at all.
+	ErrNotLog = errors.New("mesh: not a meshchat history log")
+	// ErrLogLocked means another process has the log open.
+	ErrLogLocked = errors.New("mesh: history log in use by another process")
+	// ErrLogClosed is returned by calls after Close.
+	ErrLogClosed = errors.New("mesh: history log closed")
+	// ErrLogEpoch means an Append does not continue the stored stream's
+	// epoch (Reset starts an epoch).
+	ErrLogEpoch = errors.New("mesh: append outside the stored epoch")
+)

@@ -249,11 +249,7 @@ func (b *Broker) register(ctx context.Context, ch string) error {
 			return err
 		}
 		d := dec{b: body}
-		latest := d.pos()
-		pubs := make([]transport.Publication, 0, d.count())
-		for n := cap(pubs); n > 0 && d.err == nil; n-- {
-			pubs = append(pubs, d.pub())
-		}
+		latest, pubs := d.pos(), d.pubs()
 		if d.err != nil {
 			return d.err
 		}

@@ -304,7 +304,7 @@ func TestRegisteredBeforeOwnerSeesNode(t *testing.T) {
 	// n2 restarts under the same name, and its registration reaches n0
 	// before n0's view lists n2 again: an unrelated membership change on
 	// n0 in between must not drop it with the old one.
-	if _, err := bs[0].serveOwner(ctx, "n2", opSubscribe, ch, &dec{b: enc(nil).bool1(false)}); err != nil {
+	if _, err := bs[0].serveRequest(ctx, "n2", opSubscribe, ch, &dec{b: enc(nil).bool1(false)}); err != nil {
 		t.Fatal(err)
 	}
 	bs[0].onPeersChanged(true)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/meshchat/meshchat/transport"
 )
@@ -34,6 +35,9 @@ import (
 // which may hold copies of the abandoned publications, gets a full
 // snapshot before any new copy, so an abandoned offset reused for other
 // data never survives on it.
+
+// replicateTimeout bounds the copy of a batch to the backup.
+const replicateTimeout = 2 * time.Second
 
 // pendingPub is a stored publication that has an offset but is not
 // confirmed yet. done is closed once err is set (abandoned) or the
@@ -233,33 +237,6 @@ func (b *Broker) sendBatch(s *chanState, gen uint64, batch []*pendingPub, backup
 	return logErr, copyErr, snapped
 }
 
-// logAppendAll writes batch to the Log. The appends are issued together
-// so the Log can commit them in one transaction (one fsync).
-func (b *Broker) logAppendAll(ctx context.Context, ch string, batch []*pendingPub) error {
-	if len(batch) == 1 {
-		return b.appendOne(ctx, ch, batch[0].pub, batch[0].key)
-	}
-	errs := make([]error, len(batch))
-	var wg sync.WaitGroup
-	for i, p := range batch {
-		wg.Go(func() { errs[i] = b.appendOne(ctx, ch, p.pub, p.key) })
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (b *Broker) appendOne(ctx context.Context, ch string, pub transport.Publication, key string) error {
-	if err := b.cfg.Log.Append(ctx, ch, pub, key); err != nil {
-		return fmt.Errorf("%w: history log: %w", transport.ErrUnavailable, err)
-	}
-	return nil
-}
-
 // batchSnapshot is s's confirmed state followed by batch, for a backup
 // that must be brought up to date; s is locked.
 func (b *Broker) batchSnapshot(s *chanState, batch []*pendingPub) *snapshot {
@@ -300,70 +277,4 @@ func (b *Broker) confirm(s *chanState, batch []*pendingPub) *localChan {
 	clear(s.pend[n:])
 	s.pend, s.sent = s.pend[:n], 0
 	return local
-}
-
-// applyCopies applies an owner's batch of copies to the replica s
-// (locked), in order. Copies the replica already has are skipped (a
-// retried batch); one that does not continue it is errNeedSync. With a
-// Log the batch is made durable first; when that fails memory is left as
-// it was.
-func (b *Broker) applyCopies(ctx context.Context, s *chanState, pubs []transport.Publication, keys []string) error {
-	i := 0
-	for i < len(pubs) && s.has && s.epoch == pubs[i].Epoch && pubs[i].Offset <= s.offset {
-		i++
-	}
-	pubs, keys = pubs[i:], keys[i:]
-	if len(pubs) == 0 {
-		return nil
-	}
-	if !s.has || s.epoch != pubs[0].Epoch || s.offset+1 != pubs[0].Offset {
-		return errNeedSync
-	}
-	for j := 1; j < len(pubs); j++ {
-		if pubs[j].Epoch != s.epoch || pubs[j].Offset != pubs[j-1].Offset+1 {
-			return fmt.Errorf("%w: copies out of order", errBadFrame)
-		}
-	}
-	if b.cfg.Log != nil {
-		if err := b.waitLog(ctx, s); err != nil {
-			return err
-		}
-		batch := make([]*pendingPub, len(pubs))
-		for j := range pubs {
-			batch[j] = &pendingPub{pub: pubs[j], key: keys[j]}
-		}
-		if err := b.logAppendAll(ctx, s.name, batch); err != nil {
-			return err // memory unchanged: the next copy finds a gap and syncs
-		}
-	}
-	for j, pub := range pubs {
-		s.offset, s.lastTime = pub.Offset, pub.Time
-		s.hist.push(pub)
-		if keys[j] != "" {
-			de := dedupeEntry{key: keys[j], at: pub.Time, pub: pub}
-			s.dedupe[keys[j]] = de
-			s.dedupeOrder = append(s.dedupeOrder, de)
-		}
-	}
-	s.next = s.offset
-	b.expireDedupe(s, pubs[len(pubs)-1].Time)
-	return nil
-}
-
-// waitLog waits until the owner's log writes for s, issued by its flusher
-// without the lock, are done; s is locked. Every other write of the
-// channel's log (a replica's copies, a snapshot, a new epoch) comes after
-// them, so a write abandoned while in flight never lands on top of a
-// newer one.
-func (b *Broker) waitLog(ctx context.Context, s *chanState) error {
-	if s.logDone == nil {
-		return nil
-	}
-	select {
-	case <-s.logDone:
-		s.logDone = nil
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: history log of %s busy: %w", transport.ErrUnavailable, s.name, ctx.Err())
-	}
 }

@@ -83,17 +83,17 @@ func TestPipelineOwnerKilledMidStream(t *testing.T) {
 	}
 }
 
-// memLog is a transport.Log in memory whose appends can be held back or
+// memLog is a Log in memory whose appends can be held back or
 // made to fail, to exercise the owner's handling of in-flight and failed
 // writes.
 type memLog struct {
 	mu     sync.Mutex
-	states map[string]transport.LogState
+	states map[string]LogState
 	// hook, when set, runs at the start of every Append; an error fails it.
 	hook func(ctx context.Context, pub transport.Publication) error
 }
 
-func newMemLog() *memLog { return &memLog{states: make(map[string]transport.LogState)} }
+func newMemLog() *memLog { return &memLog{states: make(map[string]LogState)} }
 
 func (l *memLog) setHook(h func(context.Context, transport.Publication) error) {
 	l.mu.Lock()
@@ -119,13 +119,13 @@ func (l *memLog) Append(ctx context.Context, ch string, pub transport.Publicatio
 	st.Pubs = append(slices.DeleteFunc(st.Pubs, func(p transport.Publication) bool { return p.Offset >= pub.Offset }), pub)
 	st.Offset, st.LastTime = max(st.Offset, pub.Offset), pub.Time
 	if key != "" {
-		st.Keys = append(st.Keys, transport.LogKey{Key: key, Pub: pub})
+		st.Keys = append(st.Keys, LogKey{Key: key, Pub: pub})
 	}
 	l.states[ch] = st
 	return nil
 }
 
-func (l *memLog) Reset(_ context.Context, ch string, st transport.LogState) error {
+func (l *memLog) Reset(_ context.Context, ch string, st LogState) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st.Pubs = slices.Clone(st.Pubs)
@@ -134,7 +134,7 @@ func (l *memLog) Reset(_ context.Context, ch string, st transport.LogState) erro
 	return nil
 }
 
-func (l *memLog) Load(_ context.Context, ch string) (transport.LogState, error) {
+func (l *memLog) Load(_ context.Context, ch string) (LogState, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.states[ch], nil

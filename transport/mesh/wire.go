@@ -43,8 +43,9 @@ const (
 	opPresenceRemove byte = 6 // user
 	opPresenceSet    byte = 7 // users (replaces this node's set)
 	opPresenceQuery  byte = 8 // -> user nodes...
-	opReplicate      byte = 9 // publication key -> (stNeedSync)
-	opSnapshot       byte = 10
+	// 9 was opReplicate (one copy), replaced by opReplicateBatch: not
+	// to be reused.
+	opSnapshot       byte = 10 // snapshot -> (stNotOwner)
 	opState          byte = 11 // asker addr -> has snapshot (or stNotOwner: refused)
 	opReplicateBatch byte = 12 // n (publication key)*n -> (stNeedSync, stNotOwner)
 )
@@ -72,6 +73,16 @@ func (e enc) bool1(v bool) enc                   { return e.byte1(b2u(v)) }
 func (e enc) pos(p transport.StreamPosition) enc { return e.u(p.Offset).str(p.Epoch) }
 func (e enc) pub(p transport.Publication) enc {
 	return e.u(p.Offset).str(p.Epoch).i(p.Time).bytes(p.Data)
+}
+func (e enc) append(p []byte) enc { return append(e, p...) }
+
+// pubs writes a list of publications: n:uvarint publication*n.
+func (e enc) pubs(ps []transport.Publication) enc {
+	e = e.u(uint64(len(ps)))
+	for _, p := range ps {
+		e = e.pub(p)
+	}
+	return e
 }
 
 func b2u(v bool) byte {
@@ -159,6 +170,29 @@ func (d *dec) pos() transport.StreamPosition {
 	return transport.StreamPosition{Offset: d.u(), Epoch: d.str()}
 }
 
+// since reads an optional position (has:bool [position]), as History
+// and Subscribe send it.
+func (d *dec) since() *transport.StreamPosition {
+	if !d.bool1() {
+		return nil
+	}
+	p := d.pos()
+	return &p
+}
+
+// pubs reads what enc.pubs wrote; nil for an empty list.
+func (d *dec) pubs() []transport.Publication {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	out := make([]transport.Publication, 0, n)
+	for ; n > 0 && d.err == nil; n-- {
+		out = append(out, d.pub())
+	}
+	return out
+}
+
 func (d *dec) pub() transport.Publication {
 	p := transport.Publication{Offset: d.u(), Epoch: d.str(), Time: d.i()}
 	p.Data = d.bytes()
@@ -193,10 +227,7 @@ type snapshot struct {
 }
 
 func (e enc) snapshot(s *snapshot) enc {
-	e = e.str(s.Epoch).u(s.Offset).i(s.LastTime).u(uint64(len(s.Pubs)))
-	for _, p := range s.Pubs {
-		e = e.pub(p)
-	}
+	e = e.str(s.Epoch).u(s.Offset).i(s.LastTime).pubs(s.Pubs)
 	e = e.u(uint64(len(s.Dedupe)))
 	for _, d := range s.Dedupe {
 		e = e.str(d.key).i(d.at).pub(d.pub)
@@ -216,10 +247,7 @@ func (e enc) snapshot(s *snapshot) enc {
 }
 
 func (d *dec) snapshot() *snapshot {
-	s := &snapshot{Epoch: d.str(), Offset: d.u(), LastTime: d.i()}
-	for n := d.count(); n > 0 && d.err == nil; n-- {
-		s.Pubs = append(s.Pubs, d.pub())
-	}
+	s := &snapshot{Epoch: d.str(), Offset: d.u(), LastTime: d.i(), Pubs: d.pubs()}
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		s.Dedupe = append(s.Dedupe, dedupeEntry{key: d.str(), at: d.i(), pub: d.pub()})
 	}

@@ -40,7 +40,7 @@ type Node struct {
 	rdb      *goredis.Client
 	broker   transport.Broker
 	mesh     *mesh.Broker       // nil with the redis broker
-	history  *store.Bolt        // on-disk history log (--data, mesh only), or nil
+	history  *mesh.Bolt         // on-disk history log (--data, mesh only), or nil
 	revoked  *store.Revocations // logged-out sessions, cluster-wide
 	hub      *chat.Hub
 	sessions sessions.Store

@@ -148,7 +148,7 @@ func (n *Node) newBroker(context.Context) error {
 		if n.cfg.DataDir != "" {
 			// Same retention as the broker's ring (docs/storage.md).
 			var err error
-			n.history, err = store.OpenBolt(filepath.Join(n.cfg.DataDir, "history.db"), store.BoltOptions{
+			n.history, err = mesh.OpenBolt(filepath.Join(n.cfg.DataDir, "history.db"), mesh.BoltOptions{
 				HistorySize:   n.cfg.History,
 				HistoryMaxAge: n.cfg.HistoryAge,
 			})

@@ -1,4 +1,4 @@
-package store
+package mesh
 
 import (
 	"context"
@@ -42,7 +42,7 @@ func pubAt(epoch string, off uint64, at int64) transport.Publication {
 func appendN(t testing.TB, b *Bolt, ch, epoch string, n int, at func(off uint64) int64) []transport.Publication {
 	t.Helper()
 	ctx := context.Background()
-	if err := b.Reset(ctx, ch, transport.LogState{Epoch: epoch, LastTime: at(0)}); err != nil {
+	if err := b.Reset(ctx, ch, LogState{Epoch: epoch, LastTime: at(0)}); err != nil {
 		t.Fatal(err)
 	}
 	var pubs []transport.Publication
@@ -56,15 +56,7 @@ func appendN(t testing.TB, b *Bolt, ch, epoch string, n int, at func(off uint64)
 	return pubs
 }
 
-func offsetsOf(pubs []transport.Publication) []uint64 {
-	out := make([]uint64, len(pubs))
-	for i, p := range pubs {
-		out[i] = p.Offset
-	}
-	return out
-}
-
-func keysOf(keys []transport.LogKey) []string {
+func keysOf(keys []LogKey) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {
 		out[i] = k.Key
@@ -100,10 +92,10 @@ func TestBoltAppendLoad(t *testing.T) {
 	if st.Epoch != "e1" || st.Offset != 5 || st.LastTime != now {
 		t.Fatalf("head = %q/%d/%d, want e1/5/%d", st.Epoch, st.Offset, st.LastTime, now)
 	}
-	if !slices.EqualFunc(st.Pubs, want, samePub) {
+	if !slices.EqualFunc(st.Pubs, want, sameRecord) {
 		t.Fatalf("pubs = %+v, want %+v", st.Pubs, want)
 	}
-	if got := keysOf(st.Keys); !slices.Equal(got, []string{"k1", "k2", "k3", "k4", "k5"}) || !samePub(st.Keys[2].Pub, want[2]) {
+	if got := keysOf(st.Keys); !slices.Equal(got, []string{"k1", "k2", "k3", "k4", "k5"}) || !sameRecord(st.Keys[2].Pub, want[2]) {
 		t.Fatalf("keys = %v (%+v)", got, st.Keys)
 	}
 	empty, err := b.Load(ctx, "r:none")
@@ -121,7 +113,8 @@ func TestBoltAppendLoad(t *testing.T) {
 	}
 }
 
-func samePub(a, b transport.Publication) bool {
+// sameRecord compares publications as the log stores them, time included.
+func sameRecord(a, b transport.Publication) bool {
 	return a.Offset == b.Offset && a.Epoch == b.Epoch && a.Time == b.Time && string(a.Data) == string(b.Data)
 }
 
@@ -136,14 +129,14 @@ func TestBoltAppendChecksEpoch(t *testing.T) {
 		t.Fatalf("append in another epoch: %v, want ErrLogEpoch", err)
 	}
 	// Reset starts the new epoch and drops the old stream.
-	if err := b.Reset(ctx, "r:a", transport.LogState{Epoch: "e2", LastTime: 1}); err != nil {
+	if err := b.Reset(ctx, "r:a", LogState{Epoch: "e2", LastTime: 1}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := b.Load(ctx, "r:a")
 	if err != nil || st.Epoch != "e2" || st.Offset != 0 || len(st.Pubs) != 0 || len(st.Keys) != 0 {
 		t.Fatalf("after reset: %+v, %v", st, err)
 	}
-	if err := b.Reset(ctx, "r:a", transport.LogState{}); err == nil {
+	if err := b.Reset(ctx, "r:a", LogState{}); err == nil {
 		t.Fatal("reset without an epoch succeeded")
 	}
 }
@@ -259,11 +252,11 @@ func TestBoltTrimIdleChannel(t *testing.T) {
 func TestBoltResetAppliesRetention(t *testing.T) {
 	b := openTestBolt(t, "", BoltOptions{HistorySize: 2, DedupeWindow: time.Minute})
 	now := time.Now().UnixMilli()
-	st := transport.LogState{Epoch: "e9", Offset: 4, LastTime: now}
+	st := LogState{Epoch: "e9", Offset: 4, LastTime: now}
 	for off := uint64(1); off <= 4; off++ {
 		st.Pubs = append(st.Pubs, pubAt("e9", off, now))
 	}
-	st.Keys = []transport.LogKey{{Key: "old", Pub: pubAt("e9", 1, now-time.Hour.Milliseconds())}, {Key: "new", Pub: st.Pubs[3]}}
+	st.Keys = []LogKey{{Key: "old", Pub: pubAt("e9", 1, now-time.Hour.Milliseconds())}, {Key: "new", Pub: st.Pubs[3]}}
 	if err := b.Reset(t.Context(), "r:a", st); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +306,7 @@ func TestBoltReopenKeepsData(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Epoch != "ep"+ch || st.Offset != uint64(len(pubs)) || !slices.EqualFunc(st.Pubs, pubs, samePub) {
+		if st.Epoch != "ep"+ch || st.Offset != uint64(len(pubs)) || !slices.EqualFunc(st.Pubs, pubs, sameRecord) {
 			t.Fatalf("%s after reopen: %+v", ch, st)
 		}
 	}
@@ -483,7 +476,7 @@ func BenchmarkBoltAppend(b *testing.B) {
 			log := openTestBolt(b, "", BoltOptions{})
 			ctx := context.Background()
 			for w := range writers {
-				if err := log.Reset(ctx, "r:w"+strconv.Itoa(w), transport.LogState{Epoch: "e"}); err != nil {
+				if err := log.Reset(ctx, "r:w"+strconv.Itoa(w), LogState{Epoch: "e"}); err != nil {
 					b.Fatal(err)
 				}
 			}
