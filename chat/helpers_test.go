@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshchat/meshchat/transport/brokertest"
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/transport/inproc"
 )
 
 const waitFor = 5 * time.Second
 
-func TestMain(m *testing.M) { brokertest.VerifyOwnTestMain(m) }
+func TestMain(m *testing.M) { clustertest.VerifyOwnTestMain(m) }
 
 // newHub starts a hub, the one way every chat test gets a running hub:
 // named node, on its own inproc broker joined to net (nil: a private

@@ -8,47 +8,17 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := waitNoLeaks(10 * time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// waitNoLeaks waits until no goroutine runs code from this package or
-// memberlist (memberlist's timers may take a moment to wind down).
-func waitNoLeaks(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "meshchat/cluster.") && !strings.Contains(g, "waitNoLeaks") && !strings.Contains(g, "TestMain") ||
-				strings.Contains(g, "hashicorp/memberlist.") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// TestMain fails the run when goroutines of this package or memberlist
+// outlive the tests (memberlist's timers may take a moment to wind down).
+func TestMain(m *testing.M) { clustertest.VerifyOwnTestMain(m, "hashicorp/memberlist.") }
 
 var testKey = bytes.Repeat([]byte{7}, KeySize)
 

@@ -18,14 +18,14 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/store"
-	"github.com/meshchat/meshchat/transport/brokertest"
 	"github.com/meshchat/meshchat/transport/inproc"
 )
 
 const waitFor = 5 * time.Second
 
-func TestMain(m *testing.M) { brokertest.VerifyOwnTestMain(m) }
+func TestMain(m *testing.M) { clustertest.VerifyOwnTestMain(m) }
 
 // The record package store keeps is what web and chat declare they need.
 // store may import neither, so the checks live here.

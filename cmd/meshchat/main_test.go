@@ -7,11 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
 )
 
 // binDir holds the meshchat binary the end-to-end tests run. TestMain
@@ -34,7 +35,10 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {
-		if err := checkGoroutines(10 * time.Second); err != nil {
+		// Besides meshchat's own goroutines, those of its network
+		// dependencies must be gone too.
+		if err := clustertest.CheckOwnGoroutines(10*time.Second, "github.com/hashicorp/memberlist", "github.com/redis/go-redis",
+			"github.com/gorilla/websocket", "net/http.(*persistConn)", "net/http.(*conn).serve"); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
@@ -57,44 +61,6 @@ func buildBinary(t testing.TB) string {
 		t.Fatal(binError)
 	}
 	return binPath
-}
-
-// checkGoroutines waits until no goroutine of this module or its network
-// dependencies is left, and reports the survivors otherwise.
-func checkGoroutines(timeout time.Duration) error {
-	suspicious := []string{
-		"github.com/meshchat/meshchat/",
-		"github.com/hashicorp/memberlist",
-		"github.com/redis/go-redis",
-		"github.com/gorilla/websocket",
-		"net/http.(*persistConn)",
-		"net/http.(*conn).serve",
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range bytes.Split(buf, []byte("\n\n")) {
-			s := string(g)
-			if strings.Contains(s, "checkGoroutines") {
-				continue
-			}
-			for _, p := range suspicious {
-				if strings.Contains(s, p) {
-					leaked = append(leaked, s)
-					break
-				}
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("leaked %d goroutines:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func TestRunCommands(t *testing.T) {

@@ -1,6 +1,6 @@
 // Package brokertest is the conformance suite every transport.Broker
-// passes, plus helpers shared by broker tests: a publish-to-delivery
-// benchmark and a goroutine leak check.
+// passes, and a publish-to-delivery benchmark shared by broker tests.
+// (The goroutine leak checks are in cluster/clustertest.)
 //
 // A broker's test file feeds Run a Factory that builds n unstarted
 // brokers forming ONE cluster (n nodes that see each other's publications,

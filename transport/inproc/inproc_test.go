@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/transport/brokertest"
 	"github.com/meshchat/meshchat/transport/inproc"
 )
 
-func TestMain(m *testing.M) { brokertest.VerifyTestMain(m) }
+func TestMain(m *testing.M) { clustertest.VerifyTestMain(m) }
 
 // cluster returns n brokers on one fresh Network.
 func cluster(tb testing.TB, n int) []transport.Broker {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/transport/brokertest"
 )
@@ -40,7 +41,7 @@ func TestMeshBoltConformance(t *testing.T) {
 // offset, recoverable from a position taken before the restart, and with
 // its idempotency keys.
 func TestMeshBoltRestartAll(t *testing.T) {
-	brokertest.VerifyNoLeaks(t)
+	clustertest.VerifyNoLeaks(t)
 	opts := BoltOptions{HistorySize: 50}
 	dirs := testDirs(t, 3)
 	ctx := t.Context()

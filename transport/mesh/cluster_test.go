@@ -21,11 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/transport/brokertest"
 )
 
-func TestMain(m *testing.M) { brokertest.VerifyTestMain(m) }
+func TestMain(m *testing.M) { clustertest.VerifyTestMain(m) }
 
 var testKey = bytes.Repeat([]byte("k"), 32)
 

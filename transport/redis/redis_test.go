@@ -12,13 +12,14 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/store/redistest"
 	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/transport/brokertest"
 	"github.com/meshchat/meshchat/transport/redis"
 )
 
-func TestMain(m *testing.M) { brokertest.VerifyTestMain(m) }
+func TestMain(m *testing.M) { clustertest.VerifyTestMain(m) }
 
 // prefixes keeps the clusters of one test binary apart on a shared server.
 var prefixes atomic.Int64

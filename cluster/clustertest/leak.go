@@ -1,4 +1,4 @@
-package brokertest
+package clustertest
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 )
 
 // leakTimeout is how long goroutines get to finish after the tests end.
-const leakTimeout = 5 * time.Second
+const leakTimeout = 10 * time.Second
 
 // leakIgnore lists stack fragments of goroutines the runtime or standard
 // library start lazily and keep for the life of the process.
@@ -28,7 +28,7 @@ var leakIgnore = []string{
 // when goroutines started during the run are still alive after a grace
 // period. Call it from TestMain:
 //
-//	func TestMain(m *testing.M) { brokertest.VerifyTestMain(m) }
+//	func TestMain(m *testing.M) { clustertest.VerifyTestMain(m) }
 func VerifyTestMain(m *testing.M) {
 	base := goroutineIDs()
 	code := m.Run()
@@ -127,40 +127,55 @@ func goroutineID(stack string) string {
 }
 
 // VerifyOwnTestMain runs the package's tests and then fails the test
-// binary when goroutines running meshchat code are still alive after a
+// binary when goroutines running meshchat code (or code whose stack holds
+// one of extra, such as "hashicorp/memberlist") are still alive after a
 // grace period. Unlike VerifyTestMain it ignores goroutines that only run
-// standard-library or third-party code (an HTTP client's idle
+// other standard-library or third-party code (an HTTP client's idle
 // keep-alive connections, say), for packages whose tests leave those.
-func VerifyOwnTestMain(m *testing.M) {
+func VerifyOwnTestMain(m *testing.M, extra ...string) {
 	code := m.Run()
 	if code == 0 {
-		var left []string
-		deadline := time.Now().Add(leakTimeout)
-		for {
-			left = ownGoroutines()
-			if len(left) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if len(left) > 0 {
-			fmt.Fprintf(os.Stderr, "goroutine leak: %d left\n%s\n", len(left), strings.Join(left, "\n\n"))
+		if err := CheckOwnGoroutines(leakTimeout, extra...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
 	}
 	os.Exit(code)
 }
 
+// CheckOwnGoroutines waits up to timeout until no goroutine runs meshchat
+// code (or code whose stack holds one of extra), other than the caller's,
+// and reports the survivors otherwise. It is VerifyOwnTestMain's check,
+// for a TestMain with work of its own to do around it.
+func CheckOwnGoroutines(timeout time.Duration, extra ...string) error {
+	var left []string
+	deadline := time.Now().Add(timeout)
+	for {
+		left = ownGoroutines(extra)
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("goroutine leak: %d left\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, bounded by deadline
+	}
+}
+
 // ownGoroutines returns the stacks of goroutines running or started by
-// meshchat code, other than the one running TestMain.
-func ownGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
+// meshchat code or code matching extra, other than the calling one.
+func ownGoroutines(extra []string) []string {
+	self := goroutineID(stacks1())
 	var own []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "github.com/meshchat/meshchat/") && !strings.Contains(g, ".TestMain(") &&
-			!strings.Contains(g, "brokertest.VerifyOwnTestMain") {
-			own = append(own, g)
+	for _, g := range stacks() {
+		if goroutineID(g) == self || strings.Contains(g, ".TestMain(") {
+			continue
+		}
+		for _, p := range append([]string{"github.com/meshchat/meshchat/"}, extra...) {
+			if strings.Contains(g, p) {
+				own = append(own, g)
+				break
+			}
 		}
 	}
 	return own
