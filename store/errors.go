@@ -22,4 +22,3 @@ var (
 	// Revocations.Start.
 	ErrRevocationsStarted = errors.New("store: revocations already started")
 )
-
