@@ -153,8 +153,8 @@ func (h *chaosHarness) waitConverged(timeout time.Duration) time.Duration {
 	h.t.Helper()
 	return clustertest.WaitFor(h.t, timeout, "three nodes ready and alive in every view", func() bool {
 		for _, n := range h.nodes {
-			if !n.p.running() {
-				h.t.Fatalf("%s exited: %v", n.name, n.p.err)
+			if !n.p.Running() {
+				h.t.Fatalf("%s exited: %v", n.name, n.p.Err())
 			}
 			if st, _ := webtest.Get(h.t, n.url()+"/readyz", nil); st != http.StatusOK {
 				return false
@@ -822,10 +822,10 @@ func testChaosKill(t *testing.T, broker string, flags func(int) []string, kind v
 
 	victim, roles := h.pickVictim(kind)
 	killAt := time.Now()
-	if err := victim.p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := victim.p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-victim.p.exited
+	<-victim.p.Done()
 	t.Logf("killed %s (%s) at %s", victim.name, roles, killAt.Format("15:04:05.000"))
 
 	// Publishing goes on for at least 3s after the kill (2s when a plain
@@ -898,16 +898,16 @@ func testChaosRolling(t *testing.T, broker string, flags func(int) []string) {
 	var steps []string
 	for _, n := range h.nodes {
 		began := time.Now()
-		if err := n.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := n.p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-n.p.exited:
+		case <-n.p.Done():
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s did not exit within 30s of SIGTERM", n.name)
 		}
-		if n.p.err != nil {
-			t.Errorf("%s exit after SIGTERM: %v", n.name, n.p.err)
+		if n.p.Err() != nil {
+			t.Errorf("%s exit after SIGTERM: %v", n.name, n.p.Err())
 		}
 		drained := time.Since(began)
 		h.restart(n)

@@ -18,13 +18,11 @@ import (
 
 // proc is one meshchat serve process of the real binary.
 type proc struct {
+	*clustertest.Process
 	name   string
 	url    string
 	gossip string
-	cmd    *exec.Cmd
 	log    string // path of its combined output
-	exited chan struct{}
-	err    error // Wait's result, valid after exited is closed
 }
 
 // startProc runs `meshchat serve` with the given extra flags. The secret
@@ -45,26 +43,21 @@ func startProcOn(t *testing.T, name, httpAddr, gossipAddr, join string, extra ..
 		args = append(args, "--join", join)
 	}
 	args = append(args, extra...)
-	p := &proc{name: name, url: "http://" + httpAddr, gossip: gossipAddr, log: filepath.Join(t.TempDir(), name+".log"), exited: make(chan struct{})}
+	p := &proc{name: name, url: "http://" + httpAddr, gossip: gossipAddr, log: filepath.Join(t.TempDir(), name+".log")}
 	f, err := os.Create(p.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.Env = append(cleanEnv(), "MESHCHAT_SECRET="+nodetest.Secret)
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(cleanEnv(), "MESHCHAT_SECRET="+nodetest.Secret)
+	p.Process, err = clustertest.StartProcess(cmd)
+	f.Close() // the child has its own copy
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		f.Close()
-		close(p.exited)
-	}()
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
+		p.Kill()
 		if t.Failed() {
 			out, _ := os.ReadFile(p.log)
 			t.Logf("--- %s output ---\n%s", name, out)
@@ -85,15 +78,6 @@ func cleanEnv() []string {
 	return env
 }
 
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
 func TestEndToEndKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three processes; skipped with -short")
@@ -108,8 +92,8 @@ func TestEndToEndKill9(t *testing.T) {
 	procs := []*proc{p1, p2, p3}
 	clustertest.WaitFor(t, 30*time.Second, "three processes ready and joined", func() bool {
 		for _, p := range procs {
-			if !p.running() {
-				t.Fatalf("%s exited: %v", p.name, p.err)
+			if !p.Running() {
+				t.Fatalf("%s exited: %v", p.name, p.Err())
 			}
 			if st, _ := webtest.Get(t, p.url+"/readyz", nil); st != http.StatusOK {
 				return false
@@ -138,10 +122,10 @@ func TestEndToEndKill9(t *testing.T) {
 	a.Expect("presence", 10*time.Second, func(f webtest.Frame) bool { return f.Str("user") == "carl" && f["online"] == true })
 
 	start := time.Now()
-	if err := p2.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p2.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p2.exited
+	<-p2.Done()
 	took := clustertest.WaitFor(t, 30*time.Second, "e1 and e3 to list e2 as dead", func() bool {
 		return webtest.StateOf(t, p1.url, "e2") == "dead" && webtest.StateOf(t, p3.url, "e2") == "dead"
 	})
@@ -164,16 +148,16 @@ func TestEndToEndKill9(t *testing.T) {
 
 	// SIGTERM is a graceful stop: clients are told to go elsewhere with
 	// 1012, the process exits 0 and the other node stops listing it alive.
-	if err := p3.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p3.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if code := b.Closed(20 * time.Second); code != 1012 {
 		t.Errorf("bob's connection closed with %d, want 1012 (service restart)", code)
 	}
 	select {
-	case <-p3.exited:
-		if p3.err != nil {
-			t.Errorf("e3 exit after SIGTERM: %v", p3.err)
+	case <-p3.Done():
+		if p3.Err() != nil {
+			t.Errorf("e3 exit after SIGTERM: %v", p3.Err())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("e3 did not exit within 30s of SIGTERM")

@@ -1,4 +1,5 @@
-// Package redistest starts throwaway redis-server processes for tests.
+// Package redistest starts throwaway redis-server processes for tests; it
+// is the test kit's Redis, built on cluster/clustertest.
 //
 // Each Server is a real redis-server bound to 127.0.0.1 on a free port with
 // its own temporary directory, so tests in one process (and parallel test
@@ -10,11 +11,8 @@ package redistest
 
 import (
 	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -23,10 +21,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// InstallHint is the message used when redis-server cannot be found.
-const InstallHint = "redis-server not found in PATH or /usr/bin: apt-get install redis-server"
+	"github.com/meshchat/meshchat/cluster/clustertest"
+)
 
 // startTimeout bounds how long a server may take to answer PING.
 const startTimeout = 10 * time.Second
@@ -50,9 +47,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	port int
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan struct{} // closed when cmd has exited
+	proc *clustertest.Process // nil while stopped
 }
 
 // Start starts a redis-server without persistence and stops it when the
@@ -66,23 +61,13 @@ func Start(tb testing.TB) *Server {
 // StartWith is Start with options.
 func StartWith(tb testing.TB, opts Options) *Server {
 	tb.Helper()
-	bin, err := findBinary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatal(InstallHint)
-		}
-		tb.Skip(InstallHint)
-	}
+	bin := clustertest.RequireBinary(tb, "redis-server", "redis-server", "/usr/bin/redis-server")
 	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), opts: opts}
 	// A port found free can be taken before redis-server binds it; try a
 	// few ports before giving up.
 	var lastErr error
 	for range 5 {
-		port, err := freePort()
-		if err != nil {
-			tb.Fatalf("redistest: %v", err)
-		}
-		if lastErr = s.start(port); lastErr == nil {
+		if lastErr = s.start(clustertest.FreePort(tb, false)); lastErr == nil {
 			break
 		}
 	}
@@ -91,26 +76,6 @@ func StartWith(tb testing.TB, opts Options) *Server {
 	}
 	tb.Cleanup(s.Stop)
 	return s
-}
-
-func findBinary() (string, error) {
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, nil
-	}
-	const fallback = "/usr/bin/redis-server"
-	if _, err := os.Stat(fallback); err == nil {
-		return fallback, nil
-	}
-	return "", errors.New(InstallHint)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // start runs redis-server on port and waits until it answers PING.
@@ -132,21 +97,12 @@ func (s *Server) start(port int) error {
 	}
 	args = append(args, s.opts.Args...)
 
-	out := &lockedBuffer{}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	// Own process group: a ^C to the test binary must not race our Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := clustertest.StartProcess(cmd)
+	if err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
 
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	deadline := time.Now().Add(startTimeout)
@@ -154,21 +110,18 @@ func (s *Server) start(port int) error {
 		if ping(addr) == nil {
 			break
 		}
-		select {
-		case <-done:
-			return fmt.Errorf("redis-server on port %d exited during start:\n%s", port, out.String())
-		default:
+		if !p.Running() {
+			return fmt.Errorf("redis-server on port %d exited during start:\n%s", port, p.Out.String())
 		}
 		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			return fmt.Errorf("redis-server on port %d did not answer PING within %v:\n%s", port, startTimeout, out.String())
+			p.Kill()
+			return fmt.Errorf("redis-server on port %d did not answer PING within %v:\n%s", port, startTimeout, p.Out.String())
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by deadline
 	}
 
 	s.mu.Lock()
-	s.port, s.cmd, s.out, s.done = port, cmd, out, done
+	s.port, s.proc = port, p
 	s.mu.Unlock()
 	return nil
 }
@@ -216,48 +169,32 @@ func (s *Server) DBURL(db int) string {
 func (s *Server) Running() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return false
-	}
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
+	return s.proc != nil && s.proc.Running()
 }
 
 // Stop shuts the server down (SIGTERM, then SIGKILL after 10s) and waits
 // for it to exit. Safe to call when already stopped.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	if p := s.take(); p != nil {
+		p.Stop(syscall.SIGTERM, 10*time.Second)
 	}
 }
 
 // Kill stops the server with SIGKILL, like a crash. With Persist, writes
 // acknowledged before the kill survive (fsync on every write).
 func (s *Server) Kill() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
+	if p := s.take(); p != nil {
+		p.Kill()
 	}
-	_ = cmd.Process.Kill()
-	<-done
+}
+
+// take returns the running process, if any, and forgets it.
+func (s *Server) take() *clustertest.Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proc
+	s.proc = nil
+	return p
 }
 
 // Restart stops the server if it runs and starts it again on the same
@@ -287,30 +224,13 @@ func (s *Server) Restart() {
 // Log returns what the current server process has written so far.
 func (s *Server) Log() string {
 	s.mu.Lock()
-	out := s.out
+	p := s.proc
 	s.mu.Unlock()
-	if out == nil {
+	if p == nil {
 		return ""
 	}
-	return out.String()
+	return p.Out.String()
 }
 
 // DataDir is the server's working directory (AOF/RDB files live here).
 func (s *Server) DataDir() string { return filepath.Clean(s.dir) }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

@@ -91,32 +91,20 @@ func TestNginxRoundRobin(t *testing.T) {
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(nginx, "-p", dir+"/", "-c", confPath, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
-	out := &clustertest.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	proc, err := clustertest.StartProcess(exec.Command(nginx, "-p", dir+"/", "-c", confPath, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGQUIT)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		proc.Stop(syscall.SIGQUIT, 10*time.Second) // nginx's graceful stop
 		if t.Failed() {
 			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("nginx output:\n%s\nerror.log:\n%s\nconfig:\n%s", out.String(), errLog, conf)
+			t.Logf("nginx output:\n%s\nerror.log:\n%s\nconfig:\n%s", proc.Out.String(), errLog, conf)
 		}
 	})
 	clustertest.WaitFor(t, 10*time.Second, "nginx to listen", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("nginx exited: %s", out.String())
-		default:
+		if !proc.Running() {
+			t.Fatalf("nginx exited: %s", proc.Out.String())
 		}
 		c, err := net.DialTimeout("tcp", listen, time.Second)
 		if err == nil {

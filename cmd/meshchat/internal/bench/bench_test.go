@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
 )
 
 // fakeNodeEnv makes the test binary act as a fake node, so --spawn can be
@@ -691,7 +693,7 @@ func TestCompareTable(t *testing.T) {
 }
 
 func TestProgressBar(t *testing.T) {
-	var buf syncBuffer
+	var buf clustertest.Buffer
 	p := newProgress(&buf)
 	p.setPrefix("fanout/mesh")
 	p.phase("measure", time.Second, func() int64 { return 42 })

@@ -1,29 +1,8 @@
 package bench
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
-	"sync"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer goroutine and a
-// polling reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
