@@ -814,8 +814,13 @@ func (c *chaosClient) dmPublish(ctx context.Context) {
 func (c *chaosClient) dmAckedSince(t time.Time) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return createdSince(c.dmAcks, t)
+}
+
+// createdSince counts the acknowledgements of sends created at or after t.
+func createdSince(acks map[string]chaosAck, t time.Time) int {
 	n := 0
-	for _, a := range c.dmAcks {
+	for _, a := range acks {
 		if !a.created.Before(t) {
 			n++
 		}
@@ -886,13 +891,7 @@ func (c *chaosClient) received(room string) int {
 func (c *chaosClient) ackedSince(t time.Time) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := 0
-	for _, a := range c.acks {
-		if !a.created.Before(t) {
-			n++
-		}
-	}
-	return n
+	return createdSince(c.acks, t)
 }
 
 func randDur(d time.Duration) time.Duration {

@@ -8,14 +8,22 @@ import (
 
 // fmtMicros formats a duration given in µs with a unit that keeps three
 // significant figures readable: 850µs, 1.23ms, 12.3ms, 1.23s.
-func fmtMicros(us float64) string {
+func fmtMicros(us float64) string { return scaled(us, [3]string{"µs", "ms", "s"}) }
+
+// fmtRate formats a per-second figure: 950/s, 12.3k/s, 1.23M/s.
+func fmtRate(v float64) string { return scaled(v, [3]string{"/s", "k/s", "M/s"}) }
+
+// scaled formats v (≥ 0) in the first of units, each 1000 times the one
+// before, in which it is below 1000: whole numbers in units[0], three
+// significant figures in the others.
+func scaled(v float64, units [3]string) string {
 	switch {
-	case us < 1000:
-		return strconv.FormatFloat(math.Round(us), 'f', -1, 64) + "µs"
-	case us < 1e6:
-		return sig3(us/1e3) + "ms"
+	case v < 1000:
+		return strconv.FormatFloat(math.Round(v), 'f', -1, 64) + units[0]
+	case v < 1e6:
+		return sig3(v/1e3) + units[1]
 	default:
-		return sig3(us/1e6) + "s"
+		return sig3(v/1e6) + units[2]
 	}
 }
 
@@ -28,18 +36,6 @@ func sig3(v float64) string {
 		return strconv.FormatFloat(v, 'f', 1, 64)
 	default:
 		return strconv.FormatFloat(v, 'f', 0, 64)
-	}
-}
-
-// fmtRate formats a per-second figure: 950/s, 12.3k/s, 1.23M/s.
-func fmtRate(v float64) string {
-	switch {
-	case v < 1000:
-		return strconv.FormatFloat(math.Round(v), 'f', -1, 64) + "/s"
-	case v < 1e6:
-		return sig3(v/1e3) + "k/s"
-	default:
-		return sig3(v/1e6) + "M/s"
 	}
 }
 

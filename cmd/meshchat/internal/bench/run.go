@@ -552,13 +552,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// clusterInfo is GET /api/cluster.
+// clusterInfo is what the bench reads of GET /api/cluster.
 type clusterInfo struct {
-	Node   string `json:"node"`
 	Broker string `json:"broker"`
 	Nodes  []struct {
-		Name  string `json:"name"`
-		HTTP  string `json:"http"`
 		State string `json:"state"`
 	} `json:"nodes"`
 }
