@@ -70,13 +70,7 @@ func startNode(t *testing.T, name, bind string, join []string, key []byte, mod f
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := c.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown %s: %v", name, err)
-		}
-	})
+	clustertest.Cleanup(t, "shutdown "+name, c.Shutdown)
 	return c, log
 }
 

@@ -11,6 +11,7 @@ package clustertest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -146,4 +147,20 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// CleanupTimeout bounds each stop that Cleanup runs.
+const CleanupTimeout = 15 * time.Second
+
+// Cleanup runs stop when the test ends, with a context bounded by
+// CleanupTimeout, and fails the test if it returns an error: the one
+// shape for "shut this part down with the test".
+func Cleanup(tb testing.TB, what string, stop func(context.Context) error) {
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), CleanupTimeout)
+		defer cancel()
+		if err := stop(ctx); err != nil {
+			tb.Errorf("%s: %v", what, err)
+		}
+	})
 }

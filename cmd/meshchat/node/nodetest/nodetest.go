@@ -61,13 +61,7 @@ func Start(tb testing.TB, cfg node.Config) *node.Node {
 	if err := n.Start(ctx); err != nil {
 		tb.Fatalf("Start(%s): %v", cfg.Name, err)
 	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := n.Stop(ctx); err != nil {
-			tb.Errorf("Stop(%s): %v", n.Name(), err)
-		}
-	})
+	clustertest.Cleanup(tb, "stop "+cfg.Name, n.Stop)
 	return n
 }
 
@@ -97,13 +91,7 @@ func StartCluster(tb testing.TB, size int, o Options) []*node.Node {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := g.Stop(ctx); err != nil {
-			tb.Errorf("stop cluster: %v", err)
-		}
-	})
+	clustertest.Cleanup(tb, "stop cluster", g.Stop)
 	WaitConverged(tb, 20*time.Second, g.Nodes...)
 	return g.Nodes
 }
