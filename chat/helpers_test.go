@@ -218,17 +218,6 @@ func isType(typ string) func(frame) bool {
 	return func(f frame) bool { return f.Type == typ }
 }
 
-func waitCond(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func ids(fs []frame) string {
 	s := make([]string, len(fs))
 	for i, f := range fs {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/transport/inproc"
 )
@@ -323,7 +324,7 @@ func TestSlowConsumer(t *testing.T) {
 		// The fast reader keeps up.
 		fast.until("message", isType("message"))
 	}
-	waitCond(t, "slow consumer disconnected", slow.c.Disconnected)
+	clustertest.WaitFor(t, waitFor, "slow consumer disconnected", slow.c.Disconnected)
 	if code, reason := slow.c.CloseReason(); code != CloseSlowConsumer || reason != "slow_consumer" {
 		t.Fatalf("close %d %q", code, reason)
 	}
@@ -594,7 +595,7 @@ func TestShutdown(t *testing.T) {
 	if err := h.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitCond(t, "client disconnected by shutdown", c.c.Disconnected)
+	clustertest.WaitFor(t, waitFor, "client disconnected by shutdown", c.c.Disconnected)
 	if code, _ := c.c.CloseReason(); code != CloseServiceRestart {
 		t.Fatalf("close code %d", code)
 	}

@@ -1,6 +1,7 @@
 package webtest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +21,8 @@ import (
 type Conn struct {
 	tb      testing.TB
 	ws      *websocket.Conn
-	Welcome Frame // the first frame, read by Dial
+	sock    *pausable // nil when Wrap was given a connection TryDial did not open
+	Welcome Frame     // the first frame, read by Dial
 	frames  chan Frame
 	done    chan struct{}
 
@@ -33,14 +35,21 @@ type DialOptions struct {
 	Origin string      // sent as the Origin header when set
 	Query  string      // appended to /ws, without "?"
 	Header http.Header // more request headers
-	// NetDial, when set, opens the TCP connection (to shrink buffers, for
-	// example).
+	// NetDial, when set, opens the TCP connection.
 	NetDial func(network, addr string) (net.Conn, error)
+	// ReadBuffer, when positive, fixes the socket's receive buffer in
+	// bytes. Left to autotuning, a loopback socket grows to tens of
+	// megabytes, and a client that stops reading (Pause) would take that
+	// long to look slow to the server.
+	ReadBuffer int
+	// OnPing, when set, is called with each ping the server sends, before
+	// the pong that answers it.
+	OnPing func(data string)
 }
 
 // Dial opens /ws on base with the session's cookies, reads the welcome
-// frame and checks that it names the session's user. The connection is
-// closed when the test ends.
+// frame, which must come first, and checks that it names the session's
+// user. The connection is closed when the test ends.
 func Dial(tb testing.TB, base string, s Session, o DialOptions) *Conn {
 	tb.Helper()
 	ws, resp, err := TryDial(base, s, o)
@@ -52,7 +61,7 @@ func Dial(tb testing.TB, base string, s Session, o DialOptions) *Conn {
 		tb.Fatalf("dial %s/ws as %s: %v (status %d)", base, s.User, err, status)
 	}
 	c := Wrap(tb, ws)
-	c.Welcome = c.Expect("welcome", 10*time.Second, nil)
+	c.Welcome = c.ExpectNext("welcome", 10*time.Second)
 	if s.User != "" && c.Welcome.Str("user") != s.User {
 		tb.Fatalf("welcome for %s: %v", s.User, c.Welcome)
 	}
@@ -72,18 +81,64 @@ func TryDial(base string, s Session, o DialOptions) (*websocket.Conn, *http.Resp
 	if o.Origin != "" {
 		h.Set("Origin", o.Origin)
 	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDial: o.NetDial}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: o.dial}
 	u := "ws" + strings.TrimPrefix(base, "http") + "/ws"
 	if o.Query != "" {
 		u += "?" + o.Query
 	}
-	return d.Dial(u, h)
+	ws, resp, err := d.Dial(u, h)
+	if err == nil && o.OnPing != nil {
+		ws.SetPingHandler(func(data string) error {
+			o.OnPing(data)
+			return pong(ws, data)
+		})
+	}
+	return ws, resp, err
+}
+
+// dial opens the TCP connection as o asks, in a socket that Pause can
+// stop.
+func (o DialOptions) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var conn net.Conn
+	var err error
+	if o.NetDial != nil {
+		conn, err = o.NetDial(network, addr)
+	} else {
+		conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.ReadBuffer > 0 {
+		tc, ok := conn.(*net.TCPConn)
+		if !ok {
+			conn.Close()
+			return nil, fmt.Errorf("read buffer: %T is not a TCP connection", conn)
+		}
+		if err := tc.SetReadBuffer(o.ReadBuffer); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return &pausable{Conn: conn}, nil
+}
+
+// pong answers a ping the way gorilla's default handler does: a pong
+// that cannot be written because the connection is going is no error.
+func pong(ws *websocket.Conn, data string) error {
+	err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	var ne net.Error
+	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) {
+		return nil
+	}
+	return err
 }
 
 // Wrap starts reading frames from an open connection. The connection is
 // closed when the test ends.
 func Wrap(tb testing.TB, ws *websocket.Conn) *Conn {
 	c := &Conn{tb: tb, ws: ws, frames: make(chan Frame, 10000), done: make(chan struct{})}
+	c.sock, _ = ws.UnderlyingConn().(*pausable)
 	go c.read()
 	tb.Cleanup(c.Close)
 	return c
@@ -174,14 +229,19 @@ func (c *Conn) Next(timeout time.Duration) Frame {
 // TryNext returns the next frame, or false on timeout or when the
 // connection has ended.
 func (c *Conn) TryNext(timeout time.Duration) (Frame, bool) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case f, ok := <-c.frames:
-		return f, ok
-	case <-timer.C:
-		return nil, false
+	f, err := c.scan(timeout, func(Frame) bool { return true })
+	return f, err == nil
+}
+
+// ExpectNext returns the next frame and fails the test unless it is of
+// type typ: for tests that assert that nothing comes before it.
+func (c *Conn) ExpectNext(typ string, timeout time.Duration) Frame {
+	c.tb.Helper()
+	f := c.Next(timeout)
+	if f.Type() != typ {
+		c.tb.Fatalf("got %v, want a %q frame next", f, typ)
 	}
+	return f
 }
 
 // Expect returns the next frame of type typ matching match (nil matches
@@ -205,21 +265,45 @@ func (c *Conn) ExpectAny(timeout time.Duration, match func(Frame) bool) Frame {
 
 func (c *Conn) until(what string, timeout time.Duration, match func(Frame) bool) Frame {
 	c.tb.Helper()
+	var skipped []string
+	f, err := c.scan(timeout, func(f Frame) bool {
+		if match(f) {
+			return true
+		}
+		skipped = append(skipped, f.Type())
+		return false
+	})
+	switch err {
+	case errEnded:
+		c.tb.Fatalf("waiting for %s: connection ended: %v (skipped %v)", what, c.Err(), limit(skipped))
+	case errTimedOut:
+		c.tb.Fatalf("timed out after %v waiting for %s; skipped %v", timeout, what, limit(skipped))
+	}
+	return f
+}
+
+var (
+	errEnded    = errors.New("connection ended")
+	errTimedOut = errors.New("timed out")
+)
+
+// scan consumes frames until stop returns true for one, which it
+// returns; or until the connection ends (errEnded) or timeout passes
+// (errTimedOut).
+func (c *Conn) scan(timeout time.Duration, stop func(Frame) bool) (Frame, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	var skipped []string
 	for {
 		select {
 		case f, ok := <-c.frames:
 			if !ok {
-				c.tb.Fatalf("waiting for %s: connection ended: %v (skipped %v)", what, c.Err(), limit(skipped))
+				return nil, errEnded
 			}
-			if match(f) {
-				return f
+			if stop(f) {
+				return f, nil
 			}
-			skipped = append(skipped, f.Type())
 		case <-timer.C:
-			c.tb.Fatalf("timed out after %v waiting for %s; skipped %v", timeout, what, limit(skipped))
+			return nil, errTimedOut
 		}
 	}
 }
@@ -234,27 +318,27 @@ func limit(s []string) []string {
 // Quiet fails the test if a frame matching match arrives within d.
 func (c *Conn) Quiet(d time.Duration, what string, match func(Frame) bool) {
 	c.tb.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case f, ok := <-c.frames:
-			if !ok {
-				return
-			}
-			if match(f) {
-				c.tb.Fatalf("unexpected %s: %v", what, f)
-			}
-		case <-timer.C:
-			return
-		}
+	if f, err := c.scan(d, match); err == nil {
+		c.tb.Fatalf("unexpected %s: %v", what, f)
 	}
 }
 
 // Join joins room and returns the joined frame.
 func (c *Conn) Join(room string) Frame {
 	c.tb.Helper()
-	c.Send(map[string]string{"type": "join", "room": room})
+	return c.JoinAfter(room, "")
+}
+
+// JoinAfter joins room resuming after the message with id after (none
+// when ""), and returns the joined frame: its history is what came
+// after that message.
+func (c *Conn) JoinAfter(room, after string) Frame {
+	c.tb.Helper()
+	join := map[string]string{"type": "join", "room": room}
+	if after != "" {
+		join["after"] = after
+	}
+	c.Send(join)
 	return c.Expect("joined", 10*time.Second, func(f Frame) bool { return f.Str("room") == room })
 }
 
@@ -279,26 +363,19 @@ func (c *Conn) JoinUntil(room string, timeout time.Duration, ok func([]string) b
 }
 
 // Closed waits for the server to end the connection and returns the close
-// code (0 if it ended without a close frame).
+// code (0 if it ended without a close frame). It resumes a paused
+// connection: the close frame is read like any other.
 func (c *Conn) Closed(timeout time.Duration) int {
 	c.tb.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		select {
-		case _, ok := <-c.frames:
-			if ok {
-				continue
-			}
-			var ce *websocket.CloseError
-			if errors.As(c.Err(), &ce) {
-				return ce.Code
-			}
-			return 0
-		case <-timer.C:
-			c.tb.Fatalf("connection still open after %v", timeout)
-		}
+	c.Resume()
+	if _, err := c.scan(timeout, func(Frame) bool { return false }); err == errTimedOut {
+		c.tb.Fatalf("connection still open after %v", timeout)
 	}
+	var ce *websocket.CloseError
+	if errors.As(c.Err(), &ce) {
+		return ce.Code
+	}
+	return 0
 }
 
 // SendRetry sends text to room until the sender's own copy comes back,
