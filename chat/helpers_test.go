@@ -214,6 +214,12 @@ func (tc *tconn) join(room string) frame {
 	return tc.until("joined "+room, func(f frame) bool { return f.Type == "joined" && f.Room == room })
 }
 
+// disconnected waits for the hub to disconnect the client (for why).
+func (tc *tconn) disconnected(why string) {
+	tc.t.Helper()
+	clustertest.WaitFor(tc.t, waitFor, tc.c.user+" disconnected by "+why, tc.c.Disconnected)
+}
+
 func isType(typ string) func(frame) bool {
 	return func(f frame) bool { return f.Type == typ }
 }

@@ -21,8 +21,6 @@ import (
 	"github.com/meshchat/meshchat/web/webtest"
 )
 
-const waitFor = 5 * time.Second
-
 func TestMain(m *testing.M) { clustertest.VerifyOwnTestMain(m) }
 
 // The record package store keeps is what web and chat declare they need.
@@ -31,6 +29,9 @@ var (
 	_ Revocations      = (*store.Revocations)(nil)
 	_ chat.Revocations = (*store.Revocations)(nil)
 )
+
+// waitFor bounds each wait in these tests.
+const waitFor = 5 * time.Second
 
 type env struct {
 	t   testing.TB
