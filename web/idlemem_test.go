@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/web/webtest"
 )
@@ -46,8 +47,8 @@ func TestIdleClients(t *testing.T) {
 	}
 	prefix := os.Getenv(idleEnvPrefix)
 	// Raw connections that read nothing after their joined frame: a
-	// webtest.Conn's reader and queue would cost this process more than
-	// the server it measures holds.
+	// webtest.Conn's reader and frame queue, thousands of times over,
+	// would make this process far bigger than the server it measures.
 	conns := make([]*websocket.Conn, 0, n)
 	for i := range n {
 		s := webtest.Login(t, target, fmt.Sprintf("%s%d", prefix, i))
