@@ -214,19 +214,14 @@ func (tc *tconn) join(room string) frame {
 	return tc.until("joined "+room, func(f frame) bool { return f.Type == "joined" && f.Room == room })
 }
 
-func isType(typ string) func(frame) bool {
-	return func(f frame) bool { return f.Type == typ }
+// disconnected waits for the hub to disconnect the client (for why).
+func (tc *tconn) disconnected(why string) {
+	tc.t.Helper()
+	clustertest.WaitFor(tc.t, waitFor, tc.c.user+" disconnected by "+why, tc.c.Disconnected)
 }
 
-func waitCond(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+func isType(typ string) func(frame) bool {
+	return func(f frame) bool { return f.Type == typ }
 }
 
 func ids(fs []frame) string {

@@ -323,7 +323,7 @@ func TestSlowConsumer(t *testing.T) {
 		// The fast reader keeps up.
 		fast.until("message", isType("message"))
 	}
-	waitCond(t, "slow consumer disconnected", slow.c.Disconnected)
+	slow.disconnected("slow consumer")
 	if code, reason := slow.c.CloseReason(); code != CloseSlowConsumer || reason != "slow_consumer" {
 		t.Fatalf("close %d %q", code, reason)
 	}
@@ -594,7 +594,7 @@ func TestShutdown(t *testing.T) {
 	if err := h.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitCond(t, "client disconnected by shutdown", c.c.Disconnected)
+	c.disconnected("shutdown")
 	if code, _ := c.c.CloseReason(); code != CloseServiceRestart {
 		t.Fatalf("close code %d", code)
 	}

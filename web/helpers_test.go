@@ -3,12 +3,9 @@ package web
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -21,9 +18,8 @@ import (
 	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/store"
 	"github.com/meshchat/meshchat/transport/inproc"
+	"github.com/meshchat/meshchat/web/webtest"
 )
-
-const waitFor = 5 * time.Second
 
 func TestMain(m *testing.M) { clustertest.VerifyOwnTestMain(m) }
 
@@ -33,6 +29,9 @@ var (
 	_ Revocations      = (*store.Revocations)(nil)
 	_ chat.Revocations = (*store.Revocations)(nil)
 )
+
+// waitFor bounds each wait in these tests.
+const waitFor = 5 * time.Second
 
 type env struct {
 	t   testing.TB
@@ -81,13 +80,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	if !o.loading {
-		deadline := time.Now().Add(waitFor)
-		for !rev.Loaded() {
-			if time.Now().After(deadline) {
-				t.Fatal("hub did not load revocations")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		clustertest.WaitFor(t, waitFor, "the hub to load revocations", rev.Loaded)
 	}
 	wc := Config{
 		Hub:         hub,
@@ -122,13 +115,8 @@ func newEnv(t testing.TB, o envOpts) *env {
 	return e
 }
 
-func newClient(t testing.TB) *http.Client {
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{Jar: jar, Timeout: waitFor}
-}
+// newClient is an HTTP client with its own cookies, as a browser has.
+func newClient(t testing.TB) *http.Client { return webtest.CookieClient(t) }
 
 // do sends a request and decodes a JSON answer into out (when non-nil).
 func (e *env) do(c *http.Client, method, path, body string, hdr http.Header, out any) *http.Response {
@@ -173,149 +161,33 @@ func (e *env) login(name string) (*http.Client, string) {
 	return c, a.Token
 }
 
-func (e *env) wsURL(query string) string {
-	u := "ws" + strings.TrimPrefix(e.ts.URL, "http") + "/ws"
-	if query != "" {
-		u += "?" + query
-	}
-	return u
-}
-
-func (e *env) dial(c *http.Client, query string, hdr http.Header) (*websocket.Conn, *http.Response, error) {
-	d := websocket.Dialer{HandshakeTimeout: waitFor, NetDialContext: smallReadBuffer}
+// session is what c would send to this server as user's WebSocket
+// (no cookies when c is nil).
+func (e *env) session(user string, c *http.Client) webtest.Session {
+	s := webtest.Session{User: user}
 	if c != nil {
-		d.Jar = c.Jar
+		s.Cookies = c.Jar.Cookies(mustURL(e.ts.URL))
 	}
-	return d.Dial(e.wsURL(query), hdr)
+	return s
 }
 
-// smallReadBuffer dials with a fixed 64 KiB receive buffer. Left to
-// autotuning, loopback sockets grow to tens of megabytes, and a client that
-// stops reading would take that long to look slow to the server.
-func smallReadBuffer(ctx context.Context, network, addr string) (net.Conn, error) {
-	conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		if err := tc.SetReadBuffer(64 << 10); err != nil {
-			conn.Close()
-			return nil, err
-		}
-	}
-	return conn, nil
-}
+// wsReadBuffer is every test socket's receive buffer, small so that a
+// client that stops reading soon looks slow to the server.
+const wsReadBuffer = 64 << 10
 
-// wsc is a test WebSocket client.
-type wsc struct {
-	t    testing.TB
-	conn *websocket.Conn
-}
-
-type frame struct {
-	Type      string   `json:"type"`
-	Room      string   `json:"room"`
-	ID        string   `json:"id"`
-	From      string   `json:"from"`
-	To        string   `json:"to"`
-	Text      string   `json:"text"`
-	TS        int64    `json:"ts"`
-	Ref       *string  `json:"ref"`
-	Code      string   `json:"code"`
-	User      string   `json:"user"`
-	Node      string   `json:"node"`
-	Nodes     []string `json:"nodes"`
-	Online    *bool    `json:"online"`
-	Members   []string `json:"members"`
-	History   []frame  `json:"history"`
-	Recovered *bool    `json:"recovered"`
+// dial opens /ws with c's cookies, for tests of the handshake.
+func (e *env) dial(c *http.Client, query string, h http.Header) (*websocket.Conn, *http.Response, error) {
+	return webtest.TryDial(e.ts.URL, e.session("", c), webtest.DialOptions{Query: query, Header: h, ReadBuffer: wsReadBuffer})
 }
 
 // connect logs in (when c is nil) and opens a WebSocket, checking the
 // welcome frame.
-func (e *env) connect(user string, c *http.Client) *wsc {
+func (e *env) connect(user string, c *http.Client) *webtest.Conn {
 	e.t.Helper()
 	if c == nil {
 		c, _ = e.login(user)
 	}
-	conn, resp, err := e.dial(c, "", nil)
-	if err != nil {
-		e.t.Fatalf("dial as %s: %v (%v)", user, err, resp)
-	}
-	w := &wsc{t: e.t, conn: conn}
-	e.t.Cleanup(func() { conn.Close() })
-	if f := w.next(); f.Type != "welcome" || f.User != user {
-		e.t.Fatalf("first frame %+v", f)
-	}
-	return w
-}
-
-func (w *wsc) send(format string, args ...any) {
-	w.t.Helper()
-	if err := w.conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(format, args...))); err != nil {
-		w.t.Fatal(err)
-	}
-}
-
-func (w *wsc) next() frame {
-	w.t.Helper()
-	_ = w.conn.SetReadDeadline(time.Now().Add(waitFor))
-	_, data, err := w.conn.ReadMessage()
-	if err != nil {
-		w.t.Fatalf("read: %v", err)
-	}
-	var f frame
-	if err := json.Unmarshal(data, &f); err != nil {
-		w.t.Fatalf("frame %q: %v", data, err)
-	}
-	return f
-}
-
-func (w *wsc) until(what string, ok func(frame) bool) frame {
-	w.t.Helper()
-	for range 10000 {
-		if f := w.next(); ok(f) {
-			return f
-		}
-	}
-	w.t.Fatalf("no %s", what)
-	return frame{}
-}
-
-func (w *wsc) expect(typ string) frame {
-	w.t.Helper()
-	f := w.next()
-	if f.Type != typ {
-		w.t.Fatalf("got %+v, want %s", f, typ)
-	}
-	return f
-}
-
-func (w *wsc) join(room, after string) frame {
-	w.t.Helper()
-	if after == "" {
-		w.send(`{"type":"join","room":%q}`, room)
-	} else {
-		w.send(`{"type":"join","room":%q,"after":%q}`, room, after)
-	}
-	return w.until("joined", func(f frame) bool { return f.Type == "joined" && f.Room == room })
-}
-
-// closeCode reads until the connection ends and returns the close code.
-func (w *wsc) closeCode() int {
-	w.t.Helper()
-	for {
-		_ = w.conn.SetReadDeadline(time.Now().Add(waitFor))
-		_, _, err := w.conn.ReadMessage()
-		if err == nil {
-			continue
-		}
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return ce.Code
-		}
-		w.t.Fatalf("connection ended without close frame: %v", err)
-	}
+	return webtest.Dial(e.t, e.ts.URL, e.session(user, c), webtest.DialOptions{ReadBuffer: wsReadBuffer})
 }
 
 func hdr(kv ...string) http.Header {

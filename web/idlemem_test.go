@@ -3,21 +3,20 @@ package web
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
+	"github.com/meshchat/meshchat/web/webtest"
 )
 
 // The idle-memory harness measures what a server holds per idle
@@ -47,23 +46,13 @@ func TestIdleClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	prefix := os.Getenv(idleEnvPrefix)
-	wsURL := "ws" + strings.TrimPrefix(target, "http") + "/ws"
+	// Raw connections that read nothing after their joined frame: a
+	// webtest.Conn's reader and frame queue, thousands of times over,
+	// would make this process far bigger than the server it measures.
 	conns := make([]*websocket.Conn, 0, n)
 	for i := range n {
-		jar, _ := cookiejar.New(nil)
-		hc := &http.Client{Jar: jar, Timeout: waitFor}
-		resp, err := hc.Post(target+"/api/login", "application/json",
-			strings.NewReader(fmt.Sprintf(`{"name":"%s%d"}`, prefix, i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("login: %d", resp.StatusCode)
-		}
-		d := websocket.Dialer{HandshakeTimeout: waitFor, Jar: jar, NetDialContext: smallReadBuffer}
-		conn, _, err := d.Dial(wsURL, nil)
+		s := webtest.Login(t, target, fmt.Sprintf("%s%d", prefix, i))
+		conn, _, err := webtest.TryDial(target, s, webtest.DialOptions{ReadBuffer: wsReadBuffer})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,10 +113,7 @@ func idleConnMemory(t testing.TB, n int) (perConn memSample) {
 	var after memSample
 	runIdleClients(t, e, n, "m", func() {
 		// Let the writers finish the presence traffic of the last joins.
-		deadline := time.Now().Add(waitFor)
-		for e.hub.Clients() < n && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		clustertest.Eventually(waitFor, func() bool { return e.hub.Clients() >= n })
 		after = sampleMem()
 		if f := os.Getenv("MESHCHAT_IDLE_HEAPPROFILE"); f != "" {
 			out, err := os.Create(f)
@@ -191,13 +177,8 @@ func runIdleClients(t testing.TB, e *env, n int, prefix string, held func()) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("idle clients: %v: %s", err, stderr.String())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	for e.hub.Clients() > base {
-		if ctx.Err() != nil {
-			t.Fatalf("%d clients still connected", e.hub.Clients()-base)
-		}
-		time.Sleep(time.Millisecond)
+	if !clustertest.Eventually(waitFor, func() bool { return e.hub.Clients() <= base }) {
+		t.Fatalf("%d clients still connected", e.hub.Clients()-base)
 	}
 }
 

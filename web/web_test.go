@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/cookiejar"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,10 +15,12 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/store"
 	"github.com/meshchat/meshchat/store/redistest"
 	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/transport/inproc"
+	"github.com/meshchat/meshchat/web/webtest"
 )
 
 type apiError struct {
@@ -185,15 +186,11 @@ func TestSessionOnEveryNode(t *testing.T) {
 	w := e2.connect("alice", other)
 	// Wait until n2 receives revocations, then log out on n1.
 	e1.do(c, "POST", "/api/logout", "", nil, nil)
-	deadline := time.Now().Add(waitFor)
-	for e2.do(other, "GET", "/api/me", "", nil, nil).StatusCode != 401 {
-		if time.Now().After(deadline) {
-			t.Fatal("session still valid on n2 after logout on n1")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	clustertest.WaitFor(t, waitFor, "the session to end on n2 after logout on n1", func() bool {
+		return e2.do(other, "GET", "/api/me", "", nil, nil).StatusCode == 401
+	})
 	// The session's socket on n2 is closed too.
-	if code := w.closeCode(); code != chat.CloseLoggedOut {
+	if code := w.Closed(waitFor); code != chat.CloseLoggedOut {
 		t.Fatalf("socket on n2: close code %d", code)
 	}
 }
@@ -283,14 +280,9 @@ func TestWSAuth(t *testing.T) {
 		t.Fatalf("bad token: %v", resp)
 	}
 	_, token := e.login("alice")
-	conn, _, err := e.dial(nil, "token="+token, nil)
-	if err != nil {
-		t.Fatalf("token dial: %v", err)
-	}
-	w := &wsc{t: t, conn: conn}
-	defer conn.Close()
-	if f := w.expect("welcome"); f.User != "alice" || f.Node != "n1" || f.Nodes == nil {
-		t.Fatalf("welcome %+v", f)
+	w := webtest.Dial(t, e.ts.URL, e.session("alice", nil), webtest.DialOptions{Query: "token=" + token, ReadBuffer: wsReadBuffer})
+	if f := w.Welcome; f.Str("node") != "n1" || f["nodes"] == nil {
+		t.Fatalf("welcome %v", f)
 	}
 	// A token signed with another key is refused.
 	other := newEnv(t, envOpts{web: func(c *Config) { c.TokenKey = []byte("other") }})
@@ -302,48 +294,49 @@ func TestWSAuth(t *testing.T) {
 func TestTwoUsersChat(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	alice, bob := e.connect("alice", nil), e.connect("bob", nil)
-	alice.join("general", "")
-	if j := bob.join("general", ""); !slices.Equal(j.Members, []string{"alice", "bob"}) || j.Recovered == nil {
-		t.Fatalf("joined %+v", j)
+	alice.Join("general")
+	if j := bob.Join("general"); !slices.Equal(j.Members(), []string{"alice", "bob"}) || j["recovered"] == nil {
+		t.Fatalf("joined %v", j)
 	}
-	alice.until("bob online", func(f frame) bool { return f.Type == "presence" && f.User == "bob" && *f.Online })
-	alice.send(`{"type":"send","room":"general","text":"hello","ref":"c1"}`)
-	a, b := alice.expect("message"), bob.expect("message")
-	if a.Ref == nil || *a.Ref != "c1" || b.Ref != nil || a.ID != b.ID || b.Text != "hello" || b.From != "alice" {
-		t.Fatalf("messages %+v %+v", a, b)
+	alice.Expect("presence", waitFor, func(f webtest.Frame) bool { return f.Str("user") == "bob" && f["online"] == true })
+	alice.Send(`{"type":"send","room":"general","text":"hello","ref":"c1"}`)
+	a, b := alice.ExpectNext("message", waitFor), bob.ExpectNext("message", waitFor)
+	if a.Str("ref") != "c1" || b["ref"] != nil || a.Str("id") != b.Str("id") || b.Str("text") != "hello" || b.Str("from") != "alice" {
+		t.Fatalf("messages %v %v", a, b)
 	}
-	bob.send(`{"type":"typing","room":"general"}`)
-	if f := alice.expect("typing"); f.User != "bob" {
-		t.Fatalf("typing %+v", f)
+	bob.Send(`{"type":"typing","room":"general"}`)
+	if f := alice.ExpectNext("typing", waitFor); f.Str("user") != "bob" {
+		t.Fatalf("typing %v", f)
 	}
-	bob.send(`{"type":"nonsense","ref":"z"}`)
-	if f := bob.expect("error"); f.Code != chat.CodeUnknownType || *f.Ref != "z" {
-		t.Fatalf("error %+v", f)
+	bob.Send(`{"type":"nonsense","ref":"z"}`)
+	if f := bob.ExpectNext("error", waitFor); f.Str("code") != chat.CodeUnknownType || f.Str("ref") != "z" {
+		t.Fatalf("error %v", f)
 	}
-	bob.conn.Close()
-	if f := alice.expect("presence"); f.User != "bob" || *f.Online {
-		t.Fatalf("presence %+v", f)
+	bob.Close()
+	if f := alice.ExpectNext("presence", waitFor); f.Str("user") != "bob" || f["online"] != false {
+		t.Fatalf("presence %v", f)
 	}
 }
 
 func TestResume(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	alice := e.connect("alice", nil)
-	alice.join("general", "")
+	alice.Join("general")
 	var ids []string
 	for i := range 5 {
-		alice.send(`{"type":"send","room":"general","text":"m%d"}`, i)
-		ids = append(ids, alice.expect("message").ID)
+		alice.Send(fmt.Sprintf(`{"type":"send","room":"general","text":"m%d"}`, i))
+		ids = append(ids, alice.ExpectNext("message", waitFor).Str("id"))
 	}
 	bob := e.connect("bob", nil)
-	j := bob.join("general", ids[1])
-	if !*j.Recovered || len(j.History) != 3 || j.History[0].ID != ids[2] || j.History[2].ID != ids[4] {
-		t.Fatalf("resume: %+v", j)
+	j := bob.JoinAfter("general", ids[1])
+	h := j.Frames("history")
+	if j["recovered"] != true || len(h) != 3 || h[0].Str("id") != ids[2] || h[2].Str("id") != ids[4] {
+		t.Fatalf("resume: %v", j)
 	}
 	carol := e.connect("carol", nil)
-	j = carol.join("general", "bogus")
-	if *j.Recovered || len(j.History) != 5 {
-		t.Fatalf("bogus resume: %+v", j)
+	j = carol.JoinAfter("general", "bogus")
+	if j["recovered"] != false || len(j.Frames("history")) != 5 {
+		t.Fatalf("bogus resume: %v", j)
 	}
 }
 
@@ -353,14 +346,14 @@ func TestDMAllConnections(t *testing.T) {
 	bc, _ := e.login("bob")
 	a1, a2 := e.connect("alice", ac), e.connect("alice", ac)
 	b1, b2 := e.connect("bob", bc), e.connect("bob", bc)
-	a1.send(`{"type":"dm","to":"bob","text":"hi","ref":"d1"}`)
-	for i, w := range []*wsc{a1, a2, b1, b2} {
-		f := w.expect("dm")
-		if f.From != "alice" || f.To != "bob" || f.Text != "hi" || f.ID == "" || f.TS == 0 {
-			t.Fatalf("conn %d: %+v", i, f)
+	a1.Send(`{"type":"dm","to":"bob","text":"hi","ref":"d1"}`)
+	for i, w := range []*webtest.Conn{a1, a2, b1, b2} {
+		f := w.ExpectNext("dm", waitFor)
+		if f.Str("from") != "alice" || f.Str("to") != "bob" || f.Str("text") != "hi" || f.Str("id") == "" || f.Int("ts") == 0 {
+			t.Fatalf("conn %d: %v", i, f)
 		}
-		if hasRef := f.Ref != nil; hasRef != (i == 0) {
-			t.Fatalf("conn %d: ref %v", i, f.Ref)
+		if hasRef := f["ref"] != nil; hasRef != (i == 0) {
+			t.Fatalf("conn %d: ref %v", i, f["ref"])
 		}
 	}
 }
@@ -369,28 +362,29 @@ func TestRateLimitFrame(t *testing.T) {
 	e := newEnv(t, envOpts{hub: func(c *chat.Config) { c.RateLimit = 0.001; c.RateBurst = 2 }})
 	w := e.connect("alice", nil)
 	for i := range 3 {
-		w.send(`{"type":"ping","ref":"p%d"}`, i)
+		w.Send(fmt.Sprintf(`{"type":"ping","ref":"p%d"}`, i))
 	}
-	w.expect("pong")
-	w.expect("pong")
-	if f := w.expect("error"); f.Code != chat.CodeRateLimited || *f.Ref != "p2" {
-		t.Fatalf("%+v", f)
+	w.ExpectNext("pong", waitFor)
+	w.ExpectNext("pong", waitFor)
+	if f := w.ExpectNext("error", waitFor); f.Str("code") != chat.CodeRateLimited || f.Str("ref") != "p2" {
+		t.Fatalf("%v", f)
 	}
 }
 
 func TestTooLarge(t *testing.T) {
 	e := newEnv(t, envOpts{web: func(c *Config) { c.MaxFrameBytes = 1024; c.HardFrameBytes = 8192 }})
 	w := e.connect("alice", nil)
-	w.send(`{"type":"send","room":"general","text":"%s"}`, strings.Repeat("x", 2000))
-	if f := w.expect("error"); f.Code != chat.CodeTooLarge {
-		t.Fatalf("%+v", f)
+	w.Send(sendText(strings.Repeat("x", 2000)))
+	if f := w.ExpectNext("error", waitFor); f.Str("code") != chat.CodeTooLarge {
+		t.Fatalf("%v", f)
 	}
-	w.send(`{"type":"ping"}`)
-	w.expect("pong")
+	w.Send(`{"type":"ping"}`)
+	w.ExpectNext("pong", waitFor)
 	// Far past the hard cap, so that the node closes with most of the
-	// frame unread: the close frame must still reach the client.
-	w.send(`{"type":"send","room":"general","text":"%s"}`, strings.Repeat("x", 256<<10))
-	if code := w.closeCode(); code != websocket.CloseMessageTooBig {
+	// frame unread: the close frame must still reach the client. The
+	// write itself may fail: the client answers the close while writing.
+	_ = w.TrySend([]byte(sendText(strings.Repeat("x", 256<<10))))
+	if code := w.Closed(waitFor); code != websocket.CloseMessageTooBig {
 		t.Fatalf("close code %d", code)
 	}
 }
@@ -398,9 +392,10 @@ func TestTooLarge(t *testing.T) {
 func TestSlowConsumer(t *testing.T) {
 	e := newEnv(t, envOpts{hub: func(c *chat.Config) { c.QueueBytes = 16 << 10; c.RateLimit = chat.NoRateLimit }})
 	slow := e.connect("slow", nil)
-	slow.join("general", "")
+	slow.Join("general")
+	slow.Pause()
 	fast := e.connect("fast", nil)
-	fast.join("general", "")
+	fast.Join("general")
 	// fast sends the next message once its previous one came back, so
 	// it keeps up; slow reads nothing.
 	text := strings.Repeat("x", 3000)
@@ -408,12 +403,13 @@ func TestSlowConsumer(t *testing.T) {
 		if i == 10000 {
 			t.Fatal("slow consumer never disconnected")
 		}
-		fast.send(`{"type":"send","room":"general","text":"%s","ref":"r%d"}`, text, i)
-		fast.until("ack", func(f frame) bool { return f.Type == "message" && f.Ref != nil && *f.Ref == fmt.Sprintf("r%d", i) })
+		ref := fmt.Sprintf("r%d", i)
+		fast.Send(map[string]string{"type": "send", "room": "general", "text": text, "ref": ref})
+		fast.Expect("message", waitFor, func(f webtest.Frame) bool { return f.Str("ref") == ref })
 	}
 	// The close frame gets through when the socket has room for it; a
 	// client whose socket is full sees the connection drop instead.
-	if code := slow.closeCode(); code != chat.CloseSlowConsumer && code != websocket.CloseAbnormalClosure {
+	if code := slow.Closed(waitFor); code != chat.CloseSlowConsumer && code != websocket.CloseAbnormalClosure {
 		t.Fatalf("close code %d", code)
 	}
 }
@@ -491,17 +487,17 @@ func TestProbesAndJSONErrors(t *testing.T) {
 func TestShutdownClosesWith1012(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	w := e.connect("alice", nil)
-	w.join("general", "")
+	w.Join("general")
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()
 		done <- e.srv.Shutdown(ctx)
 	}()
-	if code := w.closeCode(); code != websocket.CloseServiceRestart {
+	if code := w.Closed(waitFor); code != websocket.CloseServiceRestart {
 		t.Fatalf("close code %d", code)
 	}
-	w.conn.Close()
+	w.Close()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +511,7 @@ func TestLogoutClosesSockets(t *testing.T) {
 	c, _ := e.login("alice")
 	w := e.connect("alice", c)
 	e.do(c, "POST", "/api/logout", "", nil, nil)
-	if code := w.closeCode(); code != chat.CloseLoggedOut {
+	if code := w.Closed(waitFor); code != chat.CloseLoggedOut {
 		t.Fatalf("close code %d", code)
 	}
 }
@@ -583,8 +579,7 @@ func TestRedisSessions(t *testing.T) {
 	if n := len(rdb.Keys(context.Background(), store.RedisKeyPrefix+"*").Val()); n != 0 {
 		t.Fatalf("%d session keys after logout", n)
 	}
-	jar, _ := cookiejar.New(nil)
-	replay := &http.Client{Jar: jar}
+	replay := newClient(t)
 	replay.Jar.SetCookies(mustURL(e.ts.URL), []*http.Cookie{{Name: ck.Name, Value: ck.Value}})
 	if resp := e.do(replay, "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
 		t.Fatalf("replayed: %d", resp.StatusCode)
@@ -663,13 +658,7 @@ func TestSessionsRefusedUntilRevocationsLoaded(t *testing.T) {
 		t.Fatalf("no session: %d", resp.StatusCode)
 	}
 	gate.open.Store(true)
-	deadline := time.Now().Add(waitFor)
-	for !e.rev.Loaded() {
-		if time.Now().After(deadline) {
-			t.Fatal("revocations not loaded")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	clustertest.WaitFor(t, waitFor, "revocations loaded", e.rev.Loaded)
 	if resp := e.do(c, "GET", "/api/me", "", nil, nil); resp.StatusCode != 200 {
 		t.Fatalf("cookie after load: %d", resp.StatusCode)
 	}
@@ -682,13 +671,13 @@ func TestTooLargeIsRateLimited(t *testing.T) {
 		web: func(c *Config) { c.MaxFrameBytes = 1024; c.HardFrameBytes = 8192 },
 	})
 	w := e.connect("alice", nil)
-	big := strings.Repeat("x", 2000)
+	big := sendText(strings.Repeat("x", 2000))
 	for range 3 {
-		w.send(`{"type":"send","room":"general","text":"%s"}`, big)
+		w.Send(big)
 	}
 	for _, want := range []string{chat.CodeTooLarge, chat.CodeTooLarge, chat.CodeRateLimited} {
-		if f := w.expect("error"); f.Code != want {
-			t.Fatalf("got %+v, want %s", f, want)
+		if f := w.ExpectNext("error", waitFor); f.Str("code") != want {
+			t.Fatalf("got %v, want %s", f, want)
 		}
 	}
 }
@@ -703,27 +692,17 @@ func TestKeepalive(t *testing.T) {
 		c.PongTimeout = 150 * time.Millisecond
 	}})
 
-	alive := e.connect("alive", nil)
 	pings := make(chan struct{}, 100)
-	alive.conn.SetPingHandler(func(data string) error {
-		select {
-		case pings <- struct{}{}:
-		default:
-		}
-		return alive.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(waitFor))
-	})
-	frames := make(chan []byte, 16)
-	go func() {
-		defer close(frames)
-		for {
-			_ = alive.conn.SetReadDeadline(time.Now().Add(waitFor))
-			_, data, err := alive.conn.ReadMessage()
-			if err != nil {
-				return
+	c, _ := e.login("alive")
+	alive := webtest.Dial(t, e.ts.URL, e.session("alive", c), webtest.DialOptions{
+		ReadBuffer: wsReadBuffer,
+		OnPing: func(string) {
+			select {
+			case pings <- struct{}{}:
+			default:
 			}
-			frames <- data
-		}
-	}()
+		},
+	})
 	// Well past PongTimeout: ten pings, each answered.
 	deadline := time.After(waitFor)
 	for range 10 {
@@ -733,36 +712,15 @@ func TestKeepalive(t *testing.T) {
 			t.Fatal("fewer than 10 pings")
 		}
 	}
-	if err := alive.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","room":"lobby"}`)); err != nil {
-		t.Fatal(err)
-	}
-	for joined := false; !joined; {
-		select {
-		case f, ok := <-frames:
-			if !ok {
-				t.Fatal("connection closed while pongs were answered")
-			}
-			joined = strings.Contains(string(f), `"type":"joined"`)
-		case <-deadline:
-			t.Fatal("no joined frame after idling")
-		}
-	}
+	alive.Send(`{"type":"join","room":"lobby"}`)
+	alive.Expect("joined", waitFor, nil)
 
-	// This one never reads, so never answers a ping.
-	e.connect("silent", nil)
-	waitUntil(t, "silent connection dropped", func() bool { return e.hub.Clients() == 1 })
-	alive.conn.Close()
-	for range frames {
-	}
+	// This one stops reading after its welcome, so never answers a ping.
+	e.connect("silent", nil).Pause()
+	clustertest.WaitFor(t, waitFor, "the silent connection to be dropped", func() bool { return e.hub.Clients() == 1 })
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+// sendText is a send frame of text to room general.
+func sendText(text string) string {
+	return fmt.Sprintf(`{"type":"send","room":"general","text":"%s"}`, text)
 }

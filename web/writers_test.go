@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/cluster/clustertest"
 )
 
 // jobFunc adapts a func to writeJob.
@@ -19,10 +21,10 @@ func TestWritersReuseGoroutines(t *testing.T) {
 	for i := range 100 {
 		// Once the previous job's writer waits again, the next job goes
 		// to it.
-		waitUntil(t, "the writer to wait", func() bool { return ran.Load() == int32(i) && p.waitingCount() == int(p.live.Load()) })
+		clustertest.WaitFor(t, waitFor, "the writer to wait", func() bool { return ran.Load() == int32(i) && p.waitingCount() == int(p.live.Load()) })
 		p.run(jobFunc(func() { ran.Add(1) }))
 	}
-	waitUntil(t, "every job", func() bool { return ran.Load() == 100 })
+	clustertest.WaitFor(t, waitFor, "every job", func() bool { return ran.Load() == 100 })
 	if n := p.live.Load(); n != 1 {
 		t.Errorf("%d writer goroutines for 100 jobs in a row, want 1", n)
 	}
@@ -57,12 +59,12 @@ func TestWritersExitWhenIdle(t *testing.T) {
 	for range 3 {
 		p.run(jobFunc(func() {}))
 	}
-	waitUntil(t, "idle writers to exit", func() bool { return p.live.Load() == 0 })
+	clustertest.WaitFor(t, waitFor, "idle writers to exit", func() bool { return p.live.Load() == 0 })
 	// The pool works again after letting everyone go.
 	done := make(chan struct{})
 	p.run(jobFunc(func() { close(done) }))
 	<-done
-	waitUntil(t, "the new writer to exit", func() bool { return p.live.Load() == 0 })
+	clustertest.WaitFor(t, waitFor, "the new writer to exit", func() bool { return p.live.Load() == 0 })
 }
 
 // TestWritersKeepTheBusyOne: with writers that have waited idle let go,
@@ -81,7 +83,7 @@ func TestWritersKeepTheBusyOne(t *testing.T) {
 	}
 	started.Wait()
 	close(release)
-	waitUntil(t, "the writers to wait", func() bool { return p.waitingCount() == int(p.live.Load()) })
+	clustertest.WaitFor(t, waitFor, "the writers to wait", func() bool { return p.waitingCount() == int(p.live.Load()) })
 	// Keep one busy: each job goes to the writer that waited least, so
 	// the other two wait on and are let go.
 	for deadline := time.Now().Add(waitFor); p.live.Load() > 1; {
@@ -91,7 +93,7 @@ func TestWritersKeepTheBusyOne(t *testing.T) {
 		done := make(chan struct{})
 		p.run(jobFunc(func() { close(done) }))
 		<-done
-		waitUntil(t, "the busy writer to wait", func() bool { return p.waitingCount() == int(p.live.Load()) })
+		clustertest.WaitFor(t, waitFor, "the busy writer to wait", func() bool { return p.waitingCount() == int(p.live.Load()) })
 	}
 	// (A stall longer than idle on a loaded machine may let the busy one
 	// go too; only the writers that waited idle are ever let go.)
@@ -106,7 +108,7 @@ func TestWritersCloseWaitsForRunningJobs(t *testing.T) {
 		finished.Store(true)
 	}))
 	p.run(jobFunc(func() {})) // a second writer, soon waiting
-	waitUntil(t, "the second writer to wait", func() bool { return p.waitingCount() == 1 })
+	clustertest.WaitFor(t, waitFor, "the second writer to wait", func() bool { return p.waitingCount() == 1 })
 	closed := make(chan struct{})
 	go func() {
 		p.close()

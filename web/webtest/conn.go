@@ -4,10 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,104 +17,56 @@ import (
 type Conn struct {
 	tb      testing.TB
 	ws      *websocket.Conn
-	Welcome Frame // the first frame, read by Dial
+	sock    *pausable // nil when Wrap was given a connection TryDial did not open
+	Welcome Frame     // the first frame, read by Dial
 	frames  chan Frame
-	done    chan struct{}
+	done    chan struct{} // closed once the reader has set closeErr
+	mu      sync.Mutex    // serializes writes
 
-	mu       sync.Mutex // guards closeErr and writes
-	closeErr error
-}
-
-// DialOptions shape a dial beyond the session's cookies.
-type DialOptions struct {
-	Origin string      // sent as the Origin header when set
-	Query  string      // appended to /ws, without "?"
-	Header http.Header // more request headers
-	// NetDial, when set, opens the TCP connection (to shrink buffers, for
-	// example).
-	NetDial func(network, addr string) (net.Conn, error)
-}
-
-// Dial opens /ws on base with the session's cookies, reads the welcome
-// frame and checks that it names the session's user. The connection is
-// closed when the test ends.
-func Dial(tb testing.TB, base string, s Session, o DialOptions) *Conn {
-	tb.Helper()
-	ws, resp, err := TryDial(base, s, o)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		tb.Fatalf("dial %s/ws as %s: %v (status %d)", base, s.User, err, status)
-	}
-	c := Wrap(tb, ws)
-	c.Welcome = c.Expect("welcome", 10*time.Second, nil)
-	if s.User != "" && c.Welcome.Str("user") != s.User {
-		tb.Fatalf("welcome for %s: %v", s.User, c.Welcome)
-	}
-	return c
-}
-
-// TryDial opens /ws on base and returns the raw connection, or the
-// handshake's error and response: for tests of refused upgrades.
-func TryDial(base string, s Session, o DialOptions) (*websocket.Conn, *http.Response, error) {
-	h := http.Header{}
-	for k, v := range o.Header {
-		h[k] = v
-	}
-	for _, c := range s.Cookies {
-		h.Add("Cookie", c.Name+"="+c.Value)
-	}
-	if o.Origin != "" {
-		h.Set("Origin", o.Origin)
-	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDial: o.NetDial}
-	u := "ws" + strings.TrimPrefix(base, "http") + "/ws"
-	if o.Query != "" {
-		u += "?" + o.Query
-	}
-	return d.Dial(u, h)
+	closeErr error // why the connection ended
 }
 
 // Wrap starts reading frames from an open connection. The connection is
 // closed when the test ends.
 func Wrap(tb testing.TB, ws *websocket.Conn) *Conn {
 	c := &Conn{tb: tb, ws: ws, frames: make(chan Frame, 10000), done: make(chan struct{})}
+	c.sock, _ = ws.UnderlyingConn().(*pausable)
 	go c.read()
 	tb.Cleanup(c.Close)
 	return c
 }
 
+// read decodes frames until the connection ends. Setting closeErr
+// before closing done, and done before frames, lets whoever sees either
+// closed read closeErr.
 func (c *Conn) read() {
-	defer close(c.done)
-	defer close(c.frames)
+	c.closeErr = c.readFrames()
+	close(c.done)
+	close(c.frames)
+}
+
+func (c *Conn) readFrames() error {
 	for {
 		_, data, err := c.ws.ReadMessage()
 		if err != nil {
-			c.setErr(err)
-			return
+			return err
 		}
 		var f Frame
 		if err := json.Unmarshal(data, &f); err != nil {
-			c.setErr(fmt.Errorf("bad frame %q: %w", data, err))
-			return
+			return fmt.Errorf("bad frame %q: %w", data, err)
 		}
 		c.frames <- f
 	}
 }
 
-func (c *Conn) setErr(err error) {
-	c.mu.Lock()
-	c.closeErr = err
-	c.mu.Unlock()
-}
-
-// Err is why the connection ended, once it has.
+// Err is why the connection ended, or nil while it is open.
 func (c *Conn) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closeErr
+	select {
+	case <-c.done:
+		return c.closeErr
+	default:
+		return nil
+	}
 }
 
 // Close closes the connection and waits for the reader. Safe to call more
@@ -174,14 +123,19 @@ func (c *Conn) Next(timeout time.Duration) Frame {
 // TryNext returns the next frame, or false on timeout or when the
 // connection has ended.
 func (c *Conn) TryNext(timeout time.Duration) (Frame, bool) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case f, ok := <-c.frames:
-		return f, ok
-	case <-timer.C:
-		return nil, false
+	f, err := c.scan(timeout, func(Frame) bool { return true })
+	return f, err == nil
+}
+
+// ExpectNext returns the next frame and fails the test unless it is of
+// type typ: for tests that assert that nothing comes before it.
+func (c *Conn) ExpectNext(typ string, timeout time.Duration) Frame {
+	c.tb.Helper()
+	f := c.Next(timeout)
+	if f.Type() != typ {
+		c.tb.Fatalf("got %v, want a %q frame next", f, typ)
 	}
+	return f
 }
 
 // Expect returns the next frame of type typ matching match (nil matches
@@ -205,21 +159,45 @@ func (c *Conn) ExpectAny(timeout time.Duration, match func(Frame) bool) Frame {
 
 func (c *Conn) until(what string, timeout time.Duration, match func(Frame) bool) Frame {
 	c.tb.Helper()
+	var skipped []string
+	f, err := c.scan(timeout, func(f Frame) bool {
+		if match(f) {
+			return true
+		}
+		skipped = append(skipped, f.Type())
+		return false
+	})
+	switch err {
+	case errEnded:
+		c.tb.Fatalf("waiting for %s: connection ended: %v (skipped %v)", what, c.Err(), limit(skipped))
+	case errTimedOut:
+		c.tb.Fatalf("timed out after %v waiting for %s; skipped %v", timeout, what, limit(skipped))
+	}
+	return f
+}
+
+var (
+	errEnded    = errors.New("connection ended")
+	errTimedOut = errors.New("timed out")
+)
+
+// scan consumes frames until stop returns true for one, which it
+// returns; or until the connection ends (errEnded) or timeout passes
+// (errTimedOut).
+func (c *Conn) scan(timeout time.Duration, stop func(Frame) bool) (Frame, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	var skipped []string
 	for {
 		select {
 		case f, ok := <-c.frames:
 			if !ok {
-				c.tb.Fatalf("waiting for %s: connection ended: %v (skipped %v)", what, c.Err(), limit(skipped))
+				return nil, errEnded
 			}
-			if match(f) {
-				return f
+			if stop(f) {
+				return f, nil
 			}
-			skipped = append(skipped, f.Type())
 		case <-timer.C:
-			c.tb.Fatalf("timed out after %v waiting for %s; skipped %v", timeout, what, limit(skipped))
+			return nil, errTimedOut
 		}
 	}
 }
@@ -234,27 +212,27 @@ func limit(s []string) []string {
 // Quiet fails the test if a frame matching match arrives within d.
 func (c *Conn) Quiet(d time.Duration, what string, match func(Frame) bool) {
 	c.tb.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case f, ok := <-c.frames:
-			if !ok {
-				return
-			}
-			if match(f) {
-				c.tb.Fatalf("unexpected %s: %v", what, f)
-			}
-		case <-timer.C:
-			return
-		}
+	if f, err := c.scan(d, match); err == nil {
+		c.tb.Fatalf("unexpected %s: %v", what, f)
 	}
 }
 
 // Join joins room and returns the joined frame.
 func (c *Conn) Join(room string) Frame {
 	c.tb.Helper()
-	c.Send(map[string]string{"type": "join", "room": room})
+	return c.JoinAfter(room, "")
+}
+
+// JoinAfter joins room resuming after the message with id after (none
+// when ""), and returns the joined frame: its history is what came
+// after that message.
+func (c *Conn) JoinAfter(room, after string) Frame {
+	c.tb.Helper()
+	join := map[string]string{"type": "join", "room": room}
+	if after != "" {
+		join["after"] = after
+	}
+	c.Send(join)
 	return c.Expect("joined", 10*time.Second, func(f Frame) bool { return f.Str("room") == room })
 }
 
@@ -279,26 +257,19 @@ func (c *Conn) JoinUntil(room string, timeout time.Duration, ok func([]string) b
 }
 
 // Closed waits for the server to end the connection and returns the close
-// code (0 if it ended without a close frame).
+// code (0 if it ended without a close frame). It resumes a paused
+// connection: the close frame is read like any other.
 func (c *Conn) Closed(timeout time.Duration) int {
 	c.tb.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		select {
-		case _, ok := <-c.frames:
-			if ok {
-				continue
-			}
-			var ce *websocket.CloseError
-			if errors.As(c.Err(), &ce) {
-				return ce.Code
-			}
-			return 0
-		case <-timer.C:
-			c.tb.Fatalf("connection still open after %v", timeout)
-		}
+	c.Resume()
+	if _, err := c.scan(timeout, func(Frame) bool { return false }); err == errTimedOut {
+		c.tb.Fatalf("connection still open after %v", timeout)
 	}
+	var ce *websocket.CloseError
+	if errors.As(c.Err(), &ce) {
+		return ce.Code
+	}
+	return 0
 }
 
 // SendRetry sends text to room until the sender's own copy comes back,

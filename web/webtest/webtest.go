@@ -28,6 +28,18 @@ func Client(tb testing.TB, jar http.CookieJar) *http.Client {
 	return &http.Client{Transport: tr, Jar: jar, Timeout: 10 * time.Second}
 }
 
+// CookieClient is Client with a fresh cookie jar, as a browser keeps one:
+// what the server sets (a session, its renewal, its removal) comes back
+// with the next request.
+func CookieClient(tb testing.TB) *http.Client {
+	tb.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Client(tb, jar)
+}
+
 // Get returns the status and body of a GET, 0 when the request fails.
 func Get(tb testing.TB, url string, cookies []*http.Cookie) (int, []byte) {
 	tb.Helper()
@@ -58,8 +70,7 @@ type Session struct {
 // Login posts /api/login {"name":user} on base and returns the session.
 func Login(tb testing.TB, base, user string) Session {
 	tb.Helper()
-	jar, _ := cookiejar.New(nil)
-	resp, err := Client(tb, jar).Post(base+"/api/login", "application/json", strings.NewReader(`{"name":"`+user+`"}`))
+	resp, err := CookieClient(tb).Post(base+"/api/login", "application/json", strings.NewReader(`{"name":"`+user+`"}`))
 	if err != nil {
 		tb.Fatalf("login %s at %s: %v", user, base, err)
 	}
@@ -163,13 +174,30 @@ func (f Frame) Type() string { return f.Str("type") }
 // Members is the string list field "members" (joined and presence frames).
 func (f Frame) Members() []string { return f.Strings("members") }
 
+// Int is the number field k (a timestamp), or 0.
+func (f Frame) Int(k string) int64 { n, _ := f[k].(float64); return int64(n) }
+
 // Strings is the string list field k.
-func (f Frame) Strings(k string) []string {
-	raw, _ := f[k].([]any)
-	out := make([]string, 0, len(raw))
-	for _, m := range raw {
-		if s, ok := m.(string); ok {
-			out = append(out, s)
+func (f Frame) Strings(k string) []string { return listOf[string](f[k]) }
+
+// Frames is the list field k of objects, such as a joined frame's
+// history.
+func (f Frame) Frames(k string) []Frame {
+	objs := listOf[map[string]any](f[k])
+	out := make([]Frame, len(objs))
+	for i, o := range objs {
+		out[i] = o
+	}
+	return out
+}
+
+// listOf is the elements of the JSON list v that are T.
+func listOf[T any](v any) []T {
+	raw, _ := v.([]any)
+	out := make([]T, 0, len(raw))
+	for _, e := range raw {
+		if t, ok := e.(T); ok {
+			out = append(out, t)
 		}
 	}
 	return out

@@ -489,6 +489,23 @@ function toggleDrawer(cls, button) {
   }
 }
 
+// onSidebarName handles a sidebar form that takes a room or user name,
+// with or without its sigil: act gets the name once it is valid, and the
+// input is cleared; an invalid one shows rule instead.
+function onSidebarName(form, input, sigil, rule, act) {
+  $(form).addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $(input).value.trim().replace(sigil, "");
+    if (!NAME_RE.test(name)) {
+      $("sidebar-error").textContent = rule;
+      return;
+    }
+    $("sidebar-error").textContent = "";
+    $(input).value = "";
+    act(name);
+  });
+}
+
 function wire() {
   $("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -523,29 +540,10 @@ function wire() {
     endSession("");
   });
 
-  $("join-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const input = $("room-input");
-    const room = input.value.trim().replace(/^#/, "");
-    if (!NAME_RE.test(room)) {
-      $("sidebar-error").textContent = "Room names: 1–32 letters, digits, _, . or -.";
-      return;
-    }
-    $("sidebar-error").textContent = "";
-    input.value = "";
+  onSidebarName("join-form", "room-input", /^#/, "Room names: 1–32 letters, digits, _, . or -.", (room) => {
     view?.pick((m) => m.joinRoom(room));
   });
-
-  $("dm-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const input = $("dm-input");
-    const peer = input.value.trim().replace(/^@/, "");
-    if (!NAME_RE.test(peer)) {
-      $("sidebar-error").textContent = "Names: 1–32 letters, digits, _, . or -.";
-      return;
-    }
-    $("sidebar-error").textContent = "";
-    input.value = "";
+  onSidebarName("dm-form", "dm-input", /^@/, "Names: 1–32 letters, digits, _, . or -.", (peer) => {
     view?.pick((m) => m.openDm(peer));
     $("message-input").focus();
   });

@@ -27,6 +27,15 @@ function setup(extra = {}) {
   return { client, events, states };
 }
 
+// welcomedInGeneral sets up a client that joins general, connects and is
+// welcomed.
+async function welcomedInGeneral() {
+  const t = setup();
+  t.client.join("general");
+  t.client.connect();
+  return { t, ws: await connectWelcome() };
+}
+
 function msg(id, text, extra = {}) {
   return { type: "message", room: "general", id, from: "bob", text, ts: 1, ...extra };
 }
@@ -72,10 +81,7 @@ const tests = {
   },
 
   async "a join refused as unavailable is retried"() {
-    const t = setup();
-    t.client.join("general");
-    t.client.connect();
-    const ws = await connectWelcome();
+    const { t, ws } = await welcomedInGeneral();
     const first = ws.last("join");
     if (!first.ref) throw new Error("join has no ref");
     ws.recv({ type: "error", code: "unavailable", message: "try later", ref: first.ref });
@@ -89,10 +95,7 @@ const tests = {
   },
 
   async "errors reject, unavailable retries"() {
-    const t = setup();
-    t.client.join("general");
-    t.client.connect();
-    const ws = await connectWelcome();
+    const { t, ws } = await welcomedInGeneral();
     ws.recv({ type: "joined", room: "general", members: [], history: [], recovered: false });
     const bad = t.client.send("general", "x");
     ws.recv({ type: "error", code: "bad_text", message: "nope", ref: bad.ref });
@@ -175,10 +178,7 @@ const tests = {
   },
 
   async "4001 logs out"() {
-    const t = setup();
-    t.client.join("general");
-    t.client.connect();
-    const ws = await connectWelcome();
+    const { t, ws } = await welcomedInGeneral();
     const p = t.client.dm("bob", "x");
     ws.drop(4001);
     let err = null;
@@ -207,10 +207,7 @@ const tests = {
   },
 
   async "typing is throttled and reset by a send"() {
-    const t = setup();
-    t.client.join("general");
-    t.client.connect();
-    const ws = await connectWelcome();
+    const { t, ws } = await welcomedInGeneral();
     ws.recv({ type: "joined", room: "general", members: [], history: [], recovered: false });
     t.client.typing("general");
     t.client.typing("general");
