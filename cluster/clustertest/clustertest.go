@@ -35,17 +35,19 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 }
 
 // Eventually polls cond until it holds (true) or timeout passes (false),
-// for callers that report the failure themselves.
+// for callers that report the failure themselves. It polls every
+// millisecond at first, backing off to every 20ms: a condition that holds
+// at once costs no wait, one that takes a while costs little CPU.
 func Eventually(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
-	for {
+	for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
 		if cond() {
 			return true
 		}
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pause)
 	}
 }
 
