@@ -38,20 +38,12 @@ func newHub(t testing.TB, net *inproc.Network, node string, mod func(*Config)) *
 	if err := h.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := h.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := cfg.Broker.Close(ctx); err != nil {
-			t.Errorf("broker close: %v", err)
-		}
-		// A wrapper closed it already; a replacement left it unused.
-		if err := b.Close(ctx); err != nil {
-			t.Errorf("inproc broker close: %v", err)
-		}
-	})
+	// Cleanups run last registered first: the hub, then its broker, then
+	// the inproc broker (a wrapper closed it already; a replacement left
+	// it unused).
+	clustertest.Cleanup(t, "inproc broker close", b.Close)
+	clustertest.Cleanup(t, "broker close", cfg.Broker.Close)
+	clustertest.Cleanup(t, "shutdown", h.Shutdown)
 	return h
 }
 

@@ -98,20 +98,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	ts := httptest.NewServer(srv.Handler())
 	e := &env{t: t, hub: hub, rev: rev, srv: srv, ts: ts}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("web shutdown: %v", err)
-		}
-		if err := rev.Shutdown(ctx); err != nil {
-			t.Errorf("revocations shutdown: %v", err)
-		}
-		ts.Close()
-		if err := b.Close(ctx); err != nil {
-			t.Errorf("broker close: %v", err)
-		}
-	})
+	// Cleanups run last registered first: web, revocations, listener,
+	// broker.
+	clustertest.Cleanup(t, "broker close", b.Close)
+	t.Cleanup(ts.Close)
+	clustertest.Cleanup(t, "revocations shutdown", rev.Shutdown)
+	clustertest.Cleanup(t, "web shutdown", srv.Shutdown)
 	return e
 }
 
