@@ -86,8 +86,8 @@ func TestMeshBoltRestartAll(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !res.Recovered || res.Latest != (transport.StreamPosition{Offset: 5, Epoch: m.last.Epoch}) || !slices.Equal(offsetsOf(res.Publications), []uint64{3, 4, 5}) {
-			t.Fatalf("%s: history since 2 after restart: recovered=%v latest=%+v offsets=%v; before: %+v", ch, res.Recovered, res.Latest, offsetsOf(res.Publications), m.last)
+		if !res.Recovered || res.Latest != (transport.StreamPosition{Offset: 5, Epoch: m.last.Epoch}) || !slices.Equal(brokertest.Offsets(res.Publications), []uint64{3, 4, 5}) {
+			t.Fatalf("%s: history since 2 after restart: recovered=%v latest=%+v offsets=%v; before: %+v", ch, res.Recovered, res.Latest, brokertest.Offsets(res.Publications), m.last)
 		}
 		if got := string(res.Publications[2].Data); got != ch+"/4" {
 			t.Fatalf("%s: offset 5 holds %q", ch, got)
@@ -116,8 +116,8 @@ func TestMeshBoltRestartAll(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(offsetsOf(all.Publications), []uint64{1, 2, 3, 4, 5, 6}) {
-			t.Fatalf("%s: history after restart %v", ch, offsetsOf(all.Publications))
+		if !slices.Equal(brokertest.Offsets(all.Publications), []uint64{1, 2, 3, 4, 5, 6}) {
+			t.Fatalf("%s: history after restart %v", ch, brokertest.Offsets(all.Publications))
 		}
 	}
 }
@@ -146,8 +146,8 @@ func TestMeshBoltRetentionSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Recovered || !slices.Equal(offsetsOf(res.Publications), []uint64{8, 9, 10, 11, 12}) || res.Latest.Epoch != last.Epoch {
-		t.Fatalf("after restart: recovered=%v offsets=%v latest=%+v", res.Recovered, offsetsOf(res.Publications), res.Latest)
+	if res.Recovered || !slices.Equal(brokertest.Offsets(res.Publications), []uint64{8, 9, 10, 11, 12}) || res.Latest.Epoch != last.Epoch {
+		t.Fatalf("after restart: recovered=%v offsets=%v latest=%+v", res.Recovered, brokertest.Offsets(res.Publications), res.Latest)
 	}
 }
 

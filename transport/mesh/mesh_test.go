@@ -33,15 +33,9 @@ func BenchmarkPublishDeliver(b *testing.B) {
 
 func TestFailoverKeepsEpochAndOffsets(t *testing.T) {
 	c, bs := newTestCluster(t, 3, nil)
-	recs := startAll(t, bs)
-	ctx := t.Context()
-	ch, backup := channelOwnedBy(t, bs, 0)
 	survivors := []int{1, 2}
-	for _, i := range survivors {
-		if err := bs[i].Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs, ch, backup := startOnChannel(t, bs, survivors...)
+	ctx := t.Context()
 	var first transport.Publication
 	for i := range 10 {
 		p, err := bs[survivors[i%2]].Publish(ctx, ch, []byte("before"+strconv.Itoa(i)), transport.PublishOptions{IdempotencyKey: "k" + strconv.Itoa(i)})
@@ -82,13 +76,13 @@ func TestFailoverKeepsEpochAndOffsets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := offsetsOf(res.Publications); !slices.Equal(got, seq(1, 20)) || res.Latest.Epoch != first.Epoch {
+	if got := brokertest.Offsets(res.Publications); !slices.Equal(got, brokertest.Seq(1, 20)) || res.Latest.Epoch != first.Epoch {
 		t.Fatalf("history after failover: %v in %s", got, res.Latest.Epoch)
 	}
 	for _, i := range survivors {
 		got := recs[i].WaitN(t, ch, 20)
-		if !slices.Equal(offsetsOf(got), seq(1, 20)) {
-			t.Fatalf("n%d delivered %v, want 1..20 once each", i, offsetsOf(got))
+		if !slices.Equal(brokertest.Offsets(got), brokertest.Seq(1, 20)) {
+			t.Fatalf("n%d delivered %v, want 1..20 once each", i, brokertest.Offsets(got))
 		}
 	}
 }
@@ -97,9 +91,8 @@ func TestFailoverKeepsEpochAndOffsets(t *testing.T) {
 // backup: the stream cannot be continued, so a new epoch starts.
 func TestFailoverWithoutReplicaStartsNewEpoch(t *testing.T) {
 	c, bs := newTestCluster(t, 3, nil)
-	startAll(t, bs)
+	_, ch, backup := startOnChannel(t, bs)
 	ctx := t.Context()
-	ch, backup := channelOwnedBy(t, bs, 0)
 	other := 3 - backup
 	p1, err := bs[other].Publish(ctx, ch, []byte("x"), transport.PublishOptions{})
 	if err != nil {
@@ -124,8 +117,7 @@ func TestFailoverWithoutReplicaStartsNewEpoch(t *testing.T) {
 
 func TestPublishToUnreachableOwnerFails(t *testing.T) {
 	c, bs := newTestCluster(t, 2, nil)
-	startAll(t, bs)
-	ch, _ := channelOwnedBy(t, bs, 0)
+	_, ch, _ := startOnChannel(t, bs)
 	c.kill(t, "n0") // still listed as alive: membership has not noticed yet
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
@@ -141,8 +133,7 @@ func TestBadKeyRejected(t *testing.T) {
 			cfg.Key = other
 		}
 	})
-	startAll(t, bs)
-	ch, _ := channelOwnedBy(t, bs, 0)
+	_, ch, _ := startOnChannel(t, bs)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
 	if _, err := bs[1].Publish(ctx, ch, []byte("x"), transport.PublishOptions{}); !errors.Is(err, transport.ErrUnavailable) {
@@ -255,14 +246,8 @@ func TestOwnershipSpreads(t *testing.T) {
 // deliver exactly the channel's history, with no gap and no duplicate.
 func TestFailoverUnderLoad(t *testing.T) {
 	c, bs := newTestCluster(t, 3, nil)
-	recs := startAll(t, bs)
+	recs, ch, _ := startOnChannel(t, bs, 1, 2)
 	ctx := t.Context()
-	ch, _ := channelOwnedBy(t, bs, 0)
-	for _, i := range []int{1, 2} {
-		if err := bs[i].Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
 	const perNode = 40
 	var wg sync.WaitGroup
 	var published atomic.Int64
@@ -297,15 +282,13 @@ func TestFailoverUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := uint64(2 * perNode)
-	if got := offsetsOf(res.Publications); !slices.Equal(got, seq(1, total)) {
+	if got := brokertest.Offsets(res.Publications); !slices.Equal(got, brokertest.Seq(1, total)) {
 		t.Fatalf("history offsets %v, want 1..%d", got, total)
 	}
 	for _, i := range []int{1, 2} {
 		got := recs[i].WaitN(t, ch, int(total))
-		if !slices.EqualFunc(got, res.Publications, func(a, b transport.Publication) bool {
-			return a.Offset == b.Offset && a.Epoch == b.Epoch && bytes.Equal(a.Data, b.Data)
-		}) {
-			t.Fatalf("n%d delivered %v, history has %v", i, offsetsOf(got), offsetsOf(res.Publications))
+		if !slices.EqualFunc(got, res.Publications, samePub) {
+			t.Fatalf("n%d delivered %v, history has %v", i, brokertest.Offsets(got), brokertest.Offsets(res.Publications))
 		}
 	}
 }
