@@ -84,6 +84,20 @@ func (r *Recorder) HandlePublication(ch string, pub transport.Publication) {
 	r.mu.Unlock()
 }
 
+// StartAll starts every broker of bs, each with a Recorder of its own,
+// and returns the recorders in the same order.
+func StartAll[B transport.Broker](tb testing.TB, bs ...B) []*Recorder {
+	tb.Helper()
+	recs := make([]*Recorder, len(bs))
+	for i, b := range bs {
+		recs[i] = NewRecorder()
+		if err := b.Start(tb.Context(), recs[i]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return recs
+}
+
 // Get returns a copy of what ch received so far.
 func (r *Recorder) Get(ch string) []transport.Publication {
 	r.mu.Lock()

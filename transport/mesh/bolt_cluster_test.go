@@ -47,7 +47,7 @@ func TestMeshBoltRestartAll(t *testing.T) {
 	ctx := t.Context()
 
 	c, bs := newBoltCluster(t, dirs, opts, nil)
-	startAll(t, bs)
+	brokertest.StartAll(t, bs...)
 	// Enough channels that every node owns and backs up some.
 	chans := make([]string, 12)
 	for i := range chans {
@@ -74,7 +74,7 @@ func TestMeshBoltRestartAll(t *testing.T) {
 	stopAll(t, c, bs)
 
 	c, bs = newBoltCluster(t, dirs, opts, nil)
-	recs := startAll(t, bs)
+	recs := brokertest.StartAll(t, bs...)
 	for i, ch := range chans {
 		m := before[ch]
 		nd, rec := bs[i%3], recs[i%3]
@@ -130,7 +130,7 @@ func TestMeshBoltRetentionSurvivesRestart(t *testing.T) {
 	dirs := testDirs(t, 2)
 	ctx := t.Context()
 	c, bs := newBoltCluster(t, dirs, opts, nil)
-	startAll(t, bs)
+	brokertest.StartAll(t, bs...)
 	var last transport.Publication
 	for j := range 12 {
 		p, err := bs[j%2].Publish(ctx, "r:roll", []byte(strconv.Itoa(j)), transport.PublishOptions{})
@@ -141,7 +141,7 @@ func TestMeshBoltRetentionSurvivesRestart(t *testing.T) {
 	}
 	stopAll(t, c, bs)
 	_, bs = newBoltCluster(t, dirs, opts, nil)
-	startAll(t, bs)
+	brokertest.StartAll(t, bs...)
 	res, err := bs[0].History(ctx, "r:roll", transport.HistoryRequest{Since: &transport.StreamPosition{Offset: 2, Epoch: last.Epoch}})
 	if err != nil {
 		t.Fatal(err)

@@ -260,24 +260,12 @@ func asBrokers(c *testCluster, bs []*Broker, closing bool) []transport.Broker {
 	return out
 }
 
-func startAll(t *testing.T, bs []*Broker) []*brokertest.Recorder {
-	t.Helper()
-	recs := make([]*brokertest.Recorder, len(bs))
-	for i, b := range bs {
-		recs[i] = brokertest.NewRecorder()
-		if err := b.Start(t.Context(), recs[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return recs
-}
-
 // startOnChannel starts every broker of bs, finds a channel that bs[0]
 // owns and subscribes the nodes subs to it. It returns the recorders, the
 // channel and the index of its backup.
 func startOnChannel(t *testing.T, bs []*Broker, subs ...int) ([]*brokertest.Recorder, string, int) {
 	t.Helper()
-	recs := startAll(t, bs)
+	recs := brokertest.StartAll(t, bs...)
 	ch, backup := channelOwnedBy(t, bs, 0)
 	subscribe(t, bs, ch, subs...)
 	return recs, ch, backup

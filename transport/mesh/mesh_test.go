@@ -182,7 +182,7 @@ func TestAuthenticate(t *testing.T) {
 
 func TestHandlerRejectsUnauthenticated(t *testing.T) {
 	c, bs := newTestCluster(t, 1, nil)
-	startAll(t, bs)
+	brokertest.StartAll(t, bs...)
 	srv := c.servers["n0"]
 	for path, want := range map[string]int{MountPath + "ws": http.StatusUnauthorized, MountPath + "nope": http.StatusNotFound} {
 		resp, err := http.Get(srv.URL + path)

@@ -46,7 +46,7 @@ func TestJoinWithDisagreeingViews(t *testing.T) {
 	ch := channelMovingTo(t, bs, 0, 2)
 	c.setView("n0", []string{"n0", "n1"})
 	c.setView("n1", []string{"n0", "n1"})
-	recs := startAll(t, bs)
+	recs := brokertest.StartAll(t, bs...)
 	ctx := t.Context()
 	subs := []int{0, 1, 2}
 	subscribe(t, bs, ch, subs...)

@@ -83,25 +83,12 @@ func cluster(tb testing.TB, srv *redistest.Server, n int, tweak func(*redis.Conf
 	return out
 }
 
-// startAll starts bs, each with a recorder of its own, and returns them.
-func startAll(t *testing.T, bs ...*redis.Broker) []*brokertest.Recorder {
-	t.Helper()
-	recs := make([]*brokertest.Recorder, len(bs))
-	for i, b := range bs {
-		recs[i] = brokertest.NewRecorder()
-		if err := b.Start(t.Context(), recs[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return recs
-}
-
 // startSubscribed starts a cluster of n nodes on srv, each with a recorder
 // of its own, and subscribes the nodes subs to ch.
 func startSubscribed(t *testing.T, srv *redistest.Server, n int, ch string, subs ...int) ([]*redis.Broker, []*brokertest.Recorder) {
 	t.Helper()
 	bs := cluster(t, srv, n, nil)
-	recs := startAll(t, bs...)
+	recs := brokertest.StartAll(t, bs...)
 	for _, i := range subs {
 		if err := bs[i].Subscribe(t.Context(), ch); err != nil {
 			t.Fatal(err)
@@ -332,7 +319,7 @@ func TestPresenceAliveAndRestart(t *testing.T) {
 	aliveFn := func(c *redis.Config) { c.Alive = func() []string { return alive.Load().([]string) } }
 	cfgs := configs(t, srv, 2, aliveFn)
 	bs := []*redis.Broker{newBroker(t, cfgs[0]), newBroker(t, cfgs[1])}
-	startAll(t, bs...)
+	brokertest.StartAll(t, bs...)
 	ctx := t.Context()
 	const ch = "r:pres"
 	for _, b := range bs {
@@ -359,7 +346,7 @@ func TestPresenceAliveAndRestart(t *testing.T) {
 	// clears what the previous run left. Simulate the crash by starting a
 	// second broker with n1's config without closing the first.
 	n1again := newBroker(t, cfgs[1])
-	startAll(t, n1again)
+	brokertest.StartAll(t, n1again)
 	check(bs[0], "n0")
 
 	// A graceful Close removes the node's own entries.
@@ -379,7 +366,7 @@ func TestHistoryMaxAge(t *testing.T) {
 	const age = 200 * time.Millisecond
 	srv := redistest.Start(t)
 	b := cluster(t, srv, 1, func(c *redis.Config) { c.HistoryMaxAge = age })[0]
-	startAll(t, b)
+	brokertest.StartAll(t, b)
 	ctx := t.Context()
 	const ch = "r:age"
 	var pubs []transport.Publication
