@@ -14,6 +14,58 @@ import (
 	"github.com/meshchat/meshchat/transport/brokertest"
 )
 
+// TestFailoverUnderLoad kills a channel's owner while two nodes publish
+// (retrying with idempotency keys, as the hub does): every survivor must
+// deliver exactly the channel's history, with no gap and no duplicate.
+func TestFailoverUnderLoad(t *testing.T) {
+	c, bs := newTestCluster(t, 3, nil)
+	recs, ch, _ := startOnChannel(t, bs, 1, 2)
+	ctx := t.Context()
+	const perNode = 40
+	var wg sync.WaitGroup
+	var published atomic.Int64
+	killed := make(chan struct{})
+	for _, i := range []int{1, 2} {
+		wg.Go(func() {
+			for j := range perNode {
+				key := fmt.Sprintf("n%d-%d", i, j)
+				for {
+					_, err := bs[i].Publish(ctx, ch, []byte(key), transport.PublishOptions{IdempotencyKey: key})
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, transport.ErrUnavailable) || ctx.Err() != nil {
+						t.Errorf("publish %s: %v", key, err)
+						return
+					}
+					<-killed // only the failover may make it unavailable
+				}
+				published.Add(1)
+			}
+		})
+	}
+	brokertest.Eventually(t, "some publications before the kill", func() bool { return published.Load() >= 20 })
+	c.kill(t, "n0")
+	c.remove("n0")
+	close(killed)
+	wg.Wait()
+
+	res, err := bs[1].History(ctx, ch, transport.HistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := uint64(2 * perNode)
+	if got := brokertest.Offsets(res.Publications); !slices.Equal(got, brokertest.Seq(1, total)) {
+		t.Fatalf("history offsets %v, want 1..%d", got, total)
+	}
+	for _, i := range []int{1, 2} {
+		got := recs[i].WaitN(t, ch, int(total))
+		if !slices.EqualFunc(got, res.Publications, samePub) {
+			t.Fatalf("n%d delivered %v, history has %v", i, brokertest.Offsets(got), brokertest.Offsets(res.Publications))
+		}
+	}
+}
+
 // TestPipelineOwnerKilledMidStream kills a channel's owner while many
 // publishers on the other nodes keep several publications of the channel
 // in flight at once. Every acknowledged publication must survive at the
