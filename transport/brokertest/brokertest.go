@@ -84,6 +84,20 @@ func (r *Recorder) HandlePublication(ch string, pub transport.Publication) {
 	r.mu.Unlock()
 }
 
+// StartAll starts every broker of bs, each with a Recorder of its own,
+// and returns the recorders in the same order.
+func StartAll[B transport.Broker](tb testing.TB, bs ...B) []*Recorder {
+	tb.Helper()
+	recs := make([]*Recorder, len(bs))
+	for i, b := range bs {
+		recs[i] = NewRecorder()
+		if err := b.Start(tb.Context(), recs[i]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return recs
+}
+
 // Get returns a copy of what ch received so far.
 func (r *Recorder) Get(ch string) []transport.Publication {
 	r.mu.Lock()
@@ -195,8 +209,9 @@ func history(t *testing.T, nd node, ch string, req transport.HistoryRequest) tra
 	return res
 }
 
-// offsets lists the publications' offsets.
-func offsets(pubs []transport.Publication) []uint64 {
+// Offsets lists the publications' offsets, for comparing a stream with
+// Seq and for failure messages.
+func Offsets(pubs []transport.Publication) []uint64 {
 	out := make([]uint64, len(pubs))
 	for i, p := range pubs {
 		out[i] = p.Offset
@@ -204,7 +219,8 @@ func offsets(pubs []transport.Publication) []uint64 {
 	return out
 }
 
-func seq(from, to uint64) []uint64 {
+// Seq is the offsets from..to, both included (nil when to < from).
+func Seq(from, to uint64) []uint64 {
 	var out []uint64
 	for o := from; o <= to; o++ {
 		out = append(out, o)
@@ -286,7 +302,7 @@ func testOffsetsAndEpoch(t *testing.T, f Factory) {
 		pubs = append(pubs, publish(t, nodes[0], ch, strconv.Itoa(i), transport.PublishOptions{}))
 	}
 	after := time.Now().Add(time.Second).UnixMilli()
-	if got := offsets(pubs); !slices.Equal(got, []uint64{1, 2, 3}) {
+	if got := Offsets(pubs); !slices.Equal(got, []uint64{1, 2, 3}) {
 		t.Fatalf("offsets %v, want [1 2 3]", got)
 	}
 	for _, p := range pubs {
@@ -348,7 +364,7 @@ func testOneOrderUnderConcurrency(t *testing.T, f Factory) {
 
 	total := perNode * len(nodes)
 	ref := nodes[0].rec.WaitN(t, ch, total)
-	if got := offsets(ref); !slices.Equal(got, seq(1, uint64(total))) {
+	if got := Offsets(ref); !slices.Equal(got, Seq(1, uint64(total))) {
 		t.Fatalf("node 0 delivery offsets %v, want 1..%d in order", got, total)
 	}
 	for i, nd := range nodes[1:] {
@@ -360,7 +376,7 @@ func testOneOrderUnderConcurrency(t *testing.T, f Factory) {
 	// One publisher's acks follow its own publish order.
 	for i, a := range acks {
 		if !slices.IsSortedFunc(a, func(x, y transport.Publication) int { return int(x.Offset) - int(y.Offset) }) {
-			t.Fatalf("node %d acks out of order: %v", i, offsets(a))
+			t.Fatalf("node %d acks out of order: %v", i, Offsets(a))
 		}
 		for _, p := range a {
 			if !samePub(p, ref[p.Offset-1]) {
@@ -407,7 +423,7 @@ func testEphemeral(t *testing.T, f Factory) {
 		}
 	}
 	res := history(t, nodes[1], ch, transport.HistoryRequest{})
-	if got := offsets(res.Publications); !slices.Equal(got, []uint64{1, 2}) {
+	if got := Offsets(res.Publications); !slices.Equal(got, []uint64{1, 2}) {
 		t.Fatalf("history offsets %v, want [1 2]: ephemeral publications must not be stored", got)
 	}
 }
@@ -428,22 +444,22 @@ func testHistory(t *testing.T, f Factory) {
 		want      []uint64
 		recovered bool
 	}{
-		{"latest 3", transport.HistoryRequest{Limit: 3}, seq(8, 10), false},
-		{"all", transport.HistoryRequest{}, seq(1, 10), false},
-		{"limit above size", transport.HistoryRequest{Limit: 50}, seq(1, 10), false},
-		{"since zero", transport.HistoryRequest{Since: at(0)}, seq(1, 10), true},
-		{"since middle", transport.HistoryRequest{Since: at(4)}, seq(5, 10), true},
-		{"since middle with limit", transport.HistoryRequest{Since: at(4), Limit: 2}, seq(5, 6), true},
+		{"latest 3", transport.HistoryRequest{Limit: 3}, Seq(8, 10), false},
+		{"all", transport.HistoryRequest{}, Seq(1, 10), false},
+		{"limit above size", transport.HistoryRequest{Limit: 50}, Seq(1, 10), false},
+		{"since zero", transport.HistoryRequest{Since: at(0)}, Seq(1, 10), true},
+		{"since middle", transport.HistoryRequest{Since: at(4)}, Seq(5, 10), true},
+		{"since middle with limit", transport.HistoryRequest{Since: at(4), Limit: 2}, Seq(5, 6), true},
 		{"since latest", transport.HistoryRequest{Since: at(10)}, nil, true},
-		{"since future", transport.HistoryRequest{Since: at(11), Limit: 3}, seq(8, 10), false},
-		{"wrong epoch", transport.HistoryRequest{Since: &transport.StreamPosition{Offset: 4, Epoch: "x" + epoch}, Limit: 3}, seq(8, 10), false},
-		{"empty epoch", transport.HistoryRequest{Since: &transport.StreamPosition{Offset: 4}}, seq(1, 10), false},
+		{"since future", transport.HistoryRequest{Since: at(11), Limit: 3}, Seq(8, 10), false},
+		{"wrong epoch", transport.HistoryRequest{Since: &transport.StreamPosition{Offset: 4, Epoch: "x" + epoch}, Limit: 3}, Seq(8, 10), false},
+		{"empty epoch", transport.HistoryRequest{Since: &transport.StreamPosition{Offset: 4}}, Seq(1, 10), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			for i, nd := range nodes {
 				res := history(t, nd, ch, tc.req)
-				if got := offsets(res.Publications); !slices.Equal(got, tc.want) && (len(got) > 0 || len(tc.want) > 0) {
+				if got := Offsets(res.Publications); !slices.Equal(got, tc.want) && (len(got) > 0 || len(tc.want) > 0) {
 					t.Fatalf("node %d: offsets %v, want %v", i, got, tc.want)
 				}
 				if res.Recovered != tc.recovered {
@@ -488,15 +504,15 @@ func testRetention(t *testing.T, f Factory) {
 		want      []uint64
 		recovered bool
 	}{
-		{"all retained", transport.HistoryRequest{}, seq(first, end), false},
-		{"since just before oldest", transport.HistoryRequest{Since: at(first - 1)}, seq(first, end), true},
-		{"since trimmed", transport.HistoryRequest{Since: at(first - 2)}, seq(first, end), false},
-		{"since long trimmed with limit", transport.HistoryRequest{Since: at(3), Limit: 10}, seq(end-9, end), false},
+		{"all retained", transport.HistoryRequest{}, Seq(first, end), false},
+		{"since just before oldest", transport.HistoryRequest{Since: at(first - 1)}, Seq(first, end), true},
+		{"since trimmed", transport.HistoryRequest{Since: at(first - 2)}, Seq(first, end), false},
+		{"since long trimmed with limit", transport.HistoryRequest{Since: at(3), Limit: 10}, Seq(end-9, end), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			res := history(t, nodes[0], ch, tc.req)
-			if got := offsets(res.Publications); !slices.Equal(got, tc.want) {
+			if got := Offsets(res.Publications); !slices.Equal(got, tc.want) {
 				t.Fatalf("offsets %v, want %v", got, tc.want)
 			}
 			if res.Recovered != tc.recovered {
@@ -534,12 +550,12 @@ func testIdempotency(t *testing.T, f Factory) {
 		got := nd.rec.WaitN(t, ch, 2)
 		settle(t, nodes[0], ch, nd) // anything extra would arrive before this
 		got = nd.rec.Get(ch)
-		if got = slices.DeleteFunc(got, func(p transport.Publication) bool { return p.Offset == 0 }); !slices.Equal(offsets(got), []uint64{1, 2}) {
-			t.Fatalf("node %d delivered offsets %v, want [1 2] (a deduplicated publish must not deliver)", i, offsets(got))
+		if got = slices.DeleteFunc(got, func(p transport.Publication) bool { return p.Offset == 0 }); !slices.Equal(Offsets(got), []uint64{1, 2}) {
+			t.Fatalf("node %d delivered offsets %v, want [1 2] (a deduplicated publish must not deliver)", i, Offsets(got))
 		}
 	}
 	res := history(t, nodes[0], ch, transport.HistoryRequest{})
-	if got := offsets(res.Publications); !slices.Equal(got, []uint64{1, 2}) {
+	if got := Offsets(res.Publications); !slices.Equal(got, []uint64{1, 2}) {
 		t.Fatalf("history offsets %v, want [1 2]", got)
 	}
 }

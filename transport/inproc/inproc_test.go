@@ -15,22 +15,28 @@ import (
 
 func TestMain(m *testing.M) { clustertest.VerifyTestMain(m) }
 
+// newBroker returns a broker closed at cleanup.
+func newBroker(tb testing.TB, cfg inproc.Config) *inproc.Broker {
+	tb.Helper()
+	b, err := inproc.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = b.Close(context.Background()) })
+	return b
+}
+
 // cluster returns n brokers on one fresh Network.
 func cluster(tb testing.TB, n int) []transport.Broker {
 	tb.Helper()
 	network := inproc.NewNetwork()
 	out := make([]transport.Broker, n)
 	for i := range out {
-		b, err := inproc.New(inproc.Config{
+		out[i] = newBroker(tb, inproc.Config{
 			HistorySize: brokertest.HistorySize,
 			Node:        "n" + strconv.Itoa(i),
 			Network:     network,
 		})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { _ = b.Close(context.Background()) })
-		out[i] = b
 	}
 	return out
 }
@@ -97,12 +103,8 @@ func TestStart(t *testing.T) {
 
 func TestHistoryMaxAge(t *testing.T) {
 	const age = 50 * time.Millisecond
-	b, err := inproc.New(inproc.Config{HistoryMaxAge: age})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newBroker(t, inproc.Config{HistoryMaxAge: age})
 	ctx := context.Background()
-	t.Cleanup(func() { _ = b.Close(ctx) })
 	old, err := b.Publish(ctx, "r:age", []byte("old"), transport.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -125,15 +127,8 @@ func TestHistoryMaxAge(t *testing.T) {
 func TestCloseRemovesPresence(t *testing.T) {
 	network := inproc.NewNetwork()
 	ctx := context.Background()
-	a, err := inproc.New(inproc.Config{Node: "a", Network: network})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := inproc.New(inproc.Config{Node: "b", Network: network})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(ctx) })
+	a := newBroker(t, inproc.Config{Node: "a", Network: network})
+	b := newBroker(t, inproc.Config{Node: "b", Network: network})
 	if err := a.AddPresence(ctx, "r:x", "alice"); err != nil {
 		t.Fatal(err)
 	}
@@ -155,12 +150,8 @@ func TestCloseRemovesPresence(t *testing.T) {
 
 func TestDedupeWindowExpires(t *testing.T) {
 	const window = 30 * time.Millisecond
-	b, err := inproc.New(inproc.Config{DedupeWindow: window})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newBroker(t, inproc.Config{DedupeWindow: window})
 	ctx := context.Background()
-	t.Cleanup(func() { _ = b.Close(ctx) })
 	opts := transport.PublishOptions{IdempotencyKey: "k"}
 	first, err := b.Publish(ctx, "r:d", []byte("x"), opts)
 	if err != nil {

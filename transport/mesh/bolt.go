@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -124,12 +125,8 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 	if err := transport.FillRetention("mesh: history log", &opts.HistorySize, &opts.HistoryMaxAge, &opts.DedupeWindow); err != nil {
 		return nil, err
 	}
-	if opts.MaxBatch == 0 {
-		opts.MaxBatch = DefaultBoltMaxBatch
-	}
-	if opts.LockTimeout == 0 {
-		opts.LockTimeout = DefaultBoltLockTimeout
-	}
+	opts.MaxBatch = cmp.Or(opts.MaxBatch, DefaultBoltMaxBatch)
+	opts.LockTimeout = cmp.Or(opts.LockTimeout, DefaultBoltLockTimeout)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("mesh: history log: %w", err)
 	}

@@ -47,7 +47,7 @@ func TestMeshBoltRestartAll(t *testing.T) {
 	ctx := t.Context()
 
 	c, bs := newBoltCluster(t, dirs, opts, nil)
-	startAll(t, bs)
+	brokertest.StartAll(t, bs...)
 	// Enough channels that every node owns and backs up some.
 	chans := make([]string, 12)
 	for i := range chans {
@@ -74,7 +74,7 @@ func TestMeshBoltRestartAll(t *testing.T) {
 	stopAll(t, c, bs)
 
 	c, bs = newBoltCluster(t, dirs, opts, nil)
-	recs := startAll(t, bs)
+	recs := brokertest.StartAll(t, bs...)
 	for i, ch := range chans {
 		m := before[ch]
 		nd, rec := bs[i%3], recs[i%3]
@@ -86,8 +86,8 @@ func TestMeshBoltRestartAll(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !res.Recovered || res.Latest != (transport.StreamPosition{Offset: 5, Epoch: m.last.Epoch}) || !slices.Equal(offsetsOf(res.Publications), []uint64{3, 4, 5}) {
-			t.Fatalf("%s: history since 2 after restart: recovered=%v latest=%+v offsets=%v; before: %+v", ch, res.Recovered, res.Latest, offsetsOf(res.Publications), m.last)
+		if !res.Recovered || res.Latest != (transport.StreamPosition{Offset: 5, Epoch: m.last.Epoch}) || !slices.Equal(brokertest.Offsets(res.Publications), []uint64{3, 4, 5}) {
+			t.Fatalf("%s: history since 2 after restart: recovered=%v latest=%+v offsets=%v; before: %+v", ch, res.Recovered, res.Latest, brokertest.Offsets(res.Publications), m.last)
 		}
 		if got := string(res.Publications[2].Data); got != ch+"/4" {
 			t.Fatalf("%s: offset 5 holds %q", ch, got)
@@ -116,8 +116,8 @@ func TestMeshBoltRestartAll(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(offsetsOf(all.Publications), []uint64{1, 2, 3, 4, 5, 6}) {
-			t.Fatalf("%s: history after restart %v", ch, offsetsOf(all.Publications))
+		if !slices.Equal(brokertest.Offsets(all.Publications), []uint64{1, 2, 3, 4, 5, 6}) {
+			t.Fatalf("%s: history after restart %v", ch, brokertest.Offsets(all.Publications))
 		}
 	}
 }
@@ -130,7 +130,7 @@ func TestMeshBoltRetentionSurvivesRestart(t *testing.T) {
 	dirs := testDirs(t, 2)
 	ctx := t.Context()
 	c, bs := newBoltCluster(t, dirs, opts, nil)
-	startAll(t, bs)
+	brokertest.StartAll(t, bs...)
 	var last transport.Publication
 	for j := range 12 {
 		p, err := bs[j%2].Publish(ctx, "r:roll", []byte(strconv.Itoa(j)), transport.PublishOptions{})
@@ -141,13 +141,13 @@ func TestMeshBoltRetentionSurvivesRestart(t *testing.T) {
 	}
 	stopAll(t, c, bs)
 	_, bs = newBoltCluster(t, dirs, opts, nil)
-	startAll(t, bs)
+	brokertest.StartAll(t, bs...)
 	res, err := bs[0].History(ctx, "r:roll", transport.HistoryRequest{Since: &transport.StreamPosition{Offset: 2, Epoch: last.Epoch}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Recovered || !slices.Equal(offsetsOf(res.Publications), []uint64{8, 9, 10, 11, 12}) || res.Latest.Epoch != last.Epoch {
-		t.Fatalf("after restart: recovered=%v offsets=%v latest=%+v", res.Recovered, offsetsOf(res.Publications), res.Latest)
+	if res.Recovered || !slices.Equal(brokertest.Offsets(res.Publications), []uint64{8, 9, 10, 11, 12}) || res.Latest.Epoch != last.Epoch {
+		t.Fatalf("after restart: recovered=%v offsets=%v latest=%+v", res.Recovered, brokertest.Offsets(res.Publications), res.Latest)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/meshchat/meshchat/transport"
+	"github.com/meshchat/meshchat/transport/brokertest"
 )
 
 func openTestBolt(t testing.TB, path string, opts BoltOptions) *Bolt {
@@ -201,7 +202,7 @@ func TestBoltRetention(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := offsetsOf(st.Pubs); !slices.Equal(got, tt.wantPubs) || st.Offset != uint64(tt.n) {
+				if got := brokertest.Offsets(st.Pubs); !slices.Equal(got, tt.wantPubs) || st.Offset != uint64(tt.n) {
 					t.Fatalf("pubs %v (offset %d), want %v (offset %d)", got, st.Offset, tt.wantPubs, tt.n)
 				}
 				if got := keysOf(st.Keys); !slices.Equal(got, tt.wantKeys) {
@@ -264,7 +265,7 @@ func TestBoltResetAppliesRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(offsetsOf(got.Pubs), []uint64{3, 4}) || !slices.Equal(keysOf(got.Keys), []string{"new"}) || got.Offset != 4 {
+	if !slices.Equal(brokertest.Offsets(got.Pubs), []uint64{3, 4}) || !slices.Equal(keysOf(got.Keys), []string{"new"}) || got.Offset != 4 {
 		t.Fatalf("after reset: %+v", got)
 	}
 }

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -127,18 +128,10 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.RequestTimeout < 0 || cfg.QueueBytes < 0 || cfg.DialTimeout < 0 {
 		return nil, errors.New("mesh broker: negative duration or size in Config")
 	}
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	if cfg.QueueBytes == 0 {
-		cfg.QueueBytes = DefaultQueueBytes
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = DefaultDialTimeout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
+	cfg.QueueBytes = cmp.Or(cfg.QueueBytes, DefaultQueueBytes)
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultDialTimeout)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.Key = slices.Clone(cfg.Key)
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{

@@ -7,6 +7,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -259,16 +260,25 @@ func asBrokers(c *testCluster, bs []*Broker, closing bool) []transport.Broker {
 	return out
 }
 
-func startAll(t *testing.T, bs []*Broker) []*brokertest.Recorder {
+// startOnChannel starts every broker of bs, finds a channel that bs[0]
+// owns and subscribes the nodes subs to it. It returns the recorders, the
+// channel and the index of its backup.
+func startOnChannel(t *testing.T, bs []*Broker, subs ...int) ([]*brokertest.Recorder, string, int) {
 	t.Helper()
-	recs := make([]*brokertest.Recorder, len(bs))
-	for i, b := range bs {
-		recs[i] = brokertest.NewRecorder()
-		if err := b.Start(t.Context(), recs[i]); err != nil {
+	recs := brokertest.StartAll(t, bs...)
+	ch, backup := channelOwnedBy(t, bs, 0)
+	subscribe(t, bs, ch, subs...)
+	return recs, ch, backup
+}
+
+// subscribe subscribes the nodes subs of bs to ch.
+func subscribe(t *testing.T, bs []*Broker, ch string, subs ...int) {
+	t.Helper()
+	for _, i := range subs {
+		if err := bs[i].Subscribe(t.Context(), ch); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return recs
 }
 
 // channelOwnedBy finds a channel name whose owner (over all of bs) is
@@ -290,18 +300,123 @@ func channelOwnedBy(t testing.TB, bs []*Broker, owner int) (string, int) {
 	return "", 0
 }
 
-func offsetsOf(pubs []transport.Publication) []uint64 {
-	out := make([]uint64, len(pubs))
-	for i, p := range pubs {
-		out[i] = p.Offset
+// publishRetrying publishes with an idempotency key, retrying while the
+// broker answers ErrUnavailable, as the hub's clients do. Every attempt
+// must return within bound.
+func publishRetrying(ctx context.Context, t *testing.T, b *Broker, ch, key string, bound time.Duration) (transport.Publication, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, bound/2)
+		start := time.Now()
+		p, err := b.Publish(actx, ch, []byte(key), transport.PublishOptions{IdempotencyKey: key})
+		took := time.Since(start)
+		cancel()
+		if took > bound {
+			t.Errorf("publish %s on %s took %v (err %v), want at most %v", key, b.cfg.Self.Name, took, err, bound)
+		}
+		if err == nil || !errors.Is(err, transport.ErrUnavailable) || ctx.Err() != nil {
+			return p, err
+		}
 	}
-	return out
 }
 
-func seq(from, to uint64) []uint64 {
-	var out []uint64
-	for o := from; o <= to; o++ {
-		out = append(out, o)
+// publishLoad is concurrent publishers on ch (startPublishers) and what
+// they have had acknowledged.
+type publishLoad struct {
+	wg        sync.WaitGroup
+	published atomic.Int64 // acknowledged so far
+	mu        sync.Mutex
+	acked     map[string]transport.Publication // by key
+}
+
+// startPublishers starts workers publishers on each node nodes[k] of bs.
+// Each publishes each publications on ch with publishRetrying (every
+// attempt bounded by 3s), keyed "n<node>-<worker>-<j>", the key being the
+// payload too. before, when set, runs before a publisher on node i
+// publishes its j-th.
+func startPublishers(t *testing.T, bs []*Broker, ch string, nodes []int, workers, each int, before func(i, j int)) *publishLoad {
+	ctx := t.Context()
+	l := &publishLoad{acked: make(map[string]transport.Publication)}
+	for _, i := range nodes {
+		for w := range workers {
+			l.wg.Go(func() {
+				for j := range each {
+					if before != nil {
+						before(i, j)
+					}
+					key := fmt.Sprintf("n%d-%d-%d", i, w, j)
+					p, err := publishRetrying(ctx, t, bs[i], ch, key, 3*time.Second)
+					if err != nil {
+						t.Errorf("publish %s: %v", key, err)
+						return
+					}
+					l.mu.Lock()
+					l.acked[key] = p
+					l.mu.Unlock()
+					l.published.Add(1)
+				}
+			})
+		}
 	}
-	return out
+	return l
+}
+
+// wait waits for every publisher and returns what was acknowledged. A
+// publisher's failure ends the test.
+func (l *publishLoad) wait(t *testing.T) map[string]transport.Publication {
+	t.Helper()
+	l.wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return l.acked
+}
+
+// checkOneStream verifies that history, as every node reads it, is one
+// stream 1..n in one epoch holding each acked publication exactly once,
+// and that every recorder delivered exactly that stream.
+func checkOneStream(t *testing.T, bs []*Broker, recs []*brokertest.Recorder, subs []int, ch string, acked map[string]transport.Publication) {
+	t.Helper()
+	ctx := t.Context()
+	var ref transport.HistoryResult
+	for i, b := range bs {
+		res, err := b.History(ctx, ch, transport.HistoryRequest{})
+		if err != nil {
+			t.Fatalf("history from %s: %v", b.cfg.Self.Name, err)
+		}
+		if i == 0 {
+			ref = res
+			continue
+		}
+		if res.Latest != ref.Latest || !slices.EqualFunc(res.Publications, ref.Publications, samePub) {
+			t.Fatalf("%s reads another stream: %v in %s, %s reads %v in %s", b.cfg.Self.Name, brokertest.Offsets(res.Publications), res.Latest.Epoch,
+				bs[0].cfg.Self.Name, brokertest.Offsets(ref.Publications), ref.Latest.Epoch)
+		}
+	}
+	if got, want := brokertest.Offsets(ref.Publications), brokertest.Seq(1, uint64(len(acked))); !slices.Equal(got, want) {
+		t.Fatalf("history offsets %v, want 1..%d (one per acked publication)", got, len(acked))
+	}
+	seen := make(map[string]bool)
+	for _, p := range ref.Publications {
+		key := string(p.Data)
+		a, ok := acked[key]
+		if !ok || seen[key] {
+			t.Fatalf("history holds %q at %d: acked %v, seen before %v", key, p.Offset, ok, seen[key])
+		}
+		seen[key] = true
+		if a.Offset != p.Offset || a.Epoch != p.Epoch {
+			t.Fatalf("%q was acked as %d in %s but is %d in %s", key, a.Offset, a.Epoch, p.Offset, p.Epoch)
+		}
+	}
+	for _, i := range subs {
+		got := recs[i].WaitN(t, ch, len(ref.Publications))
+		if !slices.EqualFunc(got, ref.Publications, samePub) {
+			t.Fatalf("n%d delivered %v, history is %v", i, brokertest.Offsets(got), brokertest.Offsets(ref.Publications))
+		}
+	}
+}
+
+// samePub reports whether a and b are one publication: offset, epoch and
+// payload.
+func samePub(a, b transport.Publication) bool {
+	return a.Offset == b.Offset && a.Epoch == b.Epoch && bytes.Equal(a.Data, b.Data)
 }

@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,15 +30,9 @@ func BenchmarkPublishDeliver(b *testing.B) {
 
 func TestFailoverKeepsEpochAndOffsets(t *testing.T) {
 	c, bs := newTestCluster(t, 3, nil)
-	recs := startAll(t, bs)
-	ctx := t.Context()
-	ch, backup := channelOwnedBy(t, bs, 0)
 	survivors := []int{1, 2}
-	for _, i := range survivors {
-		if err := bs[i].Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs, ch, backup := startOnChannel(t, bs, survivors...)
+	ctx := t.Context()
 	var first transport.Publication
 	for i := range 10 {
 		p, err := bs[survivors[i%2]].Publish(ctx, ch, []byte("before"+strconv.Itoa(i)), transport.PublishOptions{IdempotencyKey: "k" + strconv.Itoa(i)})
@@ -82,13 +73,13 @@ func TestFailoverKeepsEpochAndOffsets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := offsetsOf(res.Publications); !slices.Equal(got, seq(1, 20)) || res.Latest.Epoch != first.Epoch {
+	if got := brokertest.Offsets(res.Publications); !slices.Equal(got, brokertest.Seq(1, 20)) || res.Latest.Epoch != first.Epoch {
 		t.Fatalf("history after failover: %v in %s", got, res.Latest.Epoch)
 	}
 	for _, i := range survivors {
 		got := recs[i].WaitN(t, ch, 20)
-		if !slices.Equal(offsetsOf(got), seq(1, 20)) {
-			t.Fatalf("n%d delivered %v, want 1..20 once each", i, offsetsOf(got))
+		if !slices.Equal(brokertest.Offsets(got), brokertest.Seq(1, 20)) {
+			t.Fatalf("n%d delivered %v, want 1..20 once each", i, brokertest.Offsets(got))
 		}
 	}
 }
@@ -97,9 +88,8 @@ func TestFailoverKeepsEpochAndOffsets(t *testing.T) {
 // backup: the stream cannot be continued, so a new epoch starts.
 func TestFailoverWithoutReplicaStartsNewEpoch(t *testing.T) {
 	c, bs := newTestCluster(t, 3, nil)
-	startAll(t, bs)
+	_, ch, backup := startOnChannel(t, bs)
 	ctx := t.Context()
-	ch, backup := channelOwnedBy(t, bs, 0)
 	other := 3 - backup
 	p1, err := bs[other].Publish(ctx, ch, []byte("x"), transport.PublishOptions{})
 	if err != nil {
@@ -124,8 +114,7 @@ func TestFailoverWithoutReplicaStartsNewEpoch(t *testing.T) {
 
 func TestPublishToUnreachableOwnerFails(t *testing.T) {
 	c, bs := newTestCluster(t, 2, nil)
-	startAll(t, bs)
-	ch, _ := channelOwnedBy(t, bs, 0)
+	_, ch, _ := startOnChannel(t, bs)
 	c.kill(t, "n0") // still listed as alive: membership has not noticed yet
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
@@ -141,8 +130,7 @@ func TestBadKeyRejected(t *testing.T) {
 			cfg.Key = other
 		}
 	})
-	startAll(t, bs)
-	ch, _ := channelOwnedBy(t, bs, 0)
+	_, ch, _ := startOnChannel(t, bs)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
 	if _, err := bs[1].Publish(ctx, ch, []byte("x"), transport.PublishOptions{}); !errors.Is(err, transport.ErrUnavailable) {
@@ -191,7 +179,7 @@ func TestAuthenticate(t *testing.T) {
 
 func TestHandlerRejectsUnauthenticated(t *testing.T) {
 	c, bs := newTestCluster(t, 1, nil)
-	startAll(t, bs)
+	brokertest.StartAll(t, bs...)
 	srv := c.servers["n0"]
 	for path, want := range map[string]int{MountPath + "ws": http.StatusUnauthorized, MountPath + "nope": http.StatusNotFound} {
 		resp, err := http.Get(srv.URL + path)
@@ -246,66 +234,6 @@ func TestOwnershipSpreads(t *testing.T) {
 	for n, c := range counts {
 		if c < 800 || c > 1200 {
 			t.Errorf("%s owns %d of 3000 channels", n, c)
-		}
-	}
-}
-
-// TestFailoverUnderLoad kills a channel's owner while two nodes publish
-// (retrying with idempotency keys, as the hub does): every survivor must
-// deliver exactly the channel's history, with no gap and no duplicate.
-func TestFailoverUnderLoad(t *testing.T) {
-	c, bs := newTestCluster(t, 3, nil)
-	recs := startAll(t, bs)
-	ctx := t.Context()
-	ch, _ := channelOwnedBy(t, bs, 0)
-	for _, i := range []int{1, 2} {
-		if err := bs[i].Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
-	const perNode = 40
-	var wg sync.WaitGroup
-	var published atomic.Int64
-	killed := make(chan struct{})
-	for _, i := range []int{1, 2} {
-		wg.Go(func() {
-			for j := range perNode {
-				key := fmt.Sprintf("n%d-%d", i, j)
-				for {
-					_, err := bs[i].Publish(ctx, ch, []byte(key), transport.PublishOptions{IdempotencyKey: key})
-					if err == nil {
-						break
-					}
-					if !errors.Is(err, transport.ErrUnavailable) || ctx.Err() != nil {
-						t.Errorf("publish %s: %v", key, err)
-						return
-					}
-					<-killed // only the failover may make it unavailable
-				}
-				published.Add(1)
-			}
-		})
-	}
-	brokertest.Eventually(t, "some publications before the kill", func() bool { return published.Load() >= 20 })
-	c.kill(t, "n0")
-	c.remove("n0")
-	close(killed)
-	wg.Wait()
-
-	res, err := bs[1].History(ctx, ch, transport.HistoryRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := uint64(2 * perNode)
-	if got := offsetsOf(res.Publications); !slices.Equal(got, seq(1, total)) {
-		t.Fatalf("history offsets %v, want 1..%d", got, total)
-	}
-	for _, i := range []int{1, 2} {
-		got := recs[i].WaitN(t, ch, int(total))
-		if !slices.EqualFunc(got, res.Publications, func(a, b transport.Publication) bool {
-			return a.Offset == b.Offset && a.Epoch == b.Epoch && bytes.Equal(a.Data, b.Data)
-		}) {
-			t.Fatalf("n%d delivered %v, history has %v", i, offsetsOf(got), offsetsOf(res.Publications))
 		}
 	}
 }

@@ -217,12 +217,7 @@ func (b *Broker) servePresenceRemove(ctx context.Context, from, ch string, d *de
 		return nil, err
 	}
 	defer s.unlock()
-	if ns := s.presence[user]; ns != nil {
-		delete(ns, from)
-		if len(ns) == 0 {
-			delete(s.presence, user)
-		}
-	}
+	removePresence(s, user, from)
 	return nil, nil
 }
 
@@ -238,11 +233,8 @@ func (b *Broker) servePresenceSet(ctx context.Context, from, ch string, d *dec) 
 		return nil, err
 	}
 	defer s.unlock()
-	for u, ns := range s.presence {
-		delete(ns, from)
-		if len(ns) == 0 {
-			delete(s.presence, u)
-		}
+	for u := range s.presence {
+		removePresence(s, u, from)
 	}
 	if len(users) > 0 {
 		b.unsee(from)

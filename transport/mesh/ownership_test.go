@@ -1,14 +1,10 @@
 package mesh
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,73 +34,6 @@ func channelMovingTo(t *testing.T, bs []*Broker, from, to int) string {
 	return ""
 }
 
-// publishRetrying publishes with an idempotency key, retrying while the
-// broker answers ErrUnavailable, as the hub's clients do. Every attempt
-// must return within bound.
-func publishRetrying(ctx context.Context, t *testing.T, b *Broker, ch, key string, bound time.Duration) (transport.Publication, error) {
-	for {
-		actx, cancel := context.WithTimeout(ctx, bound/2)
-		start := time.Now()
-		p, err := b.Publish(actx, ch, []byte(key), transport.PublishOptions{IdempotencyKey: key})
-		took := time.Since(start)
-		cancel()
-		if took > bound {
-			t.Errorf("publish %s on %s took %v (err %v), want at most %v", key, b.cfg.Self.Name, took, err, bound)
-		}
-		if err == nil || !errors.Is(err, transport.ErrUnavailable) || ctx.Err() != nil {
-			return p, err
-		}
-	}
-}
-
-// checkOneStream verifies that history, as every node reads it, is one
-// stream 1..n in one epoch holding each acked publication exactly once,
-// and that every recorder delivered exactly that stream.
-func checkOneStream(t *testing.T, bs []*Broker, recs []*brokertest.Recorder, subs []int, ch string, acked map[string]transport.Publication) {
-	t.Helper()
-	ctx := t.Context()
-	var ref transport.HistoryResult
-	for i, b := range bs {
-		res, err := b.History(ctx, ch, transport.HistoryRequest{})
-		if err != nil {
-			t.Fatalf("history from %s: %v", b.cfg.Self.Name, err)
-		}
-		if i == 0 {
-			ref = res
-			continue
-		}
-		if res.Latest != ref.Latest || !slices.EqualFunc(res.Publications, ref.Publications, samePub) {
-			t.Fatalf("%s reads another stream: %v in %s, %s reads %v in %s", b.cfg.Self.Name, offsetsOf(res.Publications), res.Latest.Epoch,
-				bs[0].cfg.Self.Name, offsetsOf(ref.Publications), ref.Latest.Epoch)
-		}
-	}
-	if got, want := offsetsOf(ref.Publications), seq(1, uint64(len(acked))); !slices.Equal(got, want) {
-		t.Fatalf("history offsets %v, want 1..%d (one per acked publication)", got, len(acked))
-	}
-	seen := make(map[string]bool)
-	for _, p := range ref.Publications {
-		key := string(p.Data)
-		a, ok := acked[key]
-		if !ok || seen[key] {
-			t.Fatalf("history holds %q at %d: acked %v, seen before %v", key, p.Offset, ok, seen[key])
-		}
-		seen[key] = true
-		if a.Offset != p.Offset || a.Epoch != p.Epoch {
-			t.Fatalf("%q was acked as %d in %s but is %d in %s", key, a.Offset, a.Epoch, p.Offset, p.Epoch)
-		}
-	}
-	for _, i := range subs {
-		got := recs[i].WaitN(t, ch, len(ref.Publications))
-		if !slices.EqualFunc(got, ref.Publications, samePub) {
-			t.Fatalf("n%d delivered %v, history is %v", i, offsetsOf(got), offsetsOf(ref.Publications))
-		}
-	}
-}
-
-func samePub(a, b transport.Publication) bool {
-	return a.Offset == b.Offset && a.Epoch == b.Epoch && bytes.Equal(a.Data, b.Data)
-}
-
 // TestJoinWithDisagreeingViews is a node joining while the others have
 // not heard of it yet: n2 sees the whole cluster and owns the channel in
 // that view, n0 and n1 still see only each other and route to n0. Every
@@ -117,22 +46,12 @@ func TestJoinWithDisagreeingViews(t *testing.T) {
 	ch := channelMovingTo(t, bs, 0, 2)
 	c.setView("n0", []string{"n0", "n1"})
 	c.setView("n1", []string{"n0", "n1"})
-	recs := startAll(t, bs)
+	recs := brokertest.StartAll(t, bs...)
 	ctx := t.Context()
 	subs := []int{0, 1, 2}
-	for _, i := range subs {
-		if err := bs[i].Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	subscribe(t, bs, ch, subs...)
 
 	const perNode = 30
-	var (
-		mu        sync.Mutex
-		acked     = make(map[string]transport.Publication)
-		published atomic.Int64
-		wg        sync.WaitGroup
-	)
 	users := make(map[string][]string) // user -> node
 	for i, b := range bs {
 		for j := range 3 {
@@ -140,36 +59,19 @@ func TestJoinWithDisagreeingViews(t *testing.T) {
 			users[u] = []string{b.cfg.Self.Name}
 		}
 	}
-	for i, b := range bs {
-		wg.Go(func() {
-			for j := range perNode {
-				if j%10 == 0 {
-					u := fmt.Sprintf("u%d-%d", i, j/10)
-					if err := b.AddPresence(ctx, ch, u); err != nil {
-						t.Errorf("add presence %s on n%d: %v", u, i, err)
-					}
-				}
-				key := fmt.Sprintf("n%d-%d", i, j)
-				p, err := publishRetrying(ctx, t, b, ch, key, 3*time.Second)
-				if err != nil {
-					t.Errorf("publish %s: %v", key, err)
-					return
-				}
-				mu.Lock()
-				acked[key] = p
-				mu.Unlock()
-				published.Add(1)
+	load := startPublishers(t, bs, ch, subs, 1, perNode, func(i, j int) {
+		if j%10 == 0 {
+			u := fmt.Sprintf("u%d-%d", i, j/10)
+			if err := bs[i].AddPresence(ctx, ch, u); err != nil {
+				t.Errorf("add presence %s on n%d: %v", u, i, err)
 			}
-		})
-	}
-	brokertest.Eventually(t, "a third published with split views", func() bool { return published.Load() >= perNode })
+		}
+	})
+	brokertest.Eventually(t, "a third published with split views", func() bool { return load.published.Load() >= perNode })
 	c.setView("n0", nil)
-	brokertest.Eventually(t, "two thirds published", func() bool { return published.Load() >= 2*perNode })
+	brokertest.Eventually(t, "two thirds published", func() bool { return load.published.Load() >= 2*perNode })
 	c.setView("n1", nil)
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+	acked := load.wait(t)
 
 	checkOneStream(t, bs, recs, subs, ch, acked)
 	for _, b := range bs {
@@ -189,51 +91,20 @@ func TestJoinWithDisagreeingViews(t *testing.T) {
 // exactly once.
 func TestOwnerLeavesMidPublish(t *testing.T) {
 	c, bs := newTestCluster(t, 3, func(_ int, cfg *Config) { cfg.RequestTimeout = time.Second })
-	recs := startAll(t, bs)
-	ctx := t.Context()
-	ch, _ := channelOwnedBy(t, bs, 0)
 	subs := []int{1, 2}
-	for _, i := range subs {
-		if err := bs[i].Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs, ch, _ := startOnChannel(t, bs, subs...)
 	const perNode = 40
-	var (
-		mu        sync.Mutex
-		acked     = make(map[string]transport.Publication)
-		published atomic.Int64
-		wg        sync.WaitGroup
-	)
-	for _, i := range subs {
-		wg.Go(func() {
-			for j := range perNode {
-				key := fmt.Sprintf("n%d-%d", i, j)
-				p, err := publishRetrying(ctx, t, bs[i], ch, key, 3*time.Second)
-				if err != nil {
-					t.Errorf("publish %s: %v", key, err)
-					return
-				}
-				mu.Lock()
-				acked[key] = p
-				mu.Unlock()
-				published.Add(1)
-			}
-		})
-	}
-	brokertest.Eventually(t, "some publications before the leave", func() bool { return published.Load() >= perNode/2 })
+	load := startPublishers(t, bs, ch, subs, 1, perNode, nil)
+	brokertest.Eventually(t, "some publications before the leave", func() bool { return load.published.Load() >= perNode/2 })
 	c.remove("n0")
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if err := bs[0].Close(cctx); err != nil {
 		t.Fatal(err)
 	}
 	c.servers["n0"].Close()
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	checkOneStream(t, bs[1:], []*brokertest.Recorder{nil, recs[1], recs[2]}[1:], []int{0, 1}, ch, acked)
+	acked := load.wait(t)
+	checkOneStream(t, bs[1:], recs[1:], []int{0, 1}, ch, acked)
 }
 
 // TestRegisteredBeforeOwnerSeesNode: a node that joins and registers with
@@ -244,8 +115,7 @@ func TestOwnerLeavesMidPublish(t *testing.T) {
 // on s:revoked never reached a node that had just started.)
 func TestRegisteredBeforeOwnerSeesNode(t *testing.T) {
 	c, bs := newTestCluster(t, 3, nil)
-	recs := startAll(t, bs)
-	ch, _ := channelOwnedBy(t, bs, 0) // in {n0, n1} too: n0 ranks first
+	recs, ch, _ := startOnChannel(t, bs) // in {n0, n1} too: n0 ranks first
 	c.setView("n0", []string{"n0", "n1"})
 	// n0 as it is right after n2 started: no view of its own listed n2.
 	ps := bs[0].peers.Load()

@@ -14,6 +14,58 @@ import (
 	"github.com/meshchat/meshchat/transport/brokertest"
 )
 
+// TestFailoverUnderLoad kills a channel's owner while two nodes publish
+// (retrying with idempotency keys, as the hub does): every survivor must
+// deliver exactly the channel's history, with no gap and no duplicate.
+func TestFailoverUnderLoad(t *testing.T) {
+	c, bs := newTestCluster(t, 3, nil)
+	recs, ch, _ := startOnChannel(t, bs, 1, 2)
+	ctx := t.Context()
+	const perNode = 40
+	var wg sync.WaitGroup
+	var published atomic.Int64
+	killed := make(chan struct{})
+	for _, i := range []int{1, 2} {
+		wg.Go(func() {
+			for j := range perNode {
+				key := fmt.Sprintf("n%d-%d", i, j)
+				for {
+					_, err := bs[i].Publish(ctx, ch, []byte(key), transport.PublishOptions{IdempotencyKey: key})
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, transport.ErrUnavailable) || ctx.Err() != nil {
+						t.Errorf("publish %s: %v", key, err)
+						return
+					}
+					<-killed // only the failover may make it unavailable
+				}
+				published.Add(1)
+			}
+		})
+	}
+	brokertest.Eventually(t, "some publications before the kill", func() bool { return published.Load() >= 20 })
+	c.kill(t, "n0")
+	c.remove("n0")
+	close(killed)
+	wg.Wait()
+
+	res, err := bs[1].History(ctx, ch, transport.HistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := uint64(2 * perNode)
+	if got := brokertest.Offsets(res.Publications); !slices.Equal(got, brokertest.Seq(1, total)) {
+		t.Fatalf("history offsets %v, want 1..%d", got, total)
+	}
+	for _, i := range []int{1, 2} {
+		got := recs[i].WaitN(t, ch, int(total))
+		if !slices.EqualFunc(got, res.Publications, samePub) {
+			t.Fatalf("n%d delivered %v, history has %v", i, brokertest.Offsets(got), brokertest.Offsets(res.Publications))
+		}
+	}
+}
+
 // TestPipelineOwnerKilledMidStream kills a channel's owner while many
 // publishers on the other nodes keep several publications of the channel
 // in flight at once. Every acknowledged publication must survive at the
@@ -25,60 +77,27 @@ func TestPipelineOwnerKilledMidStream(t *testing.T) {
 		cfg.RequestTimeout = time.Second
 		cfg.HistorySize = 1000 // the whole stream stays checkable
 	})
-	recs := startAll(t, bs)
-	ctx := t.Context()
-	ch, _ := channelOwnedBy(t, bs, 0)
 	subs := []int{1, 2}
-	for _, i := range subs {
-		if err := bs[i].Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs, ch, _ := startOnChannel(t, bs, subs...)
 	const (
 		perNode   = 8 // concurrent publishers on each surviving node
 		perWorker = 15
 	)
-	var (
-		mu        sync.Mutex
-		acked     = make(map[string]transport.Publication)
-		published atomic.Int64
-		wg        sync.WaitGroup
-	)
-	for _, i := range subs {
-		for w := range perNode {
-			wg.Go(func() {
-				for j := range perWorker {
-					key := fmt.Sprintf("n%d-%d-%d", i, w, j)
-					p, err := publishRetrying(ctx, t, bs[i], ch, key, 3*time.Second)
-					if err != nil {
-						t.Errorf("publish %s: %v", key, err)
-						return
-					}
-					mu.Lock()
-					acked[key] = p
-					mu.Unlock()
-					published.Add(1)
-				}
-			})
-		}
-	}
-	brokertest.Eventually(t, "publications in flight before the kill", func() bool { return published.Load() >= 2*perNode*perWorker/3 })
+	load := startPublishers(t, bs, ch, subs, perNode, perWorker, nil)
+	brokertest.Eventually(t, "publications in flight before the kill", func() bool { return load.published.Load() >= 2*perNode*perWorker/3 })
 	// What the subscribers saw before the owner died must stay the stream.
 	seen := [][]transport.Publication{recs[1].Get(ch), recs[2].Get(ch)}
 	c.kill(t, "n0")
 	c.remove("n0")
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+	acked := load.wait(t)
 	checkOneStream(t, bs[1:], recs[1:], []int{0, 1}, ch, acked)
-	res, err := bs[1].History(ctx, ch, transport.HistoryRequest{})
+	res, err := bs[1].History(t.Context(), ch, transport.HistoryRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k, before := range seen {
 		if len(before) > len(res.Publications) || !slices.EqualFunc(before, res.Publications[:len(before)], samePub) {
-			t.Fatalf("n%d delivered %v before the kill; the stream is %v", k+1, offsetsOf(before), offsetsOf(res.Publications))
+			t.Fatalf("n%d delivered %v before the kill; the stream is %v", k+1, brokertest.Offsets(before), brokertest.Offsets(res.Publications))
 		}
 	}
 }
@@ -158,12 +177,8 @@ func (l *memLog) Close() error { return nil }
 func TestPipelineDuplicateKeyInFlight(t *testing.T) {
 	logs := []*memLog{newMemLog(), newMemLog()}
 	_, bs := newTestCluster(t, 2, func(i int, cfg *Config) { cfg.Log = logs[i] })
-	recs := startAll(t, bs)
+	recs, ch, _ := startOnChannel(t, bs, 1)
 	ctx := t.Context()
-	ch, _ := channelOwnedBy(t, bs, 0)
-	if err := bs[1].Subscribe(ctx, ch); err != nil {
-		t.Fatal(err)
-	}
 	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
 	logs[0].setHook(func(ctx context.Context, _ transport.Publication) error {
@@ -211,11 +226,11 @@ func TestPipelineDuplicateKeyInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := offsetsOf(res.Publications); !slices.Equal(got, []uint64{1}) {
+	if got := brokertest.Offsets(res.Publications); !slices.Equal(got, []uint64{1}) {
 		t.Fatalf("history %v, want one publication", got)
 	}
 	if got := recs[1].WaitN(t, ch, 1); len(got) != 1 || !samePub(got[0], r1.pub) {
-		t.Fatalf("delivered %v", offsetsOf(got))
+		t.Fatalf("delivered %v", brokertest.Offsets(got))
 	}
 }
 
@@ -227,15 +242,9 @@ func TestPipelineDuplicateKeyInFlight(t *testing.T) {
 func TestPipelineLogFailureAbandons(t *testing.T) {
 	logs := []*memLog{newMemLog(), newMemLog(), newMemLog()}
 	c, bs := newTestCluster(t, 3, func(i int, cfg *Config) { cfg.Log = logs[i] })
-	recs := startAll(t, bs)
-	ctx := t.Context()
-	ch, _ := channelOwnedBy(t, bs, 0)
 	subs := []int{1, 2}
-	for _, i := range subs {
-		if err := bs[i].Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs, ch, _ := startOnChannel(t, bs, subs...)
+	ctx := t.Context()
 	var calls atomic.Int64
 	errDisk := errors.New("disk full")
 	logs[0].setHook(func(context.Context, transport.Publication) error {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/meshchat/meshchat/transport"
+	"github.com/meshchat/meshchat/transport/brokertest"
 )
 
 func TestRing(t *testing.T) {
@@ -16,18 +17,18 @@ func TestRing(t *testing.T) {
 	}{
 		{"disabled", 0, 3, nil},
 		{"empty", 5, 0, nil},
-		{"partial", 5, 3, seq(1, 3)},
-		{"exactly full", 5, 5, seq(1, 5)},
-		{"wrapped", 5, 12, seq(8, 12)},
-		{"grows past first chunk", 20, 17, seq(1, 17)},
-		{"wraps after growing", 20, 47, seq(28, 47)},
+		{"partial", 5, 3, brokertest.Seq(1, 3)},
+		{"exactly full", 5, 5, brokertest.Seq(1, 5)},
+		{"wrapped", 5, 12, brokertest.Seq(8, 12)},
+		{"grows past first chunk", 20, 17, brokertest.Seq(1, 17)},
+		{"wraps after growing", 20, 47, brokertest.Seq(28, 47)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := ring{size: tc.size}
 			for i := 1; i <= tc.push; i++ {
 				r.push(transport.Publication{Offset: uint64(i)})
 			}
-			if got := offsetsOf(r.all(0)); !slices.Equal(got, tc.want) && len(got)+len(tc.want) > 0 {
+			if got := brokertest.Offsets(r.all(0)); !slices.Equal(got, tc.want) && len(got)+len(tc.want) > 0 {
 				t.Fatalf("all() = %v, want %v", got, tc.want)
 			}
 			if cap(r.buf) > tc.size {

@@ -229,6 +229,15 @@ func addPresence(s *chanState, user, node string) {
 	set[node] = struct{}{}
 }
 
+// removePresence undoes addPresence, forgetting user once no node has it.
+func removePresence(s *chanState, user, node string) {
+	set := s.presence[user]
+	delete(set, node)
+	if len(set) == 0 {
+		delete(s.presence, user)
+	}
+}
+
 // expireDedupe forgets the idempotency keys older than DedupeWindow; s is
 // locked.
 func (b *Broker) expireDedupe(s *chanState, now int64) {

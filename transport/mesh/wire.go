@@ -114,16 +114,14 @@ func (d *dec) u() uint64 {
 	return v
 }
 
+// i reads what enc.i wrote: a uvarint that zig-zag encodes the value, as
+// binary.Varint decodes it.
 func (d *dec) i() int64 {
-	if d.err != nil {
-		return 0
+	ux := d.u()
+	v := int64(ux >> 1)
+	if ux&1 != 0 {
+		v = ^v
 	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[n:]
 	return v
 }
 

@@ -83,6 +83,28 @@ func cluster(tb testing.TB, srv *redistest.Server, n int, tweak func(*redis.Conf
 	return out
 }
 
+// startSubscribed starts a cluster of n nodes on srv, each with a recorder
+// of its own, and subscribes the nodes subs to ch.
+func startSubscribed(t *testing.T, srv *redistest.Server, n int, ch string, subs ...int) ([]*redis.Broker, []*brokertest.Recorder) {
+	t.Helper()
+	bs := cluster(t, srv, n, nil)
+	recs := brokertest.StartAll(t, bs...)
+	for _, i := range subs {
+		if err := bs[i].Subscribe(t.Context(), ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bs, recs
+}
+
+// adminClient is a client of srv of the test's own, for what the brokers
+// do not offer (killing connections, reading keys).
+func adminClient(t *testing.T, srv *redistest.Server) *goredis.Client {
+	admin := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = admin.Close() })
+	return admin
+}
+
 func asBrokers(bs []*redis.Broker) []transport.Broker {
 	out := make([]transport.Broker, len(bs))
 	for i, b := range bs {
@@ -140,20 +162,9 @@ func TestNewValidates(t *testing.T) {
 // published while one node's connection was down.
 func TestOutage(t *testing.T) {
 	srv := redistest.StartWith(t, redistest.Options{Persist: true})
-	bs := cluster(t, srv, 2, nil)
-	recs := []*brokertest.Recorder{brokertest.NewRecorder(), brokertest.NewRecorder()}
-	ctx := t.Context()
-	for i, b := range bs {
-		if err := b.Start(ctx, recs[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
 	const ch = "r:outage"
-	for _, b := range bs {
-		if err := b.Subscribe(ctx, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bs, recs := startSubscribed(t, srv, 2, ch, 0, 1)
+	ctx := t.Context()
 	first, err := bs[0].Publish(ctx, ch, []byte("before"), transport.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -206,97 +217,64 @@ func TestOutage(t *testing.T) {
 	}
 }
 
-// TestGapFilledFromHistory drops the subscriber's pub/sub connection from
-// the server side and publishes before it reconnects: the subscriber must
-// still see every publication once, in order, filled from history.
+// TestGapFilledFromHistory drops the subscriber's pub/sub connections
+// from the server side and publishes before they reconnect: the
+// subscriber must still see every publication once, in order, filled from
+// history. That holds too for a channel nothing was published on before
+// the drop.
 func TestGapFilledFromHistory(t *testing.T) {
-	srv := redistest.Start(t)
-	bs := cluster(t, srv, 2, nil)
-	rec := brokertest.NewRecorder()
-	ctx := t.Context()
-	if err := bs[0].Start(ctx, brokertest.NewRecorder()); err != nil {
-		t.Fatal(err)
-	}
-	if err := bs[1].Start(ctx, rec); err != nil {
-		t.Fatal(err)
-	}
-	const ch = "r:gap"
-	if err := bs[1].Subscribe(ctx, ch); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bs[0].Publish(ctx, ch, []byte("m1"), transport.PublishOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	rec.WaitN(t, ch, 1)
-
-	admin := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { _ = admin.Close() })
-	const rounds, perRound = 3, 5
-	var last transport.Publication
-	for r := range rounds {
-		if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-			t.Fatal(err)
-		}
-		for i := range perRound {
-			n := 2 + r*perRound + i
-			var err error
-			last, err = bs[0].Publish(ctx, ch, []byte("m"+strconv.Itoa(n)), transport.PublishOptions{})
-			if err != nil {
-				t.Fatal(err)
+	for _, tc := range []struct {
+		name             string
+		before           int // publications delivered before the first drop
+		rounds, perRound int // drops, and publications after each
+	}{
+		{"after publications", 1, 3, 5},
+		{"before the first publication", 0, 1, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			const ch = "r:gap"
+			bs, recs := startSubscribed(t, srv, 2, ch, 1)
+			rec, ctx := recs[1], t.Context()
+			n := 0
+			publish := func(data string) transport.Publication {
+				t.Helper()
+				p, err := bs[0].Publish(ctx, ch, []byte(data), transport.PublishOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p
 			}
-		}
-	}
-	got := rec.WaitN(t, ch, int(last.Offset))
-	for i, p := range got {
-		if p.Offset != uint64(i+1) || string(p.Data) != fmt.Sprintf("m%d", i+1) {
-			t.Fatalf("delivery %d is %d %q: want every publication once, in order", i, p.Offset, p.Data)
-		}
-	}
-	// Nothing more arrives later (no duplicates from pub/sub racing the
-	// fill): a marker published last is the next thing delivered.
-	marker, err := bs[0].Publish(ctx, ch, []byte("marker"), transport.PublishOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = rec.WaitN(t, ch, int(marker.Offset))
-	if len(got) != int(marker.Offset) || got[len(got)-1].Offset != marker.Offset {
-		t.Fatalf("after the marker: %d deliveries, last offset %d", len(got), got[len(got)-1].Offset)
-	}
-}
+			for range tc.before {
+				n++
+				publish("m" + strconv.Itoa(n))
+			}
+			rec.WaitN(t, ch, n)
 
-// TestGapBeforeFirstPublication drops the connection of a node that
-// subscribed to a channel nothing was published on yet: what is published
-// before it reconnects still arrives.
-func TestGapBeforeFirstPublication(t *testing.T) {
-	srv := redistest.Start(t)
-	bs := cluster(t, srv, 2, nil)
-	rec := brokertest.NewRecorder()
-	ctx := t.Context()
-	if err := bs[0].Start(ctx, brokertest.NewRecorder()); err != nil {
-		t.Fatal(err)
-	}
-	if err := bs[1].Start(ctx, rec); err != nil {
-		t.Fatal(err)
-	}
-	const ch = "r:first"
-	if err := bs[1].Subscribe(ctx, ch); err != nil {
-		t.Fatal(err)
-	}
-	admin := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { _ = admin.Close() })
-	if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 3; i++ {
-		if _, err := bs[0].Publish(ctx, ch, []byte("m"+strconv.Itoa(i)), transport.PublishOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got := rec.WaitN(t, ch, 3)
-	for i, p := range got {
-		if p.Offset != uint64(i+1) {
-			t.Fatalf("deliveries %v: want 1, 2, 3", got)
-		}
+			admin := adminClient(t, srv)
+			for range tc.rounds {
+				if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+					t.Fatal(err)
+				}
+				for range tc.perRound {
+					n++
+					publish("m" + strconv.Itoa(n))
+				}
+			}
+			got := rec.WaitN(t, ch, n)
+			for i, p := range got {
+				if p.Offset != uint64(i+1) || string(p.Data) != fmt.Sprintf("m%d", i+1) {
+					t.Fatalf("delivery %d is %d %q: want every publication once, in order", i, p.Offset, p.Data)
+				}
+			}
+			// Nothing more arrives later (no duplicates from pub/sub racing
+			// the fill): a marker published last is the next thing delivered.
+			marker := publish("marker")
+			got = rec.WaitN(t, ch, int(marker.Offset))
+			if len(got) != int(marker.Offset) || got[len(got)-1].Offset != marker.Offset {
+				t.Fatalf("after the marker: %d deliveries, last offset %d", len(got), got[len(got)-1].Offset)
+			}
+		})
 	}
 }
 
@@ -304,16 +282,9 @@ func TestGapBeforeFirstPublication(t *testing.T) {
 // epoch, old positions are not recoverable, and delivery carries on.
 func TestDataLoss(t *testing.T) {
 	srv := redistest.Start(t)
-	bs := cluster(t, srv, 1, nil)
-	rec := brokertest.NewRecorder()
-	ctx := t.Context()
-	if err := bs[0].Start(ctx, rec); err != nil {
-		t.Fatal(err)
-	}
 	const ch = "r:loss"
-	if err := bs[0].Subscribe(ctx, ch); err != nil {
-		t.Fatal(err)
-	}
+	bs, recs := startSubscribed(t, srv, 1, ch, 0)
+	rec, ctx := recs[0], t.Context()
 	old, err := bs[0].Publish(ctx, ch, []byte("old"), transport.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -348,12 +319,8 @@ func TestPresenceAliveAndRestart(t *testing.T) {
 	aliveFn := func(c *redis.Config) { c.Alive = func() []string { return alive.Load().([]string) } }
 	cfgs := configs(t, srv, 2, aliveFn)
 	bs := []*redis.Broker{newBroker(t, cfgs[0]), newBroker(t, cfgs[1])}
+	brokertest.StartAll(t, bs...)
 	ctx := t.Context()
-	for _, b := range bs {
-		if err := b.Start(ctx, brokertest.NewRecorder()); err != nil {
-			t.Fatal(err)
-		}
-	}
 	const ch = "r:pres"
 	for _, b := range bs {
 		if err := b.AddPresence(ctx, ch, "alice"); err != nil {
@@ -379,9 +346,7 @@ func TestPresenceAliveAndRestart(t *testing.T) {
 	// clears what the previous run left. Simulate the crash by starting a
 	// second broker with n1's config without closing the first.
 	n1again := newBroker(t, cfgs[1])
-	if err := n1again.Start(ctx, brokertest.NewRecorder()); err != nil {
-		t.Fatal(err)
-	}
+	brokertest.StartAll(t, n1again)
 	check(bs[0], "n0")
 
 	// A graceful Close removes the node's own entries.
@@ -401,10 +366,8 @@ func TestHistoryMaxAge(t *testing.T) {
 	const age = 200 * time.Millisecond
 	srv := redistest.Start(t)
 	b := cluster(t, srv, 1, func(c *redis.Config) { c.HistoryMaxAge = age })[0]
+	brokertest.StartAll(t, b)
 	ctx := t.Context()
-	if err := b.Start(ctx, brokertest.NewRecorder()); err != nil {
-		t.Fatal(err)
-	}
 	const ch = "r:age"
 	var pubs []transport.Publication
 	for i := range 3 {
@@ -433,8 +396,7 @@ func TestHistoryMaxAge(t *testing.T) {
 		t.Fatalf("publication after age-out: %d@%s, want 4@%s", fresh.Offset, fresh.Epoch, pubs[0].Epoch)
 	}
 	// The publish trimmed the aged entries from the stream itself.
-	admin := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { _ = admin.Close() })
+	admin := adminClient(t, srv)
 	keys, err := admin.Keys(ctx, "*{"+ch+"}:history").Result()
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("history keys %v, %v", keys, err)
