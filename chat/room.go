@@ -515,18 +515,29 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
 	data := ev.marshal()
 	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, "", text)}
-	var pub transport.Publication
-	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
-		pub, err = h.broker.Publish(ctx, j.r.channel, data, opts)
-		return err
-	})
-	if err != nil {
-		return h.brokerErr("publish", err)
+	pub, ferr := h.publish(ctx, c, "publish", j.r.channel, data, opts)
+	if ferr != nil {
+		return ferr
 	}
 	if ref != "" {
 		j.r.ack(j.m, c, pub, ev, ref)
 	}
 	return nil
+}
+
+// publish publishes data on channel for c, retrying while the broker is
+// unavailable (patiently), and turns a failure into c's error frame for
+// what.
+func (h *Hub) publish(ctx context.Context, c *Client, what, channel string, data []byte, opts transport.PublishOptions) (transport.Publication, *frameError) {
+	var pub transport.Publication
+	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
+		pub, err = h.broker.Publish(ctx, channel, data, opts)
+		return err
+	})
+	if err != nil {
+		return pub, h.brokerErr(what, err)
+	}
+	return pub, nil
 }
 
 // ack makes sure the connection that published pub with ref gets exactly
@@ -568,20 +579,13 @@ func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameErr
 	// The recipient's copy first: when the sender's copy (the ack) then
 	// fails, a retry with the same ref does not deliver the DM twice.
 	if to != c.user {
-		if err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) error {
-			_, err := h.broker.Publish(ctx, inboxPrefix+to, data, opts)
-			return err
-		}); err != nil {
-			return h.brokerErr("publish dm", err)
+		if _, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+to, data, opts); ferr != nil {
+			return ferr
 		}
 	}
-	var pub transport.Publication
-	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
-		pub, err = h.broker.Publish(ctx, inboxPrefix+c.user, data, opts)
-		return err
-	})
-	if err != nil {
-		return h.brokerErr("publish dm", err)
+	pub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+c.user, data, opts)
+	if ferr != nil {
+		return ferr
 	}
 	if ref != "" {
 		c.inbox.ack(c.inboxMember, c, pub, ev, ref)
