@@ -495,13 +495,8 @@ func (c *chaosClient) handleLocked(f webtest.Frame, base string, connID int) []a
 				return nil
 			}
 			c.joinErrors++
-			r.tries++
 			r.joinRef = ""
-			r.joinDue = now.Add(randDur(min(chaosBackoffCap, 250*time.Millisecond<<r.tries)))
-			c.eventf("join %s failed: %v", name, f)
-			if code != "unavailable" && code != "rate_limited" {
-				c.problemf("join %s failed: %v", name, f)
-			}
+			c.retryLater("join "+name, f, now, &r.tries, &r.joinDue)
 			return nil
 		}
 		if strings.HasPrefix(ref, "m:") {
@@ -510,13 +505,8 @@ func (c *chaosClient) handleLocked(f webtest.Frame, base string, connID int) []a
 				return nil
 			}
 			c.dmReqErrors++
-			c.dmReqTries++
 			c.dmReq = ""
-			c.dmReqDue = now.Add(randDur(min(chaosBackoffCap, 250*time.Millisecond<<c.dmReqTries)))
-			c.eventf("dms failed: %v", f)
-			if code != "unavailable" && code != "rate_limited" {
-				c.problemf("dms failed: %v", f)
-			}
+			c.retryLater("dms", f, now, &c.dmReqTries, &c.dmReqDue)
 			return nil
 		}
 		p := c.pending[ref]
@@ -892,6 +882,18 @@ func (c *chaosClient) ackedSince(t time.Time) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return createdSince(c.acks, t)
+}
+
+// retryLater schedules the retry of a request for what that failed with
+// f: one more try, due after a capped, jittered back-off. A code other
+// than a transient one is a problem.
+func (c *chaosClient) retryLater(what string, f webtest.Frame, now time.Time, tries *int, due *time.Time) {
+	*tries++
+	*due = now.Add(randDur(min(chaosBackoffCap, 250*time.Millisecond<<*tries)))
+	c.eventf("%s failed: %v", what, f)
+	if code := f.Str("code"); code != "unavailable" && code != "rate_limited" {
+		c.problemf("%s failed: %v", what, f)
+	}
 }
 
 func randDur(d time.Duration) time.Duration {

@@ -289,6 +289,72 @@ long random value shared by every node before exposing a cluster.
 `, node.DefaultSecret)
 }
 
+// demoConfig is the demo command line.
+type demoConfig struct {
+	Nodes    int
+	Broker   string
+	RedisURL string
+	Host     string
+	BasePort int
+	Secret   string
+	LogLevel slog.Level
+}
+
+func parseDemo(args []string, lookupEnv func(string) (string, bool), out io.Writer) (demoConfig, error) {
+	dc := demoConfig{Nodes: 3, Broker: "mesh", Host: "127.0.0.1", BasePort: 8081, LogLevel: slog.LevelWarn}
+	fs := flag.NewFlagSet("meshchat demo", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.IntVar(&dc.Nodes, "nodes", dc.Nodes, "number of nodes")
+	fs.StringVar(&dc.Broker, "broker", dc.Broker, "mesh or redis")
+	fs.StringVar(&dc.RedisURL, "redis", dc.RedisURL, "Redis URL; needed with --broker redis")
+	fs.StringVar(&dc.Host, "host", dc.Host, "address every node listens on")
+	fs.IntVar(&dc.BasePort, "base-port", dc.BasePort, "first HTTP port; gossip ports start at base-port+1000")
+	fs.StringVar(&dc.Secret, "secret", dc.Secret, "cluster secret")
+	fs.Var(levelValue{&dc.LogLevel}, "log-level", "log level: debug, info, warn or error")
+	docs := []flagDoc{
+		{"nodes", "N", ""}, {"broker", "NAME", ""}, {"redis", "URL", "none"}, {"host", "HOST", ""},
+		{"base-port", "P", ""}, {"secret", "S", "the public insecure default"}, {"log-level", "LEVEL", ""},
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(out, `Usage: meshchat demo [flags]
+
+Runs several nodes in this one process, joined into one cluster, on
+consecutive free ports of --host: HTTP from --base-port, gossip from
+--base-port+1000. Prints the URLs to open; Ctrl-C stops every node.
+--broker, --redis and --secret also read MESHCHAT_BROKER, MESHCHAT_REDIS
+and MESHCHAT_SECRET.
+
+Flags:
+`)
+			printFlags(out, fs, docs, false)
+			return demoConfig{}, flag.ErrHelp
+		}
+		return demoConfig{}, fmt.Errorf("demo: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return demoConfig{}, fmt.Errorf("demo: unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, name := range []string{"broker", "redis", "secret"} {
+		if v, ok := lookupEnv(envName(name)); ok && v != "" && !given[name] {
+			_ = fs.Set(name, v)
+		}
+	}
+	switch {
+	case dc.Nodes < 1 || dc.Nodes > 50:
+		return demoConfig{}, fmt.Errorf("demo: --nodes %d: want 1 to 50", dc.Nodes)
+	case dc.BasePort < 1 || dc.BasePort+1000+dc.Nodes*4 > 65535:
+		return demoConfig{}, fmt.Errorf("demo: --base-port %d out of range", dc.BasePort)
+	case dc.Broker != "mesh" && dc.Broker != "redis":
+		return demoConfig{}, fmt.Errorf("demo: --broker %q: want mesh or redis", dc.Broker)
+	case dc.Broker == "redis" && dc.RedisURL == "":
+		return demoConfig{}, errors.New("demo: --broker redis needs --redis URL (or MESHCHAT_REDIS)")
+	}
+	return dc, nil
+}
+
 // printFlags lists docs' flags with their defaults and, when withEnv is
 // set, their environment variables.
 func printFlags(w io.Writer, fs *flag.FlagSet, docs []flagDoc, withEnv bool) {

@@ -4,8 +4,9 @@
 // (load generator), version and help. Flags and their environment variables
 // are described by `meshchat serve --help` and in the README.
 //
-// This package only turns flags and environment into a node.Config, prints
-// help and dispatches subcommands. The node itself (wiring, keys, names,
+// This package only turns flags and environment into a node.Config
+// (flags.go, for serve and demo), prints help and dispatches subcommands
+// (main.go, demo.go, bench.go). The node itself (wiring, keys, names,
 // readiness, the stop order) is package node; everything that runs is
 // started and stopped through a node's Start and Stop.
 package main
