@@ -243,34 +243,27 @@ func parseArgs(args []string, stderr io.Writer) (Config, error) {
 	if len(names) == 0 {
 		return Config{}, fmt.Errorf("%w: empty --scenario", ErrUsage)
 	}
+	// The scenario flags given on the command line override each
+	// scenario's own values.
+	overrides := map[string]func(*Scenario){
+		"clients":      func(s *Scenario) { s.Clients = *clients },
+		"rooms":        func(s *Scenario) { s.Rooms = *rooms },
+		"publishers":   func(s *Scenario) { s.Publishers = *publishers },
+		"rate":         func(s *Scenario) { s.Rate = *rate },
+		"size":         func(s *Scenario) { s.Size = *size },
+		"duration":     func(s *Scenario) { s.Duration = *duration },
+		"warmup":       func(s *Scenario) { s.Warmup = *warmup },
+		"slow-clients": func(s *Scenario) { s.SlowClients = *slow },
+	}
 	for _, n := range names {
 		s, err := lookupScenario(n)
 		if err != nil {
 			return Config{}, err
 		}
-		if set["clients"] {
-			s.Clients = *clients
-		}
-		if set["rooms"] {
-			s.Rooms = *rooms
-		}
-		if set["publishers"] {
-			s.Publishers = *publishers
-		}
-		if set["rate"] {
-			s.Rate = *rate
-		}
-		if set["size"] {
-			s.Size = *size
-		}
-		if set["duration"] {
-			s.Duration = *duration
-		}
-		if set["warmup"] {
-			s.Warmup = *warmup
-		}
-		if set["slow-clients"] {
-			s.SlowClients = *slow
+		for name, apply := range overrides {
+			if set[name] {
+				apply(&s)
+			}
 		}
 		if s.Idle {
 			// Idle measures memory only, whatever the flags say.
