@@ -84,7 +84,6 @@ type chaosClient struct {
 	dmReqTries  int
 	dmHists     []chaosDMHist
 	dmAcks      map[string]chaosAck // ref -> acknowledgement
-	dmSeq       int
 	dmReAcks    int
 	dmMaxAckLat time.Duration
 	// Counters.
@@ -678,26 +677,37 @@ func (c *chaosClient) publish(ctx context.Context) {
 	if len(c.pubRooms) == 0 {
 		return
 	}
-	t := time.NewTicker(c.pubEvery)
-	defer t.Stop()
 	n := 0
+	every(ctx, c.pubEvery, &c.publishing, func(now time.Time) {
+		n++
+		room := c.pubRooms[n%len(c.pubRooms)]
+		ref := fmt.Sprintf("%s-%d", c.user, n)
+		c.queueSend(&chaosSend{ref: ref, room: room, text: fmt.Sprintf("%s says %d", c.user, n), created: now})
+	})
+}
+
+// every calls f once per period while on is set, until ctx ends.
+func every(ctx context.Context, period time.Duration, on *atomic.Bool, f func(now time.Time)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if !c.publishing.Load() {
-				continue
+			if on.Load() {
+				f(now)
 			}
-			n++
-			room := c.pubRooms[n%len(c.pubRooms)]
-			c.mu.Lock()
-			ref := fmt.Sprintf("%s-%d", c.user, n)
-			c.pending[ref] = &chaosSend{ref: ref, room: room, text: fmt.Sprintf("%s says %d", c.user, n), created: now}
-			c.order = append(c.order, ref)
-			c.mu.Unlock()
 		}
 	}
+}
+
+// queueSend adds a send for the live connection's next tick.
+func (c *chaosClient) queueSend(s *chaosSend) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending[s.ref] = s
+	c.order = append(c.order, s.ref)
 }
 
 // dmsLocked asks for the DM inbox after the last DM id received.
@@ -778,25 +788,12 @@ func (c *chaosClient) dmPublish(ctx context.Context) {
 	if len(c.dmTo) == 0 {
 		return
 	}
-	t := time.NewTicker(c.dmEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if !c.dmming.Load() {
-				continue
-			}
-			c.mu.Lock()
-			c.dmSeq++
-			ref := fmt.Sprintf("%s-d%d", c.user, c.dmSeq)
-			to := c.dmTo[c.dmSeq%len(c.dmTo)]
-			c.pending[ref] = &chaosSend{ref: ref, to: to, text: "dm " + ref, created: now}
-			c.order = append(c.order, ref)
-			c.mu.Unlock()
-		}
-	}
+	seq := 0
+	every(ctx, c.dmEvery, &c.dmming, func(now time.Time) {
+		seq++
+		ref := fmt.Sprintf("%s-d%d", c.user, seq)
+		c.queueSend(&chaosSend{ref: ref, to: c.dmTo[seq%len(c.dmTo)], text: "dm " + ref, created: now})
+	})
 }
 
 // dmAckedSince is how many of the client's DMs created after t have been
