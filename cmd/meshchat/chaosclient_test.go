@@ -674,40 +674,35 @@ func (c *chaosClient) tickLocked(now time.Time, connID int) []any {
 // ctx ends. The sends go out on the next tick of the live connection, or
 // wait for the next one, as a user's typed messages would.
 func (c *chaosClient) publish(ctx context.Context) {
-	if len(c.pubRooms) == 0 {
-		return
+	if len(c.pubRooms) > 0 {
+		c.sendEvery(ctx, c.pubEvery, &c.publishing, func(n int, now time.Time) *chaosSend {
+			ref := fmt.Sprintf("%s-%d", c.user, n)
+			return &chaosSend{ref: ref, room: c.pubRooms[n%len(c.pubRooms)], text: fmt.Sprintf("%s says %d", c.user, n), created: now}
+		})
 	}
-	n := 0
-	every(ctx, c.pubEvery, &c.publishing, func(now time.Time) {
-		n++
-		room := c.pubRooms[n%len(c.pubRooms)]
-		ref := fmt.Sprintf("%s-%d", c.user, n)
-		c.queueSend(&chaosSend{ref: ref, room: room, text: fmt.Sprintf("%s says %d", c.user, n), created: now})
-	})
 }
 
-// every calls f once per period while on is set, until ctx ends.
-func every(ctx context.Context, period time.Duration, on *atomic.Bool, f func(now time.Time)) {
+// sendEvery queues the send that next makes of its sequence number (1, 2,
+// ...) once per period while on is set, until ctx ends.
+func (c *chaosClient) sendEvery(ctx context.Context, period time.Duration, on *atomic.Bool, next func(n int, now time.Time) *chaosSend) {
 	t := time.NewTicker(period)
 	defer t.Stop()
-	for {
+	for n := 1; ; {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if on.Load() {
-				f(now)
+			if !on.Load() {
+				continue
 			}
+			snd := next(n, now)
+			n++
+			c.mu.Lock()
+			c.pending[snd.ref] = snd
+			c.order = append(c.order, snd.ref)
+			c.mu.Unlock()
 		}
 	}
-}
-
-// queueSend adds a send for the live connection's next tick.
-func (c *chaosClient) queueSend(s *chaosSend) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.pending[s.ref] = s
-	c.order = append(c.order, s.ref)
 }
 
 // dmsLocked asks for the DM inbox after the last DM id received.
@@ -785,15 +780,12 @@ func (c *chaosClient) dmAckLocked(d chaosDMRec) {
 // dmPublish creates DMs while dmming is set, one per dmEvery, to the
 // users of dmTo in turn, each with a unique ref that its text repeats.
 func (c *chaosClient) dmPublish(ctx context.Context) {
-	if len(c.dmTo) == 0 {
-		return
+	if len(c.dmTo) > 0 {
+		c.sendEvery(ctx, c.dmEvery, &c.dmming, func(n int, now time.Time) *chaosSend {
+			ref := fmt.Sprintf("%s-d%d", c.user, n)
+			return &chaosSend{ref: ref, to: c.dmTo[n%len(c.dmTo)], text: "dm " + ref, created: now}
+		})
 	}
-	seq := 0
-	every(ctx, c.dmEvery, &c.dmming, func(now time.Time) {
-		seq++
-		ref := fmt.Sprintf("%s-d%d", c.user, seq)
-		c.queueSend(&chaosSend{ref: ref, to: c.dmTo[seq%len(c.dmTo)], text: "dm " + ref, created: now})
-	})
 }
 
 // dmAckedSince is how many of the client's DMs created after t have been
