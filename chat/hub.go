@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -233,10 +234,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 			defer close(h.shutDone)
 			h.clientsMu.Lock()
 			h.closing = true
-			clients := make([]*Client, 0, len(h.clients))
-			for c := range h.clients {
-				clients = append(clients, c)
-			}
+			clients := slices.Collect(maps.Keys(h.clients))
 			h.clientsMu.Unlock()
 			for _, c := range clients {
 				c.disconnect(CloseServiceRestart, "service restart: reconnect to another node")

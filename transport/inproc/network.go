@@ -3,6 +3,7 @@ package inproc
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -189,10 +190,7 @@ func (c *channel) deliver() {
 	for len(c.pending) > 0 {
 		batch := c.pending
 		c.pending = nil
-		subs := make([]*Broker, 0, len(c.subs))
-		for b := range c.subs {
-			subs = append(subs, b)
-		}
+		subs := slices.Collect(maps.Keys(c.subs))
 		c.mu.Unlock()
 		for _, pub := range batch {
 			for _, b := range subs {
