@@ -276,14 +276,12 @@ func (b *Broker) Presence(ctx context.Context, ch string) (map[string][]string, 
 // not be called from a handler.
 func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	subs, first := b.subs, !b.closed
+	b.closed, b.subs = true, nil
+	b.mu.Unlock()
+	if !first {
 		return nil
 	}
-	b.closed = true
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
 
 	for _, c := range subs {
 		c.mu.Lock()
