@@ -82,6 +82,26 @@ func TestJoinWithDisagreeingViews(t *testing.T) {
 	}
 }
 
+// TestJoinAfterEverythingPublished: every publication is made while the
+// joining node n2 is missing from the other nodes' views, so the owner
+// n0 can deliver none of them to n2 (it has no address for it) and no
+// later publication shows n2 the gap. When the views agree, n2 takes
+// the channel over; its own subscription must then catch up from the
+// stream it adopted, as the peers it announces itself to do.
+func TestJoinAfterEverythingPublished(t *testing.T) {
+	c, bs := newTestCluster(t, 3, nil)
+	ch := channelMovingTo(t, bs, 0, 2)
+	c.setView("n0", []string{"n0", "n1"})
+	c.setView("n1", []string{"n0", "n1"})
+	recs := brokertest.StartAll(t, bs...)
+	subs := []int{0, 1, 2}
+	subscribe(t, bs, ch, subs...)
+	acked := startPublishers(t, bs, ch, subs, 1, 10, nil).wait(t)
+	c.setView("n0", nil)
+	c.setView("n1", nil)
+	checkOneStream(t, bs, recs, subs, ch, acked)
+}
+
 // TestOwnerLeavesMidPublish stops a channel's owner gracefully (the
 // membership drops it, then its broker closes, as cmd's Stop does) while
 // two nodes publish. Every Publish must return, acked or with

@@ -91,7 +91,7 @@ const takeoverTimeout = 2 * time.Second
 // anywhere it starts a new epoch. With a Config.Log the adopted stream is
 // made durable first; when that fails this node does not take ownership.
 // Once it owns the channel it tells every peer, which re-register their
-// subscriptions and present users with it.
+// subscriptions and present users with it, and re-registers its own.
 func (b *Broker) takeover(ctx context.Context, s *chanState, ps *peerSet) error {
 	var best *snapshot
 	if s.has {
@@ -189,6 +189,13 @@ func (b *Broker) takeover(ctx context.Context, s *chanState, ps *peerSet) error 
 	s.needSnap = true
 	b.log.Debug("took ownership", "channel", s.name, "epoch", s.epoch, "offset", s.offset, "copies", len(snaps))
 	b.announceOwner(s.name, peers)
+	// This node's own subscription may lack what the previous owner
+	// ordered: it could not reach this node, or did not list it yet, and
+	// no later publication may come to show the gap. It catches up from
+	// the adopted stream as the peers do on the announcement (in the
+	// background: the re-registration waits for s, which the caller
+	// holds).
+	b.noticed(s.name)
 	return nil
 }
 
