@@ -69,6 +69,9 @@ type Broker interface {
 	// channel, this one included. It returns once the publication is
 	// ordered and stored (the ack); the returned Publication carries the
 	// assigned Offset, Epoch and Time. An error means it was not accepted.
+	// The broker keeps its own copy of data; the returned Publication's
+	// Data may be shared with its history and deliveries, so callers do
+	// not modify it.
 	Publish(ctx context.Context, channel string, data []byte, opts PublishOptions) (Publication, error)
 	// Subscribe makes this node receive the channel's publications.
 	// Subscriptions are per node, not per connection: the hub subscribes

@@ -126,6 +126,15 @@ func goroutineID(stack string) string {
 	return strings.TrimSpace(stack)
 }
 
+// NetworkGoroutines are stack fragments of the goroutines meshchat's
+// network dependencies start for it (gossip, Redis, WebSocket and HTTP
+// connections): a whole node's tests pass them to VerifyOwnTestMain, so
+// that a node that does not stop them all fails its package.
+var NetworkGoroutines = []string{
+	"github.com/hashicorp/memberlist", "github.com/redis/go-redis", "github.com/gorilla/websocket",
+	"net/http.(*persistConn)", "net/http.(*conn).serve",
+}
+
 // VerifyOwnTestMain runs the package's tests and then fails the test
 // binary when goroutines running meshchat code (or code whose stack holds
 // one of extra, such as "hashicorp/memberlist") are still alive after a

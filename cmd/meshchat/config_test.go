@@ -53,7 +53,7 @@ func TestParseServe(t *testing.T) {
 			},
 			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != "127.0.0.1:9000" || c.GossipAddr != "127.0.0.1:9001" || c.Name != "n1" ||
-					c.Secret != "s3cret" || c.RateLimit != 0 || c.Config.RateLimit >= 0 || c.History != 50 || c.HistoryAge != 72*time.Hour ||
+					c.Secret != "s3cret" || c.RateFlag != 0 || c.RateLimit != node.NoRateLimit || c.History != 50 || c.HistoryAge != 72*time.Hour ||
 					c.MaxFrame != 32<<10 || c.QueueBytes != 2<<20 || c.AdvertiseHTTP != "http://10.0.0.1:9000" ||
 					c.DataDir != "/var/lib/meshchat" || c.LogLevel != slog.LevelDebug || c.LogFormat != "json" ||
 					c.DebugAddr != "127.0.0.1:6060" {
@@ -137,6 +137,9 @@ func TestParseServe(t *testing.T) {
 		{name: "bad rate", args: []string{"--rate-limit", "fast"}, wantErr: "rate-limit"},
 		{name: "negative rate", args: []string{"--rate-limit", "-1"}, wantErr: "--rate-limit -1"},
 		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
+		{name: "zero history from env", env: map[string]string{"MESHCHAT_HISTORY": "0"}, wantErr: "--history 0"},
+		{name: "zero frame", args: []string{"--max-frame", "0"}, wantErr: "--max-frame 0"},
+		{name: "zero queue", args: []string{"--queue-bytes", "0"}, wantErr: "--queue-bytes 0"},
 		{name: "bad http addr", args: []string{"--http", "8080"}, wantErr: `--http "8080"`},
 		{name: "bad gossip port", env: map[string]string{"MESHCHAT_GOSSIP": ":99999"}, wantErr: `--gossip ":99999"`},
 		{name: "bad join entry", args: []string{"--join", "a:1,b"}, wantErr: `--join "b"`},

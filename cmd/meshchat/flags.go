@@ -21,9 +21,9 @@ const envPrefix = "MESHCHAT_"
 // serveConfig is the serve command line: a node's Config plus how to log.
 type serveConfig struct {
 	node.Config
-	// RateLimit is --rate-limit as typed, where 0 turns the limit off;
+	// RateFlag is --rate-limit as typed, where 0 turns the limit off;
 	// parseServe turns it into Config.RateLimit.
-	RateLimit float64
+	RateFlag float64
 	// LogLevel and LogFormat ("text" or "json") shape the logger that
 	// newLogger builds.
 	LogLevel  slog.Level
@@ -155,7 +155,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("name", "ID", "<hostname>-<http port>-<gossip port>")
 	fs.StringVar(&cfg.Secret, "secret", cfg.Secret, "cluster secret shared by all nodes: signs sessions, encrypts gossip, authenticates node-to-node traffic")
 	doc("secret", "S", "a public insecure value (see below), with a warning")
-	fs.Float64Var(&cfg.RateLimit, "rate-limit", cfg.RateLimit, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
+	fs.Float64Var(&cfg.RateFlag, "rate-limit", cfg.RateFlag, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
 	doc("history", "N", "")
@@ -185,7 +185,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 // defaultServeConfig is serveConfig with every flag at its default.
 func defaultServeConfig() serveConfig {
 	c := node.DefaultConfig()
-	return serveConfig{Config: c, RateLimit: c.RateLimit, LogLevel: slog.LevelInfo, LogFormat: "text"}
+	return serveConfig{Config: c, RateFlag: c.RateLimit, LogLevel: slog.LevelInfo, LogFormat: "text"}
 }
 
 // envName is the environment variable a flag reads.
@@ -226,12 +226,12 @@ func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		return serveConfig{}, errors.New("config: --max-frame 0: want at least 256 bytes")
 	case cfg.QueueBytes == 0:
 		return serveConfig{}, fmt.Errorf("config: --queue-bytes 0: want at least --max-frame (%d)", cfg.MaxFrame)
-	case math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) || cfg.RateLimit < 0:
-		return serveConfig{}, fmt.Errorf("config: --rate-limit %v: want a number >= 0", cfg.RateLimit)
+	case math.IsNaN(cfg.RateFlag) || math.IsInf(cfg.RateFlag, 0) || cfg.RateFlag < 0:
+		return serveConfig{}, fmt.Errorf("config: --rate-limit %v: want a number >= 0", cfg.RateFlag)
 	}
-	cfg.Config.RateLimit = cfg.RateLimit
-	if cfg.RateLimit == 0 {
-		cfg.Config.RateLimit = node.NoRateLimit // the contract's "0 turns the limit off"
+	cfg.RateLimit = cfg.RateFlag
+	if cfg.RateFlag == 0 {
+		cfg.RateLimit = node.NoRateLimit // the contract's "0 turns the limit off"
 	}
 	if err := cfg.Validate(); err != nil {
 		return serveConfig{}, err

@@ -37,8 +37,7 @@ func TestMain(m *testing.M) {
 	if code == 0 {
 		// Besides meshchat's own goroutines, those of its network
 		// dependencies must be gone too.
-		if err := clustertest.CheckOwnGoroutines(10*time.Second, "github.com/hashicorp/memberlist", "github.com/redis/go-redis",
-			"github.com/gorilla/websocket", "net/http.(*persistConn)", "net/http.(*conn).serve"); err != nil {
+		if err := clustertest.CheckOwnGoroutines(10*time.Second, clustertest.NetworkGoroutines...); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/transport"
 )
 
@@ -128,13 +129,7 @@ func (r *Recorder) WaitN(tb testing.TB, ch string, n int) []transport.Publicatio
 // tb naming what was awaited.
 func Eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(WaitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", WaitTimeout, what)
-		}
-		time.Sleep(2 * time.Millisecond) // poll interval, bounded by deadline
-	}
+	clustertest.WaitFor(tb, WaitTimeout, what, cond)
 }
 
 // node is a started broker and its recorder.

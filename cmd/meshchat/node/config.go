@@ -104,7 +104,7 @@ type Config struct {
 	// sharing one log (demo, tests).
 	TagLogs bool
 	// ShutdownTimeout bounds a graceful stop that a signal started (see
-	// Node.ShutdownTimeout). 0 means DefaultShutdownTimeout (20s).
+	// Node.ShutdownTimeout). 0 or less means DefaultShutdownTimeout (20s).
 	ShutdownTimeout time.Duration
 }
 
@@ -126,7 +126,9 @@ func (c *Config) fill() {
 	c.History = cmp.Or(c.History, transport.DefaultHistorySize)
 	c.MaxFrame = cmp.Or(c.MaxFrame, web.DefaultMaxFrameBytes)
 	c.QueueBytes = cmp.Or(c.QueueBytes, chat.DefaultQueueBytes)
-	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
 }
 
 var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
@@ -163,7 +165,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: --name %q: want 1-64 of letters, digits, '_', '.', ':', '-'", c.Name)
 	}
 	if math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) {
-		return fmt.Errorf("config: --rate-limit %v: want a number >= 0", c.RateLimit)
+		return fmt.Errorf("config: --rate-limit %v: want a number", c.RateLimit)
 	}
 	if c.History < 1 {
 		return fmt.Errorf("config: --history %d: want at least 1", c.History)

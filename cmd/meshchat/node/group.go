@@ -29,7 +29,11 @@ func StartGroup(ctx context.Context, cfgs []Config) (*Group, error) {
 			err = n.Start(ctx)
 		}
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("node %d (%s): %w", i+1, cfg.Name, err), g.Stop(ctx))
+			// The start's ctx may be what ended it: stop with a bound
+			// of our own, so the nodes already up still leave cleanly.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultShutdownTimeout)
+			defer cancel()
+			return nil, errors.Join(fmt.Errorf("node %d (%s): %w", i+1, cfg.Name, err), g.Stop(sctx))
 		}
 		g.Nodes = append(g.Nodes, n)
 	}

@@ -30,6 +30,9 @@ func (n *Node) Ready(ctx context.Context) error {
 	if n.stopping.Load() {
 		return ErrStopping
 	}
+	if !n.running.Load() {
+		return fmt.Errorf("%w: not started", ErrNotReady)
+	}
 	if !n.cluster.Joined() {
 		return fmt.Errorf("%w: cluster not joined", ErrNotReady)
 	}

@@ -52,7 +52,8 @@ type Node struct {
 	seenMu sync.Mutex
 	seen   map[string]bool
 
-	started  atomic.Bool
+	started  atomic.Bool // Start was called
+	running  atomic.Bool // Start returned without error
 	stopping atomic.Bool
 	synced   atomic.Bool // the first membership view reached broker and hub
 	served   chan error  // receives Serve's error if it fails on its own

@@ -33,23 +33,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(fakeNodeEnv) == "1" {
 		os.Exit(fakeNodeMain(os.Args[1:]))
 	}
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 {
-		// Leak check: goroutines back to baseline, waiting for stragglers
-		// (closing connections) with a deadline.
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before+2 {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			fmt.Fprintf(os.Stderr, "goroutine leak: %d before, %d after\n%s\n", before, n, buf)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	clustertest.VerifyOwnTestMain(m, clustertest.NetworkGoroutines...)
 }
 
 // fakeNodeMain serves the fake contract server on --http until SIGTERM,
@@ -697,10 +681,7 @@ func TestProgressBar(t *testing.T) {
 	p := newProgress(&buf)
 	p.setPrefix("fanout/mesh")
 	p.phase("measure", time.Second, func() int64 { return 42 })
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(buf.String(), "measure") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	clustertest.WaitFor(t, 5*time.Second, "the measure phase shown", func() bool { return strings.Contains(buf.String(), "measure") })
 	p.stop()
 	p.stop() // safe twice
 	if s := buf.String(); !strings.Contains(s, "fanout/mesh measure") || !strings.Contains(s, "[") {
