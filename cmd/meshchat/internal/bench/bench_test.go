@@ -512,8 +512,12 @@ func TestSlowClientsShedAndAccount(t *testing.T) {
 	if r.Lost != 0 || r.Duplicated != 0 {
 		t.Fatalf("lost %d dup %d", r.Lost, r.Duplicated)
 	}
-	if r.Deliveries+r.UnrecoveredMessages != r.Expected {
-		t.Fatalf("deliveries %d + unrecovered %d != expected %d", r.Deliveries, r.UnrecoveredMessages, r.Expected)
+	// Every acked message reached every member or fell in the gap of an
+	// unrecovered resume. A publisher shed in turn may have had a message
+	// delivered whose ack it never read: such deliveries come on top of
+	// Expected, which counts acked messages only.
+	if got := r.Deliveries + r.UnrecoveredMessages; got < r.Expected || (r.Acked == r.Sent && got != r.Expected) {
+		t.Fatalf("deliveries %d + unrecovered %d vs expected %d (sent %d, acked %d)", r.Deliveries, r.UnrecoveredMessages, r.Expected, r.Sent, r.Acked)
 	}
 }
 
