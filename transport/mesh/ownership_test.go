@@ -42,14 +42,9 @@ func channelMovingTo(t *testing.T, bs []*Broker, from, to int) string {
 // ordered twice, no gap, nothing acked lost), every subscriber must
 // deliver exactly it, and presence must be complete on every node.
 func TestJoinWithDisagreeingViews(t *testing.T) {
-	c, bs := newTestCluster(t, 3, nil)
-	ch := channelMovingTo(t, bs, 0, 2)
-	c.setView("n0", []string{"n0", "n1"})
-	c.setView("n1", []string{"n0", "n1"})
-	recs := brokertest.StartAll(t, bs...)
+	c, bs, recs, ch := startJoining(t)
 	ctx := t.Context()
 	subs := []int{0, 1, 2}
-	subscribe(t, bs, ch, subs...)
 
 	const perNode = 30
 	users := make(map[string][]string) // user -> node
@@ -82,6 +77,21 @@ func TestJoinWithDisagreeingViews(t *testing.T) {
 	}
 }
 
+// startJoining starts three brokers while n2 is joining: n0 and n1 do not
+// list it yet, n2 sees all three. Every node subscribes to the returned
+// channel, which n0 owns in the others' view and n2 in its own (and in
+// everyone's once the views agree).
+func startJoining(t *testing.T) (*testCluster, []*Broker, []*brokertest.Recorder, string) {
+	t.Helper()
+	c, bs := newTestCluster(t, 3, nil)
+	ch := channelMovingTo(t, bs, 0, 2)
+	c.setView("n0", []string{"n0", "n1"})
+	c.setView("n1", []string{"n0", "n1"})
+	recs := brokertest.StartAll(t, bs...)
+	subscribe(t, bs, ch, 0, 1, 2)
+	return c, bs, recs, ch
+}
+
 // TestJoinAfterEverythingPublished: every publication is made while the
 // joining node n2 is missing from the other nodes' views, so the owner
 // n0 can deliver none of them to n2 (it has no address for it) and no
@@ -89,13 +99,8 @@ func TestJoinWithDisagreeingViews(t *testing.T) {
 // the channel over; its own subscription must then catch up from the
 // stream it adopted, as the peers it announces itself to do.
 func TestJoinAfterEverythingPublished(t *testing.T) {
-	c, bs := newTestCluster(t, 3, nil)
-	ch := channelMovingTo(t, bs, 0, 2)
-	c.setView("n0", []string{"n0", "n1"})
-	c.setView("n1", []string{"n0", "n1"})
-	recs := brokertest.StartAll(t, bs...)
+	c, bs, recs, ch := startJoining(t)
 	subs := []int{0, 1, 2}
-	subscribe(t, bs, ch, subs...)
 	acked := startPublishers(t, bs, ch, subs, 1, 10, nil).wait(t)
 	c.setView("n0", nil)
 	c.setView("n1", nil)
