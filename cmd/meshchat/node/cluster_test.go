@@ -1,8 +1,6 @@
 package node_test
 
 import (
-	goredis "github.com/redis/go-redis/v9"
-
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/cmd/meshchat/node"
