@@ -93,12 +93,14 @@ type Config struct {
 	// Data is opaque broker data advertised in NodeMeta; may be nil.
 	Data []byte
 	// Join lists "host:port" seeds. Empty means a cluster of one until
-	// another node joins this one.
+	// another node joins this one. A seed that is this node itself is
+	// ignored, so every node can be given the same list.
 	Join []string
 	// Key encrypts and authenticates gossip. Required, KeySize bytes.
 	Key []byte
 	// RejoinInterval is how often the node re-joins its seeds and the
-	// peers it recently saw die, so that a healed partition merges.
+	// peers it recently saw die or leave, so that a healed partition
+	// merges and a restarted node is found again.
 	// Zero means DefaultRejoinInterval; negative disables re-joining.
 	RejoinInterval time.Duration
 	// DeadRetention is how long dead and left nodes stay listed by Members
@@ -119,6 +121,7 @@ type Cluster struct {
 	meta []byte
 
 	ml      *memberlist.Memberlist // set by Start, then read-only
+	seeds   []string               // Config.Join less this node; set by Start
 	started atomic.Bool
 	joined  atomic.Bool
 	left    atomic.Bool
@@ -257,9 +260,11 @@ func (c *Cluster) Start(ctx context.Context) error {
 		return fmt.Errorf("cluster: start memberlist: %w", err)
 	}
 	c.ml = ml
+	bindHost, _, _ := splitHostPort(c.cfg.BindAddr)
+	c.seeds = otherSeeds(ctx, c.cfg.Join, bindHost, int(ml.LocalNode().Port))
 	c.started.Store(true)
 	c.goFn(c.coalesce)
-	if len(c.cfg.Join) == 0 {
+	if len(c.seeds) == 0 {
 		c.joined.Store(true)
 	} else {
 		c.goFn(c.joinSeeds)
@@ -267,7 +272,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if c.cfg.RejoinInterval > 0 {
 		c.goFn(c.rejoinLoop)
 	}
-	c.log.Info("gossip up", "name", c.cfg.Name, "addr", c.BindAddr(), "seeds", c.cfg.Join)
+	c.log.Info("gossip up", "name", c.cfg.Name, "addr", c.BindAddr(), "seeds", c.seeds)
 	return nil
 }
 
@@ -295,7 +300,7 @@ func (c *Cluster) BindAddr() string {
 func (c *Cluster) joinSeeds() {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		n, err := c.ml.Join(c.cfg.Join)
+		n, err := c.ml.Join(c.seeds)
 		if n > 0 {
 			c.joined.Store(true)
 			c.log.Info("joined cluster", "seeds_answered", n, "attempts", attempt)
@@ -305,7 +310,7 @@ func (c *Cluster) joinSeeds() {
 		if attempt%10 == 1 {
 			lvl = slog.LevelWarn
 		}
-		c.log.Log(context.Background(), lvl, "join failed, will retry", "seeds", c.cfg.Join, "attempt", attempt, "err", err)
+		c.log.Log(context.Background(), lvl, "join failed, will retry", "seeds", c.seeds, "attempt", attempt, "err", err)
 		select {
 		case <-c.stop:
 			return
@@ -315,7 +320,10 @@ func (c *Cluster) joinSeeds() {
 	}
 }
 
-// rejoinLoop periodically contacts seeds and recently dead peers. A join
+// rejoinLoop periodically contacts seeds and recently dead or departed
+// peers. A node that left gracefully is tried too: when it comes back
+// (a restart, perhaps with no seeds of its own), this is how the cluster
+// finds it again instead of leaving it a cluster of one. A join
 // with an already-connected node is one push/pull exchange, so this is
 // cheap; with a node on the far side of a healed partition it merges the
 // two member lists and lets the node refute its death.
@@ -345,15 +353,15 @@ func (c *Cluster) rejoinTargets() []string {
 	defer c.mu.Unlock()
 	var targets []string
 	for _, m := range c.members {
-		if m.node.State == StateDead && m.node.Addr != "" {
+		if (m.node.State == StateDead || m.node.State == StateLeft) && m.node.Addr != "" {
 			targets = append(targets, m.node.Addr)
 		}
 	}
 	// Seeds only matter while something may be missing: when we never
-	// joined or when someone is dead. A healthy cluster does not hammer
-	// its seeds.
+	// joined or when someone is dead or gone. A healthy cluster does not
+	// hammer its seeds.
 	if len(targets) > 0 || !c.joined.Load() {
-		targets = append(targets, c.cfg.Join...)
+		targets = append(targets, c.seeds...)
 	}
 	return targets
 }
@@ -433,8 +441,13 @@ func (c *Cluster) LocalNode() Node {
 	return Node{Name: c.cfg.Name, HTTP: c.cfg.HTTPURL, State: StateAlive, Data: c.cfg.Data}
 }
 
+// ExpectsPeers reports whether the node was given seeds other than itself:
+// such a node is part of a larger cluster, and alone it is split off.
+func (c *Cluster) ExpectsPeers() bool { return len(c.seeds) > 0 }
+
 // Joined reports whether the node is part of a cluster: true when it was
-// started without seeds, or once a join succeeded. It turns false on Leave.
+// started without seeds (or with itself as the only one), or once a join
+// succeeded. It turns false on Leave.
 func (c *Cluster) Joined() bool {
 	return c.joined.Load() && !c.left.Load()
 }

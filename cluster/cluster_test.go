@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/meshchat/meshchat/cluster/clustertest"
 )
 
@@ -251,6 +252,62 @@ func TestRejoinDeadPeer(t *testing.T) {
 		return stateOf(a, "b") == StateAlive && aliveCount(b2) == 2
 	})
 	t.Logf("merged after %v", took)
+}
+
+// TestRejoinLeftSeed is the README's recipe restarted: the seed a leaves
+// gracefully and comes back at its address with no seeds of its own. The
+// survivor b, which joined through a, must find it again; before, b only
+// re-joined peers that died, and a stayed a cluster of one.
+func TestRejoinLeftSeed(t *testing.T) {
+	a, _ := startNode(t, "a", "127.0.0.1:0", nil, testKey, nil)
+	// memberlist itself gossips to departed nodes for a while
+	// (GossipToTheDeadTime, 30s), which would find a again on its own
+	// if it came back at once; a restart can take longer than that.
+	const deadGossip = 100 * time.Millisecond
+	b, _ := startNode(t, "b", "127.0.0.1:0", []string{a.BindAddr()}, testKey, func(c *Config) {
+		c.tune = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = deadGossip }
+	})
+	clustertest.WaitFor(t, 10*time.Second, "2 alive", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
+	aAddr := a.BindAddr()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clustertest.WaitFor(t, 10*time.Second, "a left on b", func() bool { return stateOf(b, "a") == StateLeft })
+	time.Sleep(3 * deadGossip) // the restart takes longer than memberlist's own gossip to a
+
+	a2, _ := startNode(t, "a", aAddr, nil, testKey, nil)
+	took := clustertest.WaitFor(t, 10*time.Second, "a back in b's cluster", func() bool {
+		return stateOf(b, "a") == StateAlive && aliveCount(a2) == 2
+	})
+	t.Logf("merged after %v", took)
+}
+
+// TestSeedListNamingItself: every node may be given the same seed list.
+// A node ignores itself in it: alone in the list it is a cluster of one
+// (joined, expecting no peers); with others it must join one of them.
+func TestSeedListNamingItself(t *testing.T) {
+	port := clustertest.FreePort(t, true)
+	self := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	a, _ := startNode(t, "a", self, []string{self, net.JoinHostPort("localhost", fmt.Sprint(port))}, testKey, nil)
+	if !a.Joined() || a.ExpectsPeers() {
+		t.Fatalf("seeded with itself only: joined %v, expects peers %v; want a cluster of one", a.Joined(), a.ExpectsPeers())
+	}
+	other := clustertest.FreeAddr(t, true)
+	bPort := clustertest.FreePort(t, true)
+	bAddr := net.JoinHostPort("127.0.0.1", fmt.Sprint(bPort))
+	b, _ := startNode(t, "b", bAddr, []string{bAddr, other}, testKey, nil)
+	if b.Joined() || !b.ExpectsPeers() {
+		t.Fatalf("seeded with itself and an absent peer: joined %v, expects peers %v; want not joined, expecting", b.Joined(), b.ExpectsPeers())
+	}
+	c, _ := startNode(t, "c", other, []string{a.BindAddr(), bAddr, other}, testKey, nil)
+	clustertest.WaitFor(t, 10*time.Second, "three alive", func() bool {
+		return b.Joined() && aliveCount(a) == 3 && aliveCount(b) == 3 && aliveCount(c) == 3
+	})
 }
 
 func TestEventsCoalescedAndOrdered(t *testing.T) {

@@ -136,6 +136,7 @@ func TestParseServe(t *testing.T) {
 		{name: "negative duration", args: []string{"--history-age", "-1s"}, wantErr: "--history-age -1s: want >= 0"},
 		{name: "bad rate", args: []string{"--rate-limit", "fast"}, wantErr: "rate-limit"},
 		{name: "negative rate", args: []string{"--rate-limit", "-1"}, wantErr: "--rate-limit -1"},
+		{name: "negative expect", args: []string{"--expect", "-1"}, wantErr: "--expect -1"},
 		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
 		{name: "zero history from env", env: map[string]string{"MESHCHAT_HISTORY": "0"}, wantErr: "--history 0"},
 		{name: "zero frame", args: []string{"--max-frame", "0"}, wantErr: "--max-frame 0"},
@@ -180,7 +181,7 @@ func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
 		t.Fatalf("err = %v, want flag.ErrHelp", err)
 	}
 	help := out.String()
-	for _, f := range []string{"http", "gossip", "join", "broker", "redis", "name", "secret", "rate-limit",
+	for _, f := range []string{"http", "gossip", "join", "expect", "broker", "redis", "name", "secret", "rate-limit",
 		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "debug-addr", "log-level", "log-format"} {
 		if !strings.Contains(help, "--"+f+" ") {
 			t.Errorf("help lacks --%s", f)

@@ -101,3 +101,64 @@ func TestEndToEndKill9(t *testing.T) {
 	})
 	t.Logf("room usable on e1 alone after %v", a.SendRetry("e2e", "alone", 20*time.Second).Round(time.Millisecond))
 }
+
+// TestEndToEndSeedRestart is the README's first recipe, restarted: e1
+// runs without --join, e2 and e3 join it; e1 is stopped with SIGTERM and
+// started again with the same command. The survivors must find it again
+// (it left gracefully and has no seeds of its own), and users routed to it
+// must see the room's history, not a cluster of one with an empty room.
+func TestEndToEndSeedRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three processes; skipped with -short")
+	}
+	httpAddr, gossipAddr := clustertest.FreeAddr(t, false), clustertest.FreeAddr(t, true)
+	p1 := startProcOn(t, "e1", httpAddr, gossipAddr, "")
+	p2 := startProc(t, "e2", p1.gossip)
+	p3 := startProc(t, "e3", p1.gossip)
+	converged := func(procs ...*proc) func() bool {
+		return func() bool {
+			for _, p := range procs {
+				v, ok := webtest.GetCluster(t, p.url)
+				alive := 0
+				for _, n := range v.Nodes {
+					if n.State == "alive" {
+						alive++
+					}
+				}
+				if !ok || alive != 3 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	clustertest.WaitFor(t, 30*time.Second, "three nodes alive in every view", converged(p1, p2, p3))
+	webtest.WaitReady(t, 30*time.Second, p1.url, p2.url, p3.url)
+
+	bob := webtest.Login(t, p2.url, "bob")
+	b := webtest.Dial(t, p2.url, bob, webtest.DialOptions{})
+	b.Join("lobby")
+	b.SendRetry("lobby", "before the restart", 20*time.Second)
+
+	p1.Stop(syscall.SIGTERM, 20*time.Second)
+	if err := p1.Err(); err != nil {
+		t.Fatalf("e1 exit after SIGTERM: %v", err)
+	}
+	clustertest.WaitFor(t, 15*time.Second, "e1 gone from e2's view", func() bool { return webtest.StateOf(t, p2.url, "e1") != "alive" })
+	p1 = startProcOn(t, "e1", httpAddr, gossipAddr, "")
+	took := clustertest.WaitFor(t, 45*time.Second, "the restarted seed back in one cluster", converged(p1, p2, p3))
+	t.Logf("restarted seed merged after %v", took.Round(time.Millisecond))
+	webtest.WaitReady(t, 30*time.Second, p1.url)
+
+	alice := webtest.Login(t, p1.url, "alice")
+	a := webtest.Dial(t, p1.url, alice, webtest.DialOptions{})
+	a.Send(map[string]string{"type": "join", "room": "lobby"})
+	joined := a.Expect("joined", 10*time.Second, nil)
+	var texts []string
+	for _, m := range joined.Frames("history") {
+		texts = append(texts, m.Str("text"))
+	}
+	if !slices.Contains(texts, "before the restart") {
+		t.Fatalf("a user on the restarted seed sees the room's history as %q", texts)
+	}
+}

@@ -333,3 +333,25 @@ func redisKeys(t *testing.T, srv *redistest.Server, pattern string) []string {
 	}
 	return keys
 }
+
+// TestNotReadyWhileAlone: a node given seeds is part of a larger cluster;
+// alone it is split off, and /readyz says so until a peer is back. With
+// Expect, readiness waits for that many nodes.
+func TestNotReadyWhileAlone(t *testing.T) {
+	cfg := nodetest.Config(t, "n1", "mesh", "")
+	cfg.Expect = 3 // n1 has no seeds, but is told to wait for three nodes
+	n1 := nodetest.Start(t, cfg)
+	n2 := nodetest.Start(t, nodetest.Config(t, "n2", "mesh", "", n1.GossipAddr()))
+	clustertest.WaitFor(t, 10*time.Second, "two alive on both", func() bool {
+		return len(n1.Cluster().Alive()) == 2 && len(n2.Cluster().Alive()) == 2
+	})
+	if st, body := webtest.Get(t, n1.URL()+"/readyz", nil); st != http.StatusServiceUnavailable {
+		t.Errorf("n1 expecting 3 nodes with 2 alive: /readyz %d %s", st, body)
+	}
+	webtest.WaitReady(t, 10*time.Second, n2.URL())
+	nodetest.Stop(t, n1)
+	clustertest.WaitFor(t, 20*time.Second, "n2, alone, not ready", func() bool {
+		st, _ := webtest.Get(t, n2.URL()+"/readyz", nil)
+		return st == http.StatusServiceUnavailable
+	})
+}

@@ -51,6 +51,11 @@ type Config struct {
 	GossipAddr string
 	// Join lists host:port gossip seeds; empty means a cluster of one.
 	Join []string
+	// Expect is how many nodes must be alive, this one included, before
+	// the node reports ready. 0 means 2 when the node was given seeds
+	// other than itself (alone, it is split off from its cluster: load
+	// balancers should send no one there), else 1.
+	Expect int
 	// Broker is "mesh" or "redis". Default "mesh".
 	Broker string
 	// RedisURL, when set, puts sessions in Redis (whatever the broker) and
@@ -166,6 +171,9 @@ func (c *Config) Validate() error {
 	}
 	if math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) {
 		return fmt.Errorf("config: --rate-limit %v: want a number", c.RateLimit)
+	}
+	if c.Expect < 0 {
+		return fmt.Errorf("config: --expect %d: want >= 0", c.Expect)
 	}
 	if c.History < 1 {
 		return fmt.Errorf("config: --history %d: want at least 1", c.History)

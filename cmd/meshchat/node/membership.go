@@ -36,6 +36,9 @@ func (n *Node) Ready(ctx context.Context) error {
 	if !n.cluster.Joined() {
 		return fmt.Errorf("%w: cluster not joined", ErrNotReady)
 	}
+	if alive, want := len(n.cluster.Alive()), n.expected(); alive < want {
+		return fmt.Errorf("%w: %d of %d expected nodes alive", ErrNotReady, alive, want)
+	}
 	if !n.revoked.Loaded() {
 		return fmt.Errorf("%w: logouts not yet loaded", ErrNotReady)
 	}
@@ -55,6 +58,17 @@ func (n *Node) Ready(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// expected is how many alive nodes readiness needs (Config.Expect).
+func (n *Node) expected() int {
+	switch {
+	case n.cfg.Expect > 0:
+		return n.cfg.Expect
+	case n.cluster.ExpectsPeers():
+		return 2
+	}
+	return 1
 }
 
 // membershipSynced reports whether the broker and hub have been told the
