@@ -232,12 +232,20 @@ func TestSeedStartingLater(t *testing.T) {
 	})
 }
 
+// startPair starts a, then b joined through a (bMod adjusts b's config),
+// and waits until both see two alive. It returns a's event log.
+func startPair(t *testing.T, bMod func(*Config)) (a, b *Cluster, aEvents *eventLog) {
+	t.Helper()
+	a, aEvents = startNode(t, "a", "127.0.0.1:0", nil, testKey, nil)
+	b, _ = startNode(t, "b", "127.0.0.1:0", []string{a.BindAddr()}, testKey, bMod)
+	clustertest.WaitFor(t, 10*time.Second, "2 alive", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
+	return a, b, aEvents
+}
+
 // TestRejoinDeadPeer restarts a dead node without seeds: only the survivor's
 // re-join loop can bring them back together, as after a partition heals.
 func TestRejoinDeadPeer(t *testing.T) {
-	a, events := startNode(t, "a", "127.0.0.1:0", nil, testKey, nil)
-	b, _ := startNode(t, "b", "127.0.0.1:0", []string{a.BindAddr()}, testKey, nil)
-	clustertest.WaitFor(t, 10*time.Second, "2 alive", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
+	a, b, events := startPair(t, nil)
 	bAddr := b.BindAddr()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -259,15 +267,13 @@ func TestRejoinDeadPeer(t *testing.T) {
 // survivor b, which joined through a, must find it again; before, b only
 // re-joined peers that died, and a stayed a cluster of one.
 func TestRejoinLeftSeed(t *testing.T) {
-	a, _ := startNode(t, "a", "127.0.0.1:0", nil, testKey, nil)
 	// memberlist itself gossips to departed nodes for a while
 	// (GossipToTheDeadTime, 30s), which would find a again on its own
 	// if it came back at once; a restart can take longer than that.
 	const deadGossip = 100 * time.Millisecond
-	b, _ := startNode(t, "b", "127.0.0.1:0", []string{a.BindAddr()}, testKey, func(c *Config) {
+	a, b, _ := startPair(t, func(c *Config) {
 		c.tune = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = deadGossip }
 	})
-	clustertest.WaitFor(t, 10*time.Second, "2 alive", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
 	aAddr := a.BindAddr()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
