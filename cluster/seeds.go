@@ -37,12 +37,16 @@ func isSelf(ctx context.Context, seed, bindHost string, port int) bool {
 		return false
 	}
 	own := ownAddrs(bindHost)
+	bind := net.ParseIP(bindHost)
+	// Bound to every interface or to loopback, any loopback address
+	// (127.0.1.1, say, where the hostname resolves to it) reaches us.
+	loopbackIsUs := bind == nil || bind.IsUnspecified() || bind.IsLoopback()
 	for _, a := range addrs {
 		ip := net.ParseIP(a)
 		if ip == nil {
 			continue
 		}
-		if ip.IsUnspecified() || slices.ContainsFunc(own, ip.Equal) {
+		if ip.IsUnspecified() || (loopbackIsUs && ip.IsLoopback()) || slices.ContainsFunc(own, ip.Equal) {
 			return true
 		}
 	}
