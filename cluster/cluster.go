@@ -121,6 +121,7 @@ type Cluster struct {
 	meta []byte
 
 	ml      *memberlist.Memberlist // set by Start, then read-only
+	mlog    *logWriter             // memberlist's log, rate-limited
 	seeds   []string               // Config.Join less this node; set by Start
 	started atomic.Bool
 	joined  atomic.Bool
@@ -185,6 +186,7 @@ func New(cfg Config) (*Cluster, error) {
 	return &Cluster{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "cluster"),
+		mlog:    &logWriter{log: cfg.Logger},
 		meta:    meta,
 		members: make(map[string]*member),
 		leaving: make(map[string]time.Time),
@@ -234,7 +236,7 @@ func (c *Cluster) memberlistConfig() *memberlist.Config {
 
 	mc.Delegate = delegate{c}
 	mc.Events = eventDelegate{c}
-	mc.Logger = log.New(logWriter{c.log}, "", 0)
+	mc.Logger = log.New(c.mlog, "", 0)
 	if c.cfg.tune != nil {
 		c.cfg.tune(mc)
 	}
@@ -392,6 +394,11 @@ func (c *Cluster) Subscribe(fn func(Event)) {
 	c.subs = append(c.subs, fn)
 	c.subMu.Unlock()
 }
+
+// GossipProblems counts the warnings and errors memberlist reported, most
+// of them about packets from outside (junk on the gossip port, a node
+// with another key). They are logged at most a few times a second.
+func (c *Cluster) GossipProblems() uint64 { return c.mlog.problems.Load() }
 
 // Members returns every known node, including recently dead and left ones,
 // sorted by name.
