@@ -136,6 +136,16 @@ func TestParseServe(t *testing.T) {
 		{name: "negative duration", args: []string{"--history-age", "-1s"}, wantErr: "--history-age -1s: want >= 0"},
 		{name: "bad rate", args: []string{"--rate-limit", "fast"}, wantErr: "rate-limit"},
 		{name: "negative rate", args: []string{"--rate-limit", "-1"}, wantErr: "--rate-limit -1"},
+		{name: "profiler on every interface", args: []string{"--debug-addr", ":6060"}, wantErr: "--debug-public"},
+		{
+			name: "profiler on every interface, asked for",
+			args: []string{"--debug-addr", "0.0.0.0:6060", "--debug-public"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.DebugAddr != "0.0.0.0:6060" || !c.DebugPublic {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
 		{name: "negative expect", args: []string{"--expect", "-1"}, wantErr: "--expect -1"},
 		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
 		{name: "zero history from env", env: map[string]string{"MESHCHAT_HISTORY": "0"}, wantErr: "--history 0"},
@@ -182,7 +192,7 @@ func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
 	}
 	help := out.String()
 	for _, f := range []string{"http", "gossip", "join", "expect", "broker", "redis", "name", "secret", "rate-limit",
-		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "debug-addr", "log-level", "log-format"} {
+		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "debug-addr", "debug-public", "log-level", "log-format"} {
 		if !strings.Contains(help, "--"+f+" ") {
 			t.Errorf("help lacks --%s", f)
 		}

@@ -177,6 +177,8 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("data", "DIR", "none (history in memory only)")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve the Go profiler (/debug/pprof/) on this separate listener; keep it on loopback or a private network")
 	doc("debug-addr", "ADDR", "none (off)")
+	fs.BoolVar(&cfg.DebugPublic, "debug-public", cfg.DebugPublic, "allow --debug-addr on an address other hosts can reach")
+	doc("debug-public", "", "false (loopback only)")
 	fs.Var(levelValue{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	doc("log-level", "LEVEL", "")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")

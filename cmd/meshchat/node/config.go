@@ -100,8 +100,13 @@ type Config struct {
 	// restart of the whole cluster keeps it. Empty: memory only.
 	DataDir string
 	// DebugAddr, when set, serves the Go profiler (net/http/pprof) on a
-	// listener of its own, apart from the public HTTP one. Empty: off.
+	// listener of its own, apart from the public HTTP one. It must be a
+	// loopback address unless DebugPublic is set. Empty: off.
 	DebugAddr string
+	// DebugPublic allows DebugAddr on an address other hosts can reach:
+	// the profiler shows the process's memory and goroutines to whoever
+	// connects.
+	DebugPublic bool
 
 	// Logger is used by the node; nil discards logs.
 	Logger *slog.Logger
@@ -187,6 +192,11 @@ func (c *Config) Validate() error {
 	if int64(c.QueueBytes) < c.MaxFrame {
 		return fmt.Errorf("config: --queue-bytes %d: want at least --max-frame (%d)", c.QueueBytes, c.MaxFrame)
 	}
+	if c.DebugAddr != "" && !c.DebugPublic {
+		if err := checkLoopback(c.DebugAddr); err != nil {
+			return fmt.Errorf("config: --debug-addr %q: %w; the profiler exposes the process: keep it on 127.0.0.1, or add --debug-public", c.DebugAddr, err)
+		}
+	}
 	if c.CookieDomain != "" && (strings.ContainsAny(c.CookieDomain, ":/ ") || strings.Trim(c.CookieDomain, ".") == "") {
 		return fmt.Errorf("config: --cookie-domain %q: want a bare domain such as chat.example.com", c.CookieDomain)
 	}
@@ -216,6 +226,22 @@ func checkHostPort(addr string) error {
 		return fmt.Errorf("bad port %q", port)
 	}
 	return nil
+}
+
+// checkLoopback accepts host:port only when host is a loopback address or
+// "localhost".
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return errors.New("not a loopback address")
 }
 
 // normalizeBaseURL accepts scheme://host[:port] with an optional trailing

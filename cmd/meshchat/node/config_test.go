@@ -30,6 +30,11 @@ func TestDefaultConfig(t *testing.T) {
 	if zero.RateLimit != c.RateLimit || zero.History != c.History || zero.MaxFrame != c.MaxFrame {
 		t.Errorf("Validate filled %+v, want %+v", zero, c)
 	}
+	for _, ok := range []Config{{DebugAddr: "localhost:6060"}, {DebugAddr: "[::1]:6060"}, {DebugAddr: ":6060", DebugPublic: true}} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("DebugAddr %q (public %v): %v", ok.DebugAddr, ok.DebugPublic, err)
+		}
+	}
 	off := Config{RateLimit: NoRateLimit}
 	if err := off.Validate(); err != nil || off.RateLimit >= 0 {
 		t.Errorf("NoRateLimit: %v, rate %v", err, off.RateLimit)
@@ -48,6 +53,8 @@ func TestValidate(t *testing.T) {
 		{"queue below default frame", Config{QueueBytes: 1000}, "--queue-bytes 1000"},
 		{"nan rate", Config{RateLimit: math.NaN()}, "--rate-limit"},
 		{"bad name", Config{Name: "a b"}, "--name"},
+		{"profiler on every interface", Config{DebugAddr: ":6060"}, "--debug-addr"},
+		{"profiler on a public address", Config{DebugAddr: "192.0.2.1:6060"}, "--debug-public"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
