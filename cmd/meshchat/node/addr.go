@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"strconv"
 	"strings"
 )
@@ -60,6 +61,25 @@ func advertiseURL(addr string, hostname func() (string, error), lookup func(stri
 		}
 	}
 	return "http://" + net.JoinHostPort(host, port), nil
+}
+
+// loopbackOnlyToOthers reports whether a node listening on httpAddr would
+// advertise url, a loopback address, although it listens on every
+// interface: fine on one host, silently broken across several.
+func loopbackOnlyToOthers(httpAddr, url string) bool {
+	host, _, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return false
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return false
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(u.Hostname())
+	return u.Hostname() == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // pinGossipPort turns port 0 into a concrete free port (TCP and UDP) so it

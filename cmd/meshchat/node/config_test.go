@@ -146,3 +146,22 @@ func TestAdvertiseURL(t *testing.T) {
 		}
 	}
 }
+
+func TestLoopbackOnlyToOthers(t *testing.T) {
+	tests := []struct {
+		listen, url string
+		want        bool
+	}{
+		{":8080", "http://127.0.0.1:8080", true},
+		{"0.0.0.0:8080", "http://127.0.0.1:8080", true},
+		{"[::]:8080", "http://[::1]:8080", true},
+		{":8080", "http://10.1.2.3:8080", false},
+		{"127.0.0.1:8080", "http://127.0.0.1:8080", false}, // one host by design
+		{":8080", "https://chat.example.com", false},
+	}
+	for _, tt := range tests {
+		if got := loopbackOnlyToOthers(tt.listen, tt.url); got != tt.want {
+			t.Errorf("loopbackOnlyToOthers(%q, %q) = %v, want %v", tt.listen, tt.url, got, tt.want)
+		}
+	}
+}

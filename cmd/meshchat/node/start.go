@@ -107,6 +107,9 @@ func (n *Node) identify(context.Context) error {
 	if n.cfg.TagLogs {
 		n.log = n.log.With("self", n.name)
 	}
+	if n.cfg.AdvertiseHTTP == "" && loopbackOnlyToOthers(n.cfg.HTTPAddr, n.url) {
+		n.log.Warn("listening on every interface but advertising a loopback address: nodes on other hosts cannot reach this one; set --advertise-http for a cluster of several hosts", "url", n.url)
+	}
 	return nil
 }
 
