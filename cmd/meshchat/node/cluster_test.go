@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -354,4 +356,46 @@ func TestNotReadyWhileAlone(t *testing.T) {
 		st, _ := webtest.Get(t, n2.URL()+"/readyz", nil)
 		return st == http.StatusServiceUnavailable
 	})
+}
+
+// TestTricklingRequestIsCutOff: a request body that trickles one byte at
+// a time held its connection forever; now the whole request must arrive
+// within RequestTimeout. A WebSocket outlives that bound: it only covers
+// the upgrade request.
+func TestTricklingRequestIsCutOff(t *testing.T) {
+	cfg := nodetest.Config(t, "n1", "mesh", "")
+	cfg.RequestTimeout = 500 * time.Millisecond
+	n := nodetest.Start(t, cfg)
+
+	ws := webtest.Dial(t, n.URL(), webtest.Login(t, n.URL(), "alice"), webtest.DialOptions{})
+
+	conn, err := net.Dial("tcp", n.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		_, _ = io.Copy(io.Discard, conn) // returns when the node closes the connection
+	}()
+	start := time.Now()
+	trickle := time.NewTicker(100 * time.Millisecond)
+	defer trickle.Stop()
+	for {
+		select {
+		case <-closed:
+			t.Logf("trickling request cut off after %v", time.Since(start).Round(time.Millisecond))
+			ws.Join("still-open") // the socket, older than the bound, still works
+			return
+		case <-trickle.C:
+			if time.Since(start) > 15*time.Second {
+				t.Fatal("a request trickling one byte every 100ms is still open after 15s")
+			}
+			_, _ = conn.Write([]byte(" "))
+		}
+	}
 }

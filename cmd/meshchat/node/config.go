@@ -26,6 +26,12 @@ const (
 	DefaultHTTPAddr   = ":8080"
 	DefaultGossipAddr = ":7946"
 	DefaultBroker     = "mesh"
+	// DefaultRequestTimeout bounds reading one HTTP request, headers and
+	// body: a client that trickles its request is cut off.
+	DefaultRequestTimeout = 30 * time.Second
+	// DefaultIdleTimeout is how long a keep-alive connection may wait for
+	// its next request.
+	DefaultIdleTimeout = 2 * time.Minute
 	// DefaultShutdownTimeout bounds a graceful stop that a signal started.
 	DefaultShutdownTimeout = 20 * time.Second
 	// DefaultSecret is the cluster secret used when Config.Secret is
@@ -113,6 +119,11 @@ type Config struct {
 	// TagLogs adds self=<node name> to every log line, for several nodes
 	// sharing one log (demo, tests).
 	TagLogs bool
+	// RequestTimeout bounds reading one HTTP request, headers and body (a
+	// WebSocket's upgrade request included; the socket itself is not
+	// bounded by it). 0 means DefaultRequestTimeout (30s); headers alone
+	// get at most 10s.
+	RequestTimeout time.Duration
 	// ShutdownTimeout bounds a graceful stop that a signal started (see
 	// Node.ShutdownTimeout). 0 or less means DefaultShutdownTimeout (20s).
 	ShutdownTimeout time.Duration
@@ -136,6 +147,9 @@ func (c *Config) fill() {
 	c.History = cmp.Or(c.History, transport.DefaultHistorySize)
 	c.MaxFrame = cmp.Or(c.MaxFrame, web.DefaultMaxFrameBytes)
 	c.QueueBytes = cmp.Or(c.QueueBytes, chat.DefaultQueueBytes)
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}

@@ -263,8 +263,9 @@ func (n *Node) joinCluster(ctx context.Context) error {
 func (n *Node) serve(context.Context) error {
 	n.srv = &http.Server{
 		Handler:           n.web.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: min(10*time.Second, n.cfg.RequestTimeout),
+		ReadTimeout:       n.cfg.RequestTimeout,
+		IdleTimeout:       DefaultIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
 	n.serveWG.Add(1)
