@@ -70,7 +70,7 @@ func TestParseServe(t *testing.T) {
 		{
 			name: "flag wins over env",
 			args: []string{"--http", "127.0.0.1:1", "--rate-limit=7", "--join", "a:1"},
-			env:  map[string]string{"MESHCHAT_HTTP": "127.0.0.1:2", "MESHCHAT_RATE_LIMIT": "9", "MESHCHAT_JOIN": "b:2", "MESHCHAT_GOSSIP": "127.0.0.1:3"},
+			env:  map[string]string{"MESHCHAT_HTTP": "127.0.0.1:2", "MESHCHAT_RATE_LIMIT": "9", "MESHCHAT_JOIN": "b:2", "MESHCHAT_GOSSIP": "127.0.0.1:3", "MESHCHAT_SECRET": "s"},
 			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != "127.0.0.1:1" || c.RateLimit != 7 || !slices.Equal(c.Join, []string{"a:1"}) {
 					t.Errorf("flag did not win: %+v", c)
@@ -146,6 +146,7 @@ func TestParseServe(t *testing.T) {
 				}
 			},
 		},
+		{name: "join without a secret", args: []string{"--join", "10.0.0.1:7946"}, wantErr: "--join needs --secret"},
 		{name: "negative expect", args: []string{"--expect", "-1"}, wantErr: "--expect -1"},
 		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
 		{name: "zero history from env", env: map[string]string{"MESHCHAT_HISTORY": "0"}, wantErr: "--history 0"},
@@ -205,8 +206,8 @@ func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
 			t.Errorf("help lacks %q", def)
 		}
 	}
-	if !strings.Contains(help, node.DefaultSecret) {
-		t.Error("help does not say what the default secret is")
+	if !strings.Contains(help, "random secret of its own") || !strings.Contains(help, "--join is\nrefused") {
+		t.Error("help does not say what a node without --secret does")
 	}
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,8 +26,11 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 	routeRedisLogs(log)
 	secret := dc.Secret
 	if secret == "" {
-		log.Warn("demo uses the public default secret; fine on 127.0.0.1, unsafe on a shared network")
-		secret = node.DefaultSecret
+		var raw [32]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return fmt.Errorf("demo: make a secret: %w", err)
+		}
+		secret = hex.EncodeToString(raw[:]) // shared by this process's nodes only
 	}
 
 	var ports freeport.Set

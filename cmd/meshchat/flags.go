@@ -156,7 +156,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the cluster")
 	doc("name", "ID", "<hostname>-<http port>-<gossip port>")
 	fs.StringVar(&cfg.Secret, "secret", cfg.Secret, "cluster secret shared by all nodes: signs sessions, encrypts gossip, authenticates node-to-node traffic")
-	doc("secret", "S", "a public insecure value (see below), with a warning")
+	doc("secret", "S", "none: the node makes a random secret of its own (see below)")
 	fs.Float64Var(&cfg.RateFlag, "rate-limit", cfg.RateFlag, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
@@ -286,11 +286,12 @@ command line wins, an empty variable counts as unset.
 Flags:
 `)
 	printFlags(w, fs, docs, true)
-	fmt.Fprintf(w, `
-The default secret is the public string %q.
-It lets --join work out of the box and protects nothing: set --secret to a
-long random value shared by every node before exposing a cluster.
-`, node.DefaultSecret)
+	fmt.Fprint(w, `
+Without --secret a node makes a random secret of its own (kept in the
+--data directory when there is one): fine for a node alone, and --join is
+refused. Give every node of a cluster the same long random secret, e.g.
+MESHCHAT_SECRET="$(openssl rand -hex 32)".
+`)
 }
 
 // demoConfig is the demo command line.
@@ -317,7 +318,7 @@ func parseDemo(args []string, lookupEnv func(string) (string, bool), out io.Writ
 	fs.Var(levelValue{&dc.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	docs := []flagDoc{
 		{"nodes", "N", ""}, {"broker", "NAME", ""}, {"redis", "URL", "none"}, {"host", "HOST", ""},
-		{"base-port", "P", ""}, {"secret", "S", "the public insecure default"}, {"log-level", "LEVEL", ""},
+		{"base-port", "P", ""}, {"secret", "S", "a random one, shared by the demo's nodes"}, {"log-level", "LEVEL", ""},
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

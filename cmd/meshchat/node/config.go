@@ -34,11 +34,6 @@ const (
 	DefaultIdleTimeout = 2 * time.Minute
 	// DefaultShutdownTimeout bounds a graceful stop that a signal started.
 	DefaultShutdownTimeout = 20 * time.Second
-	// DefaultSecret is the cluster secret used when Config.Secret is
-	// empty. It is public (it is written here and in the README), so it
-	// protects nothing: it only lets --join work out of the box on a
-	// trusted network. Every production deployment sets its own secret.
-	DefaultSecret = "meshchat-insecure-default-secret-change-me"
 )
 
 // NoRateLimit, as Config.RateLimit, turns the per-connection frame limit
@@ -70,8 +65,10 @@ type Config struct {
 	// Name is the node name, unique in the cluster. Empty derives it from
 	// the hostname and both ports (see defaultName).
 	Name string
-	// Secret is the cluster secret every key is derived from. Empty means
-	// DefaultSecret, with a warning.
+	// Secret is the cluster secret every key is derived from, the same on
+	// every node of a cluster. Empty: the node makes a random secret of its
+	// own (kept in DataDir/secret when DataDir is set), which makes it a
+	// cluster of one: Join then needs a Secret.
 	Secret string
 	// RateLimit is frames per second a connection may send, with bursts
 	// of max(110, 2N) (chat computes them). 0 means chat.DefaultRateLimit
@@ -170,6 +167,9 @@ func (c *Config) Validate() error {
 		if err := checkHostPort(j); err != nil {
 			return fmt.Errorf("config: --join %q: %w", j, err)
 		}
+	}
+	if len(c.Join) > 0 && c.Secret == "" {
+		return errors.New("config: --join needs --secret (or MESHCHAT_SECRET), the same on every node: without one a node makes a random secret of its own and can form no cluster")
 	}
 	switch c.Broker {
 	case "mesh":

@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshchat/meshchat/cmd/meshchat/node/nodetest"
+	"github.com/meshchat/meshchat/web/webtest"
 )
 
 // TestDebugListener: --debug-addr serves the profiler on its own
@@ -45,5 +47,18 @@ func TestDebugListener(t *testing.T) {
 	off := nodetest.Start(t, nodetest.Config(t, "n2", "mesh", ""))
 	if off.DebugAddr() != "" {
 		t.Errorf("debug listener %s without --debug-addr", off.DebugAddr())
+	}
+}
+
+// TestNodeWithoutSecret: the README's first command gives no secret; the
+// node still serves, with a secret of its own.
+func TestNodeWithoutSecret(t *testing.T) {
+	cfg := nodetest.Config(t, "n1", "mesh", "")
+	cfg.Secret = ""
+	n := nodetest.Start(t, cfg)
+	webtest.WaitReady(t, 10*time.Second, n.URL())
+	s := webtest.Login(t, n.URL(), "alice")
+	if st, body := s.Do(t, http.MethodGet, n.URL()+"/api/me"); st != http.StatusOK {
+		t.Fatalf("/api/me on a node without --secret: %d %s", st, body)
 	}
 }

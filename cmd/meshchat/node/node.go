@@ -62,8 +62,8 @@ type Node struct {
 	stopErr  error
 }
 
-// New validates cfg, fills its defaults and derives the node's keys. It
-// does no I/O: Start binds the listeners.
+// New validates cfg and fills its defaults. It does no I/O: Start reads
+// or makes the secret and binds the listeners.
 func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -71,20 +71,10 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	secret := cfg.Secret
-	if secret == "" {
-		cfg.Logger.Warn("INSECURE: no --secret (MESHCHAT_SECRET) given: using the public default secret; " +
-			"anyone can forge sessions and join this cluster. Set a long random secret shared by all nodes.")
-		secret = DefaultSecret
-	}
-	k, err := deriveKeys(secret)
-	if err != nil {
-		return nil, err
-	}
 	if cfg.DataDir != "" && cfg.Broker != "mesh" {
 		cfg.Logger.Warn("--data is ignored with --broker redis: Redis keeps the history", "dir", cfg.DataDir)
 	}
-	return &Node{cfg: cfg, keys: k, log: cfg.Logger, served: make(chan error, 1), seen: map[string]bool{}}, nil
+	return &Node{cfg: cfg, log: cfg.Logger, served: make(chan error, 1), seen: map[string]bool{}}, nil
 }
 
 // Name is the node's name in the cluster.

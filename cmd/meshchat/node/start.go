@@ -41,6 +41,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 	steps := []func(context.Context) error{
+		n.deriveKeys,     // from the secret, given or the node's own
 		n.listen,         // the HTTP port goes into the name and URL
 		n.startDebug,     // --debug-addr
 		n.identify,       // advertised URL and node name
@@ -62,6 +63,27 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.running.Store(true)
 	n.log.Info("node started", "name", n.name, "http", n.url, "listen", n.HTTPAddr(), "gossip", n.GossipAddr(), "broker", n.cfg.Broker, "join", n.cfg.Join)
 	return nil
+}
+
+// deriveKeys derives the per-purpose keys from the cluster secret, or,
+// without one, from the node's own random secret.
+func (n *Node) deriveKeys(context.Context) error {
+	secret := n.cfg.Secret
+	if secret == "" {
+		var kept bool
+		var err error
+		if secret, kept, err = ownSecret(n.cfg.DataDir); err != nil {
+			return err
+		}
+		if kept {
+			n.log.Info("no --secret: using this node's own secret", "file", filepath.Join(n.cfg.DataDir, secretFile))
+		} else {
+			n.log.Warn("no --secret: made a random secret for this run; sessions end when the node restarts. Set --secret (or --data to keep one) and the same --secret on every node of a cluster")
+		}
+	}
+	var err error
+	n.keys, err = deriveKeys(secret)
+	return err
 }
 
 // listen binds the HTTP listener first: its real port goes into the node
