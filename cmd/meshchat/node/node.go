@@ -26,11 +26,11 @@ import (
 // goroutine, more than once, and the first one wins. Accessors are safe
 // once Start has returned.
 type Node struct {
-	cfg  Config
-	keys keys
-	log  *slog.Logger
+	cfg Config
+	log *slog.Logger
 
 	// Set by Start's steps, in this order, then read-only.
+	keys     keys // from the secret, given or the node's own
 	ln       *closeNotifyListener
 	debug    *debugServer // --debug-addr, or nil
 	url      string
