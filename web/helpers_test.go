@@ -23,13 +23,6 @@ import (
 
 func TestMain(m *testing.M) { clustertest.VerifyOwnTestMain(m) }
 
-// The record package store keeps is what web and chat declare they need.
-// store may import neither, so the checks live here.
-var (
-	_ Revocations      = (*store.Revocations)(nil)
-	_ chat.Revocations = (*store.Revocations)(nil)
-)
-
 // waitFor bounds each wait in these tests.
 const waitFor = 5 * time.Second
 

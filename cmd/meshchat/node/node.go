@@ -18,6 +18,14 @@ import (
 	"github.com/meshchat/meshchat/web"
 )
 
+// The node plugs the record of logouts that package store keeps into chat
+// and web, which declare what they need of it; store imports neither, so
+// the checks that it fits live here, where the parts meet.
+var (
+	_ chat.Revocations = (*store.Revocations)(nil)
+	_ web.Revocations  = (*store.Revocations)(nil)
+)
+
 // Node is one running meshchat node: gossip membership, a broker (mesh or
 // redis), the chat hub, the session store and the HTTP server, wired
 // together from a Config. Several Nodes can run in one process.
