@@ -190,7 +190,7 @@ func (c *channel) deliver() {
 	for len(c.pending) > 0 {
 		batch := c.pending
 		c.pending = nil
-		subs := slices.Collect(maps.Keys(c.subs))
+		subs := slices.AppendSeq(make([]*Broker, 0, len(c.subs)), maps.Keys(c.subs))
 		c.mu.Unlock()
 		for _, pub := range batch {
 			for _, b := range subs {

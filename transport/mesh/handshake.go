@@ -131,5 +131,3 @@ func (l *link) dial() (*websocket.Conn, error) {
 	}
 	return ws, nil
 }
-
-// serve runs the connection until it fails or the link stops: a writer

@@ -150,7 +150,7 @@ func (l *link) sendNotices() {
 	l.missed = nil
 	l.mu.Unlock()
 	for ch := range missed {
-		l.q.push(enc(make([]byte, 0, 2+len(ch))).byte1(kindNotice).str(ch))
+		l.q.push(noticeMsg(ch))
 	}
 }
 

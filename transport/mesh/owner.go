@@ -139,7 +139,11 @@ func (b *Broker) lockOwned(ctx context.Context, ch string, d *dec) (*chanState, 
 
 // serveHistory answers opHistory (since? limit -> latest recovered pubs).
 func (b *Broker) serveHistory(ctx context.Context, ch string, d *dec) ([]byte, error) {
-	req := transport.HistoryRequest{Since: d.since()}
+	var req transport.HistoryRequest
+	since, ok := d.since()
+	if ok {
+		req.Since = &since
+	}
 	req.Limit = int(d.u())
 	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
@@ -154,7 +158,7 @@ func (b *Broker) serveHistory(ctx context.Context, ch string, d *dec) ([]byte, e
 // node from is subscribed from now on, and gets what it missed after
 // since.
 func (b *Broker) serveSubscribe(ctx context.Context, from, ch string, d *dec) ([]byte, error) {
-	since := d.since()
+	since, known := d.since()
 	s, err := b.lockOwned(ctx, ch, d)
 	if err != nil {
 		return nil, err
@@ -162,7 +166,7 @@ func (b *Broker) serveSubscribe(ctx context.Context, from, ch string, d *dec) ([
 	defer s.unlock()
 	b.unsee(from)
 	s.interest[from] = struct{}{}
-	if since != nil && since.Epoch == s.epoch && since.Offset > s.offset {
+	if known && since.Epoch == s.epoch && since.Offset > s.offset {
 		// The subscriber saw offsets this stream does not have: the
 		// stream was rebuilt from an incomplete copy. Reusing those
 		// offsets would make it drop new data as duplicates, so the
@@ -174,9 +178,9 @@ func (b *Broker) serveSubscribe(ctx context.Context, from, ch string, d *dec) ([
 		}
 	}
 	var pubs []transport.Publication
-	if since != nil {
+	if known {
 		if since.Epoch == s.epoch {
-			pubs = b.history(s, transport.HistoryRequest{Since: since}).Publications
+			pubs = b.history(s, transport.HistoryRequest{Since: &since}).Publications
 		} else {
 			pubs = s.hist.all(b.minTime())
 		}

@@ -189,14 +189,27 @@ func (b *Broker) takeover(ctx context.Context, s *chanState, ps *peerSet) error 
 	s.needSnap = true
 	b.log.Debug("took ownership", "channel", s.name, "epoch", s.epoch, "offset", s.offset, "copies", len(snaps))
 	b.announceOwner(s.name, peers)
-	// This node's own subscription may lack what the previous owner
-	// ordered: it could not reach this node, or did not list it yet, and
-	// no later publication may come to show the gap. It catches up from
-	// the adopted stream as the peers do on the announcement (in the
-	// background: the re-registration waits for s, which the caller
-	// holds).
-	b.noticed(s.name)
+	b.catchUpLocal(s)
 	return nil
+}
+
+// catchUpLocal re-registers this node's own subscription to s (locked,
+// just taken over) when it lags the adopted stream: the previous owner
+// could not reach this node, or did not list it yet, and no later
+// publication may come to show the gap. The peers catch up on the
+// announcement; this node is not sent one. The re-registration runs in
+// the background: it waits for s, which the caller holds.
+func (b *Broker) catchUpLocal(s *chanState) {
+	lc := b.localFor(s.name, false)
+	if lc == nil {
+		return
+	}
+	lc.mu.Lock()
+	behind := lc.active && (!lc.known || lc.epoch != s.epoch || lc.offset < s.offset)
+	lc.mu.Unlock()
+	if behind {
+		b.resync(s.name)
+	}
 }
 
 // announceOwner tells peers that this node now orders ch, so that each
@@ -209,7 +222,7 @@ func (b *Broker) announceOwner(ch string, peers []transport.Peer) {
 			continue
 		}
 		if msg == nil {
-			msg = enc(make([]byte, 0, 2+len(ch))).byte1(kindNotice).str(ch)
+			msg = noticeMsg(ch)
 		}
 		b.sendTo(p, msg)
 	}

@@ -169,13 +169,18 @@ func (d *dec) pos() transport.StreamPosition {
 }
 
 // since reads an optional position (has:bool [position]), as History
-// and Subscribe send it.
-func (d *dec) since() *transport.StreamPosition {
+// and Subscribe send it. It returns a value, not a pointer, so that the
+// position stays on the caller's stack.
+func (d *dec) since() (transport.StreamPosition, bool) {
 	if !d.bool1() {
-		return nil
+		return transport.StreamPosition{}, false
 	}
-	p := d.pos()
-	return &p
+	return d.pos(), true
+}
+
+// noticeMsg is a notice about ch: "re-register with the owner".
+func noticeMsg(ch string) []byte {
+	return enc(make([]byte, 0, 2+len(ch))).byte1(kindNotice).str(ch)
 }
 
 // pubs reads what enc.pubs wrote; nil for an empty list.
