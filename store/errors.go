@@ -22,3 +22,33 @@ var (
 	// Revocations.Start.
 	ErrRevocationsStarted = errors.New("store: revocations already started")
 )
+
+// Errors of the accounts.
+var (
+	// ErrAccountsNoNode is returned by NewAccounts without
+	// AccountsConfig.Node.
+	ErrAccountsNoNode = errors.New("store: accounts: no node name")
+	// ErrAccountsNoBroker is returned by NewAccounts without
+	// AccountsConfig.Broker.
+	ErrAccountsNoBroker = errors.New("store: accounts: no broker")
+	// ErrAccountsNegative is returned by NewAccounts when a size or
+	// duration in AccountsConfig is negative.
+	ErrAccountsNegative = errors.New("store: accounts: negative size or duration in config")
+	// ErrAccountsStarted is returned by a second call to Accounts.Start.
+	ErrAccountsStarted = errors.New("store: accounts already started")
+	// ErrAccountsLoading: the node has not loaded the accounts yet.
+	ErrAccountsLoading = errors.New("store: accounts not loaded yet")
+	// ErrAccountsFull: the account table holds MaxAccounts records.
+	ErrAccountsFull = errors.New("store: account table full")
+	// ErrNameTaken: the name is registered already.
+	ErrNameTaken = errors.New("store: name taken")
+	// ErrBadCredentials: unknown name or wrong password; deliberately
+	// one error for both.
+	ErrBadCredentials = errors.New("store: bad credentials")
+	// ErrWeakPassword: shorter than MinPasswordLength.
+	ErrWeakPassword = errors.New("store: password too short")
+	// ErrPasswordTooLong: longer than MaxPasswordBytes.
+	ErrPasswordTooLong = errors.New("store: password too long")
+	// ErrDisplayTooLong: a display name over MaxDisplayBytes.
+	ErrDisplayTooLong = errors.New("store: display name too long")
+)

@@ -2,12 +2,7 @@ package store
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/meshchat/meshchat/transport"
@@ -15,21 +10,16 @@ import (
 
 // Defaults for RevocationConfig.
 const (
-	DefaultRevocationSnapshotEvery    = 100
-	DefaultRevocationSnapshotInterval = 5 * time.Minute
+	DefaultRevocationSnapshotEvery    = DefaultSnapshotEvery
+	DefaultRevocationSnapshotInterval = DefaultSnapshotInterval
 	// DefaultMaxRevocations bounds the revocations one node remembers:
 	// at about 100 bytes each, some 20 MB, and a full snapshot of them is
 	// 100 publications of snapshotPartSize, well within a channel's
 	// default retention of 1000.
 	DefaultMaxRevocations = 200_000
-	// snapshotPartSize is how many revocations one snapshot publication
+	// snapshotPartSize is how many entries one snapshot publication
 	// carries (about 100 KB of JSON).
 	snapshotPartSize = 2000
-	// pruneEvery is the longest time between two sweeps of expired
-	// revocations.
-	pruneEvery = time.Minute
-	// revocationTimeout bounds one broker call of the revocation code.
-	revocationTimeout = 10 * time.Second
 )
 
 // RevokedChannel is the broker channel the revocations live on. The chat
@@ -37,44 +27,13 @@ const (
 // to Revocations.HandlePublication.
 const RevokedChannel = "s:revoked"
 
-// Kinds of revocationEvent.
+// Kinds of revocation events.
 const (
 	kindRevoke = "s"
 	// kindRevokeSnapshot is one part of a compaction of RevokedChannel:
 	// every revocation still unexpired when it was taken.
 	kindRevokeSnapshot = "S"
 )
-
-// revocationEvent is a publication on RevokedChannel. The short keys are
-// the stored format: every node, and every retained publication, uses
-// them.
-type revocationEvent struct {
-	Kind    string `json:"k"`
-	Node    string `json:"n,omitempty"` // node that published it
-	Session string `json:"s,omitempty"` // revocation: session id
-	Until   int64  `json:"e,omitempty"` // revocation: Unix ms it matters until
-	// Revoked is a snapshot part: session id -> Unix ms it matters until.
-	Revoked map[string]int64 `json:"l,omitempty"`
-	Part    int              `json:"i,omitempty"`  // snapshot part, from 0
-	Parts   int              `json:"pn,omitempty"` // snapshot parts in all
-}
-
-func (e *revocationEvent) marshal() []byte {
-	b, err := json.Marshal(e)
-	if err != nil {
-		// Only strings and integers: Marshal cannot fail.
-		panic("store: marshal revocation: " + err.Error())
-	}
-	return b
-}
-
-func decodeRevocation(data []byte) (revocationEvent, bool) {
-	var e revocationEvent
-	if err := json.Unmarshal(data, &e); err != nil || e.Kind == "" {
-		return revocationEvent{}, false
-	}
-	return e, true
-}
 
 // RevocationConfig configures Revocations. Zero values mean the
 // documented defaults.
@@ -111,55 +70,17 @@ type RevocationConfig struct {
 
 // Revocations is the cluster's record of logged-out sessions, as one node
 // knows it. Create it with NewRevocations, start its broker (through the
-// chat hub), then Start it.
-//
-// The record lives on channel RevokedChannel, which the broker retains
-// only in part (the last N publications, and maybe only for
-// --history-age). So that a logout outlives that retention, the channel
-// is compacted: snapshots listing every unexpired revocation are published
-// after every `every` revocations (by the node whose revocation was the
-// every-th in the channel's order, which every node agrees on) and at
-// least every `interval` while there is something a snapshot would add
-// or keep alive. A node loading the record applies everything retained:
-// the latest snapshot and whatever came after it are always in there.
+// chat hub), then Start it. The record is a table replicated through the
+// broker channel RevokedChannel and compacted by snapshots (compactLog).
 type Revocations struct {
-	node       string
-	broker     transport.Broker
-	log        *slog.Logger
-	now        func() time.Time
+	log        *compactLog
 	disconnect func(session string) // set by Start
+	max        int
 
-	every    int
-	interval time.Duration
-	jitter   time.Duration // per node, so that timers do not all fire at once
-	maxAge   time.Duration
-	max      int
-
-	loaded atomic.Bool
-	kick   chan struct{} // buffer 1: the snapshot loop has work
-	snapMu sync.Mutex    // one snapshot at a time on this node
-
-	mu       sync.Mutex // guards what follows; a leaf lock
-	m        map[string]int64
-	pending  []transport.Publication // delivered while loading
-	epoch    string                  // stream position last applied
-	offset   uint64
-	since    int       // revocations since the last snapshot, in channel order
-	lastSnap time.Time // when a snapshot was last seen or published
-	// snapEpoch and snapOffset locate the latest snapshot seen or
-	// published. A logout compares its own offset with them: deliveries
-	// (and so since) may lag behind a burst of logouts, offsets do not.
-	snapEpoch  string
-	snapOffset uint64
-	dropped    uint64
-	dropLog    time.Time // last warning about dropped revocations
-
-	ctx      context.Context // cancelled by Shutdown
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	started  atomic.Bool
-	shutOnce sync.Once
-	shutDone chan struct{}
+	// Guarded by log.mu.
+	m       map[string]int64
+	dropped uint64
+	dropLog time.Time // last warning about dropped revocations
 }
 
 var _ transport.Handler = (*Revocations)(nil)
@@ -176,33 +97,21 @@ func NewRevocations(cfg RevocationConfig) (*Revocations, error) {
 		return nil, ErrRevocationsNegative
 	}
 	rv := &Revocations{
+		max: orDefault(cfg.MaxRevocations, DefaultMaxRevocations),
+		m:   make(map[string]int64),
+	}
+	rv.log = newCompactLog(logConfig{
+		name:     "revocations",
+		channel:  RevokedChannel,
+		snapKind: kindRevokeSnapshot,
 		node:     cfg.Node,
 		broker:   cfg.Broker,
-		log:      cfg.Logger,
-		now:      cfg.Now,
-		every:    orDefault(cfg.SnapshotEvery, DefaultRevocationSnapshotEvery),
+		every:    cfg.SnapshotEvery,
 		interval: cfg.SnapshotInterval,
 		maxAge:   cfg.HistoryMaxAge,
-		max:      orDefault(cfg.MaxRevocations, DefaultMaxRevocations),
-		kick:     make(chan struct{}, 1),
-		m:        make(map[string]int64),
-		shutDone: make(chan struct{}),
-	}
-	if rv.interval == 0 {
-		rv.interval = DefaultRevocationSnapshotInterval
-	}
-	if rv.maxAge > 0 && rv.interval > rv.maxAge/2 {
-		rv.interval = max(rv.maxAge/2, time.Millisecond)
-	}
-	rv.jitter = time.Duration(rand.Int64N(int64(rv.interval/4) + 1))
-	if rv.log == nil {
-		rv.log = slog.New(slog.DiscardHandler)
-	}
-	rv.log = rv.log.With("component", "revocations")
-	if rv.now == nil {
-		rv.now = time.Now
-	}
-	rv.ctx, rv.cancel = context.WithCancel(context.Background())
+		log:      cfg.Logger,
+		now:      cfg.Now,
+	}, (*revocationTable)(rv))
 	return rv, nil
 }
 
@@ -222,53 +131,28 @@ func (rv *Revocations) Start(ctx context.Context, disconnect func(session string
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !rv.started.CompareAndSwap(false, true) {
+	rv.disconnect = disconnect
+	if !rv.log.start() {
 		return ErrRevocationsStarted
 	}
-	rv.disconnect = disconnect
-	rv.goTracked(rv.load)
-	rv.goTracked(rv.loop)
 	return nil
-}
-
-// goTracked runs f in a goroutine that Shutdown waits for.
-func (rv *Revocations) goTracked(f func()) {
-	rv.wg.Add(1)
-	go func() {
-		defer rv.wg.Done()
-		f()
-	}()
 }
 
 // Shutdown stops loading and keeping the record and waits for its
 // goroutines until ctx ends. It does not close the broker. Safe to call
 // twice.
-func (rv *Revocations) Shutdown(ctx context.Context) error {
-	rv.shutOnce.Do(func() {
-		rv.cancel()
-		go func() {
-			rv.wg.Wait()
-			close(rv.shutDone)
-		}()
-	})
-	select {
-	case <-rv.shutDone:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (rv *Revocations) Shutdown(ctx context.Context) error { return rv.log.shutdown(ctx) }
 
 // Loaded reports whether the node has loaded the cluster's session
 // revocations. Until it has, Revoked cannot be trusted: package web
 // refuses sessions meanwhile, and readiness should wait for it.
-func (rv *Revocations) Loaded() bool { return rv.loaded.Load() }
+func (rv *Revocations) Loaded() bool { return rv.log.loaded.Load() }
 
 // Stats returns how many revocations the node remembers and how many it
 // had to forget early because of RevocationConfig.MaxRevocations.
 func (rv *Revocations) Stats() (live int, dropped uint64) {
-	rv.mu.Lock()
-	defer rv.mu.Unlock()
+	rv.log.mu.Lock()
+	defer rv.log.mu.Unlock()
 	return len(rv.m), rv.dropped
 }
 
@@ -279,66 +163,25 @@ func (rv *Revocations) Revoke(ctx context.Context, id string, until time.Time) e
 	if id == "" {
 		return ErrEmptySession
 	}
-	ev := revocationEvent{Kind: kindRevoke, Session: id, Until: until.UnixMilli(), Node: rv.node}
-	pub, err := rv.broker.Publish(ctx, RevokedChannel, ev.marshal(), transport.PublishOptions{})
-	if err != nil {
-		return fmt.Errorf("store: revoke session: %w", err)
+	ev := logEvent{Kind: kindRevoke, Session: id, Until: until.UnixMilli()}
+	if _, err := rv.log.publish(ctx, &ev); err != nil {
+		return err
 	}
-	if rv.insert(id, ev.Until) {
+	rv.log.mu.Lock()
+	fresh := rv.insertLocked(id, ev.Until, rv.log.now())
+	rv.log.mu.Unlock()
+	if fresh {
 		rv.disconnectSession(id)
-	}
-	// The snapshot loop normally keeps up; when it does not (its node
-	// died, or revocations come faster than it publishes) the logouts
-	// themselves compact, so that the channel's retention is never
-	// outrun.
-	if rv.loaded.Load() && rv.overdue(pub) {
-		if err := rv.publishSnapshot(ctx, &pub); err != nil {
-			rv.log.Warn("publishing revocation snapshot", "err", err)
-		}
 	}
 	return nil
 }
 
-// overdue reports whether more than 2*every publications separate pub
-// from the latest snapshot known here, so that pub's author must compact
-// before retention could drop that snapshot.
-func (rv *Revocations) overdue(pub transport.Publication) bool {
-	rv.mu.Lock()
-	defer rv.mu.Unlock()
-	return rv.overdueLocked(pub)
-}
-
-func (rv *Revocations) overdueLocked(pub transport.Publication) bool {
-	limit := uint64(2 * rv.every)
-	if pub.Epoch != rv.snapEpoch {
-		return pub.Offset >= limit
-	}
-	return pub.Offset >= rv.snapOffset+limit
-}
-
-// noteSnapshot records where a snapshot (its first part) landed.
-func (rv *Revocations) noteSnapshotLocked(pub transport.Publication) {
-	if pub.Offset == 0 {
-		return
-	}
-	if pub.Epoch != rv.snapEpoch || pub.Offset > rv.snapOffset {
-		rv.snapEpoch, rv.snapOffset = pub.Epoch, pub.Offset
-	}
-}
-
 // Revoked reports whether session id was revoked on any node.
 func (rv *Revocations) Revoked(id string) bool {
-	rv.mu.Lock()
+	rv.log.mu.Lock()
 	until, ok := rv.m[id]
-	rv.mu.Unlock()
-	return ok && until > rv.now().UnixMilli()
-}
-
-// insert records one revocation and reports whether it is news.
-func (rv *Revocations) insert(id string, until int64) bool {
-	rv.mu.Lock()
-	defer rv.mu.Unlock()
-	return rv.insertLocked(id, until, rv.now())
+	rv.log.mu.Unlock()
+	return ok && until > rv.log.now().UnixMilli()
 }
 
 func (rv *Revocations) insertLocked(id string, until int64, now time.Time) bool {
@@ -373,7 +216,7 @@ func (rv *Revocations) makeRoomLocked(now time.Time) {
 	rv.dropped++
 	if now.Sub(rv.dropLog) >= time.Minute {
 		rv.dropLog = now
-		rv.log.Warn("revocation table full: forgetting the revocations closest to expiry",
+		rv.log.log.Warn("revocation table full: forgetting the revocations closest to expiry",
 			"max", rv.max, "dropped_total", rv.dropped)
 	}
 }
@@ -402,208 +245,60 @@ func (rv *Revocations) disconnectSession(id string) {
 // broker (through the chat hub); other channels are ignored. It never
 // blocks.
 func (rv *Revocations) HandlePublication(channel string, pub transport.Publication) {
-	if channel != RevokedChannel {
-		return
-	}
-	rv.mu.Lock()
-	if !rv.loaded.Load() {
-		// Applied after the retained history, in order.
-		rv.pending = append(rv.pending, pub)
-		rv.mu.Unlock()
-		return
-	}
-	fresh, snapshot := rv.applyLocked(pub, rv.now())
-	rv.mu.Unlock()
-	for _, id := range fresh {
-		rv.disconnectSession(id)
-	}
-	if snapshot {
-		select {
-		case rv.kick <- struct{}{}:
-		default:
-		}
+	if channel == RevokedChannel {
+		rv.log.handle(pub)
 	}
 }
 
-// applyLocked applies one publication and returns the sessions it newly
-// revoked, and whether this node is the one to publish the next snapshot.
-func (rv *Revocations) applyLocked(pub transport.Publication, now time.Time) (fresh []string, snapshot bool) {
-	if pub.Offset != 0 {
-		if pub.Epoch == rv.epoch && pub.Offset <= rv.offset {
-			return nil, false // already applied (history and live overlap)
-		}
-		rv.epoch, rv.offset = pub.Epoch, pub.Offset
-	}
-	ev, ok := decodeRevocation(pub.Data)
-	if !ok {
-		return nil, false
-	}
+// revocationTable is the Revocations' map as its compactLog sees it.
+type revocationTable Revocations
+
+func (t *revocationTable) applyLocked(ev *logEvent, now time.Time) (entry bool, after func()) {
+	rv := (*Revocations)(t)
+	var fresh []string
 	switch ev.Kind {
 	case kindRevoke:
 		if ev.Session == "" {
-			return nil, false
+			return false, nil
 		}
 		if rv.insertLocked(ev.Session, ev.Until, now) {
 			fresh = append(fresh, ev.Session)
 		}
-		rv.since++
-		// Every node sees the channel in one order, so exactly one of
-		// them, the author of the every-th revocation, takes the
-		// snapshot; if it is gone, the author of the next every-th does.
-		return fresh, rv.since%rv.every == 0 && ev.Node == rv.node
+		entry = true
 	case kindRevokeSnapshot:
 		for id, until := range ev.Revoked {
 			if rv.insertLocked(id, until, now) {
 				fresh = append(fresh, id)
 			}
 		}
-		if ev.Part == 0 {
-			rv.since = 0
-			rv.lastSnap = now
-			rv.noteSnapshotLocked(pub)
-		}
 	}
-	return fresh, false
-}
-
-// load subscribes to the revocation channel and loads what it retains,
-// retrying until it succeeds or Shutdown is called.
-func (rv *Revocations) load() {
-	backoff := 100 * time.Millisecond
-	for {
-		err := rv.loadOnce()
-		if err == nil {
-			return
-		}
-		rv.log.Warn("loading session revocations", "err", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-rv.ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 5*time.Second)
+	if len(fresh) == 0 {
+		return entry, nil
 	}
-}
-
-func (rv *Revocations) loadOnce() error {
-	ctx, cancel := context.WithTimeout(rv.ctx, revocationTimeout)
-	defer cancel()
-	if err := rv.broker.Subscribe(ctx, RevokedChannel); err != nil {
-		return err
-	}
-	res, err := rv.broker.History(ctx, RevokedChannel, transport.HistoryRequest{})
-	if err != nil {
-		return err
-	}
-	now := rv.now()
-	rv.mu.Lock()
-	rv.lastSnap = now
-	var fresh []string
-	for _, p := range append(res.Publications, rv.pending...) {
-		f, _ := rv.applyLocked(p, now)
-		fresh = append(fresh, f...)
-	}
-	rv.pending = nil
-	rv.loaded.Store(true)
-	n := len(rv.m)
-	rv.mu.Unlock()
-	for _, id := range fresh {
-		rv.disconnectSession(id)
-	}
-	rv.log.Debug("session revocations loaded", "live", n, "retained", len(res.Publications))
-	return nil
-}
-
-// loop prunes expired revocations and publishes snapshots when this
-// node's turn comes (kick) or the interval has passed.
-func (rv *Revocations) loop() {
-	tick := time.NewTicker(max(min(rv.interval/4, pruneEvery), time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-rv.ctx.Done():
-			return
-		case <-rv.kick:
-		case <-tick.C:
-			now := rv.now()
-			rv.mu.Lock()
-			rv.pruneLocked(now)
-			due := rv.snapshotDueLocked(now)
-			rv.mu.Unlock()
-			if !due {
-				continue
-			}
-		}
-		if !rv.loaded.Load() {
-			continue
-		}
-		if err := rv.publishSnapshot(rv.ctx, nil); err != nil && rv.ctx.Err() == nil {
-			rv.log.Warn("publishing revocation snapshot", "err", err)
+	return entry, func() {
+		for _, id := range fresh {
+			rv.disconnectSession(id)
 		}
 	}
 }
 
-// snapshotDueLocked: the interval (plus this node's jitter) has passed
-// since the last snapshot, and a snapshot would cover revocations that
-// came after it, or keep live ones from aging out of the broker.
-func (rv *Revocations) snapshotDueLocked(now time.Time) bool {
-	if !rv.loaded.Load() || now.Sub(rv.lastSnap) < rv.interval+rv.jitter {
-		return false
-	}
-	return rv.since > 0 || (rv.maxAge > 0 && len(rv.m) > 0)
-}
-
-// publishSnapshot publishes every unexpired revocation this node knows,
-// in parts of snapshotPartSize. With a trigger (a logout that found the
-// channel overdue) it does not when a snapshot landed after the
-// trigger's overdue point meanwhile: concurrent logouts all find it
-// overdue, and one snapshot serves them all.
-func (rv *Revocations) publishSnapshot(ctx context.Context, trigger *transport.Publication) error {
-	rv.snapMu.Lock()
-	defer rv.snapMu.Unlock()
-	now := rv.now()
+func (t *revocationTable) snapshotLocked(now time.Time) []logEvent {
 	ms := now.UnixMilli()
-	rv.mu.Lock()
-	if trigger != nil && !rv.overdueLocked(*trigger) {
-		rv.mu.Unlock()
-		return nil
-	}
-	var parts []map[string]int64
-	cur := make(map[string]int64, min(len(rv.m), snapshotPartSize))
-	for id, until := range rv.m {
+	var parts []logEvent
+	cur := make(map[string]int64, min(len(t.m), snapshotPartSize))
+	for id, until := range t.m {
 		if until <= ms {
 			continue
 		}
 		if len(cur) == snapshotPartSize {
-			parts = append(parts, cur)
+			parts = append(parts, logEvent{Revoked: cur})
 			cur = make(map[string]int64, snapshotPartSize)
 		}
 		cur[id] = until
 	}
-	parts = append(parts, cur) // an empty snapshot still resets the count
-	rv.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(ctx, revocationTimeout)
-	defer cancel()
-	var first transport.Publication
-	for i, p := range parts {
-		ev := revocationEvent{Kind: kindRevokeSnapshot, Node: rv.node, Revoked: p, Part: i, Parts: len(parts)}
-		pub, err := rv.broker.Publish(ctx, RevokedChannel, ev.marshal(), transport.PublishOptions{})
-		if err != nil {
-			return fmt.Errorf("store: revocation snapshot: %w", err)
-		}
-		if i == 0 {
-			first = pub
-		}
-	}
-	rv.mu.Lock()
-	rv.noteSnapshotLocked(first)
-	// Our part 0 resets the count again when it comes back; until then
-	// this keeps the next logout from snapshotting once more.
-	rv.since = 0
-	rv.lastSnap = now
-	rv.mu.Unlock()
-	return nil
+	return append(parts, logEvent{Revoked: cur})
 }
+
+func (t *revocationTable) pruneLocked(now time.Time) { (*Revocations)(t).pruneLocked(now) }
+
+func (t *revocationTable) aliveLocked() bool { return len(t.m) > 0 }

@@ -93,12 +93,12 @@ func smallBroker(t *testing.T, net *inproc.Network, node string, history int) *i
 func (n *revNode) live() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	id := "probe-" + n.node
+	id := "probe-" + n.log.node
 	if n.Revoked(id) {
 		return true
 	}
-	ev := revocationEvent{Kind: kindRevoke, Session: id, Until: time.Now().Add(time.Hour).UnixMilli()}
-	_, _ = n.broker.Publish(ctx, RevokedChannel, ev.marshal(), transport.PublishOptions{})
+	ev := logEvent{Kind: kindRevoke, Session: id, Until: time.Now().Add(time.Hour).UnixMilli()}
+	_, _ = n.log.broker.Publish(ctx, RevokedChannel, ev.marshal(), transport.PublishOptions{})
 	return n.Revoked(id)
 }
 
@@ -185,13 +185,13 @@ func TestRevocationOutlivesRetention(t *testing.T) {
 
 	// Snapshots are not published by every node for every revocation:
 	// about one per `every` revocations.
-	res, err := n2.broker.History(ctx, RevokedChannel, transport.HistoryRequest{})
+	res, err := n2.log.broker.History(ctx, RevokedChannel, transport.HistoryRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	snaps := 0
 	for _, p := range res.Publications {
-		if ev, _ := decodeRevocation(p.Data); ev.Kind == kindRevokeSnapshot {
+		if ev, _ := decodeLogEvent(p.Data); ev.Kind == kindRevokeSnapshot {
 			snaps++
 		}
 	}
@@ -219,21 +219,21 @@ func TestRevocationSnapshotInterval(t *testing.T) {
 		c.SnapshotInterval = time.Hour
 		c.HistoryMaxAge = 40 * time.Millisecond // interval becomes 20ms
 	})
-	if n.interval != 20*time.Millisecond {
-		t.Fatalf("interval %v, want HistoryMaxAge/2", n.interval)
+	if n.log.interval != 20*time.Millisecond {
+		t.Fatalf("interval %v, want HistoryMaxAge/2", n.log.interval)
 	}
 	brokertest.Eventually(t, "loaded", n.Loaded)
 	if err := n.Revoke(context.Background(), "x", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	count := func() int {
-		res, err := n.broker.History(context.Background(), RevokedChannel, transport.HistoryRequest{})
+		res, err := n.log.broker.History(context.Background(), RevokedChannel, transport.HistoryRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := 0
 		for _, p := range res.Publications {
-			if ev, _ := decodeRevocation(p.Data); ev.Kind == kindRevokeSnapshot && ev.Revoked["x"] > 0 {
+			if ev, _ := decodeLogEvent(p.Data); ev.Kind == kindRevokeSnapshot && ev.Revoked["x"] > 0 {
 				c++
 			}
 		}
@@ -339,7 +339,14 @@ func TestNewRevocationsValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rv.every != DefaultRevocationSnapshotEvery || rv.interval != DefaultRevocationSnapshotInterval || rv.max != DefaultMaxRevocations {
-		t.Fatalf("defaults: every %d interval %v max %d", rv.every, rv.interval, rv.max)
+	if rv.log.every != DefaultRevocationSnapshotEvery || rv.log.interval != DefaultRevocationSnapshotInterval || rv.max != DefaultMaxRevocations {
+		t.Fatalf("defaults: every %d interval %v max %d", rv.log.every, rv.log.interval, rv.max)
 	}
+}
+
+// insert records one revocation on this node alone.
+func (n *revNode) insert(id string, until int64) {
+	n.log.mu.Lock()
+	defer n.log.mu.Unlock()
+	n.insertLocked(id, until, n.log.now())
 }
