@@ -55,7 +55,8 @@ const (
 )
 
 // WebSocket close codes the server uses. A client reconnects on all of
-// them except CloseLoggedOut, where it has to log in again.
+// them except CloseLoggedOut, where it has to log in again, and
+// CloseBanned.
 const (
 	// CloseNormal ends a connection the client asked to end.
 	CloseNormal = 1000
@@ -68,6 +69,8 @@ const (
 	CloseServiceRestart = 1012
 	// CloseLoggedOut: the connection's session was logged out.
 	CloseLoggedOut = 4001
+	// CloseBanned: the user was banned; logging in again fails too.
+	CloseBanned = 4003
 	// CloseSlowConsumer: the client did not read fast enough and its
 	// outbound queue overflowed; reconnect and resume with join "after".
 	CloseSlowConsumer = 4008

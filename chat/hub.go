@@ -74,10 +74,11 @@ type Config struct {
 	Shards int
 	// Revocations is the cluster's record of logged-out sessions
 	// (store.Revocations): Connect closes a connection whose session it
-	// reports revoked, and the hub hands it the publications on "s:"
-	// channels, where the record lives. Nil means no session is ever
-	// revoked.
+	// reports revoked. Nil means no session is ever revoked.
 	Revocations Revocations
+	// System receives the publications on "s:" channels, where the
+	// node's own tables (logouts, accounts) live. Nil drops them.
+	System transport.Handler
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. For tests.
@@ -90,9 +91,6 @@ type Config struct {
 type Revocations interface {
 	// Revoked reports whether session id was logged out.
 	Revoked(session string) bool
-	// HandlePublication takes what the broker delivers on "s:"
-	// channels. It must not block.
-	HandlePublication(channel string, pub transport.Publication)
 }
 
 // Hub is the chat domain of one node. It is the transport.Handler of its
@@ -123,7 +121,8 @@ type Hub struct {
 	bySession map[string][]*Client
 	closing   bool // guarded by clientsMu
 
-	revocations Revocations // or nil
+	revocations Revocations       // or nil
+	system      transport.Handler // or nil
 
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
@@ -159,6 +158,7 @@ func New(cfg Config) (*Hub, error) {
 		presence:    pm,
 		nodes:       cfg.Nodes,
 		revocations: cfg.Revocations,
+		system:      cfg.System,
 		queueBytes:  orDefault(cfg.QueueBytes, DefaultQueueBytes),
 		maxText:     orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
 		page:        orDefault(cfg.HistoryPage, DefaultHistoryPage),
@@ -385,6 +385,23 @@ func (h *Hub) DisconnectSession(id string) {
 	}
 }
 
+// DisconnectUser closes every connection of user on this node with code
+// (CloseBanned, CloseLoggedOut) and reason. The account table calls it
+// when it learns of a ban or of "log out everywhere"; it never blocks.
+func (h *Hub) DisconnectUser(user string, code int, reason string) {
+	h.clientsMu.Lock()
+	var hit []*Client
+	for c := range h.clients {
+		if c.user == user {
+			hit = append(hit, c)
+		}
+	}
+	h.clientsMu.Unlock()
+	for _, c := range hit {
+		c.disconnect(code, reason)
+	}
+}
+
 // Clients returns how many connections the hub holds.
 func (h *Hub) Clients() int {
 	h.clientsMu.Lock()
@@ -397,8 +414,8 @@ func (h *Hub) Clients() int {
 // blocks. Publications on "s:" channels go to Config.Revocations.
 func (h *Hub) HandlePublication(channel string, pub transport.Publication) {
 	if strings.HasPrefix(channel, systemPrefix) {
-		if h.revocations != nil {
-			h.revocations.HandlePublication(channel, pub)
+		if h.system != nil {
+			h.system.HandlePublication(channel, pub)
 		}
 		return
 	}

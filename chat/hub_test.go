@@ -642,7 +642,7 @@ func (r *revokedSessions) HandlePublication(channel string, _ transport.Publicat
 
 func TestDisconnectSession(t *testing.T) {
 	rs := &revokedSessions{}
-	h := newHub(t, nil, "n1", func(c *Config) { c.Revocations = rs })
+	h := newHub(t, nil, "n1", func(c *Config) { c.Revocations = rs; c.System = rs })
 	c := connectSession(t, h, "alice", "sess1")
 	other := connectSession(t, h, "alice", "sess2")
 	rs.revoke("sess1")
@@ -663,14 +663,32 @@ func TestDisconnectSession(t *testing.T) {
 	if code, _ := late.CloseReason(); code != CloseLoggedOut {
 		t.Fatalf("connection of a revoked session: close code %d", code)
 	}
-	// The record's channel is handed to it, rooms and inboxes are not.
+	// The system channels are handed over, rooms and inboxes are not.
 	h.HandlePublication("s:revoked", transport.Publication{Offset: 1, Data: []byte(`{"k":"s"}`)})
 	h.HandlePublication(roomPrefix+"general", transport.Publication{Offset: 1, Data: []byte(`{"k":"m"}`)})
 	rs.mu.Lock()
 	handled := slices.Clone(rs.handled)
 	rs.mu.Unlock()
 	if !slices.Equal(handled, []string{"s:revoked"}) {
-		t.Fatalf("handed to the revocations: %q", handled)
+		t.Fatalf("handed to the system tables: %q", handled)
+	}
+}
+
+// A ban closes every connection of the user, whatever its session, with
+// CloseBanned, and no one else's.
+func TestDisconnectUser(t *testing.T) {
+	h := newHub(t, nil, "n1", nil)
+	a1 := connectSession(t, h, "alice", "s1")
+	a2 := connectSession(t, h, "alice", "s2")
+	b := connectSession(t, h, "bob", "s3")
+	h.DisconnectUser("alice", CloseBanned, "banned")
+	for _, c := range []*tconn{a1, a2} {
+		if code, reason := c.c.CloseReason(); code != CloseBanned || reason != "banned" {
+			t.Fatalf("alice's connection: close %d %q, want %d banned", code, reason, CloseBanned)
+		}
+	}
+	if b.c.isClosed() {
+		t.Fatal("bob disconnected by alice's ban")
 	}
 }
 

@@ -1,18 +1,14 @@
 package web
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -27,14 +23,20 @@ const (
 	keyUser = "user"
 	keySID  = "sid" // random id: what logout revokes
 	keyExp  = "exp" // Unix seconds the session expires at
+	// keyIssued is the Unix ms the session was issued at: a password
+	// change or "log out everywhere" ends the sessions issued before it.
+	// Sessions from before accounts existed lack it and are refused, so
+	// their browsers are sent to log in again.
+	keyIssued = "iat"
 )
 
 // identity is who a request speaks for.
 type identity struct {
-	user  string
-	sid   string
-	exp   time.Time
-	token bool // came from a bearer token, not the cookie
+	user   string
+	sid    string
+	exp    time.Time
+	issued time.Time
+	token  bool // came from a bearer token, not the cookie
 }
 
 // Revocations is the cluster's record of logged-out sessions
@@ -68,12 +70,13 @@ func (s *Server) sessionIdentity(r *http.Request) (identity, bool) {
 	user, _ := sess.Values[keyUser].(string)
 	sid, _ := sess.Values[keySID].(string)
 	exp, _ := sess.Values[keyExp].(int64)
-	id := identity{user: user, sid: sid, exp: time.Unix(exp, 0)}
+	iat, _ := sess.Values[keyIssued].(int64)
+	id := identity{user: user, sid: sid, exp: time.Unix(exp, 0), issued: time.UnixMilli(iat)}
 	return id, wellFormed(id)
 }
 
 func wellFormed(id identity) bool {
-	return chat.ValidName(id.user) && id.sid != "" && time.Now().Before(id.exp)
+	return chat.ValidName(id.user) && id.sid != "" && time.Now().Before(id.exp) && id.issued.UnixMilli() > 0
 }
 
 // check confirms a well-formed identity against the cluster's logouts
@@ -84,6 +87,9 @@ func (s *Server) check(ctx context.Context, id identity) error {
 	}
 	if s.revocations.Revoked(id.sid) {
 		return errNoSession
+	}
+	if err := s.checkAccount(id); err != nil {
+		return err
 	}
 	if id.token && s.checker != nil {
 		ok, err := s.checker.SessionExists(ctx, s.storeKey(id.sid))
@@ -110,13 +116,13 @@ func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
 		cands = append(cands, id)
 	}
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		if id, ok := s.parseToken(strings.TrimSpace(tok)); ok {
+		if id, ok := s.parseAnyToken(strings.TrimSpace(tok)); ok {
 			cands = append(cands, id)
 		}
 	}
 	if query {
 		if tok := r.URL.Query().Get("token"); tok != "" {
-			if id, ok := s.parseToken(tok); ok {
+			if id, ok := s.parseAnyToken(tok); ok {
 				cands = append(cands, id)
 			}
 		}
@@ -144,6 +150,8 @@ func authFailed(w http.ResponseWriter, err error, message string) {
 			"this node is still loading logouts; retry shortly or use another node")
 	case errors.Is(err, errSessionStore):
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot check the session right now, retry")
+	case errors.Is(err, errBanned):
+		writeError(w, http.StatusForbidden, CodeBanned, "this user is banned")
 	default:
 		writeError(w, http.StatusUnauthorized, CodeUnauthorized, message)
 	}
@@ -160,14 +168,15 @@ func (s *Server) storeKey(sid string) string {
 }
 
 // Tokens are "<payload>.<mac>", both base64url: payload is
-// "user|sid|exp" and mac its HMAC-SHA256 under TokenKey.
+// "user|sid|exp|iat" and mac its HMAC-SHA256 under TokenKey.
 
 func (s *Server) makeToken(id identity) string {
 	exp := time.Now().Add(s.cfg.TokenTTL)
 	if id.exp.Before(exp) {
 		exp = id.exp
 	}
-	payload := id.user + "|" + id.sid + "|" + strconv.FormatInt(exp.Unix(), 10)
+	payload := id.user + "|" + id.sid + "|" + strconv.FormatInt(exp.Unix(), 10) + "|" +
+		strconv.FormatInt(id.issued.UnixMilli(), 10)
 	mac := hmac.New(sha256.New, s.tokenKey)
 	mac.Write([]byte(payload))
 	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
@@ -190,14 +199,15 @@ func (s *Server) parseToken(tok string) (identity, bool) {
 		return identity{}, false
 	}
 	parts := strings.Split(string(payload), "|")
-	if len(parts) != 3 {
+	if len(parts) != 4 {
 		return identity{}, false
 	}
-	exp, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil {
+	exp, err1 := strconv.ParseInt(parts[2], 10, 64)
+	iat, err2 := strconv.ParseInt(parts[3], 10, 64)
+	if err1 != nil || err2 != nil {
 		return identity{}, false
 	}
-	id := identity{user: parts[0], sid: parts[1], exp: time.Unix(exp, 0), token: true}
+	id := identity{user: parts[0], sid: parts[1], exp: time.Unix(exp, 0), issued: time.UnixMilli(iat), token: true}
 	return id, wellFormed(id)
 }
 
@@ -238,42 +248,9 @@ func setHint(w http.ResponseWriter, opts *sessions.Options) {
 	http.SetCookie(w, c)
 }
 
-// loginName reads the name from a JSON body or a form.
-func loginName(w http.ResponseWriter, r *http.Request) (string, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLoginBody))
-	if err != nil {
-		return "", false
-	}
-	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' {
-		var v struct {
-			Name string `json:"name"`
-		}
-		if err := json.Unmarshal(t, &v); err != nil {
-			return "", false
-		}
-		return v.Name, true
-	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		return "", false
-	}
-	return form.Get("name"), true
-}
-
-func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	if !s.originAllowed(r) {
-		writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
-		return
-	}
-	name, ok := loginName(w, r)
-	if !ok {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, "body must be JSON {\"name\":...} or a form with name")
-		return
-	}
-	if !chat.ValidName(name) {
-		writeError(w, http.StatusBadRequest, CodeBadName, "name must be 1-32 letters, digits, '_', '.' or '-'")
-		return
-	}
+// startSession replaces whatever session the browser had with a new one
+// for user, sets its cookie and returns its identity.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, user string) (identity, error) {
 	sess, _ := s.sessions.New(r, CookieName) // a bad cookie yields a fresh session
 	if old, _ := sess.Values[keySID].(string); old != "" {
 		// A login replaces whatever session the browser had.
@@ -286,7 +263,9 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	sess.IsNew = true
 	sess.Values = map[any]any{}
 	cookieOptions(sess, r)
-	id := identity{user: name, sid: newSessionID(), exp: time.Now().Add(time.Duration(sess.Options.MaxAge) * time.Second)}
+	now := time.Now()
+	id := identity{user: user, sid: newSessionID(), issued: now,
+		exp: now.Add(time.Duration(sess.Options.MaxAge) * time.Second)}
 	sess.ID = ""
 	if s.checker != nil {
 		// Server-side sessions are stored under a key derived from sid,
@@ -296,13 +275,24 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	sess.Values[keyUser] = id.user
 	sess.Values[keySID] = id.sid
 	sess.Values[keyExp] = id.exp.Unix()
+	sess.Values[keyIssued] = id.issued.UnixMilli()
 	if err := sess.Save(r, w); err != nil {
+		return identity{}, err
+	}
+	setHint(w, sess.Options)
+	return id, nil
+}
+
+// loggedIn answers a successful login or registration.
+func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, user string) {
+	id, err := s.startSession(w, r, user)
+	if err != nil {
 		s.log.Error("saving session", "err", err)
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot store the session right now")
 		return
 	}
-	setHint(w, sess.Options)
-	writeJSON(w, http.StatusOK, map[string]string{"user": name, "node": s.node, "token": s.makeToken(id)})
+	s.log.Info("login", "user", user, "addr", clientAddr(r))
+	writeJSON(w, http.StatusOK, map[string]any{"user": user, "node": s.node, "token": s.makeToken(id)})
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
@@ -344,5 +334,5 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 		authFailed(w, err, "not logged in")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"user": id.user, "node": s.node})
+	writeJSON(w, http.StatusOK, map[string]any{"user": id.user, "node": s.node, "admin": s.admins[id.user]})
 }

@@ -10,6 +10,11 @@ var (
 	ErrNoSessions = errors.New("web: no session store")
 	// ErrNoRevocations is returned by New without Config.Revocations.
 	ErrNoRevocations = errors.New("web: no session revocations")
+	// ErrNoAccounts is returned by New for AuthPassword without
+	// Config.Accounts.
+	ErrNoAccounts = errors.New("web: --auth password needs the account table")
+	// ErrNoJWTKey is returned by New for AuthJWT without Config.JWTKey.
+	ErrNoJWTKey = errors.New("web: --auth jwt needs --jwt-key")
 	// ErrNegativeConfig is returned by New for a negative limit or
 	// duration in Config.
 	ErrNegativeConfig = errors.New("web: negative limit in config")
@@ -25,6 +30,10 @@ var (
 	// errSessionStore: the session store could not confirm the session
 	// (503).
 	errSessionStore = errors.New("web: session store unavailable")
+	// errBanned: the user is banned (403).
+	errBanned = errors.New("web: user banned")
+	// errAccountsOff: no account table (--auth open or jwt without one).
+	errAccountsOff = errors.New("web: no account table")
 )
 
 // Error codes of JSON error answers: {"error":{"code":..,"message":..}}.
@@ -39,4 +48,11 @@ const (
 	CodeUnavailable     = "unavailable"
 	CodeNotReady        = "not_ready"
 	CodeInternal        = "internal"
+	CodeBadCredentials  = "bad_credentials"
+	CodeNameTaken       = "name_taken"
+	CodeWeakPassword    = "weak_password"
+	CodeBanned          = "banned"
+	CodeForbidden       = "forbidden"
+	CodeTooManyAttempts = "too_many_attempts"
+	CodeAccountsFull    = "accounts_full"
 )

@@ -17,6 +17,7 @@ import (
 	"github.com/meshchat/meshchat/chat"
 	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/store"
+	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/transport/inproc"
 	"github.com/meshchat/meshchat/web/webtest"
 )
@@ -30,6 +31,7 @@ type env struct {
 	t   testing.TB
 	hub *chat.Hub
 	rev *store.Revocations
+	acc *store.Accounts
 	srv *Server
 	ts  *httptest.Server
 }
@@ -62,6 +64,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	hc.Revocations = rev
+	acc, err := store.NewAccounts(store.AccountsConfig{Node: o.node, Broker: hc.Broker, Password: store.TestPasswordParams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc.System = systemHandlers{rev, acc}
 	hub, err := chat.New(hc)
 	if err != nil {
 		t.Fatal(err)
@@ -72,15 +79,30 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if err := rev.Start(context.Background(), hub.DisconnectSession); err != nil {
 		t.Fatal(err)
 	}
+	err = acc.Start(context.Background(), func(user string, banned bool) {
+		if banned {
+			hub.DisconnectUser(user, chat.CloseBanned, "banned")
+		} else {
+			hub.DisconnectUser(user, chat.CloseLoggedOut, "logged_out")
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !o.loading {
-		clustertest.WaitFor(t, waitFor, "the hub to load revocations", rev.Loaded)
+		clustertest.WaitFor(t, waitFor, "the hub to load revocations and accounts", func() bool {
+			return rev.Loaded() && acc.Loaded()
+		})
 	}
 	wc := Config{
 		Hub:         hub,
 		Sessions:    store.NewCookieStore([]byte(strings.Repeat("h", 32)), []byte(strings.Repeat("b", 32)), store.SessionOptions{}),
 		Revocations: rev,
+		Auth:        AuthOpen,
+		Accounts:    acc,
 		BrokerName:  "mesh",
 		TokenKey:    []byte("token-key"),
+		AuthLimits:  AuthLimits{AttemptsPerMinute: 6000, AttemptBurst: 1000},
 	}
 	if o.web != nil {
 		o.web(&wc)
@@ -90,14 +112,24 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
-	e := &env{t: t, hub: hub, rev: rev, srv: srv, ts: ts}
+	e := &env{t: t, hub: hub, rev: rev, acc: acc, srv: srv, ts: ts}
 	// Cleanups run last registered first: web, revocations, listener,
 	// broker.
 	clustertest.Cleanup(t, "broker close", b.Close)
 	t.Cleanup(ts.Close)
 	clustertest.Cleanup(t, "revocations shutdown", rev.Shutdown)
+	clustertest.Cleanup(t, "accounts shutdown", acc.Shutdown)
 	clustertest.Cleanup(t, "web shutdown", srv.Shutdown)
 	return e
+}
+
+// systemHandlers hands "s:" publications to each table, as the node does.
+type systemHandlers []transport.Handler
+
+func (h systemHandlers) HandlePublication(channel string, pub transport.Publication) {
+	for _, x := range h {
+		x.HandlePublication(channel, pub)
+	}
 }
 
 // newClient is an HTTP client with its own cookies, as a browser has.

@@ -58,6 +58,18 @@ type Config struct {
 	// Revocations records logouts cluster-wide and answers whether a
 	// session was logged out (store.Revocations). Required.
 	Revocations Revocations
+	// Auth is how users log in. Default AuthPassword.
+	Auth AuthMode
+	// Accounts is the cluster's table of accounts and bans
+	// (store.Accounts). Required with AuthPassword; with the other modes
+	// it holds the bans (nil: nobody can be banned).
+	Accounts Accounts
+	// Admins are the users who may ban and unban (--admins).
+	Admins []string
+	// JWTKey verifies the app's tokens under AuthJWT. Required there.
+	JWTKey JWTKey
+	// AuthLimits bound login and registration attempts.
+	AuthLimits AuthLimits
 	// Node is this node's name, reported by the API. Default: Hub.Node().
 	Node string
 	// BrokerName is "mesh" or "redis", reported by /api/cluster.
@@ -108,6 +120,10 @@ type Server struct {
 	hub         *chat.Hub
 	sessions    sessions.Store
 	revocations Revocations
+	accounts    Accounts
+	mode        AuthMode
+	admins      map[string]bool
+	limits      limiters
 	checker     sessionChecker // set when sessions live server-side
 	node        string
 	allowed     map[string]bool // normalised origins
@@ -145,6 +161,18 @@ func New(cfg Config) (*Server, error) {
 		cfg.PingInterval < 0 || cfg.PongTimeout < 0 || cfg.WriteTimeout < 0 {
 		return nil, ErrNegativeConfig
 	}
+	mode, err := ParseAuthMode(string(cfg.Auth))
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case mode == AuthPassword && cfg.Accounts == nil:
+		return nil, ErrNoAccounts
+	case mode == AuthJWT && len(cfg.JWTKey.HMAC) == 0 && cfg.JWTKey.Public == nil:
+		return nil, ErrNoJWTKey
+	case cfg.Accounts == nil:
+		cfg.Accounts = noAccounts{}
+	}
 	if cfg.Node == "" {
 		cfg.Node = cfg.Hub.Node()
 	}
@@ -177,6 +205,10 @@ func New(cfg Config) (*Server, error) {
 		hub:         cfg.Hub,
 		sessions:    cfg.Sessions,
 		revocations: cfg.Revocations,
+		accounts:    cfg.Accounts,
+		mode:        mode,
+		admins:      make(map[string]bool),
+		limits:      newLimiters(cfg.AuthLimits),
 		node:        cfg.Node,
 		allowed:     make(map[string]bool),
 		tokenKey:    cfg.TokenKey,
@@ -184,6 +216,9 @@ func New(cfg Config) (*Server, error) {
 		conns:       make(map[*websocket.Conn]struct{}),
 	}
 	s.checker, _ = cfg.Sessions.(sessionChecker)
+	for _, a := range cfg.Admins {
+		s.admins[a] = true
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -237,9 +272,15 @@ func (s *Server) routes() http.Handler {
 	api.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllow, "method not allowed")
 	})
+	api.Get("/auth", s.handleAuthMode)
+	api.Post("/register", s.handleRegister)
 	api.Post("/login", s.handleLogin)
 	api.Post("/logout", s.handleLogout)
+	api.Post("/logout-all", s.handleLogoutAll)
+	api.Post("/password", s.handlePassword)
 	api.Get("/me", s.handleMe)
+	api.Post("/admin/ban", s.handleBan(true))
+	api.Post("/admin/unban", s.handleBan(false))
 	api.Get("/cluster", s.handleCluster)
 	r.Mount("/api", api)
 

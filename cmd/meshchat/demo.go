@@ -50,6 +50,7 @@ func runDemo(ctx context.Context, stop func(), args []string, stdout, stderr io.
 			Broker:     dc.Broker,
 			RedisURL:   dc.RedisURL,
 			Secret:     secret,
+			Auth:       dc.Auth,
 			Logger:     log,
 			TagLogs:    true,
 		}

@@ -157,6 +157,12 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("name", "ID", "<hostname>-<http port>-<gossip port>")
 	fs.StringVar(&cfg.Secret, "secret", cfg.Secret, "cluster secret shared by all nodes: signs sessions, encrypts gossip, authenticates node-to-node traffic")
 	doc("secret", "S", "none: the node makes a random secret of its own (see below)")
+	fs.StringVar(&cfg.Auth, "auth", cfg.Auth, "how users log in: password (accounts), open (a bare name, for demos and benchmarks) or jwt (tokens your app signs)")
+	doc("auth", "MODE", "")
+	fs.StringVar(&cfg.JWTKey, "jwt-key", cfg.JWTKey, "--auth jwt: HMAC secret for HS256 tokens, or a PEM public key (or a file holding one) for RS256/ES256")
+	doc("jwt-key", "K", "none")
+	fs.Var(listValue{&cfg.Admins}, "admins", "comma-separated user names that may ban and unban users")
+	doc("admins", "LIST", "none")
 	fs.Float64Var(&cfg.RateFlag, "rate-limit", cfg.RateFlag, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
@@ -302,11 +308,12 @@ type demoConfig struct {
 	Host     string
 	BasePort int
 	Secret   string
+	Auth     string
 	LogLevel slog.Level
 }
 
 func parseDemo(args []string, lookupEnv func(string) (string, bool), out io.Writer) (demoConfig, error) {
-	dc := demoConfig{Nodes: 3, Broker: "mesh", Host: "127.0.0.1", BasePort: 8081, LogLevel: slog.LevelWarn}
+	dc := demoConfig{Nodes: 3, Broker: "mesh", Host: "127.0.0.1", BasePort: 8081, Auth: "password", LogLevel: slog.LevelWarn}
 	fs := flag.NewFlagSet("meshchat demo", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.IntVar(&dc.Nodes, "nodes", dc.Nodes, "number of nodes")
@@ -315,10 +322,11 @@ func parseDemo(args []string, lookupEnv func(string) (string, bool), out io.Writ
 	fs.StringVar(&dc.Host, "host", dc.Host, "address every node listens on")
 	fs.IntVar(&dc.BasePort, "base-port", dc.BasePort, "first HTTP port; gossip ports start at base-port+1000")
 	fs.StringVar(&dc.Secret, "secret", dc.Secret, "cluster secret")
+	fs.StringVar(&dc.Auth, "auth", dc.Auth, "password (users register accounts) or open (a bare name logs in)")
 	fs.Var(levelValue{&dc.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	docs := []flagDoc{
 		{"nodes", "N", ""}, {"broker", "NAME", ""}, {"redis", "URL", "none"}, {"host", "HOST", ""},
-		{"base-port", "P", ""}, {"secret", "S", "a random one, shared by the demo's nodes"}, {"log-level", "LEVEL", ""},
+		{"base-port", "P", ""}, {"secret", "S", "a random one, shared by the demo's nodes"}, {"auth", "MODE", ""}, {"log-level", "LEVEL", ""},
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -20,7 +20,7 @@ type proc struct {
 	log    string // path of its combined output
 }
 
-// startProc runs `meshchat serve` with the given extra flags. The secret
+// startProc runs `meshchat serve --auth open` with the given extra flags. The secret
 // goes through the environment, the rest through flags, so both paths are
 // exercised. The process is killed when the test ends.
 func startProc(t *testing.T, name string, join string, extra ...string) *proc {
@@ -33,7 +33,9 @@ func startProc(t *testing.T, name string, join string, extra ...string) *proc {
 func startProcOn(t *testing.T, name, httpAddr, gossipAddr, join string, extra ...string) *proc {
 	t.Helper()
 	bin := buildBinary(t)
-	args := []string{"serve", "--http", httpAddr, "--gossip", gossipAddr, "--name", name, "--log-level", "debug"}
+	// Users log in by name unless extra says otherwise (a later flag
+	// wins).
+	args := []string{"serve", "--http", httpAddr, "--gossip", gossipAddr, "--name", name, "--log-level", "debug", "--auth", "open"}
 	if join != "" {
 		args = append(args, "--join", join)
 	}

@@ -67,26 +67,50 @@ type Session struct {
 	Cookies []*http.Cookie
 }
 
-// Login posts /api/login {"name":user} on base and returns the session.
+// Login posts /api/login {"name":user} on base (a node of --auth open)
+// and returns the session.
 func Login(tb testing.TB, base, user string) Session {
 	tb.Helper()
-	resp, err := CookieClient(tb).Post(base+"/api/login", "application/json", strings.NewReader(`{"name":"`+user+`"}`))
+	return Post(tb, base, "/api/login", user, `{"name":"`+user+`"}`)
+}
+
+// Register posts /api/register on base (a node of --auth password) and
+// returns the new account's session.
+func Register(tb testing.TB, base, user, password string) Session {
+	tb.Helper()
+	body, _ := json.Marshal(map[string]string{"name": user, "password": password})
+	return Post(tb, base, "/api/register", user, string(body))
+}
+
+// LoginPassword posts /api/login with a password and returns the
+// session.
+func LoginPassword(tb testing.TB, base, user, password string) Session {
+	tb.Helper()
+	body, _ := json.Marshal(map[string]string{"name": user, "password": password})
+	return Post(tb, base, "/api/login", user, string(body))
+}
+
+// Post posts body to an endpoint that logs user in (path: /api/login,
+// /api/register) and returns the session; anything but 200 fails tb.
+func Post(tb testing.TB, base, path, user, body string) Session {
+	tb.Helper()
+	resp, err := CookieClient(tb).Post(base+path, "application/json", strings.NewReader(body))
 	if err != nil {
-		tb.Fatalf("login %s at %s: %v", user, base, err)
+		tb.Fatalf("%s %s at %s: %v", path, user, base, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("login %s at %s: %d %s", user, base, resp.StatusCode, body)
+		tb.Fatalf("%s %s at %s: %d %s", path, user, base, resp.StatusCode, out)
 	}
-	var out struct{ User, Node, Token string }
-	if err := json.Unmarshal(body, &out); err != nil || out.User != user || out.Node == "" {
-		tb.Fatalf("login %s: body %s (%v)", user, body, err)
+	var v struct{ User, Node, Token string }
+	if err := json.Unmarshal(out, &v); err != nil || v.User != user || v.Node == "" {
+		tb.Fatalf("%s %s: body %s (%v)", path, user, out, err)
 	}
 	if len(resp.Cookies()) == 0 {
-		tb.Fatalf("login %s: no cookie", user)
+		tb.Fatalf("%s %s: no cookie", path, user)
 	}
-	return Session{User: user, Node: out.Node, Token: out.Token, Cookies: resp.Cookies()}
+	return Session{User: user, Node: v.Node, Token: v.Token, Cookies: resp.Cookies()}
 }
 
 // Do sends a request with the session's cookies and returns status and

@@ -16,6 +16,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/store"
 	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/web"
 )
@@ -111,6 +112,25 @@ type Config struct {
 	// connects.
 	DebugPublic bool
 
+	// Auth is how users log in: "password" (accounts, the default),
+	// "open" (a bare name, as in v1) or "jwt" (the app's tokens).
+	Auth string
+	// JWTKey verifies the app's tokens under Auth "jwt": an HMAC secret,
+	// or a PEM public key (or the name of a file holding one) for RS256
+	// or ES256.
+	JWTKey string
+	// Admins are the users who may ban and unban.
+	Admins []string
+	// MaxAccounts bounds the accounts (and bans) the cluster keeps; every
+	// node must have the same value. 0 means store.DefaultMaxAccounts.
+	MaxAccounts int
+	// PasswordParams are the hashing costs of new passwords; zero means
+	// store.DefaultPasswordParams. Tests lower them.
+	PasswordParams store.PasswordParams
+	// AuthLimits bound login and registration attempts; zero values mean
+	// web's defaults. Tests raise them.
+	AuthLimits web.AuthLimits
+
 	// Logger is used by the node; nil discards logs.
 	Logger *slog.Logger
 	// TagLogs adds self=<node name> to every log line, for several nodes
@@ -140,6 +160,7 @@ func (c *Config) fill() {
 	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
 	c.GossipAddr = cmp.Or(c.GossipAddr, DefaultGossipAddr)
 	c.Broker = cmp.Or(c.Broker, DefaultBroker)
+	c.Auth = cmp.Or(c.Auth, string(web.AuthPassword))
 	c.RateLimit = cmp.Or(c.RateLimit, chat.DefaultRateLimit)
 	c.History = cmp.Or(c.History, transport.DefaultHistorySize)
 	c.MaxFrame = cmp.Or(c.MaxFrame, web.DefaultMaxFrameBytes)
@@ -170,6 +191,25 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Join) > 0 && c.Secret == "" {
 		return errors.New("config: --join needs --secret (or MESHCHAT_SECRET), the same on every node: without one a node makes a random secret of its own and can form no cluster")
+	}
+	if _, err := web.ParseAuthMode(c.Auth); err != nil {
+		return fmt.Errorf("config: --auth %q: want password, open or jwt", c.Auth)
+	}
+	if (c.Auth == string(web.AuthJWT)) != (c.JWTKey != "") {
+		return errors.New("config: --jwt-key goes with --auth jwt, and --auth jwt needs --jwt-key")
+	}
+	if c.JWTKey != "" {
+		if _, err := web.ParseJWTKey(c.JWTKey); err != nil {
+			return fmt.Errorf("config: --jwt-key: %w", err)
+		}
+	}
+	for _, a := range c.Admins {
+		if !chat.ValidName(a) {
+			return fmt.Errorf("config: --admins %q: not a valid user name", a)
+		}
+	}
+	if c.MaxAccounts < 0 {
+		return fmt.Errorf("config: MaxAccounts %d: want >= 0", c.MaxAccounts)
 	}
 	switch c.Broker {
 	case "mesh":

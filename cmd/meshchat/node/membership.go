@@ -42,6 +42,9 @@ func (n *Node) Ready(ctx context.Context) error {
 	if !n.revoked.Loaded() {
 		return fmt.Errorf("%w: logouts not yet loaded", ErrNotReady)
 	}
+	if !n.accounts.Loaded() {
+		return fmt.Errorf("%w: accounts not yet loaded", ErrNotReady)
+	}
 	// Only a starting node waits for its first view to be applied: later
 	// membership changes leave every node briefly behind gossip, and
 	// failing readiness then would let a load balancer drop the whole

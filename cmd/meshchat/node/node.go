@@ -24,6 +24,7 @@ import (
 var (
 	_ chat.Revocations = (*store.Revocations)(nil)
 	_ web.Revocations  = (*store.Revocations)(nil)
+	_ web.Accounts     = (*store.Accounts)(nil)
 )
 
 // Node is one running meshchat node: gossip membership, a broker (mesh or
@@ -50,6 +51,7 @@ type Node struct {
 	mesh     *mesh.Broker       // nil with the redis broker
 	history  *mesh.Bolt         // on-disk history log (--data, mesh only), or nil
 	revoked  *store.Revocations // logged-out sessions, cluster-wide
+	accounts *store.Accounts    // accounts and bans, cluster-wide
 	hub      *chat.Hub
 	sessions sessions.Store
 	web      *web.Server

@@ -49,6 +49,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.dialRedis,      // shared by the redis broker and sessions
 		n.newBroker,      // mesh (with its --data log) or redis
 		n.newRevocations, // logouts, on the broker
+		n.newAccounts,    // accounts and bans, on the broker
 		n.newHub,         // the chat domain on the broker
 		n.newSessions,    // cookie or Redis session store
 		n.newWeb,         // HTTP API, WebSocket, UI
@@ -219,6 +220,35 @@ func (n *Node) newRevocations(context.Context) error {
 	return err
 }
 
+func (n *Node) newAccounts(context.Context) error {
+	var err error
+	n.accounts, err = store.NewAccounts(store.AccountsConfig{
+		Node:          n.name,
+		Broker:        n.broker,
+		HistoryMaxAge: n.cfg.HistoryAge,
+		MaxAccounts:   n.cfg.MaxAccounts,
+		Password:      n.cfg.PasswordParams,
+		Logger:        n.log,
+	})
+	if err == nil && n.cfg.Auth == string(web.AuthPassword) && n.rdb == nil && n.cfg.DataDir == "" {
+		n.log.Warn("accounts live in the cluster's memory only: if every node stops at once (no --data, no --redis), they are lost and users register again")
+	}
+	if err == nil && n.cfg.Auth == string(web.AuthOpen) {
+		n.log.Warn("--auth open: anyone can log in as any name; for demos and benchmarks only")
+	}
+	return err
+}
+
+// disconnectUser ends a user's connections on this node when the
+// accounts say so: banned, or logged out everywhere.
+func (n *Node) disconnectUser(user string, banned bool) {
+	if banned {
+		n.hub.DisconnectUser(user, chat.CloseBanned, "banned")
+		return
+	}
+	n.hub.DisconnectUser(user, chat.CloseLoggedOut, "logged_out")
+}
+
 func (n *Node) newHub(context.Context) error {
 	var err error
 	n.hub, err = chat.New(chat.Config{
@@ -228,9 +258,20 @@ func (n *Node) newHub(context.Context) error {
 		QueueBytes:  n.cfg.QueueBytes,
 		RateLimit:   n.cfg.RateLimit,
 		Revocations: n.revoked,
+		System:      systemTables{n.revoked, n.accounts},
 		Logger:      n.log,
 	})
 	return err
+}
+
+// systemTables hands the publications on "s:" channels to each of the
+// node's tables; each takes its own channel.
+type systemTables []transport.Handler
+
+func (t systemTables) HandlePublication(channel string, pub transport.Publication) {
+	for _, h := range t {
+		h.HandlePublication(channel, pub)
+	}
 }
 
 func (n *Node) newSessions(ctx context.Context) error {
@@ -249,11 +290,23 @@ func (n *Node) newWeb(context.Context) error {
 	if n.mesh != nil {
 		mounts["/_mesh/"] = n.mesh.Handler()
 	}
+	jwtKey := web.JWTKey{}
+	if n.cfg.JWTKey != "" {
+		var err error
+		if jwtKey, err = web.ParseJWTKey(n.cfg.JWTKey); err != nil {
+			return err
+		}
+	}
 	var err error
 	n.web, err = web.New(web.Config{
 		Hub:            n.hub,
 		Sessions:       n.sessions,
 		Revocations:    n.revoked,
+		Auth:           web.AuthMode(n.cfg.Auth),
+		Accounts:       n.accounts,
+		Admins:         n.cfg.Admins,
+		JWTKey:         jwtKey,
+		AuthLimits:     n.cfg.AuthLimits,
 		Node:           n.name,
 		BrokerName:     n.cfg.Broker,
 		Members:        web.MembershipFunc(n.members),
@@ -279,7 +332,10 @@ func (n *Node) joinCluster(ctx context.Context) error {
 	if err := n.hub.Start(ctx); err != nil {
 		return err
 	}
-	return n.revoked.Start(ctx, n.hub.DisconnectSession)
+	if err := n.revoked.Start(ctx, n.hub.DisconnectSession); err != nil {
+		return err
+	}
+	return n.accounts.Start(ctx, n.disconnectUser)
 }
 
 func (n *Node) serve(context.Context) error {

@@ -115,6 +115,7 @@ func startCluster(ctx context.Context, cfg Config, broker string, log *slog.Logg
 			"--gossip", gossip,
 			"--broker", broker,
 			"--rate-limit", "0",
+			"--auth", "open", // the bench logs its users in by name
 			"--name", "bench" + strconv.Itoa(i),
 			"--secret", hex.EncodeToString(secret[:]),
 		}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/cmd/meshchat/node"
+	"github.com/meshchat/meshchat/store"
+	"github.com/meshchat/meshchat/web"
 )
 
 // Secret is the cluster secret of every test node.
@@ -34,7 +36,9 @@ func Logger(tb testing.TB) *slog.Logger {
 }
 
 // Config is a node named name on 127.0.0.1 with free ports, the test
-// secret and a Logger; the rest is node's defaults.
+// secret and a Logger, logging users in by name (--auth open; set Auth
+// to "password" for accounts, which then hash cheaply and allow many
+// attempts from one address); the rest is node's defaults.
 func Config(tb testing.TB, name, broker, redisURL string, join ...string) node.Config {
 	return node.Config{
 		HTTPAddr:        "127.0.0.1:0",
@@ -46,6 +50,12 @@ func Config(tb testing.TB, name, broker, redisURL string, join ...string) node.C
 		Join:            join,
 		Logger:          Logger(tb),
 		ShutdownTimeout: 10 * time.Second,
+		Auth:            "open",
+		PasswordParams:  store.TestPasswordParams,
+		AuthLimits: web.AuthLimits{
+			AttemptsPerMinute: 6000, AttemptBurst: 1000,
+			RegistrationsPerMinute: 6000, RegistrationBurst: 1000,
+		},
 	}
 }
 
