@@ -78,6 +78,10 @@ type Config struct {
 	// channels, where the record lives. Nil means no session is ever
 	// revoked.
 	Revocations Revocations
+	// PublishSeconds, when set, observes how long each Publish of a
+	// message or DM to the broker took, in seconds (failed ones too).
+	// Nil measures nothing.
+	PublishSeconds transport.Observer
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. For tests.
@@ -125,6 +129,9 @@ type Hub struct {
 
 	revocations Revocations // or nil
 
+	stats          counters
+	publishSeconds transport.Observer // or nil
+
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
 	started  atomic.Bool
@@ -154,20 +161,21 @@ func New(cfg Config) (*Hub, error) {
 		return nil, fmt.Errorf("chat: rate limit %v is not a number", cfg.RateLimit)
 	}
 	h := &Hub{
-		node:        cfg.Node,
-		broker:      cfg.Broker,
-		presence:    pm,
-		nodes:       cfg.Nodes,
-		revocations: cfg.Revocations,
-		queueBytes:  orDefault(cfg.QueueBytes, DefaultQueueBytes),
-		maxText:     orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
-		page:        orDefault(cfg.HistoryPage, DefaultHistoryPage),
-		maxRooms:    orDefault(cfg.MaxRooms, DefaultMaxRooms),
-		log:         cfg.Logger,
-		now:         cfg.Now,
-		clients:     make(map[*Client]struct{}),
-		bySession:   make(map[string][]*Client),
-		shutDone:    make(chan struct{}),
+		node:           cfg.Node,
+		broker:         cfg.Broker,
+		presence:       pm,
+		nodes:          cfg.Nodes,
+		revocations:    cfg.Revocations,
+		publishSeconds: cfg.PublishSeconds,
+		queueBytes:     orDefault(cfg.QueueBytes, DefaultQueueBytes),
+		maxText:        orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
+		page:           orDefault(cfg.HistoryPage, DefaultHistoryPage),
+		maxRooms:       orDefault(cfg.MaxRooms, DefaultMaxRooms),
+		log:            cfg.Logger,
+		now:            cfg.Now,
+		clients:        make(map[*Client]struct{}),
+		bySession:      make(map[string][]*Client),
+		shutDone:       make(chan struct{}),
 	}
 	switch {
 	case cfg.RateLimit == 0:
