@@ -260,18 +260,24 @@ func loginName(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return form.Get("name"), true
 }
 
+// loginFailed answers a refused login and counts it under code.
+func (s *Server) loginFailed(w http.ResponseWriter, status int, code, message string) {
+	s.CountLogin(code)
+	writeError(w, status, code, message)
+}
+
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
-		writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
+		s.loginFailed(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
 		return
 	}
 	name, ok := loginName(w, r)
 	if !ok {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, "body must be JSON {\"name\":...} or a form with name")
+		s.loginFailed(w, http.StatusBadRequest, CodeBadRequest, "body must be JSON {\"name\":...} or a form with name")
 		return
 	}
 	if !chat.ValidName(name) {
-		writeError(w, http.StatusBadRequest, CodeBadName, "name must be 1-32 letters, digits, '_', '.' or '-'")
+		s.loginFailed(w, http.StatusBadRequest, CodeBadName, "name must be 1-32 letters, digits, '_', '.' or '-'")
 		return
 	}
 	sess, _ := s.sessions.New(r, CookieName) // a bad cookie yields a fresh session
@@ -298,10 +304,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	sess.Values[keyExp] = id.exp.Unix()
 	if err := sess.Save(r, w); err != nil {
 		s.log.Error("saving session", "err", err)
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot store the session right now")
+		s.loginFailed(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot store the session right now")
 		return
 	}
 	setHint(w, sess.Options)
+	s.CountLogin(LoginOK)
 	writeJSON(w, http.StatusOK, map[string]string{"user": name, "node": s.node, "token": s.makeToken(id)})
 }
 
