@@ -45,6 +45,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.listen,         // the HTTP port goes into the name and URL
 		n.startDebug,     // --debug-addr
 		n.identify,       // advertised URL and node name
+		n.newMetrics,     // the registry the parts observe into
 		n.newCluster,     // membership, not yet joined
 		n.dialRedis,      // shared by the redis broker and sessions
 		n.newBroker,      // mesh (with its --data log) or redis
@@ -53,6 +54,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.newSessions,    // cookie or Redis session store
 		n.newWeb,         // HTTP API, WebSocket, UI
 		n.joinCluster,    // membership events flow to broker and hub
+		n.serveMetrics,   // --metrics-addr
 		n.serve,          // accept connections
 	}
 	for _, step := range steps {
@@ -135,6 +137,11 @@ func (n *Node) identify(context.Context) error {
 	return nil
 }
 
+func (n *Node) newMetrics(context.Context) error {
+	n.metrics = newMetrics(n)
+	return nil
+}
+
 func (n *Node) newCluster(context.Context) error {
 	var err error
 	n.cluster, err = cluster.New(cluster.Config{
@@ -164,12 +171,14 @@ func (n *Node) newBroker(context.Context) error {
 	switch n.cfg.Broker {
 	case "mesh":
 		mc := mesh.Config{
-			Self:          transport.Peer{Name: n.name, Addr: n.url},
-			Key:           n.keys.Mesh,
-			Peers:         n.alivePeers,
-			HistorySize:   n.cfg.History,
-			HistoryMaxAge: n.cfg.HistoryAge,
-			Logger:        n.log,
+			Self:            transport.Peer{Name: n.name, Addr: n.url},
+			Key:             n.keys.Mesh,
+			Peers:           n.alivePeers,
+			HistorySize:     n.cfg.History,
+			HistoryMaxAge:   n.cfg.HistoryAge,
+			RequestSeconds:  n.metrics.requestSeconds,
+			TakeoverSeconds: n.metrics.takeoverSeconds,
+			Logger:          n.log,
 		}
 		if n.cfg.DataDir != "" {
 			// Same retention as the broker's ring (docs/storage.md).
@@ -222,13 +231,14 @@ func (n *Node) newRevocations(context.Context) error {
 func (n *Node) newHub(context.Context) error {
 	var err error
 	n.hub, err = chat.New(chat.Config{
-		Node:        n.name,
-		Broker:      n.broker,
-		Nodes:       n.aliveURLs,
-		QueueBytes:  n.cfg.QueueBytes,
-		RateLimit:   n.cfg.RateLimit,
-		Revocations: n.revoked,
-		Logger:      n.log,
+		Node:           n.name,
+		Broker:         n.broker,
+		Nodes:          n.aliveURLs,
+		QueueBytes:     n.cfg.QueueBytes,
+		RateLimit:      n.cfg.RateLimit,
+		Revocations:    n.revoked,
+		PublishSeconds: n.metrics.publishSeconds,
+		Logger:         n.log,
 	})
 	return err
 }
@@ -248,6 +258,9 @@ func (n *Node) newWeb(context.Context) error {
 	mounts := map[string]http.Handler{}
 	if n.mesh != nil {
 		mounts["/_mesh/"] = n.mesh.Handler()
+	}
+	if n.cfg.MetricsAddr == "" {
+		mounts[MetricsPath] = n.metrics.handler()
 	}
 	var err error
 	n.web, err = web.New(web.Config{
@@ -280,6 +293,22 @@ func (n *Node) joinCluster(ctx context.Context) error {
 		return err
 	}
 	return n.revoked.Start(ctx, n.hub.DisconnectSession)
+}
+
+// serveMetrics serves the metrics on --metrics-addr, once every part
+// they read is set; without it they are on the HTTP listener (newWeb).
+func (n *Node) serveMetrics(context.Context) error {
+	if n.cfg.MetricsAddr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle(MetricsPath, n.metrics.handler())
+	var err error
+	if n.metricsSrv, err = startSide("metrics", n.cfg.MetricsAddr, mux, n.log); err != nil {
+		return err
+	}
+	n.log.Info("metrics listening", "addr", "http://"+n.metricsSrv.Addr()+MetricsPath)
+	return nil
 }
 
 func (n *Node) serve(context.Context) error {
