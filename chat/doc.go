@@ -27,6 +27,11 @@
 // and a member whose queue would exceed Config.QueueBytes is disconnected
 // as a slow consumer (close code 4008) instead of slowing the fan-out.
 //
+// The hub counts what it does (Stats) in atomic counters that the
+// node's metrics read when scraped; the fan-out adds its deliveries once
+// per publication, after the loop, so counting takes no lock and
+// allocates nothing per member.
+//
 // Lock order, where locks nest:
 //
 //	Client.op -> room.ctl -> room.mu -> Client.mu

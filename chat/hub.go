@@ -79,6 +79,10 @@ type Config struct {
 	// System receives the publications on "s:" channels, where the
 	// node's own tables (logouts, accounts) live. Nil drops them.
 	System transport.Handler
+	// PublishSeconds, when set, observes how long each Publish of a
+	// message or DM to the broker took, in seconds (failed ones too).
+	// Nil measures nothing.
+	PublishSeconds transport.Observer
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. For tests.
@@ -124,6 +128,9 @@ type Hub struct {
 	revocations Revocations       // or nil
 	system      transport.Handler // or nil
 
+	stats          counters
+	publishSeconds transport.Observer // or nil
+
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
 	started  atomic.Bool
@@ -153,21 +160,22 @@ func New(cfg Config) (*Hub, error) {
 		return nil, fmt.Errorf("chat: rate limit %v is not a number", cfg.RateLimit)
 	}
 	h := &Hub{
-		node:        cfg.Node,
-		broker:      cfg.Broker,
-		presence:    pm,
-		nodes:       cfg.Nodes,
-		revocations: cfg.Revocations,
-		system:      cfg.System,
-		queueBytes:  orDefault(cfg.QueueBytes, DefaultQueueBytes),
-		maxText:     orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
-		page:        orDefault(cfg.HistoryPage, DefaultHistoryPage),
-		maxRooms:    orDefault(cfg.MaxRooms, DefaultMaxRooms),
-		log:         cfg.Logger,
-		now:         cfg.Now,
-		clients:     make(map[*Client]struct{}),
-		bySession:   make(map[string][]*Client),
-		shutDone:    make(chan struct{}),
+		node:           cfg.Node,
+		broker:         cfg.Broker,
+		presence:       pm,
+		nodes:          cfg.Nodes,
+		revocations:    cfg.Revocations,
+		system:         cfg.System,
+		queueBytes:     orDefault(cfg.QueueBytes, DefaultQueueBytes),
+		maxText:        orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
+		page:           orDefault(cfg.HistoryPage, DefaultHistoryPage),
+		maxRooms:       orDefault(cfg.MaxRooms, DefaultMaxRooms),
+		log:            cfg.Logger,
+		now:            cfg.Now,
+		clients:        make(map[*Client]struct{}),
+		bySession:      make(map[string][]*Client),
+		shutDone:       make(chan struct{}),
+		publishSeconds: cfg.PublishSeconds,
 	}
 	switch {
 	case cfg.RateLimit == 0:

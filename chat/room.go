@@ -93,24 +93,26 @@ func newRoom(channel string) *room {
 }
 
 // put hands a frame to one member: queued when live, buffered while the
-// member catches up. Called with r.mu held.
-func (r *room) put(h *Hub, c *Client, m *member, f []byte, offset uint64, epoch string) {
+// member catches up. It reports whether the member took the frame (not a
+// repeat of one it has). Called with r.mu held.
+func (r *room) put(h *Hub, c *Client, m *member, f []byte, offset uint64, epoch string) bool {
 	if !m.pending {
 		if offset != 0 {
 			if offset <= m.last && epoch == m.lastEpoch {
-				return
+				return false
 			}
 			m.last, m.lastEpoch = offset, epoch
 		}
 		c.enqueue(f)
-		return
+		return true
 	}
 	if m.bufBytes+len(f)+frameOverhead > h.queueBytes {
 		c.disconnect(CloseSlowConsumer, "slow_consumer")
-		return
+		return false
 	}
 	m.buf = append(m.buf, buffered{frame: f, offset: offset, epoch: epoch})
 	m.bufBytes += len(f) + frameOverhead
+	return true
 }
 
 // broadcastLocked sends an ephemeral frame to every member but skip.
@@ -166,9 +168,11 @@ func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
 }
 
 // fanOut queues plain on every member, and the variant with ref on the
-// connection that sent it.
+// connection that sent it. The deliveries are counted once, after the
+// loop: one atomic add per publication, none per member.
 func (r *room) fanOut(h *Hub, ev event, pub transport.Publication, plain []byte) {
 	var refd []byte
+	var n uint64
 	r.mu.Lock()
 	for c, m := range r.members {
 		f := plain
@@ -186,9 +190,12 @@ func (r *room) fanOut(h *Hub, ev event, pub transport.Publication, plain []byte)
 			m.acked, m.ackedEpoch = pub.Offset, pub.Epoch
 			m.want, m.wantRef = 0, ""
 		}
-		r.put(h, c, m, f, pub.Offset, pub.Epoch)
+		if r.put(h, c, m, f, pub.Offset, pub.Epoch) {
+			n++
+		}
 	}
 	r.mu.Unlock()
+	h.stats.deliveries.Add(n)
 }
 
 // setOnline records user on node and reports whether the user's
@@ -254,6 +261,7 @@ func (h *Hub) brokerErr(op string, err error) *frameError {
 	if errors.Is(err, context.Canceled) && h.ctx.Err() != nil {
 		return errf(CodeUnavailable, "server is shutting down")
 	}
+	h.stats.brokerError(strings.TrimSuffix(op, " dm"))
 	h.log.Debug(op, "err", err)
 	return errf(CodeUnavailable, "chat is unavailable right now, retry later")
 }
@@ -336,6 +344,7 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 			delete(c.rooms, name)
 			return err
 		}
+		h.stats.joins.Add(1)
 		return nil
 	}
 	r, m := j.r, j.m
@@ -519,6 +528,7 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 	if ferr != nil {
 		return ferr
 	}
+	h.stats.published.Add(1)
 	if ref != "" {
 		j.r.ack(j.m, c, pub, ev, ref)
 	}
@@ -531,7 +541,13 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 func (h *Hub) publish(ctx context.Context, c *Client, what, channel string, data []byte, opts transport.PublishOptions) (transport.Publication, *frameError) {
 	var pub transport.Publication
 	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
+		if h.publishSeconds == nil {
+			pub, err = h.broker.Publish(ctx, channel, data, opts)
+			return err
+		}
+		t0 := time.Now()
 		pub, err = h.broker.Publish(ctx, channel, data, opts)
+		h.publishSeconds.Observe(time.Since(t0).Seconds())
 		return err
 	})
 	if err != nil {
@@ -587,6 +603,7 @@ func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameErr
 	if ferr != nil {
 		return ferr
 	}
+	h.stats.dms.Add(1)
 	if ref != "" {
 		c.inbox.ack(c.inboxMember, c, pub, ev, ref)
 	}

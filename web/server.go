@@ -136,6 +136,7 @@ type Server struct {
 	wbufs       writeBufPool
 	batches     sync.Pool // *[][]byte, one per running connection writer
 	writers     *writers
+	logins      outcomes // by outcome; see CountLogin
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc

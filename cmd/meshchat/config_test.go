@@ -49,14 +49,14 @@ func TestParseServe(t *testing.T) {
 				"MESHCHAT_HISTORY_AGE": "72h", "MESHCHAT_MAX_FRAME": "32KiB", "MESHCHAT_QUEUE_BYTES": "2MiB",
 				"MESHCHAT_ORIGINS": "https://chat.example.com/", "MESHCHAT_ADVERTISE_HTTP": "http://10.0.0.1:9000",
 				"MESHCHAT_DATA": "/var/lib/meshchat", "MESHCHAT_LOG_LEVEL": "debug", "MESHCHAT_LOG_FORMAT": "json",
-				"MESHCHAT_DEBUG_ADDR": "127.0.0.1:6060",
+				"MESHCHAT_DEBUG_ADDR": "127.0.0.1:6060", "MESHCHAT_METRICS_ADDR": ":9100",
 			},
 			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != "127.0.0.1:9000" || c.GossipAddr != "127.0.0.1:9001" || c.Name != "n1" ||
 					c.Secret != "s3cret" || c.RateFlag != 0 || c.RateLimit != node.NoRateLimit || c.History != 50 || c.HistoryAge != 72*time.Hour ||
 					c.MaxFrame != 32<<10 || c.QueueBytes != 2<<20 || c.AdvertiseHTTP != "http://10.0.0.1:9000" ||
 					c.DataDir != "/var/lib/meshchat" || c.LogLevel != slog.LevelDebug || c.LogFormat != "json" ||
-					c.DebugAddr != "127.0.0.1:6060" {
+					c.DebugAddr != "127.0.0.1:6060" || c.MetricsAddr != ":9100" {
 					t.Errorf("got %+v", c)
 				}
 				if !slices.Equal(c.Join, []string{"10.0.0.1:7946", "10.0.0.2:7946"}) {
@@ -146,6 +146,7 @@ func TestParseServe(t *testing.T) {
 				}
 			},
 		},
+		{name: "bad metrics address", args: []string{"--metrics-addr", "9100"}, wantErr: `--metrics-addr "9100"`},
 		{name: "join without a secret", args: []string{"--join", "10.0.0.1:7946"}, wantErr: "--join needs --secret"},
 		{name: "negative expect", args: []string{"--expect", "-1"}, wantErr: "--expect -1"},
 		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
@@ -193,7 +194,7 @@ func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
 	}
 	help := out.String()
 	for _, f := range []string{"http", "gossip", "join", "expect", "broker", "redis", "name", "secret", "rate-limit",
-		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "debug-addr", "debug-public", "log-level", "log-format"} {
+		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "debug-addr", "debug-public", "metrics-addr", "log-level", "log-format"} {
 		if !strings.Contains(help, "--"+f+" ") {
 			t.Errorf("help lacks --%s", f)
 		}

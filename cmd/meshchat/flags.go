@@ -185,6 +185,8 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("debug-addr", "ADDR", "none (off)")
 	fs.BoolVar(&cfg.DebugPublic, "debug-public", cfg.DebugPublic, "allow --debug-addr on an address other hosts can reach")
 	doc("debug-public", "", "false (loopback only)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "serve the Prometheus metrics (/metrics) on this separate listener instead of the HTTP one")
+	doc("metrics-addr", "ADDR", "none (/metrics on the HTTP listener)")
 	fs.Var(levelValue{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	doc("log-level", "LEVEL", "")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")

@@ -107,6 +107,11 @@ type Config struct {
 	// listener of its own, apart from the public HTTP one. It must be a
 	// loopback address unless DebugPublic is set. Empty: off.
 	DebugAddr string
+	// MetricsAddr, when set, serves the Prometheus metrics (MetricsPath)
+	// on a listener of its own, and the HTTP listener no longer does:
+	// operators keep them off the public port. Empty: the metrics are on
+	// the HTTP listener.
+	MetricsAddr string
 	// DebugPublic allows DebugAddr on an address other hosts can reach:
 	// the profiler shows the process's memory and goroutines to whoever
 	// connects.
@@ -245,6 +250,11 @@ func (c *Config) Validate() error {
 	}
 	if int64(c.QueueBytes) < c.MaxFrame {
 		return fmt.Errorf("config: --queue-bytes %d: want at least --max-frame (%d)", c.QueueBytes, c.MaxFrame)
+	}
+	if c.MetricsAddr != "" {
+		if err := checkHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("config: --metrics-addr %q: %w", c.MetricsAddr, err)
+		}
 	}
 	if c.DebugAddr != "" && !c.DebugPublic {
 		if err := checkLoopback(c.DebugAddr); err != nil {

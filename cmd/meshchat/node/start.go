@@ -45,6 +45,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.listen,         // the HTTP port goes into the name and URL
 		n.startDebug,     // --debug-addr
 		n.identify,       // advertised URL and node name
+		n.newMetrics,     // the registry the parts observe into
 		n.newCluster,     // membership, not yet joined
 		n.dialRedis,      // shared by the redis broker and sessions
 		n.newBroker,      // mesh (with its --data log) or redis
@@ -54,6 +55,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.newSessions,    // cookie or Redis session store
 		n.newWeb,         // HTTP API, WebSocket, UI
 		n.joinCluster,    // membership events flow to broker and hub
+		n.serveMetrics,   // --metrics-addr
 		n.serve,          // accept connections
 	}
 	for _, step := range steps {
@@ -136,6 +138,11 @@ func (n *Node) identify(context.Context) error {
 	return nil
 }
 
+func (n *Node) newMetrics(context.Context) error {
+	n.metrics = newMetrics(n)
+	return nil
+}
+
 func (n *Node) newCluster(context.Context) error {
 	var err error
 	n.cluster, err = cluster.New(cluster.Config{
@@ -165,12 +172,14 @@ func (n *Node) newBroker(context.Context) error {
 	switch n.cfg.Broker {
 	case "mesh":
 		mc := mesh.Config{
-			Self:          transport.Peer{Name: n.name, Addr: n.url},
-			Key:           n.keys.Mesh,
-			Peers:         n.alivePeers,
-			HistorySize:   n.cfg.History,
-			HistoryMaxAge: n.cfg.HistoryAge,
-			Logger:        n.log,
+			Self:            transport.Peer{Name: n.name, Addr: n.url},
+			Key:             n.keys.Mesh,
+			Peers:           n.alivePeers,
+			HistorySize:     n.cfg.History,
+			HistoryMaxAge:   n.cfg.HistoryAge,
+			RequestSeconds:  n.metrics.requestSeconds,
+			TakeoverSeconds: n.metrics.takeoverSeconds,
+			Logger:          n.log,
 		}
 		if n.cfg.DataDir != "" {
 			// Same retention as the broker's ring (docs/storage.md).
@@ -252,14 +261,15 @@ func (n *Node) disconnectUser(user string, banned bool) {
 func (n *Node) newHub(context.Context) error {
 	var err error
 	n.hub, err = chat.New(chat.Config{
-		Node:        n.name,
-		Broker:      n.broker,
-		Nodes:       n.aliveURLs,
-		QueueBytes:  n.cfg.QueueBytes,
-		RateLimit:   n.cfg.RateLimit,
-		Revocations: n.revoked,
-		System:      systemTables{n.revoked, n.accounts},
-		Logger:      n.log,
+		Node:           n.name,
+		Broker:         n.broker,
+		Nodes:          n.aliveURLs,
+		QueueBytes:     n.cfg.QueueBytes,
+		RateLimit:      n.cfg.RateLimit,
+		Revocations:    n.revoked,
+		System:         systemTables{n.revoked, n.accounts},
+		PublishSeconds: n.metrics.publishSeconds,
+		Logger:         n.log,
 	})
 	return err
 }
@@ -289,6 +299,9 @@ func (n *Node) newWeb(context.Context) error {
 	mounts := map[string]http.Handler{}
 	if n.mesh != nil {
 		mounts["/_mesh/"] = n.mesh.Handler()
+	}
+	if n.cfg.MetricsAddr == "" {
+		mounts[MetricsPath] = n.metrics.handler()
 	}
 	jwtKey := web.JWTKey{}
 	if n.cfg.JWTKey != "" {
@@ -336,6 +349,22 @@ func (n *Node) joinCluster(ctx context.Context) error {
 		return err
 	}
 	return n.accounts.Start(ctx, n.disconnectUser)
+}
+
+// serveMetrics serves the metrics on --metrics-addr, once every part
+// they read is set; without it they are on the HTTP listener (newWeb).
+func (n *Node) serveMetrics(context.Context) error {
+	if n.cfg.MetricsAddr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle(MetricsPath, n.metrics.handler())
+	var err error
+	if n.metricsSrv, err = startSide("metrics", n.cfg.MetricsAddr, mux, n.log); err != nil {
+		return err
+	}
+	n.log.Info("metrics listening", "addr", "http://"+n.metricsSrv.Addr()+MetricsPath)
+	return nil
 }
 
 func (n *Node) serve(context.Context) error {
