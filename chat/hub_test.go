@@ -466,13 +466,7 @@ func TestDMAllConnections(t *testing.T) {
 // with the original id, is stored once, and its id resumes the sender's
 // inbox as well as the recipient's.
 func TestDMRetryFromNewConnection(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		mod  func(*Config)
-	}{
-		{"original data", nil},
-		{"caller's data", func(c *Config) { c.Broker = echoData{c.Broker.(*inproc.Broker)} }},
-	} {
+	for _, tt := range retryAnswers {
 		t.Run(tt.name, func(t *testing.T) {
 			net := inproc.NewNetwork()
 			h1, h2 := newHub(t, net, "n1", tt.mod), newHub(t, net, "n2", tt.mod)
@@ -508,6 +502,16 @@ func TestDMRetryFromNewConnection(t *testing.T) {
 // data from a Publish that hit an earlier IdempotencyKey.
 type echoData struct{ *inproc.Broker }
 
+// retryAnswers are the two ways a broker answers a Publish that hit an
+// earlier IdempotencyKey: with the original's data, or with the caller's.
+var retryAnswers = []struct {
+	name string
+	mod  func(*Config)
+}{
+	{"original data", nil},
+	{"caller's data", func(c *Config) { c.Broker = echoData{c.Broker.(*inproc.Broker)} }},
+}
+
 func (b echoData) Publish(ctx context.Context, ch string, data []byte, o transport.PublishOptions) (transport.Publication, error) {
 	p, err := b.Broker.Publish(ctx, ch, data, o)
 	p.Data = data
@@ -515,13 +519,7 @@ func (b echoData) Publish(ctx context.Context, ch string, data []byte, o transpo
 }
 
 func TestSendRetryIsIdempotent(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		mod  func(*Config)
-	}{
-		{"original data", nil},
-		{"caller's data", func(c *Config) { c.Broker = echoData{c.Broker.(*inproc.Broker)} }},
-	} {
+	for _, tt := range retryAnswers {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHub(t, nil, "n1", tt.mod)
 			alice, bob := connect(t, h, "alice"), connect(t, h, "bob")
