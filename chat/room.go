@@ -31,7 +31,11 @@ type room struct {
 
 	mu      sync.Mutex // the hot-path lock; guards what follows
 	members map[*Client]*member
-	local   map[string]int // local connections per user
+	// last is the newest stored publication fanned out on this node: a
+	// member added later cannot be given it, nor anything before it.
+	last      uint64
+	lastEpoch string
+	local     map[string]int // local connections per user
 	// online: user -> the nodes they are on, a slice because it is
 	// nearly always one node and a map per user costs several times more.
 	online map[string][]string
@@ -138,8 +142,8 @@ func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
 		if r.kind != roomKindInbox || pub.Offset == 0 {
 			return
 		}
-		plain := appendDM(make([]byte, 0, 112+len(ev.User)+len(ev.To)+len(ev.Text)+len(pub.Epoch)),
-			infoOf(pub), ev.User, ev.To, ev.Text)
+		plain := appendDM(make([]byte, 0, 112+len(ev.ID)+len(ev.User)+len(ev.To)+len(ev.Text)+len(pub.Epoch)),
+			infoOf(pub), ev.ID, ev.User, ev.To, ev.Text)
 		r.fanOut(h, ev, pub, plain)
 	case kindTyping:
 		if r.kind != roomKindRoom || ev.User == "" {
@@ -174,9 +178,17 @@ func (r *room) fanOut(h *Hub, ev event, pub transport.Publication, plain []byte)
 	var refd []byte
 	var n uint64
 	r.mu.Lock()
+	r.last, r.lastEpoch = pub.Offset, pub.Epoch
 	for c, m := range r.members {
 		f := plain
 		switch {
+		case m.acked == pub.Offset && m.ackedEpoch == pub.Epoch:
+			// Acknowledged before it arrived (see ack): the member has
+			// it already, with its ref.
+			if !m.pending {
+				m.last, m.lastEpoch = pub.Offset, pub.Epoch
+			}
+			continue
 		case ev.Ref != "" && c.id == ev.Conn:
 			if refd == nil {
 				refd = withRef(plain, ev.Ref)
@@ -282,8 +294,8 @@ func (h *Hub) addMember(ctx context.Context, c *Client, channel string) (*room, 
 		cancel()
 		return nil, nil, err
 	}
-	m := &member{}
 	r.mu.Lock()
+	m := &member{last: r.last, lastEpoch: r.lastEpoch}
 	r.members[c] = m
 	r.mu.Unlock()
 	return r, m, nil
@@ -390,6 +402,16 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	}
 	pubs := res.Publications
 	recovered := since != nil && res.Recovered
+	if since != nil && !recovered && r.kind == roomKindInbox && res.Latest.Epoch != since.Epoch {
+		// Not a position in this inbox: the id of a DM this user sent,
+		// which is the recipient's copy's position. Not recovered, the
+		// history holds every retained publication (Limit 0), so the
+		// copy that carries the id is found there.
+		if i := indexDM(pubs, after); i >= 0 {
+			since = &transport.StreamPosition{Offset: pubs[i].Offset, Epoch: pubs[i].Epoch}
+			pubs, recovered = pubs[i+1:], true
+		}
+	}
 	if !recovered && len(pubs) > h.page {
 		pubs = pubs[len(pubs)-h.page:]
 	}
@@ -410,7 +432,7 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 		case r.kind == roomKindRoom && ev.Kind == kindMessage:
 			hist = append(hist, appendMessage(nil, r.name, infoOf(p), ev.User, ev.Text))
 		case r.kind == roomKindInbox && ev.Kind == kindDM:
-			hist = append(hist, appendDM(nil, infoOf(p), ev.User, ev.To, ev.Text))
+			hist = append(hist, appendDM(nil, infoOf(p), ev.ID, ev.User, ev.To, ev.Text))
 		}
 	}
 	f := first(hist, recovered)
@@ -418,6 +440,17 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	r.goLiveLocked(c, m, f, cut, cutEpoch)
 	r.mu.Unlock()
 	return nil
+}
+
+// indexDM returns the index of the newest publication in pubs that is a
+// DM carrying id (event.ID), or -1.
+func indexDM(pubs []transport.Publication, id string) int {
+	for i := len(pubs) - 1; i >= 0; i-- {
+		if ev, ok := decodeEvent(pubs[i].Data); ok && ev.Kind == kindDM && ev.ID == id {
+			return i
+		}
+	}
+	return -1
 }
 
 // goLiveLocked queues first (when non-nil), then the buffered frames not
@@ -563,21 +596,30 @@ func (h *Hub) publish(ctx context.Context, c *Client, what, channel string, data
 // (if any) carried another connection's ref: then the ack is sent here,
 // or, when the original has not reached this member yet, attached to it
 // on arrival.
+//
+// A member that has no position in the stream yet (an inbox that neither
+// fetched its history nor received anything since this node subscribed)
+// cannot tell a publication still on its way from one that came before
+// it and never will: a retry from a new connection on another node is
+// the second kind. It gets its ack at once, and fanOut drops the live
+// copy if one follows.
 func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, ref string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case m.acked == pub.Offset && m.ackedEpoch == pub.Epoch:
 		// Delivered with our ref already.
-	case m.last >= pub.Offset && m.lastEpoch == pub.Epoch:
-		// Seen without our ref: a retry of an older publication.
+	case m.last >= pub.Offset && m.lastEpoch == pub.Epoch,
+		r.kind == roomKindInbox && m.lastEpoch == "":
+		// Seen without our ref (a retry of an older publication), or
+		// possibly never coming.
 		orig, ok := decodeEvent(pub.Data)
 		if !ok || orig.Kind != ev.Kind {
 			orig = ev
 		}
 		var f []byte
 		if ev.Kind == kindDM {
-			f = appendDM(nil, infoOf(pub), orig.User, orig.To, orig.Text)
+			f = appendDM(nil, infoOf(pub), orig.ID, orig.User, orig.To, orig.Text)
 		} else {
 			f = appendMessage(nil, r.name, infoOf(pub), orig.User, orig.Text)
 		}
@@ -590,16 +632,19 @@ func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, re
 
 func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameError {
 	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
-	data := ev.marshal()
 	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, to, text)}
 	// The recipient's copy first: when the sender's copy (the ack) then
-	// fails, a retry with the same ref does not deliver the DM twice.
+	// fails, a retry with the same ref does not deliver the DM twice. Its
+	// position is the DM's id, which the sender's copy carries: a retry
+	// gets the original position back, so the id stays the same.
 	if to != c.user {
-		if _, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+to, data, opts); ferr != nil {
+		rpub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+to, ev.marshal(), opts)
+		if ferr != nil {
 			return ferr
 		}
+		ev.ID = formatID(rpub.Offset, rpub.Epoch)
 	}
-	pub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+c.user, data, opts)
+	pub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+c.user, ev.marshal(), opts)
 	if ferr != nil {
 		return ferr
 	}
