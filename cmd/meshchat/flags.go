@@ -163,6 +163,10 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("jwt-key", "K", "none")
 	fs.Var(listValue{&cfg.Admins}, "admins", "comma-separated user names that may ban and unban users")
 	doc("admins", "LIST", "none")
+	fs.Float64Var(&cfg.AuthLimits.AttemptsPerMinute, "login-limit", 0, "login, registration and password attempts per minute from one client address (bursts of as many); behind a proxy every client shares its address")
+	doc("login-limit", "N", "30")
+	fs.Float64Var(&cfg.AuthLimits.RegistrationsPerMinute, "register-limit", 0, "new accounts per minute from one client address (bursts of 5 times as many)")
+	doc("register-limit", "N", "2")
 	fs.Float64Var(&cfg.RateFlag, "rate-limit", cfg.RateFlag, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
@@ -242,6 +246,16 @@ func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		return serveConfig{}, fmt.Errorf("config: --rate-limit %v: want a number >= 0", cfg.RateFlag)
 	}
 	cfg.RateLimit = cfg.RateFlag
+	for _, l := range []struct {
+		flag string
+		v    float64
+	}{{"--login-limit", cfg.AuthLimits.AttemptsPerMinute}, {"--register-limit", cfg.AuthLimits.RegistrationsPerMinute}} {
+		if math.IsNaN(l.v) || math.IsInf(l.v, 0) || l.v < 0 {
+			return serveConfig{}, fmt.Errorf("config: %s %v: want a number >= 0", l.flag, l.v)
+		}
+	}
+	cfg.AuthLimits.AttemptBurst = cfg.AuthLimits.AttemptsPerMinute
+	cfg.AuthLimits.RegistrationBurst = 5 * cfg.AuthLimits.RegistrationsPerMinute
 	if cfg.RateFlag == 0 {
 		cfg.RateLimit = node.NoRateLimit // the contract's "0 turns the limit off"
 	}
