@@ -125,6 +125,8 @@ type Hub struct {
 
 	revocations Revocations // or nil
 
+	senders senderLimits // the server API's rate limits (api.go)
+
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
 	started  atomic.Bool
@@ -331,10 +333,12 @@ func (h *Hub) addInbox(ctx context.Context, c *Client) (r *room, m *member, err 
 // node takes them over (about two seconds); waiting here serves the
 // request as soon as that happens, where a refusal would send the client
 // into back-off. After one such wait runs out, the connection's next
-// requests for a second fail at once instead of each waiting in turn.
+// requests for a second fail at once instead of each waiting in turn. c
+// is nil for a request of the server API, which has no connection to
+// remember that on: each of its requests waits.
 func (h *Hub) patiently(ctx context.Context, c *Client, wait time.Duration, op func(context.Context) error) error {
 	now := h.now()
-	if now.Before(c.impatientUntil) {
+	if c != nil && now.Before(c.impatientUntil) {
 		return op(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
@@ -354,7 +358,9 @@ func (h *Hub) patiently(ctx context.Context, c *Client, wait time.Duration, op f
 			continue
 		}
 		t.Stop()
-		c.impatientUntil = h.now().Add(time.Second)
+		if c != nil {
+			c.impatientUntil = h.now().Add(time.Second)
+		}
 		return err
 	}
 }
