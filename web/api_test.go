@@ -1,6 +1,7 @@
 package web
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -33,13 +34,12 @@ type apiAnswer struct {
 // api calls the server API with key ("" sends no Authorization header).
 func (e *env) api(method, path, key, body string) (int, apiAnswer) {
 	e.t.Helper()
-	h := http.Header{}
-	if key != "" {
-		h.Set("Authorization", "Bearer "+key)
-	}
+	st, data := webtest.API(e.t, e.ts.URL, key, method, path, body)
 	var a apiAnswer
-	resp := e.do(webtest.Client(e.t, nil), method, "/api/server"+path, body, h, &a)
-	return resp.StatusCode, a
+	if err := json.Unmarshal(data, &a); len(data) > 0 && err != nil {
+		e.t.Fatalf("%s %s: %d %q: %v", method, path, st, data, err)
+	}
+	return st, a
 }
 
 func newAPIEnv(t *testing.T, mod func(*chat.Config)) *env {

@@ -109,6 +109,31 @@ func (s Session) Do(tb testing.TB, method, url string) (int, []byte) {
 	return resp.StatusCode, body
 }
 
+// API calls the server API on base: method on /api/server+path (such as
+// "/publish"), with key as the bearer ("" sends no Authorization) and body
+// as JSON ("" sends none). It returns the status and body, and fails the
+// test when the request cannot be made.
+func API(tb testing.TB, base, key, method, path, body string) (int, []byte) {
+	tb.Helper()
+	req, err := http.NewRequest(method, base+"/api/server"+path, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := Client(tb, nil).Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
 // WaitReady waits until every base answers /readyz with 200.
 func WaitReady(tb testing.TB, timeout time.Duration, bases ...string) time.Duration {
 	tb.Helper()
