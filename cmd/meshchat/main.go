@@ -1,12 +1,13 @@
 // Command meshchat runs meshchat, a self-hosted clustered chat server.
 //
 // Subcommands: serve (one node), demo (several nodes in one process), bench
-// (load generator), version and help. Flags and their environment variables
+// (load generator), publish (a message through the server API), version
+// and help. Flags and their environment variables
 // are described by `meshchat serve --help` and in the README.
 //
 // This package only turns flags and environment into a node.Config
 // (flags.go, for serve and demo), prints help and dispatches subcommands
-// (main.go, demo.go, bench.go). The node itself (wiring, keys, names,
+// (main.go, demo.go, bench.go, publish.go). The node itself (wiring, keys, names,
 // readiness, the stop order) is package node; everything that runs is
 // started and stopped through a node's Start and Stop.
 package main
@@ -57,6 +58,8 @@ func run(ctx context.Context, stop func(), args []string, stdout, stderr io.Writ
 		err = runDemo(ctx, stop, rest, stdout, stderr, lookupEnv)
 	case "bench":
 		err = runBench(ctx, rest, stdout, stderr)
+	case "publish":
+		err = runPublish(ctx, rest, stdout, lookupEnv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "meshchat", buildVersion())
 		return 0
@@ -90,6 +93,7 @@ Usage:
   meshchat serve [flags]     run one node (meshchat serve --help lists every flag)
   meshchat demo [flags]      run several joined nodes in one process
   meshchat bench [flags]     load-test a running cluster
+  meshchat publish [flags]   post a message through a node's server API
   meshchat version           print the version
   meshchat help [command]    show help
 `)
