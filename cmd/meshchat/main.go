@@ -7,7 +7,7 @@
 //
 // This package only turns flags and environment into a node.Config
 // (flags.go, for serve and demo), prints help and dispatches subcommands
-// (main.go, demo.go, bench.go, publish.go). The node itself (wiring, keys, names,
+// (main.go, demo.go, bench.go). The node itself (wiring, keys, names,
 // readiness, the stop order) is package node; everything that runs is
 // started and stopped through a node's Start and Stop.
 package main
@@ -27,6 +27,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/meshchat/meshchat/cmd/meshchat/internal/publish"
 	"github.com/meshchat/meshchat/cmd/meshchat/node"
 )
 
@@ -59,7 +60,8 @@ func run(ctx context.Context, stop func(), args []string, stdout, stderr io.Writ
 	case "bench":
 		err = runBench(ctx, rest, stdout, stderr)
 	case "publish":
-		err = runPublish(ctx, rest, stdout, lookupEnv)
+		env := publish.Env{Apply: func(fs *flag.FlagSet) error { return applyEnv(fs, lookupEnv) }, Name: envName}
+		err = publish.Main(ctx, rest, env, os.Stdin, stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "meshchat", buildVersion())
 		return 0
@@ -77,7 +79,7 @@ func run(ctx context.Context, stop func(), args []string, stdout, stderr io.Writ
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.Is(err, errUsage), errors.Is(err, publish.ErrUsage):
 		fmt.Fprintln(stderr, "meshchat:", err)
 		return 2
 	default:
