@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,38 +42,45 @@ type RoomInfo struct {
 // idempotent as a send's ref does (a repeat returns the original id); it
 // is not stored or echoed. from need not be connected anywhere.
 func (h *Hub) PublishAs(ctx context.Context, from, room, text, ref string) (string, error) {
-	if fe := h.checkPost(from, ref, text); fe != nil {
-		return "", fe.public()
-	}
+	var bad *frameError
 	if !ValidName(room) {
-		return "", errf(CodeBadRoom, "invalid room name").public()
+		bad = errf(CodeBadRoom, "invalid room name")
 	}
-	if fe := h.allowSender(from); fe != nil {
-		return "", fe.public()
-	}
-	ev := event{Kind: kindMessage, User: from, Text: text}
-	pub, fe := h.postMessage(ctx, nil, roomPrefix+room, ev, h.apiKey(from, ref, "", text))
-	if fe != nil {
-		return "", fe.public()
-	}
-	return formatID(pub.Offset, pub.Epoch), nil
+	return h.postAs(from, ref, text, bad, func() (transport.Publication, *frameError) {
+		ev := event{Kind: kindMessage, User: from, Text: text}
+		return h.postMessage(ctx, nil, roomPrefix+room, ev, h.apiKey(from, ref, "", text))
+	})
 }
 
 // DMAs sends a direct message from user from to user to, like a dm frame
 // of one of from's connections, and returns the id of the sender's copy
 // (the one a dm frame acknowledges). ref works as in PublishAs.
 func (h *Hub) DMAs(ctx context.Context, from, to, text, ref string) (string, error) {
-	if fe := h.checkPost(from, ref, text); fe != nil {
-		return "", fe.public()
-	}
+	var bad *frameError
 	if !ValidName(to) {
-		return "", errf(CodeBadName, "invalid recipient name").public()
+		bad = errf(CodeBadName, "invalid recipient name")
 	}
-	if fe := h.allowSender(from); fe != nil {
+	return h.postAs(from, ref, text, bad, func() (transport.Publication, *frameError) {
+		ev := event{Kind: kindDM, User: from, To: to, Text: text}
+		return h.postDM(ctx, nil, ev, h.apiKey(from, ref, to, text))
+	})
+}
+
+// postAs checks a post of the server API (badTarget: what is wrong with
+// its room or recipient, or nil), takes a token from the sender's rate
+// limit, then runs post and returns the id of what it stored.
+func (h *Hub) postAs(from, ref, text string, badTarget *frameError, post func() (transport.Publication, *frameError)) (string, error) {
+	fe := h.checkPost(from, ref, text)
+	if fe == nil {
+		fe = badTarget
+	}
+	if fe == nil {
+		fe = h.allowSender(from)
+	}
+	if fe != nil {
 		return "", fe.public()
 	}
-	ev := event{Kind: kindDM, User: from, To: to, Text: text}
-	pub, fe := h.postDM(ctx, nil, ev, h.apiKey(from, ref, to, text))
+	pub, fe := post()
 	if fe != nil {
 		return "", fe.public()
 	}
@@ -158,34 +166,15 @@ func (h *Hub) Presence(ctx context.Context, room string) ([]string, error) {
 // not in it.
 func (h *Hub) Rooms() []RoomInfo {
 	var out []RoomInfo
-	for i := range h.shards {
-		s := &h.shards[i]
-		s.mu.Lock()
-		rooms := make([]*room, 0, len(s.rooms))
-		for _, r := range s.rooms {
-			if r.kind == roomKindRoom {
-				rooms = append(rooms, r)
-			}
+	h.eachRoom(func(r *room) {
+		r.mu.Lock()
+		info := RoomInfo{Name: r.name, Members: len(r.online), Local: len(r.local)}
+		r.mu.Unlock()
+		if info.Local > 0 {
+			out = append(out, info)
 		}
-		s.mu.Unlock()
-		for _, r := range rooms {
-			r.mu.Lock()
-			info := RoomInfo{Name: r.name, Members: len(r.online), Local: len(r.local)}
-			r.mu.Unlock()
-			if info.Local > 0 {
-				out = append(out, info)
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b RoomInfo) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
 	})
+	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

@@ -425,6 +425,12 @@ func (h *Hub) NodeGone(name string) {
 	if name == h.node {
 		return
 	}
+	h.eachRoom(func(r *room) { r.nodeGone(h, name) })
+}
+
+// eachRoom calls fn for every chat room (not inbox) in the channel
+// table, with no lock held.
+func (h *Hub) eachRoom(fn func(*room)) {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.Lock()
@@ -436,7 +442,7 @@ func (h *Hub) NodeGone(name string) {
 		}
 		s.mu.Unlock()
 		for _, r := range rooms {
-			r.nodeGone(h, name)
+			fn(r)
 		}
 	}
 }

@@ -122,25 +122,25 @@ type apiPost struct {
 }
 
 func (s *Server) handleAPIPublish(w http.ResponseWriter, r *http.Request) {
-	var p apiPost
-	if !readAPIBody(w, r, &p) {
-		return
-	}
-	id, err := s.hub.PublishAs(r.Context(), p.From, p.Room, p.Text, p.Ref)
-	s.answerID(w, id, err)
+	s.answerPost(w, r, func(p apiPost) (string, error) {
+		return s.hub.PublishAs(r.Context(), p.From, p.Room, p.Text, p.Ref)
+	})
 }
 
 func (s *Server) handleAPIDM(w http.ResponseWriter, r *http.Request) {
+	s.answerPost(w, r, func(p apiPost) (string, error) {
+		return s.hub.DMAs(r.Context(), p.From, p.To, p.Text, p.Ref)
+	})
+}
+
+// answerPost reads a post's body, hands it to post and answers {"id"} or
+// the error.
+func (s *Server) answerPost(w http.ResponseWriter, r *http.Request, post func(apiPost) (string, error)) {
 	var p apiPost
 	if !readAPIBody(w, r, &p) {
 		return
 	}
-	id, err := s.hub.DMAs(r.Context(), p.From, p.To, p.Text, p.Ref)
-	s.answerID(w, id, err)
-}
-
-// answerID answers a post with {"id"} or its error.
-func (s *Server) answerID(w http.ResponseWriter, id string, err error) {
+	id, err := post(p)
 	if err != nil {
 		s.writeChatError(w, err)
 		return

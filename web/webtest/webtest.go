@@ -100,9 +100,16 @@ func (s Session) Do(tb testing.TB, method, url string) (int, []byte) {
 	for _, c := range s.Cookies {
 		req.AddCookie(c)
 	}
+	return send(tb, req)
+}
+
+// send makes the request and returns the status and body, failing the
+// test when it cannot be made.
+func send(tb testing.TB, req *http.Request) (int, []byte) {
+	tb.Helper()
 	resp, err := Client(tb, nil).Do(req)
 	if err != nil {
-		tb.Fatalf("%s %s: %v", method, url, err)
+		tb.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
@@ -125,13 +132,7 @@ func API(tb testing.TB, base, key, method, path, body string) (int, []byte) {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := Client(tb, nil).Do(req)
-	if err != nil {
-		tb.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, data
+	return send(tb, req)
 }
 
 // WaitReady waits until every base answers /readyz with 200.
