@@ -2,8 +2,8 @@
 //
 // Subcommands: serve (one node), demo (several nodes in one process), bench
 // (load generator), publish (a message through the server API), version
-// and help. Flags and their environment variables
-// are described by `meshchat serve --help` and in the README.
+// and help. Flags and their environment variables are described by
+// `meshchat serve --help` and in the README.
 //
 // This package only turns flags and environment into a node.Config
 // (flags.go, for serve and demo), prints help and dispatches subcommands
