@@ -13,6 +13,10 @@ const (
 
 	kindPresence = "p" // ephemeral, on r:<room>
 	kindTyping   = "t" // ephemeral, on r:<room>
+	// kindDisconnect closes every connection of the inbox's user, on
+	// whichever node (the server API's DisconnectUser); ephemeral, on
+	// u:<user>, to which every connection of the user is subscribed.
+	kindDisconnect = "x"
 )
 
 // Channel prefixes. The hub owns "r:" and "u:"; "s:" channels belong to

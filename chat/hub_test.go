@@ -719,12 +719,12 @@ func TestDisconnectSession(t *testing.T) {
 
 // A ban closes every connection of the user, whatever its session, with
 // CloseBanned, and no one else's.
-func TestDisconnectUser(t *testing.T) {
+func TestCloseUser(t *testing.T) {
 	h := newHub(t, nil, "n1", nil)
 	a1 := connectSession(t, h, "alice", "s1")
 	a2 := connectSession(t, h, "alice", "s2")
 	b := connectSession(t, h, "bob", "s3")
-	h.DisconnectUser("alice", CloseBanned, "banned")
+	h.CloseUser("alice", CloseBanned, "banned")
 	for _, c := range []*tconn{a1, a2} {
 		if code, reason := c.c.CloseReason(); code != CloseBanned || reason != "banned" {
 			t.Fatalf("alice's connection: close %d %q, want %d banned", code, reason, CloseBanned)

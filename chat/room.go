@@ -157,6 +157,10 @@ func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
 			}
 		}
 		r.mu.Unlock()
+	case kindDisconnect:
+		if r.kind == roomKindInbox {
+			r.disconnectAll()
+		}
 	case kindPresence:
 		// This node's own users are tracked from local connections; its
 		// own notices may lag behind them and are ignored.
@@ -422,6 +426,17 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	} else if recovered {
 		cut, cutEpoch = since.Offset, since.Epoch
 	}
+	f := first(historyFrames(r.kind, r.name, pubs), recovered)
+	r.mu.Lock()
+	r.goLiveLocked(c, m, f, cut, cutEpoch)
+	r.mu.Unlock()
+	return nil
+}
+
+// historyFrames encodes the stored publications of a channel of kind
+// (the room or inbox called name) as the frames a client gets for them:
+// "message" frames for a room, "dm" frames for an inbox.
+func historyFrames(kind int, name string, pubs []transport.Publication) [][]byte {
 	hist := make([][]byte, 0, len(pubs))
 	for _, p := range pubs {
 		ev, ok := decodeEvent(p.Data)
@@ -429,17 +444,13 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 			continue
 		}
 		switch {
-		case r.kind == roomKindRoom && ev.Kind == kindMessage:
-			hist = append(hist, appendMessage(nil, r.name, infoOf(p), ev.User, ev.Text))
-		case r.kind == roomKindInbox && ev.Kind == kindDM:
+		case kind == roomKindRoom && ev.Kind == kindMessage:
+			hist = append(hist, appendMessage(nil, name, infoOf(p), ev.User, ev.Text))
+		case kind == roomKindInbox && ev.Kind == kindDM:
 			hist = append(hist, appendDM(nil, infoOf(p), ev.ID, ev.User, ev.To, ev.Text))
 		}
 	}
-	f := first(hist, recovered)
-	r.mu.Lock()
-	r.goLiveLocked(c, m, f, cut, cutEpoch)
-	r.mu.Unlock()
-	return nil
+	return hist
 }
 
 // indexDM returns the index of the newest publication in pubs that is a
@@ -555,9 +566,7 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 		return errf(CodeNotJoined, "join the room before sending to it")
 	}
 	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
-	data := ev.marshal()
-	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, "", text)}
-	pub, ferr := h.publish(ctx, c, "publish", j.r.channel, data, opts)
+	pub, ferr := h.postMessage(ctx, c, j.r.channel, ev, c.publishKey(ref, "", text))
 	if ferr != nil {
 		return ferr
 	}
@@ -568,9 +577,46 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 	return nil
 }
 
-// publish publishes data on channel for c, retrying while the broker is
-// unavailable (patiently), and turns a failure into c's error frame for
-// what.
+// postMessage stores a room message, ev, on channel under the
+// idempotency key. Every room message takes this path: a connection's
+// send (c its client) and the server API's PublishAs (c nil).
+func (h *Hub) postMessage(ctx context.Context, c *Client, channel string, ev event, key string) (transport.Publication, *frameError) {
+	return h.publish(ctx, c, "publish", channel, ev.marshal(), transport.PublishOptions{IdempotencyKey: key})
+}
+
+// postDM stores the DM ev in the recipient's inbox, then in the
+// sender's, under the idempotency key, and returns the sender's copy; ev
+// gets the DM's id (dmID).
+// Every DM takes this path: a connection's dm (c its client) and the
+// server API's DMAs (c nil).
+func (h *Hub) postDM(ctx context.Context, c *Client, ev *event, key string) (transport.Publication, *frameError) {
+	opts := transport.PublishOptions{IdempotencyKey: key}
+	// The recipient's copy first: when the sender's copy (the ack) then
+	// fails, a retry with the same ref does not deliver the DM twice. Its
+	// position is the DM's id, which the sender's copy carries: a retry
+	// gets the original position back, so the id stays the same.
+	if ev.To != ev.User {
+		rpub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+ev.To, ev.marshal(), opts)
+		if ferr != nil {
+			return transport.Publication{}, ferr
+		}
+		ev.ID = formatID(rpub.Offset, rpub.Epoch)
+	}
+	return h.publish(ctx, c, "publish dm", inboxPrefix+ev.User, ev.marshal(), opts)
+}
+
+// dmID is the id of the DM whose sender's copy is pub: the position of
+// the recipient's copy (ev.ID), or of the only copy of a DM to oneself.
+func dmID(pub transport.Publication, ev event) string {
+	if ev.ID != "" {
+		return ev.ID
+	}
+	return formatID(pub.Offset, pub.Epoch)
+}
+
+// publish publishes data on channel for c (nil for a request of the
+// server API), retrying while the broker is unavailable (patiently), and
+// turns a failure into the error frame for what.
 func (h *Hub) publish(ctx context.Context, c *Client, what, channel string, data []byte, opts transport.PublishOptions) (transport.Publication, *frameError) {
 	var pub transport.Publication
 	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
@@ -632,19 +678,7 @@ func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, re
 
 func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameError {
 	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
-	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, to, text)}
-	// The recipient's copy first: when the sender's copy (the ack) then
-	// fails, a retry with the same ref does not deliver the DM twice. Its
-	// position is the DM's id, which the sender's copy carries: a retry
-	// gets the original position back, so the id stays the same.
-	if to != c.user {
-		rpub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+to, ev.marshal(), opts)
-		if ferr != nil {
-			return ferr
-		}
-		ev.ID = formatID(rpub.Offset, rpub.Epoch)
-	}
-	pub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+c.user, ev.marshal(), opts)
+	pub, ferr := h.postDM(ctx, c, &ev, c.publishKey(ref, to, text))
 	if ferr != nil {
 		return ferr
 	}

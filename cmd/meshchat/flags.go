@@ -169,6 +169,8 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("register-limit", "N", "2")
 	fs.Float64Var(&cfg.RateFlag, "rate-limit", cfg.RateFlag, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
+	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "enables the server API (/api/server/...); requests carry Authorization: Bearer K")
+	doc("api-key", "K", "none (the server API is off)")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
 	doc("history", "N", "")
 	fs.DurationVar(&cfg.HistoryAge, "history-age", cfg.HistoryAge, "also drop retained messages older than this, e.g. 72h")

@@ -116,6 +116,11 @@ type Config struct {
 	// the profiler shows the process's memory and goroutines to whoever
 	// connects.
 	DebugPublic bool
+	// APIKey enables the server API (/api/server/..., see web.Config):
+	// programs that send "Authorization: Bearer <APIKey>" may post as
+	// any user, read history and presence and disconnect users. Every
+	// node of a cluster should have the same key. Empty: the API is off.
+	APIKey string
 
 	// Auth is how users log in: "password" (accounts, the default),
 	// "open" (a bare name, as in v1) or "jwt" (the app's tokens).
@@ -260,6 +265,9 @@ func (c *Config) Validate() error {
 		if err := checkLoopback(c.DebugAddr); err != nil {
 			return fmt.Errorf("config: --debug-addr %q: %w; the profiler exposes the process: keep it on 127.0.0.1, or add --debug-public", c.DebugAddr, err)
 		}
+	}
+	if c.APIKey != strings.TrimSpace(c.APIKey) {
+		return errors.New("config: --api-key: the key has leading or trailing spaces")
 	}
 	if c.CookieDomain != "" && (strings.ContainsAny(c.CookieDomain, ":/ ") || strings.Trim(c.CookieDomain, ".") == "") {
 		return fmt.Errorf("config: --cookie-domain %q: want a bare domain such as chat.example.com", c.CookieDomain)

@@ -64,9 +64,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 	n.running.Store(true)
-	n.log.Info("node started", "name", n.name, "http", n.url, "listen", n.HTTPAddr(), "gossip", n.GossipAddr(), "broker", n.cfg.Broker, "join", n.cfg.Join)
+	n.log.Info("node started", "name", n.name, "http", n.url, "listen", n.HTTPAddr(), "gossip", n.GossipAddr(), "broker", n.cfg.Broker, "join", n.cfg.Join, "server_api", n.cfg.APIKey != "")
+	if n.cfg.APIKey != "" && len(n.cfg.APIKey) < minAPIKey {
+		n.log.Warn("the --api-key is short: anyone who guesses it may post as any user; use a long random one, e.g. openssl rand -hex 32", "length", len(n.cfg.APIKey))
+	}
 	return nil
 }
+
+// minAPIKey is the --api-key length under which the node warns.
+const minAPIKey = 16
 
 // deriveKeys derives the per-purpose keys from the cluster secret, or,
 // without one, from the node's own random secret.
@@ -252,10 +258,10 @@ func (n *Node) newAccounts(context.Context) error {
 // accounts say so: banned, or logged out everywhere.
 func (n *Node) disconnectUser(user string, banned bool) {
 	if banned {
-		n.hub.DisconnectUser(user, chat.CloseBanned, "banned")
+		n.hub.CloseUser(user, chat.CloseBanned, "banned")
 		return
 	}
-	n.hub.DisconnectUser(user, chat.CloseLoggedOut, "logged_out")
+	n.hub.CloseUser(user, chat.CloseLoggedOut, "logged_out")
 }
 
 func (n *Node) newHub(context.Context) error {
@@ -328,6 +334,7 @@ func (n *Node) newWeb(context.Context) error {
 		MaxFrameBytes:  n.cfg.MaxFrame,
 		Mounts:         mounts,
 		TokenKey:       n.keys.Token,
+		APIKey:         n.cfg.APIKey,
 		Logger:         n.log,
 	})
 	return err
