@@ -135,7 +135,8 @@ func (h *Hub) History(ctx context.Context, room string, limit int) ([][]byte, er
 	if len(pubs) > limit {
 		pubs = pubs[len(pubs)-limit:]
 	}
-	return historyFrames(roomKindRoom, room, pubs), nil
+	hist, _ := historyFrames(roomKindRoom, room, pubs, false)
+	return hist, nil
 }
 
 // Presence returns the users online in room on any node, sorted, as the

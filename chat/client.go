@@ -240,6 +240,8 @@ func (c *Client) Handle(ctx context.Context, data []byte) error {
 		err = h.dm(ctx, c, f.To, f.Text, f.Ref)
 	case typeTyping:
 		err = h.typing(ctx, c, f.Room)
+	case typeDelete:
+		err = h.delete(ctx, c, f.Room, f.ID, f.Ref)
 	case typeDMs:
 		err = h.dmHistory(ctx, c, f.After)
 	case typePing:

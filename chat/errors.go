@@ -50,6 +50,11 @@ const (
 	// CodeTooLarge: the WebSocket frame exceeded the server's frame limit
 	// (sent by package web, which reads the frames).
 	CodeTooLarge = "too_large"
+	// CodeForbidden: the user may not do this (delete another user's
+	// message without being an admin).
+	CodeForbidden = "forbidden"
+	// CodeNotFound: the message is not in the room's retained history.
+	CodeNotFound = "not_found"
 	// CodeInternal: an unexpected server error.
 	CodeInternal = "internal"
 )

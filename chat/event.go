@@ -10,6 +10,9 @@ import (
 const (
 	kindMessage = "m" // stored, on r:<room>
 	kindDM      = "d" // stored, on u:<to>, then on u:<from> with the id of the first
+	// kindDelete is an annotation (annotate.go): stored, on r:<room>,
+	// it deletes the room's message event.Target.
+	kindDelete = "del"
 
 	kindPresence = "p" // ephemeral, on r:<room>
 	kindTyping   = "t" // ephemeral, on r:<room>
@@ -45,6 +48,8 @@ type event struct {
 	ID     string `json:"i,omitempty"`
 	Node   string `json:"n,omitempty"` // presence: node the user is on
 	Online bool   `json:"o,omitempty"` // presence
+	// Target is the id of the message an annotation refers to.
+	Target string `json:"on,omitempty"`
 }
 
 func (e *event) marshal() []byte {

@@ -15,6 +15,7 @@ const (
 	typeSend   = "send"
 	typeDM     = "dm"
 	typeTyping = "typing"
+	typeDelete = "delete"
 	typeDMs    = "dms"  // extension: DM inbox resume
 	typePing   = "ping" // extension: application-level keepalive
 )
@@ -34,6 +35,7 @@ type inFrame struct {
 	Text  string `json:"text"`
 	To    string `json:"to"`
 	Ref   string `json:"ref"`
+	ID    string `json:"id"` // delete: the message
 }
 
 // decodeFrame parses and validates one client frame. On failure it still
@@ -85,6 +87,13 @@ func decodeFrame(data []byte, maxText int) (inFrame, *frameError) {
 		}
 		if e := checkText(f.Text, maxText); e != nil {
 			return f, e
+		}
+	case typeDelete:
+		if !ValidName(f.Room) {
+			return f, errf(CodeBadRoom, "invalid room name")
+		}
+		if f.ID == "" {
+			return f, errf(CodeBadFrame, "frame has no message id")
 		}
 	case typeDMs:
 		if len(f.After) > maxAfterBytes {
@@ -271,6 +280,16 @@ func appendDM(b []byte, pub pubInfo, id, from, to, text string) []byte {
 	b = appendField(b, "text", text)
 	b = append(b, `,"ts":`...)
 	b = strconv.AppendInt(b, pub.ts, 10)
+	return append(b, '}')
+}
+
+// appendDeleted appends a "deleted" frame: the message id of room was
+// deleted by user by.
+func appendDeleted(b []byte, room, id, by string) []byte {
+	b = append(b, `{"type":"deleted","room":`...)
+	b = appendString(b, room)
+	b = appendField(b, "id", id)
+	b = appendField(b, "by", by)
 	return append(b, '}')
 }
 

@@ -53,6 +53,7 @@ type frame struct {
 	Room      string   `json:"room"`
 	ID        string   `json:"id"`
 	From      string   `json:"from"`
+	By        string   `json:"by"`
 	To        string   `json:"to"`
 	Text      string   `json:"text"`
 	TS        int64    `json:"ts"`

@@ -76,6 +76,10 @@ type Config struct {
 	// (store.Revocations): Connect closes a connection whose session it
 	// reports revoked. Nil means no session is ever revoked.
 	Revocations Revocations
+	// IsAdmin reports whether user holds the admin role (--admins): an
+	// admin may delete any message, others only their own. Nil means
+	// nobody is an admin.
+	IsAdmin func(user string) bool
 	// System receives the publications on "s:" channels, where the
 	// node's own tables (logouts, accounts) live. Nil drops them.
 	System transport.Handler
@@ -127,6 +131,7 @@ type Hub struct {
 
 	revocations Revocations       // or nil
 	system      transport.Handler // or nil
+	isAdmin     func(string) bool // or nil
 
 	stats          counters
 	publishSeconds transport.Observer // or nil
@@ -168,6 +173,7 @@ func New(cfg Config) (*Hub, error) {
 		nodes:          cfg.Nodes,
 		revocations:    cfg.Revocations,
 		system:         cfg.System,
+		isAdmin:        cfg.IsAdmin,
 		queueBytes:     orDefault(cfg.QueueBytes, DefaultQueueBytes),
 		maxText:        orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
 		page:           orDefault(cfg.HistoryPage, DefaultHistoryPage),

@@ -131,20 +131,14 @@ func (r *room) broadcastLocked(h *Hub, f []byte, skip *Client) {
 // deliver fans a publication out to the local members.
 func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
 	switch ev.Kind {
-	case kindMessage:
-		if r.kind != roomKindRoom || pub.Offset == 0 {
+	case kindMessage, kindDM, kindDelete:
+		if pub.Offset == 0 {
 			return
 		}
-		plain := appendMessage(make([]byte, 0, 112+len(r.name)+len(ev.User)+len(ev.Text)+len(pub.Epoch)),
-			r.name, infoOf(pub), ev.User, ev.Text)
-		r.fanOut(h, ev, pub, plain)
-	case kindDM:
-		if r.kind != roomKindInbox || pub.Offset == 0 {
-			return
+		buf := make([]byte, 0, 112+len(r.name)+len(ev.User)+len(ev.To)+len(ev.ID)+len(ev.Text)+len(ev.Target)+len(pub.Epoch))
+		if plain, ok := appendStored(buf, r.kind, r.name, &ev, infoOf(pub)); ok {
+			r.fanOut(h, ev, pub, plain)
 		}
-		plain := appendDM(make([]byte, 0, 112+len(ev.ID)+len(ev.User)+len(ev.To)+len(ev.Text)+len(pub.Epoch)),
-			infoOf(pub), ev.ID, ev.User, ev.To, ev.Text)
-		r.fanOut(h, ev, pub, plain)
 	case kindTyping:
 		if r.kind != roomKindRoom || ev.User == "" {
 			return
@@ -399,7 +393,7 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	if err != nil {
 		if !fresh {
 			r.mu.Lock()
-			r.goLiveLocked(c, m, nil, 0, "")
+			r.goLiveLocked(c, m, 0, "")
 			r.mu.Unlock()
 		}
 		return h.brokerErr("history", err)
@@ -426,31 +420,62 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	} else if recovered {
 		cut, cutEpoch = since.Offset, since.Epoch
 	}
-	f := first(historyFrames(r.kind, r.name, pubs), recovered)
+	hist, later := historyFrames(r.kind, r.name, pubs, after != "")
 	r.mu.Lock()
-	r.goLiveLocked(c, m, f, cut, cutEpoch)
+	r.goLiveLocked(c, m, cut, cutEpoch, append([][]byte{first(hist, recovered)}, later...)...)
 	r.mu.Unlock()
 	return nil
 }
 
 // historyFrames encodes the stored publications of a channel of kind
-// (the room or inbox called name) as the frames a client gets for them:
-// "message" frames for a room, "dm" frames for an inbox.
-func historyFrames(kind int, name string, pubs []transport.Publication) [][]byte {
-	hist := make([][]byte, 0, len(pubs))
-	for _, p := range pubs {
-		ev, ok := decodeEvent(p.Data)
-		if !ok {
+// (the room or inbox called name) as the history a client gets for them:
+// "message" frames for a room, "dm" frames for an inbox. The annotations
+// among pubs apply to the messages before them (annotate.go): a deleted
+// message is left out, and an annotation is no history of its own. When
+// resumed is set, the client has messages from before pubs, and later
+// holds the frames of the annotations of those ("deleted"), to be sent
+// after the history.
+func historyFrames(kind int, name string, pubs []transport.Publication, resumed bool) (hist, later [][]byte) {
+	evs := make([]event, len(pubs))
+	for i, p := range pubs {
+		evs[i], _ = decodeEvent(p.Data)
+	}
+	notes := readAnnotations(evs)
+	hist = make([][]byte, 0, len(pubs))
+	for i, p := range pubs {
+		ev := &evs[i]
+		if isAnnotation(ev.Kind) {
+			if resumed && notes.first(ev) && !within(ev.Target, pubs) {
+				if f, ok := appendStored(nil, kind, name, ev, infoOf(p)); ok {
+					later = append(later, f)
+				}
+			}
 			continue
 		}
-		switch {
-		case kind == roomKindRoom && ev.Kind == kindMessage:
-			hist = append(hist, appendMessage(nil, name, infoOf(p), ev.User, ev.Text))
-		case kind == roomKindInbox && ev.Kind == kindDM:
-			hist = append(hist, appendDM(nil, infoOf(p), ev.ID, ev.User, ev.To, ev.Text))
+		if ev.Kind == kindMessage && notes.deleted(p) {
+			continue
+		}
+		if f, ok := appendStored(nil, kind, name, ev, infoOf(p)); ok {
+			hist = append(hist, f)
 		}
 	}
-	return hist
+	return hist, later
+}
+
+// appendStored appends the frame a client gets for ev, stored at pub on
+// a channel of kind (the room or inbox called name). It reports false,
+// with b unchanged, when ev is nothing a client of such a channel is
+// shown.
+func appendStored(b []byte, kind int, name string, ev *event, pub pubInfo) ([]byte, bool) {
+	switch {
+	case kind == roomKindRoom && ev.Kind == kindMessage:
+		return appendMessage(b, name, pub, ev.User, ev.Text), true
+	case kind == roomKindInbox && ev.Kind == kindDM:
+		return appendDM(b, pub, ev.ID, ev.User, ev.To, ev.Text), true
+	case kind == roomKindRoom && ev.Kind == kindDelete && ev.Target != "":
+		return appendDeleted(b, name, ev.Target, ev.User), true
+	}
+	return b, false
 }
 
 // indexDM returns the index of the newest publication in pubs that is a
@@ -464,11 +489,11 @@ func indexDM(pubs []transport.Publication, id string) int {
 	return -1
 }
 
-// goLiveLocked queues first (when non-nil), then the buffered frames not
-// at or before cut, and makes the member live. Called with r.mu held.
-func (r *room) goLiveLocked(c *Client, m *member, first []byte, cut uint64, epoch string) {
-	if first != nil {
-		c.enqueue(first)
+// goLiveLocked queues frames, then the buffered frames not at or before
+// cut, and makes the member live. Called with r.mu held.
+func (r *room) goLiveLocked(c *Client, m *member, cut uint64, epoch string, frames ...[]byte) {
+	for _, f := range frames {
+		c.enqueue(f)
 	}
 	buf := m.buf
 	m.buf, m.bufBytes, m.pending = nil, 0, false
@@ -663,13 +688,9 @@ func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, re
 		if !ok || orig.Kind != ev.Kind {
 			orig = ev
 		}
-		var f []byte
-		if ev.Kind == kindDM {
-			f = appendDM(nil, infoOf(pub), orig.ID, orig.User, orig.To, orig.Text)
-		} else {
-			f = appendMessage(nil, r.name, infoOf(pub), orig.User, orig.Text)
+		if f, ok := appendStored(nil, r.kind, r.name, &orig, infoOf(pub)); ok {
+			c.enqueue(withRef(f, ref))
 		}
-		c.enqueue(withRef(f, ref))
 		m.acked, m.ackedEpoch = pub.Offset, pub.Epoch
 	default:
 		m.want, m.wantEpoch, m.wantRef = pub.Offset, pub.Epoch, ref
