@@ -37,6 +37,7 @@ func (s *Server) serverAPI() http.Handler {
 	r.Get("/rooms", s.handleAPIRooms)
 	r.Get("/presence", s.handleAPIPresence)
 	r.Post("/disconnect", s.handleAPIDisconnect)
+	r.Post("/delete", s.handleAPIDelete)
 	return r
 }
 
@@ -101,6 +102,10 @@ func (s *Server) writeChatError(w http.ResponseWriter, err error) {
 	}
 	status := http.StatusBadRequest
 	switch e.Code {
+	case chat.CodeForbidden:
+		status = http.StatusForbidden
+	case chat.CodeNotFound:
+		status = http.StatusNotFound
 	case chat.CodeRateLimited:
 		w.Header().Set("Retry-After", "1")
 		status = http.StatusTooManyRequests
@@ -213,6 +218,26 @@ func (s *Server) handleAPIDisconnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.hub.DisconnectUser(r.Context(), body.User); err != nil {
+		s.writeChatError(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleAPIDelete deletes a room's message for every member
+// (chat.Hub.Delete); "by", optional, is the user the members are told
+// deleted it.
+func (s *Server) handleAPIDelete(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Room string `json:"room"`
+		ID   string `json:"id"`
+		By   string `json:"by"`
+	}
+	if !readAPIBody(w, r, &body) {
+		return
+	}
+	if err := s.hub.Delete(r.Context(), body.Room, body.ID, body.By); err != nil {
 		s.writeChatError(w, err)
 		return
 	}

@@ -84,7 +84,7 @@ func TestServerAPIKey(t *testing.T) {
 		})
 	}
 	// Every endpoint, and paths that do not exist, want the key first.
-	for _, p := range []string{"GET /history?room=general", "GET /rooms", "GET /presence?room=general", "POST /dm", "POST /disconnect", "GET /nothing"} {
+	for _, p := range []string{"GET /history?room=general", "GET /rooms", "GET /presence?room=general", "POST /dm", "POST /disconnect", "POST /delete", "GET /nothing"} {
 		method, path, _ := strings.Cut(p, " ")
 		if st, a := e.api(method, path, "wrong", `{}`); st != http.StatusUnauthorized || a.Error.Code != CodeUnauthorized {
 			t.Fatalf("%s without the key: %d %+v", p, st, a)
@@ -155,6 +155,11 @@ func TestServerAPIBadInput(t *testing.T) {
 		{"history zero limit", "GET", "/history?room=general&limit=0", ``, 400, CodeBadRequest},
 		{"presence no room", "GET", "/presence", ``, 400, chat.CodeBadRoom},
 		{"disconnect bad user", "POST", "/disconnect", `{"user":"a b"}`, 400, chat.CodeBadName},
+		{"delete bad room", "POST", "/delete", `{"room":"a b","id":"1-e"}`, 400, chat.CodeBadRoom},
+		{"delete bad by", "POST", "/delete", `{"room":"general","id":"1-e","by":"a b"}`, 400, chat.CodeBadName},
+		{"delete unknown id", "POST", "/delete", `{"room":"general","id":"1-e"}`, 404, chat.CodeNotFound},
+		{"delete no id", "POST", "/delete", `{"room":"general"}`, 404, chat.CodeNotFound},
+		{"delete wrong method", "GET", "/delete", ``, 405, CodeMethodNotAllow},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, a := e.api(tc.method, tc.path, testAPIKey, tc.body)
@@ -226,4 +231,28 @@ func TestServerAPIDMPresenceRoomsDisconnect(t *testing.T) {
 		_, a := e.api("GET", "/presence?room=general", testAPIKey, "")
 		return slices.Equal(a.Members, []string{"carol"})
 	})
+}
+
+func TestServerAPIDelete(t *testing.T) {
+	e := newAPIEnv(t, nil)
+	ws := webtest.Dial(t, e.ts.URL, webtest.Login(t, e.ts.URL, "alice"), webtest.DialOptions{})
+	ws.Join("general")
+	_, keep := e.api("POST", "/publish", testAPIKey, `{"room":"general","from":"bot","text":"stays"}`)
+	_, gone := e.api("POST", "/publish", testAPIKey, `{"room":"general","from":"bot","text":"oops"}`)
+	ws.Expect("message", waitFor, func(f webtest.Frame) bool { return f.Str("id") == gone.ID })
+
+	body := fmt.Sprintf(`{"room":"general","id":%q,"by":"mod"}`, gone.ID)
+	if st, a := e.api("POST", "/delete", testAPIKey, body); st != http.StatusNoContent {
+		t.Fatalf("delete: %d %+v", st, a)
+	}
+	if f := ws.Expect("deleted", waitFor, nil); f.Str("id") != gone.ID || f.Str("room") != "general" || f.Str("by") != "mod" {
+		t.Fatalf("alice got %v, want %s deleted by mod", f, gone.ID)
+	}
+	st, h := e.api("GET", "/history?room=general", testAPIKey, "")
+	if st != 200 || len(h.Messages) != 1 || h.Messages[0].Str("id") != keep.ID {
+		t.Fatalf("history after the deletion: %d %+v, want only %s", st, h.Messages, keep.ID)
+	}
+	if st, a := e.api("POST", "/delete", "wrong", body); st != http.StatusUnauthorized {
+		t.Fatalf("delete with a wrong key: %d %+v", st, a)
+	}
 }
