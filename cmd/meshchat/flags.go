@@ -161,7 +161,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("auth", "MODE", "")
 	fs.StringVar(&cfg.JWTKey, "jwt-key", cfg.JWTKey, "--auth jwt: HMAC secret for HS256 tokens, or a PEM public key (or a file holding one) for RS256/ES256")
 	doc("jwt-key", "K", "none")
-	fs.Var(listValue{&cfg.Admins}, "admins", "comma-separated user names that may ban and unban users")
+	fs.Var(listValue{&cfg.Admins}, "admins", "comma-separated user names that may ban and unban users and delete any message")
 	doc("admins", "LIST", "none")
 	fs.Float64Var(&cfg.AuthLimits.AttemptsPerMinute, "login-limit", 0, "login, registration and password attempts per minute from one client address (bursts of as many); behind a proxy every client shares its address")
 	doc("login-limit", "N", "30")

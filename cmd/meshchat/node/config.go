@@ -129,7 +129,8 @@ type Config struct {
 	// or a PEM public key (or the name of a file holding one) for RS256
 	// or ES256.
 	JWTKey string
-	// Admins are the users who may ban and unban.
+	// Admins are the users who may ban and unban, and delete any
+	// message.
 	Admins []string
 	// MaxAccounts bounds the accounts (and bans) the cluster keeps; every
 	// node must have the same value. 0 means store.DefaultMaxAccounts.

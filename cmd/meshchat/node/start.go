@@ -273,11 +273,21 @@ func (n *Node) newHub(context.Context) error {
 		QueueBytes:     n.cfg.QueueBytes,
 		RateLimit:      n.cfg.RateLimit,
 		Revocations:    n.revoked,
+		IsAdmin:        isAdmin(n.cfg.Admins),
 		System:         systemTables{n.revoked, n.accounts},
 		PublishSeconds: n.metrics.publishSeconds,
 		Logger:         n.log,
 	})
 	return err
+}
+
+// isAdmin reports whether a user is one of admins (--admins).
+func isAdmin(admins []string) func(user string) bool {
+	set := make(map[string]bool, len(admins))
+	for _, a := range admins {
+		set[a] = true
+	}
+	return func(user string) bool { return set[user] }
 }
 
 // systemTables hands the publications on "s:" channels to each of the
