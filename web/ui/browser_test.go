@@ -311,6 +311,16 @@ func TestBrowserChat(t *testing.T) {
 	send(t, alice, "after reload")
 	poll(t, bob, "bob sees live message after reload", hasMessage("alice", "after reload"))
 
+	// alice deletes her message; bob, no admin, may delete none of hers.
+	if n := eval[int](t, bob, `document.querySelectorAll('[data-from="alice"] [data-testid="message-delete"]').length`); n != 0 {
+		t.Errorf("bob is offered to delete %d of alice's messages", n)
+	}
+	do(t, alice, "alice deletes her message", chromedp.Evaluate[chromedp.Void](`[...document.querySelectorAll('[data-testid="message"]')]
+		.find((li) => li.querySelector('[data-testid="message-text"]').textContent === 'after reload')
+		.querySelector('[data-testid="message-delete"]').click()`))
+	poll(t, bob, "the message leaves bob's page", "!("+hasMessage("alice", "after reload")+")")
+	poll(t, alice, "and alice's", "!("+hasMessage("alice", "after reload")+")")
+
 	// Closing a DM takes it off the list; the next DM brings it back
 	// with its history.
 	do(t, bob, "bob opens the DM again", chromedp.Click(chromedp.CSS(`[data-testid="dm-item"][data-peer="alice"] button`)))

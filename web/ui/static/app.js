@@ -132,6 +132,13 @@ class ChatView {
     this.renderConversation();
     closeDrawers();
     this.model.start();
+    // An admin may delete any message; only /api/me says who is one.
+    api("GET", "/api/me").then(
+      (res) => {
+        if (res.ok && res.data && this.model) this.model.setAdmin(res.data.admin === true);
+      },
+      () => {},
+    );
   }
 
   stop() {
@@ -172,6 +179,12 @@ class ChatView {
         break;
       case "acked":
         this.removePendingNode(ch.ref);
+        break;
+      case "removed":
+        if (shown) this.removeItemNode(ch.conv, ch.id);
+        break;
+      case "admin":
+        this.renderConversation();
         break;
       case "failed": {
         const node = this.findPendingNode(ch.item.ref);
@@ -317,6 +330,17 @@ class ChatView {
     };
     if (item.id) attrs["data-id"] = item.id;
     else attrs["data-ref"] = item.ref;
+    const key = this.model.current;
+    const del = this.model.canDelete(this.model.open(), item)
+      ? el("button", {
+        type: "button",
+        class: "msg-delete ghost",
+        "data-testid": "message-delete",
+        title: "Delete this message for everyone",
+        "aria-label": `Delete the message from ${item.from}`,
+        onclick: () => this.model.deleteMessage(key, item.id),
+      }, "Delete")
+      : null;
     return el(
       "li",
       attrs,
@@ -327,7 +351,24 @@ class ChatView {
         el("div", { class: "meta" }, el("span", { class: "from", "data-testid": "message-from" }, item.from), timeEl(item.ts), status),
         el("p", { class: "text", "data-testid": "message-text" }, item.text),
       ),
+      del,
     );
+  }
+
+  // removeItemNode takes the deleted message id of c, the open
+  // conversation, off the page.
+  removeItemNode(c, id) {
+    const list = $("messages");
+    for (const li of list.querySelectorAll("li[data-id]")) {
+      if (li.dataset.id !== id) continue;
+      const next = li.nextElementSibling;
+      li.remove();
+      // The next message may have shared the removed one's header.
+      const i = next && next.dataset.id ? c.items.findIndex((it) => it.id === next.dataset.id) : -1;
+      if (i >= 0) next.replaceWith(this.itemNode(c.items[i], c.items[i - 1] || null));
+      break;
+    }
+    this.renderEmpty(c);
   }
 
   // appendItem shows item, just added to the open conversation, at the end

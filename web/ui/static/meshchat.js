@@ -15,6 +15,7 @@
  *   await client.send("general", "hello");   // resolves with the server's message frame (the ack)
  *   await client.dm("bob", "hi");            // resolves with the server's dm frame
  *   client.typing("general");                // throttled, safe to call on every keystroke
+ *   await client.deleteMessage("general", id); // resolves with the server's deleted frame
  *
  * The session must exist before connecting: log in with POST /api/login
  * (the cookie covers the page's own node; the returned token, when there
@@ -63,6 +64,8 @@
  *             history that came with it follows as `message` events.
  *   message   {room, id, from, text, ts, ref?, backlog?}  backlog: from history
  *   dm        {id, from, to, text, ts, ref?, backlog?}
+ *   deleted   {room, id, by}                 the message id of room was deleted:
+ *             live, or after `joined` for deletions the resume missed
  *   dm_history {recovered, count}        after the backlog DMs were delivered
  *   presence  {room, user, online}
  *   typing    {room, user}
@@ -70,7 +73,10 @@
  *   ...and any other frame type the server adds, unchanged.
  *
  * Methods: connect(), close(), join(room), leave(room), send(room, text, {ref}?),
- * dm(to, text, {ref}?), typing(room), newRef(), setToken(token).
+ * dm(to, text, {ref}?), typing(room), deleteMessage(room, id), newRef(),
+ * setToken(token). deleteMessage is pending like a send: acknowledged by the
+ * "deleted" frame carrying its ref, rejected with code "forbidden" (not
+ * one's own message, and not an admin) or "not_found".
  * Properties: state, user, node, nodes, rooms (array of joined room names),
  * pendingCount. The promise returned by send()/dm() carries its `ref`.
  *
@@ -301,6 +307,17 @@ export class MeshchatClient {
   dm(to, text, opts = {}) {
     const ref = opts.ref || this.newRef();
     return this._enqueue({ type: "dm", to, text, ref }, null);
+  }
+
+  /** Deletes message id of a joined room for everyone. Resolves with the deleted frame. */
+  deleteMessage(room, id) {
+    const ref = this.newRef();
+    if (!this._rooms.has(room)) {
+      const p = Promise.reject(new MeshchatError("not_joined", `not in room ${room}`));
+      p.ref = ref;
+      return p;
+    }
+    return this._enqueue({ type: "delete", room, id, ref }, room);
   }
 
   /** Tells the room the user is typing; sends at most once per typingInterval. */
@@ -546,6 +563,9 @@ export class MeshchatClient {
         return this._dm(f, false);
       case "dm_history":
         return this._dmHistory(f);
+      case "deleted":
+        this._ack(f);
+        return this._emit(f);
       case "error":
         return this._error(f);
       case "pong":

@@ -50,6 +50,7 @@ export function memoryStore() {
 //             at the end of conv.items or conv.pending, and the `dropped`
 //             oldest items fell off
 //   acked     {conv, ref}: the pending message ref is gone (delivered)
+//   removed   {conv, id}: the message id was deleted and left conv.items
 //   failed    {conv, item, err}: the pending item was not sent; it now
 //             carries `failed`, the reason, and err is the client's error
 //   members   {conv}
@@ -57,15 +58,19 @@ export function memoryStore() {
 //   typing    {conv}
 //   inbox     the DM inbox has come: the DM list is complete
 //   welcome   {node, nodes}
+//   admin     the user's admin role became known (this.admin): who may
+//             delete what (canDelete) changed
 //   error     {code, message}: an error not tied to a message
 //   state     {state, info}: the connection's state (see meshchat.js)
 export class Conversations {
   // me is the user, token the session token for the client, hidden whether
-  // the page starts out of sight; client holds extra MeshchatClient options.
-  // The lists come back from the store without a change told: a view draws
-  // everything once, then calls start.
-  constructor({ me, token = "", store = memoryStore(), onChange = () => {}, hidden = false, client = {} }) {
+  // the page starts out of sight, admin whether the user is an admin (see
+  // setAdmin); client holds extra MeshchatClient options. The lists come
+  // back from the store without a change told: a view draws everything
+  // once, then calls start.
+  constructor({ me, token = "", store = memoryStore(), onChange = () => {}, hidden = false, admin = false, client = {} }) {
     this.me = me;
+    this.admin = admin;
     this.current = "";
     this.hidden = hidden;
     this._convs = new Map(); // key -> conversation, in list order
@@ -150,7 +155,33 @@ export class Conversations {
     return { users, next };
   }
 
+  // canDelete tells whether the user may delete item of c: a delivered
+  // room message of their own, or any one for an admin.
+  canDelete(c, item) {
+    return !!(c && c.kind === "room" && item && item.id && (item.from === this.me || this.admin));
+  }
+
   // ---- actions ----
+
+  // setAdmin records whether the user is an admin (GET /api/me "admin").
+  setAdmin(admin) {
+    if (this.admin === !!admin) return;
+    this.admin = !!admin;
+    this._emit({ type: "admin" });
+  }
+
+  // deleteMessage deletes the message id of the room conversation key for
+  // everyone. It leaves the view when the server's "deleted" comes; a
+  // refusal is told as an error.
+  deleteMessage(key, id) {
+    const c = this._convs.get(key);
+    if (!c || c.kind !== "room") return;
+    this.client.deleteMessage(c.name, id).catch((err) => {
+      if (err && err.code !== "closed" && err.code !== "logged_out" && err.code !== "left") {
+        this._emit({ type: "error", code: err.code, message: err.message || "not deleted" });
+      }
+    });
+  }
 
   select(key) {
     this.current = key;
@@ -330,6 +361,9 @@ export class Conversations {
       case "dm":
         this._dm(ev);
         break;
+      case "deleted":
+        this._deleted(this._convs.get("r:" + ev.room), ev.id);
+        break;
       case "presence":
         this._presence(ev);
         break;
@@ -401,6 +435,14 @@ export class Conversations {
       c.unread += 1;
       this._emit({ type: "lists" });
     }
+  }
+
+  // _deleted takes the message id out of c.
+  _deleted(c, id) {
+    if (!c || !c.ids.has(id)) return;
+    c.ids.delete(id);
+    c.items = c.items.filter((it) => it.id !== id);
+    this._emit({ type: "removed", conv: c, id });
   }
 
   _presence(ev) {

@@ -227,6 +227,53 @@ const tests = {
     eq("his message ends it", t.model.typers(c).users, []);
     t.model.stop();
   },
+
+  async "a deleted message leaves its room, live and when a resume tells of it"() {
+    const t = setup({ lists: { rooms: ["general"] } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [msg("1"), msg("2"), msg("3")], recovered: false });
+    const c = t.model.get("r:general");
+    ws.recv({ type: "deleted", room: "general", id: "2", by: "bob" });
+    eq("live", ids(c), ["1", "3"]);
+    eq("told", t.changes.filter((ch) => ch.type === "removed").map((ch) => [ch.conv.key, ch.id]), [["r:general", "2"]]);
+    ws.recv({ type: "deleted", room: "general", id: "2", by: "bob" });
+    ws.recv({ type: "deleted", room: "general", id: "9", by: "bob" });
+    eq("an unknown or repeated deletion changes nothing", t.changes.filter((ch) => ch.type === "removed").length, 1);
+
+    const ws2 = await reconnect(ws);
+    eq("resumes after the last", ws2.last("join").after, "3");
+    ws2.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [], recovered: true });
+    ws2.recv({ type: "deleted", room: "general", id: "3", by: "root" });
+    eq("after a resume", ids(c), ["1"]);
+    t.model.stop();
+  },
+
+  async "own messages may be deleted, and any by an admin"() {
+    const t = setup({ lists: { rooms: ["general"], dms: ["bob"] } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [msg("1"), msg("2", { from: "alice" })], recovered: true });
+    const c = t.model.get("r:general");
+    const [bobs, mine] = c.items;
+    eq("not an admin", [t.model.canDelete(c, bobs), t.model.canDelete(c, mine)], [false, true]);
+    t.model.handle(dm("5-u", { from: "alice", to: "bob" }));
+    const d = t.model.get("d:bob");
+    eq("not a DM", t.model.canDelete(d, d.items[0]), false);
+    t.model.setAdmin(true);
+    eq("admin told", t.changes.at(-1).type, "admin");
+    eq("an admin", [t.model.canDelete(c, bobs), t.model.canDelete(c, mine)], [true, true]);
+
+    t.model.deleteMessage("r:general", "1");
+    const sent = ws.last("delete");
+    eq("frame", [sent.room, sent.id, typeof sent.ref], ["general", "1", "string"]);
+    ws.recv({ type: "deleted", room: "general", id: "1", by: "alice", ref: sent.ref });
+    eq("deleted", ids(c), ["2"]);
+
+    t.model.deleteMessage("r:general", "2");
+    ws.recv({ type: "error", code: "forbidden", message: "no", ref: ws.last("delete").ref });
+    await until("the refusal", () => t.changes.some((ch) => ch.type === "error" && ch.code === "forbidden"));
+    eq("kept", ids(c), ["2"]);
+    t.model.stop();
+  },
 };
 
 run(tests);
