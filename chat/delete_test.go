@@ -20,15 +20,30 @@ func (tc *tconn) say(room, text string) frame {
 	return tc.until("ack of "+text, func(f frame) bool { return f.Type == "message" && f.ref() == "say" && f.Text == text })
 }
 
+// aliceOnTwoNodes starts hubs n1 and n2 on one network, with alice on n1
+// in room general.
+func aliceOnTwoNodes(t *testing.T) (h1, h2 *Hub, alice *tconn) {
+	net := inproc.NewNetwork()
+	h1, h2 = newHub(t, net, "n1", nil), newHub(t, net, "n2", nil)
+	alice = connect(t, h1, "alice")
+	alice.join("general")
+	return h1, h2, alice
+}
+
+// deletes has tc delete message id of general and waits for the deletion.
+func (tc *tconn) deletes(id string) {
+	tc.t.Helper()
+	tc.do(`{"type":"delete","room":"general","id":%q}`, id)
+	tc.until("deleted", isDeleted(id))
+}
+
 func isDeleted(id string) func(frame) bool {
 	return func(f frame) bool { return f.Type == "deleted" && f.ID == id }
 }
 
 func TestDeleteLive(t *testing.T) {
-	net := inproc.NewNetwork()
-	h1, h2 := newHub(t, net, "n1", nil), newHub(t, net, "n2", nil)
-	alice, bob := connect(t, h1, "alice"), connect(t, h2, "bob")
-	alice.join("general")
+	_, h2, alice := aliceOnTwoNodes(t)
+	bob := connect(t, h2, "bob")
 	bob.join("general")
 	m := alice.say("general", "oops, wrong room")
 	bob.until("the message", isType("message"))
@@ -55,15 +70,11 @@ func TestDeleteLive(t *testing.T) {
 }
 
 func TestDeleteLeavesHistory(t *testing.T) {
-	net := inproc.NewNetwork()
-	h1, h2 := newHub(t, net, "n1", nil), newHub(t, net, "n2", nil)
-	alice := connect(t, h1, "alice")
-	alice.join("general")
+	h1, h2, alice := aliceOnTwoNodes(t)
 	keep1 := alice.say("general", "one")
 	gone := alice.say("general", "two")
 	keep2 := alice.say("general", "three")
-	alice.do(`{"type":"delete","room":"general","id":%q}`, gone.ID)
-	alice.until("deleted", isDeleted(gone.ID))
+	alice.deletes(gone.ID)
 
 	want := keep1.ID + "," + keep2.ID
 	bob := connect(t, h2, "bob")
@@ -83,17 +94,13 @@ func TestDeleteLeavesHistory(t *testing.T) {
 }
 
 func TestDeleteThenResume(t *testing.T) {
-	net := inproc.NewNetwork()
-	h1, h2 := newHub(t, net, "n1", nil), newHub(t, net, "n2", nil)
-	alice := connect(t, h1, "alice")
-	alice.join("general")
+	_, h2, alice := aliceOnTwoNodes(t)
 	first := alice.say("general", "one")
 	seen := alice.say("general", "two")
 
 	// bob had both; while he is away the second is deleted and another
 	// message comes.
-	alice.do(`{"type":"delete","room":"general","id":%q}`, seen.ID)
-	alice.until("deleted", isDeleted(seen.ID))
+	alice.deletes(seen.ID)
 	later := alice.say("general", "three")
 
 	bob := connect(t, h2, "bob")
@@ -151,8 +158,7 @@ func TestDeleteRefusals(t *testing.T) {
 	root := connect(t, h, "root")
 	root.join("general")
 	m := root.say("general", "hello")
-	root.do(`{"type":"delete","room":"general","id":%q}`, m.ID)
-	root.until("deleted", isDeleted(m.ID))
+	root.deletes(m.ID)
 	root.say("general", "after")
 	epoch := m.ID[strings.IndexByte(m.ID, '-')+1:]
 
