@@ -6,7 +6,10 @@
 // transport.Broker, whose handler it is. Rooms live on channel
 // "r:<room>" and each user's DM inbox on "u:<user>". A DM is stored in
 // the recipient's inbox, then in the sender's, carrying the position of
-// the first as the id both copies show (event.ID). Payloads on the
+// the first as the id both copies show (event.ID). A room's channel also
+// stores annotations, events that refer to one of its messages (a
+// deletion; see annotate.go), which history applies to the messages
+// rather than serving them. Payloads on the
 // broker are compact JSON events (see event.go); the hub decodes each
 // delivered publication once per node and encodes the outbound frame once
 // for all local members, plus one variant carrying "ref" for the
