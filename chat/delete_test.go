@@ -55,6 +55,9 @@ func TestDeleteLive(t *testing.T) {
 	if f := bob.until("deleted", isDeleted(m.ID)); f.Room != "general" || f.By != "alice" || f.Ref != nil {
 		t.Fatalf("bob got %+v, want deleted by alice without ref", f)
 	}
+	if n := h2.Stats().Deliveries; n != 1 {
+		t.Fatalf("n2 counts %d deliveries, want 1: the message, not its deletion", n)
+	}
 
 	// The frame again, as a client retries it from a new connection that
 	// missed the ack: acknowledged, stored once.

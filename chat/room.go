@@ -205,7 +205,9 @@ func (r *room) fanOut(h *Hub, ev event, pub transport.Publication, plain []byte)
 		}
 	}
 	r.mu.Unlock()
-	h.stats.deliveries.Add(n)
+	if !isAnnotation(ev.Kind) {
+		h.stats.deliveries.Add(n)
+	}
 }
 
 // setOnline records user on node and reports whether the user's

@@ -17,8 +17,8 @@ type Stats struct {
 	// Joins counts rooms joined by a connection (a resume of a room the
 	// connection holds is not a join).
 	Joins uint64
-	// Deliveries counts the frames of stored publications (message, DM,
-	// deleted) handed to local connections.
+	// Deliveries counts message and DM frames handed to local
+	// connections (not the frames of annotations, such as "deleted").
 	Deliveries uint64
 	// Rejected counts frames answered with an error frame, by code (the
 	// Code constants; anything else is "other"). RateLimited is
