@@ -52,6 +52,13 @@ const (
 	CodeTooLarge = "too_large"
 	// CodeInternal: an unexpected server error.
 	CodeInternal = "internal"
+	// CodeForbidden: the user may not do that (a private room they are
+	// not a member of; invite or remove without being the owner).
+	CodeForbidden = "forbidden"
+	// CodeNotFound: no such private room.
+	CodeNotFound = "not_found"
+	// CodeRoomExists: a room with messages cannot be made private.
+	CodeRoomExists = "room_exists"
 )
 
 // WebSocket close codes the server uses. A client reconnects on all of
@@ -74,6 +81,9 @@ const (
 	CloseDisconnected = 4002
 	// CloseBanned: the user was banned; logging in again fails too.
 	CloseBanned = 4003
+	// CloseRemoved: the user was removed from a private room the
+	// connection was in; it reconnects, and that room refuses it.
+	CloseRemoved = 4004
 	// CloseSlowConsumer: the client did not read fast enough and its
 	// outbound queue overflowed; reconnect and resume with join "after".
 	CloseSlowConsumer = 4008

@@ -17,6 +17,8 @@ const (
 	typeTyping = "typing"
 	typeDMs    = "dms"  // extension: DM inbox resume
 	typePing   = "ping" // extension: application-level keepalive
+	typeInvite = "invite"
+	typeRemove = "remove"
 )
 
 // MaxRefBytes bounds a frame's ref: it is echoed back and becomes part of
@@ -34,6 +36,11 @@ type inFrame struct {
 	Text  string `json:"text"`
 	To    string `json:"to"`
 	Ref   string `json:"ref"`
+	// Private, on a join, creates the room as a private one when it
+	// does not exist yet.
+	Private bool `json:"private"`
+	// User is the member an invite or remove frame names.
+	User string `json:"user"`
 }
 
 // decodeFrame parses and validates one client frame. On failure it still
@@ -85,6 +92,13 @@ func decodeFrame(data []byte, maxText int) (inFrame, *frameError) {
 		}
 		if e := checkText(f.Text, maxText); e != nil {
 			return f, e
+		}
+	case typeInvite, typeRemove:
+		if !ValidName(f.Room) {
+			return f, errf(CodeBadRoom, "invalid room name")
+		}
+		if !ValidName(f.User) {
+			return f, errf(CodeBadName, "invalid user name")
 		}
 	case typeDMs:
 		if len(f.After) > maxAfterBytes {
@@ -336,6 +350,11 @@ func welcomeFrame(user, node string, nodes []string) []byte {
 }
 
 func joinedFrame(room string, members []string, history [][]byte, recovered bool) []byte {
+	return joinedFrameOf(room, members, history, recovered, false)
+}
+
+// joinedFrameOf is joinedFrame with "private":true for a private room.
+func joinedFrameOf(room string, members []string, history [][]byte, recovered, private bool) []byte {
 	n := 96 + len(room)
 	for _, h := range history {
 		n += len(h) + 1
@@ -351,6 +370,9 @@ func joinedFrame(room string, members []string, history [][]byte, recovered bool
 	b = appendHistory(b, history)
 	b = append(b, `,"recovered":`...)
 	b = strconv.AppendBool(b, recovered)
+	if private {
+		b = append(b, `,"private":true`...)
+	}
 	return append(b, '}')
 }
 

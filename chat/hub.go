@@ -76,6 +76,13 @@ type Config struct {
 	// (store.Revocations): Connect closes a connection whose session it
 	// reports revoked. Nil means no session is ever revoked.
 	Revocations Revocations
+	// Rooms is the cluster's record of private rooms (store.Rooms). Nil
+	// means every room is public.
+	Rooms RoomAccess
+	// IsAdmin reports whether user holds the admin role: admins may
+	// join any private room and invite or remove its members. Nil
+	// means nobody does.
+	IsAdmin func(user string) bool
 	// System receives the publications on "s:" channels, where the
 	// node's own tables (logouts, accounts) live. Nil drops them.
 	System transport.Handler
@@ -127,6 +134,8 @@ type Hub struct {
 
 	revocations Revocations       // or nil
 	system      transport.Handler // or nil
+	rooms       RoomAccess        // or nil
+	admin       func(string) bool // or nil
 
 	stats          counters
 	publishSeconds transport.Observer // or nil
@@ -168,6 +177,8 @@ func New(cfg Config) (*Hub, error) {
 		nodes:          cfg.Nodes,
 		revocations:    cfg.Revocations,
 		system:         cfg.System,
+		rooms:          cfg.Rooms,
+		admin:          cfg.IsAdmin,
 		queueBytes:     orDefault(cfg.QueueBytes, DefaultQueueBytes),
 		maxText:        orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
 		page:           orDefault(cfg.HistoryPage, DefaultHistoryPage),

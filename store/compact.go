@@ -50,6 +50,10 @@ type logEvent struct {
 	// Accounts (s:accounts).
 	Account  *Account  `json:"a,omitempty"`  // the change, or the claim
 	Accounts []Account `json:"al,omitempty"` // snapshot part
+
+	// Private rooms (s:rooms).
+	Room  *PrivateRoom  `json:"rm,omitempty"` // the change, or the claim
+	Rooms []PrivateRoom `json:"rl,omitempty"` // snapshot part
 }
 
 func (e *logEvent) marshal() []byte {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -51,6 +52,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.newBroker,      // mesh (with its --data log) or redis
 		n.newRevocations, // logouts, on the broker
 		n.newAccounts,    // accounts and bans, on the broker
+		n.newRooms,       // private rooms, on the broker
 		n.newHub,         // the chat domain on the broker
 		n.newSessions,    // cookie or Redis session store
 		n.newWeb,         // HTTP API, WebSocket, UI
@@ -254,6 +256,20 @@ func (n *Node) newAccounts(context.Context) error {
 	return err
 }
 
+func (n *Node) newRooms(context.Context) error {
+	var err error
+	n.rooms, err = store.NewRooms(store.RoomsConfig{
+		Node:          n.name,
+		Broker:        n.broker,
+		HistoryMaxAge: n.cfg.HistoryAge,
+		Logger:        n.log,
+	})
+	return err
+}
+
+// isAdmin reports whether user was named by --admins.
+func (n *Node) isAdmin(user string) bool { return slices.Contains(n.cfg.Admins, user) }
+
 // disconnectUser ends a user's connections on this node when the
 // accounts say so: banned, or logged out everywhere.
 func (n *Node) disconnectUser(user string, banned bool) {
@@ -273,7 +289,9 @@ func (n *Node) newHub(context.Context) error {
 		QueueBytes:     n.cfg.QueueBytes,
 		RateLimit:      n.cfg.RateLimit,
 		Revocations:    n.revoked,
-		System:         systemTables{n.revoked, n.accounts},
+		System:         systemTables{n.revoked, n.accounts, n.rooms},
+		Rooms:          n.rooms,
+		IsAdmin:        n.isAdmin,
 		PublishSeconds: n.metrics.publishSeconds,
 		Logger:         n.log,
 	})
@@ -355,7 +373,10 @@ func (n *Node) joinCluster(ctx context.Context) error {
 	if err := n.revoked.Start(ctx, n.hub.DisconnectSession); err != nil {
 		return err
 	}
-	return n.accounts.Start(ctx, n.disconnectUser)
+	if err := n.accounts.Start(ctx, n.disconnectUser); err != nil {
+		return err
+	}
+	return n.rooms.Start(ctx, n.hub.RemovedFromRoom)
 }
 
 // serveMetrics serves the metrics on --metrics-addr, once every part
