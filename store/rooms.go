@@ -46,6 +46,11 @@ type RoomsConfig struct {
 	Broker transport.Broker
 	// HistoryMaxAge, SnapshotEvery and SnapshotInterval are as in
 	// RevocationConfig.
+	// HistorySize is the broker's per-channel retention (--history):
+	// snapshots come at least every HistorySize/4 entries, so that a
+	// small retention never drops what the last snapshot lacks. 0 means
+	// unknown (SnapshotEvery alone decides).
+	HistorySize      int
 	HistoryMaxAge    time.Duration
 	SnapshotEvery    int
 	SnapshotInterval time.Duration
@@ -83,7 +88,7 @@ func NewRooms(cfg RoomsConfig) (*Rooms, error) {
 	if cfg.Broker == nil {
 		return nil, ErrRoomsNoBroker
 	}
-	if cfg.HistoryMaxAge < 0 || cfg.SnapshotEvery < 0 || cfg.SnapshotInterval < 0 || cfg.MaxRooms < 0 || cfg.MaxMembers < 0 {
+	if cfg.HistoryMaxAge < 0 || cfg.HistorySize < 0 || cfg.SnapshotEvery < 0 || cfg.SnapshotInterval < 0 || cfg.MaxRooms < 0 || cfg.MaxMembers < 0 {
 		return nil, ErrRoomsNegative
 	}
 	rs := &Rooms{
@@ -98,6 +103,7 @@ func NewRooms(cfg RoomsConfig) (*Rooms, error) {
 		node:     cfg.Node,
 		broker:   cfg.Broker,
 		every:    cfg.SnapshotEvery,
+		retained: cfg.HistorySize,
 		interval: cfg.SnapshotInterval,
 		maxAge:   cfg.HistoryMaxAge,
 		log:      cfg.Logger,

@@ -231,6 +231,7 @@ func (n *Node) newRevocations(context.Context) error {
 		Node:   n.name,
 		Broker: n.broker,
 		// Logout snapshots must come more often than history expires.
+		HistorySize:   n.cfg.History,
 		HistoryMaxAge: n.cfg.HistoryAge,
 		Logger:        n.log,
 	})
@@ -242,6 +243,7 @@ func (n *Node) newAccounts(context.Context) error {
 	n.accounts, err = store.NewAccounts(store.AccountsConfig{
 		Node:          n.name,
 		Broker:        n.broker,
+		HistorySize:   n.cfg.History,
 		HistoryMaxAge: n.cfg.HistoryAge,
 		MaxAccounts:   n.cfg.MaxAccounts,
 		Password:      n.cfg.PasswordParams,
@@ -261,6 +263,7 @@ func (n *Node) newRooms(context.Context) error {
 	n.rooms, err = store.NewRooms(store.RoomsConfig{
 		Node:          n.name,
 		Broker:        n.broker,
+		HistorySize:   n.cfg.History,
 		HistoryMaxAge: n.cfg.HistoryAge,
 		Logger:        n.log,
 	})
