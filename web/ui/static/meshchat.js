@@ -259,7 +259,9 @@ export class MeshchatClient {
    * with "" / null when no new session came. A logout close that comes
    * before it settles waits for it before asking whether the session is
    * still good, so the page reconnects under the new session instead of
-   * logging out.
+   * logging out. A page that is logging out may pass the logout request
+   * likewise, and close() the client once it is done, so that no check
+   * runs at all.
    */
   renewSession(promise) {
     const p = Promise.resolve(promise).then(
@@ -505,6 +507,7 @@ export class MeshchatClient {
   // (renewSession), with which it reconnects.
   async _recheck() {
     if (this._renewal) await this._renewal;
+    if (this._stopped) return; // the page ended the session meanwhile
     const verdict = await this._askSession();
     if (this._stopped || this._ws) return;
     if (verdict === "ok") {
