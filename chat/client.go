@@ -171,6 +171,7 @@ func (c *Client) killLocked(code int, reason string) bool {
 	}
 	c.closed = true
 	c.code, c.reason = code, reason
+	c.hub.stats.closed(code)
 	if code == CloseSlowConsumer {
 		// What is queued is stale; the client resumes from history.
 		clear(c.queue)
@@ -201,11 +202,11 @@ func (c *Client) Handle(ctx context.Context, data []byte) error {
 	}
 	f, ferr := decodeFrame(data, c.hub.maxText)
 	if !c.limiter.allow(c.hub.now()) {
-		c.SendError(CodeRateLimited, "too many frames, slow down", f.Ref)
+		c.reject(CodeRateLimited, "too many frames, slow down", f.Ref)
 		return nil
 	}
 	if ferr != nil {
-		c.SendError(ferr.code, ferr.msg, f.Ref)
+		c.reject(ferr.code, ferr.msg, f.Ref)
 		return nil
 	}
 	// The frame's work ends early when the client is disconnected.
@@ -245,7 +246,7 @@ func (c *Client) Handle(ctx context.Context, data []byte) error {
 		c.enqueue(pongFrame(f.Ref))
 	}
 	if err != nil {
-		c.SendError(err.code, err.msg, f.Ref)
+		c.reject(err.code, err.msg, f.Ref)
 	}
 	return nil
 }
@@ -262,11 +263,17 @@ func (c *Client) Reject(code, message string) error {
 		return ErrClosed
 	}
 	if !c.limiter.allow(c.hub.now()) {
-		c.SendError(CodeRateLimited, "too many frames, slow down", "")
+		c.reject(CodeRateLimited, "too many frames, slow down", "")
 		return nil
 	}
-	c.SendError(code, message, "")
+	c.reject(code, message, "")
 	return nil
+}
+
+// reject answers a frame with an error frame and counts it by code.
+func (c *Client) reject(code, message, ref string) {
+	c.hub.stats.reject(code)
+	c.SendError(code, message, ref)
 }
 
 // Close leaves every room, releases the DM inbox and forgets the client.

@@ -4,7 +4,9 @@
 //
 // The hub speaks to the rest of the cluster only through a
 // transport.Broker, whose handler it is. Rooms live on channel
-// "r:<room>" and each user's DM inbox on "u:<user>". Payloads on the
+// "r:<room>" and each user's DM inbox on "u:<user>". A DM is stored in
+// the recipient's inbox, then in the sender's, carrying the position of
+// the first as the id both copies show (event.ID). Payloads on the
 // broker are compact JSON events (see event.go); the hub decodes each
 // delivered publication once per node and encodes the outbound frame once
 // for all local members, plus one variant carrying "ref" for the
@@ -26,6 +28,11 @@
 // it appends the encoded frame to each member's bounded outbound queue,
 // and a member whose queue would exceed Config.QueueBytes is disconnected
 // as a slow consumer (close code 4008) instead of slowing the fan-out.
+//
+// The hub counts what it does (Stats) in atomic counters that the
+// node's metrics read when scraped; the fan-out adds its deliveries once
+// per publication, after the loop, so counting takes no lock and
+// allocates nothing per member.
 //
 // Lock order, where locks nest:
 //

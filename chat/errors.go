@@ -69,12 +69,24 @@ const (
 	CloseServiceRestart = 1012
 	// CloseLoggedOut: the connection's session was logged out.
 	CloseLoggedOut = 4001
+	// CloseDisconnected: the server API disconnected the user
+	// (Hub.DisconnectUser); the client may reconnect.
+	CloseDisconnected = 4002
 	// CloseBanned: the user was banned; logging in again fails too.
 	CloseBanned = 4003
 	// CloseSlowConsumer: the client did not read fast enough and its
 	// outbound queue overflowed; reconnect and resume with join "after".
 	CloseSlowConsumer = 4008
 )
+
+// Error is a client-visible failure of a request of the hub's Go API
+// (PublishAs, DMAs, History, Presence, DisconnectUser): Code is one of
+// the error frames' codes above, Message is for humans.
+type Error struct {
+	Code, Message string
+}
+
+func (e *Error) Error() string { return "chat: " + e.Code + ": " + e.Message }
 
 // frameError is a client-visible failure of one frame.
 type frameError struct {

@@ -8,10 +8,15 @@ import (
 
 // Event kinds on the broker.
 const (
-	kindMessage  = "m" // stored, on r:<room>
-	kindDM       = "d" // stored, on u:<to> and u:<from>
+	kindMessage = "m" // stored, on r:<room>
+	kindDM      = "d" // stored, on u:<to>, then on u:<from> with the id of the first
+
 	kindPresence = "p" // ephemeral, on r:<room>
 	kindTyping   = "t" // ephemeral, on r:<room>
+	// kindDisconnect closes every connection of the inbox's user, on
+	// whichever node (the server API's DisconnectUser); ephemeral, on
+	// u:<user>, to which every connection of the user is subscribed.
+	kindDisconnect = "x"
 )
 
 // Channel prefixes. The hub owns "r:" and "u:"; "s:" channels belong to
@@ -27,12 +32,17 @@ const (
 // event is the payload the hub publishes. Field names are short because
 // every stored message carries them in every channel's history.
 type event struct {
-	Kind   string `json:"k"`
-	User   string `json:"u,omitempty"`  // author, typer, presence subject
-	To     string `json:"to,omitempty"` // DM recipient
-	Text   string `json:"t,omitempty"`
-	Conn   string `json:"c,omitempty"` // originating connection id
-	Ref    string `json:"r,omitempty"` // client ref, echoed to Conn only
+	Kind string `json:"k"`
+	User string `json:"u,omitempty"`  // author, typer, presence subject
+	To   string `json:"to,omitempty"` // DM recipient
+	Text string `json:"t,omitempty"`
+	Conn string `json:"c,omitempty"` // originating connection id
+	Ref  string `json:"r,omitempty"` // client ref, echoed to Conn only
+	// ID is a DM's id when it is not this copy's position: the sender's
+	// copy carries the id of the recipient's copy (its position in the
+	// recipient's inbox), so that both show one id. Empty on the
+	// recipient's copy and on a DM to oneself, whose id is their position.
+	ID     string `json:"i,omitempty"`
 	Node   string `json:"n,omitempty"` // presence: node the user is on
 	Online bool   `json:"o,omitempty"` // presence
 }

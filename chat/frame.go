@@ -257,10 +257,15 @@ func appendMessage(b []byte, room string, pub pubInfo, from, text string) []byte
 	return append(b, '}')
 }
 
-// appendDM appends a "dm" frame without ref.
-func appendDM(b []byte, pub pubInfo, from, to, text string) []byte {
+// appendDM appends a "dm" frame without ref. Its id is id, or, when id
+// is empty, the publication's position in its inbox (see event.ID).
+func appendDM(b []byte, pub pubInfo, id, from, to, text string) []byte {
 	b = append(b, `{"type":"dm","id":`...)
-	b = appendIDString(b, pub.offset, pub.epoch)
+	if id != "" {
+		b = appendString(b, id)
+	} else {
+		b = appendIDString(b, pub.offset, pub.epoch)
+	}
 	b = appendField(b, "from", from)
 	b = appendField(b, "to", to)
 	b = appendField(b, "text", text)

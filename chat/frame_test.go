@@ -119,7 +119,8 @@ func TestFramesAreJSON(t *testing.T) {
 	for _, b := range [][]byte{
 		appendMessage(nil, "general", p, "alice", "hi \"there\""),
 		withRef(appendMessage(nil, "general", p, "alice", "hi"), "c1"),
-		appendDM(nil, p, "alice", "bob", "yo"),
+		appendDM(nil, p, "", "alice", "bob", "yo"),
+		appendDM(nil, p, `3-"other`, "alice", "bob", "yo"),
 		presenceFrame("general", "bob", true),
 		typingFrame("general", "bob"),
 		leftFrame("general"),

@@ -79,6 +79,10 @@ type Config struct {
 	// System receives the publications on "s:" channels, where the
 	// node's own tables (logouts, accounts) live. Nil drops them.
 	System transport.Handler
+	// PublishSeconds, when set, observes how long each Publish of a
+	// message or DM to the broker took, in seconds (failed ones too).
+	// Nil measures nothing.
+	PublishSeconds transport.Observer
 	// Logger receives the hub's logs. Nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. For tests.
@@ -124,6 +128,11 @@ type Hub struct {
 	revocations Revocations       // or nil
 	system      transport.Handler // or nil
 
+	stats          counters
+	publishSeconds transport.Observer // or nil
+
+	senders senderLimits // the server API's rate limits (api.go)
+
 	ctx      context.Context // cancelled by Shutdown
 	cancel   context.CancelFunc
 	started  atomic.Bool
@@ -153,21 +162,22 @@ func New(cfg Config) (*Hub, error) {
 		return nil, fmt.Errorf("chat: rate limit %v is not a number", cfg.RateLimit)
 	}
 	h := &Hub{
-		node:        cfg.Node,
-		broker:      cfg.Broker,
-		presence:    pm,
-		nodes:       cfg.Nodes,
-		revocations: cfg.Revocations,
-		system:      cfg.System,
-		queueBytes:  orDefault(cfg.QueueBytes, DefaultQueueBytes),
-		maxText:     orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
-		page:        orDefault(cfg.HistoryPage, DefaultHistoryPage),
-		maxRooms:    orDefault(cfg.MaxRooms, DefaultMaxRooms),
-		log:         cfg.Logger,
-		now:         cfg.Now,
-		clients:     make(map[*Client]struct{}),
-		bySession:   make(map[string][]*Client),
-		shutDone:    make(chan struct{}),
+		node:           cfg.Node,
+		broker:         cfg.Broker,
+		presence:       pm,
+		nodes:          cfg.Nodes,
+		revocations:    cfg.Revocations,
+		system:         cfg.System,
+		queueBytes:     orDefault(cfg.QueueBytes, DefaultQueueBytes),
+		maxText:        orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
+		page:           orDefault(cfg.HistoryPage, DefaultHistoryPage),
+		maxRooms:       orDefault(cfg.MaxRooms, DefaultMaxRooms),
+		log:            cfg.Logger,
+		now:            cfg.Now,
+		clients:        make(map[*Client]struct{}),
+		bySession:      make(map[string][]*Client),
+		shutDone:       make(chan struct{}),
+		publishSeconds: cfg.PublishSeconds,
 	}
 	switch {
 	case cfg.RateLimit == 0:
@@ -331,10 +341,12 @@ func (h *Hub) addInbox(ctx context.Context, c *Client) (r *room, m *member, err 
 // node takes them over (about two seconds); waiting here serves the
 // request as soon as that happens, where a refusal would send the client
 // into back-off. After one such wait runs out, the connection's next
-// requests for a second fail at once instead of each waiting in turn.
+// requests for a second fail at once instead of each waiting in turn. c
+// is nil for a request of the server API, which has no connection to
+// remember that on: each of its requests waits.
 func (h *Hub) patiently(ctx context.Context, c *Client, wait time.Duration, op func(context.Context) error) error {
 	now := h.now()
-	if now.Before(c.impatientUntil) {
+	if c != nil && now.Before(c.impatientUntil) {
 		return op(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
@@ -354,7 +366,9 @@ func (h *Hub) patiently(ctx context.Context, c *Client, wait time.Duration, op f
 			continue
 		}
 		t.Stop()
-		c.impatientUntil = h.now().Add(time.Second)
+		if c != nil {
+			c.impatientUntil = h.now().Add(time.Second)
+		}
 		return err
 	}
 }
@@ -385,10 +399,10 @@ func (h *Hub) DisconnectSession(id string) {
 	}
 }
 
-// DisconnectUser closes every connection of user on this node with code
+// CloseUser closes every connection of user on this node with code
 // (CloseBanned, CloseLoggedOut) and reason. The account table calls it
 // when it learns of a ban or of "log out everywhere"; it never blocks.
-func (h *Hub) DisconnectUser(user string, code int, reason string) {
+func (h *Hub) CloseUser(user string, code int, reason string) {
 	h.clientsMu.Lock()
 	var hit []*Client
 	for c := range h.clients {
@@ -436,6 +450,12 @@ func (h *Hub) NodeGone(name string) {
 	if name == h.node {
 		return
 	}
+	h.eachRoom(func(r *room) { r.nodeGone(h, name) })
+}
+
+// eachRoom calls fn for every chat room (not inbox) in the channel
+// table, with no lock held.
+func (h *Hub) eachRoom(fn func(*room)) {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.Lock()
@@ -447,7 +467,7 @@ func (h *Hub) NodeGone(name string) {
 		}
 		s.mu.Unlock()
 		for _, r := range rooms {
-			r.nodeGone(h, name)
+			fn(r)
 		}
 	}
 }

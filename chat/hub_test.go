@@ -418,8 +418,10 @@ func TestDMAllConnections(t *testing.T) {
 	if got["a1"].ref() != "d1" || got["a2"].Ref != nil || got["b1"].Ref != nil || got["b2"].Ref != nil {
 		t.Fatal("ref must be on the sending connection's copy only")
 	}
-	if got["b1"].ID != got["b2"].ID || got["a1"].ID != got["a2"].ID {
-		t.Fatal("copies of one inbox differ in id")
+	for name, f := range got {
+		if f.ID != got["a1"].ID {
+			t.Fatalf("%s got id %s, the sender's copy %s: a DM has one id", name, f.ID, got["a1"].ID)
+		}
 	}
 	eve.quiet("dm", isType("dm"))
 
@@ -459,9 +461,56 @@ func TestDMAllConnections(t *testing.T) {
 	}
 }
 
+// A DM retried from a new connection on a node where its user had no
+// connection (so the original was never delivered there) is acknowledged
+// with the original id, is stored once, and its id resumes the sender's
+// inbox as well as the recipient's.
+func TestDMRetryFromNewConnection(t *testing.T) {
+	for _, tt := range retryAnswers {
+		t.Run(tt.name, func(t *testing.T) {
+			net := inproc.NewNetwork()
+			h1, h2 := newHub(t, net, "n1", tt.mod), newHub(t, net, "n2", tt.mod)
+			alice, bob := connect(t, h1, "alice"), connect(t, h2, "bob")
+			alice.do(`{"type":"dm","to":"bob","text":"psst","ref":"d1"}`)
+			ack := alice.expect("dm")
+			if got := bob.expect("dm"); got.ID != ack.ID {
+				t.Fatalf("bob got id %s, alice's ack %s", got.ID, ack.ID)
+			}
+			again := connect(t, h2, "alice")
+			again.do(`{"type":"dm","to":"bob","text":"psst","ref":"d1"}`)
+			if f := again.expect("dm"); f.ID != ack.ID || f.ref() != "d1" {
+				t.Fatalf("retry ack %+v, want id %s", f, ack.ID)
+			}
+			again.quiet("second copy", isType("dm"))
+			bob.quiet("second copy", isType("dm"))
+			alice.quiet("second copy", isType("dm"))
+			for _, tc := range []*tconn{again, bob} {
+				tc.do(`{"type":"dms"}`)
+				if f := tc.expect("dm_history"); len(f.History) != 1 || f.History[0].ID != ack.ID {
+					t.Fatalf("dm_history %+v, want the one DM %s", f, ack.ID)
+				}
+				tc.do(`{"type":"dms","after":%q}`, ack.ID)
+				if f := tc.expect("dm_history"); !*f.Recovered || len(f.History) != 0 {
+					t.Fatalf("dm_history after %s: %+v, want recovered and empty", ack.ID, f)
+				}
+			}
+		})
+	}
+}
+
 // echoData is a broker that, like the Redis one, returns the caller's
 // data from a Publish that hit an earlier IdempotencyKey.
 type echoData struct{ *inproc.Broker }
+
+// retryAnswers are the two ways a broker answers a Publish that hit an
+// earlier IdempotencyKey: with the original's data, or with the caller's.
+var retryAnswers = []struct {
+	name string
+	mod  func(*Config)
+}{
+	{"original data", nil},
+	{"caller's data", func(c *Config) { c.Broker = echoData{c.Broker.(*inproc.Broker)} }},
+}
 
 func (b echoData) Publish(ctx context.Context, ch string, data []byte, o transport.PublishOptions) (transport.Publication, error) {
 	p, err := b.Broker.Publish(ctx, ch, data, o)
@@ -470,13 +519,7 @@ func (b echoData) Publish(ctx context.Context, ch string, data []byte, o transpo
 }
 
 func TestSendRetryIsIdempotent(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		mod  func(*Config)
-	}{
-		{"original data", nil},
-		{"caller's data", func(c *Config) { c.Broker = echoData{c.Broker.(*inproc.Broker)} }},
-	} {
+	for _, tt := range retryAnswers {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHub(t, nil, "n1", tt.mod)
 			alice, bob := connect(t, h, "alice"), connect(t, h, "bob")
@@ -676,12 +719,12 @@ func TestDisconnectSession(t *testing.T) {
 
 // A ban closes every connection of the user, whatever its session, with
 // CloseBanned, and no one else's.
-func TestDisconnectUser(t *testing.T) {
+func TestCloseUser(t *testing.T) {
 	h := newHub(t, nil, "n1", nil)
 	a1 := connectSession(t, h, "alice", "s1")
 	a2 := connectSession(t, h, "alice", "s2")
 	b := connectSession(t, h, "bob", "s3")
-	h.DisconnectUser("alice", CloseBanned, "banned")
+	h.CloseUser("alice", CloseBanned, "banned")
 	for _, c := range []*tconn{a1, a2} {
 		if code, reason := c.c.CloseReason(); code != CloseBanned || reason != "banned" {
 			t.Fatalf("alice's connection: close %d %q, want %d banned", code, reason, CloseBanned)

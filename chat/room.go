@@ -31,7 +31,11 @@ type room struct {
 
 	mu      sync.Mutex // the hot-path lock; guards what follows
 	members map[*Client]*member
-	local   map[string]int // local connections per user
+	// last is the newest stored publication fanned out on this node: a
+	// member added later cannot be given it, nor anything before it.
+	last      uint64
+	lastEpoch string
+	local     map[string]int // local connections per user
 	// online: user -> the nodes they are on, a slice because it is
 	// nearly always one node and a map per user costs several times more.
 	online map[string][]string
@@ -93,24 +97,26 @@ func newRoom(channel string) *room {
 }
 
 // put hands a frame to one member: queued when live, buffered while the
-// member catches up. Called with r.mu held.
-func (r *room) put(h *Hub, c *Client, m *member, f []byte, offset uint64, epoch string) {
+// member catches up. It reports whether the member took the frame (not a
+// repeat of one it has). Called with r.mu held.
+func (r *room) put(h *Hub, c *Client, m *member, f []byte, offset uint64, epoch string) bool {
 	if !m.pending {
 		if offset != 0 {
 			if offset <= m.last && epoch == m.lastEpoch {
-				return
+				return false
 			}
 			m.last, m.lastEpoch = offset, epoch
 		}
 		c.enqueue(f)
-		return
+		return true
 	}
 	if m.bufBytes+len(f)+frameOverhead > h.queueBytes {
 		c.disconnect(CloseSlowConsumer, "slow_consumer")
-		return
+		return false
 	}
 	m.buf = append(m.buf, buffered{frame: f, offset: offset, epoch: epoch})
 	m.bufBytes += len(f) + frameOverhead
+	return true
 }
 
 // broadcastLocked sends an ephemeral frame to every member but skip.
@@ -136,8 +142,8 @@ func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
 		if r.kind != roomKindInbox || pub.Offset == 0 {
 			return
 		}
-		plain := appendDM(make([]byte, 0, 112+len(ev.User)+len(ev.To)+len(ev.Text)+len(pub.Epoch)),
-			infoOf(pub), ev.User, ev.To, ev.Text)
+		plain := appendDM(make([]byte, 0, 112+len(ev.ID)+len(ev.User)+len(ev.To)+len(ev.Text)+len(pub.Epoch)),
+			infoOf(pub), ev.ID, ev.User, ev.To, ev.Text)
 		r.fanOut(h, ev, pub, plain)
 	case kindTyping:
 		if r.kind != roomKindRoom || ev.User == "" {
@@ -151,6 +157,10 @@ func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
 			}
 		}
 		r.mu.Unlock()
+	case kindDisconnect:
+		if r.kind == roomKindInbox {
+			r.disconnectAll()
+		}
 	case kindPresence:
 		// This node's own users are tracked from local connections; its
 		// own notices may lag behind them and are ignored.
@@ -166,13 +176,23 @@ func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
 }
 
 // fanOut queues plain on every member, and the variant with ref on the
-// connection that sent it.
+// connection that sent it. The deliveries are counted once, after the
+// loop: one atomic add per publication, none per member.
 func (r *room) fanOut(h *Hub, ev event, pub transport.Publication, plain []byte) {
 	var refd []byte
+	var n uint64
 	r.mu.Lock()
+	r.last, r.lastEpoch = pub.Offset, pub.Epoch
 	for c, m := range r.members {
 		f := plain
 		switch {
+		case m.acked == pub.Offset && m.ackedEpoch == pub.Epoch:
+			// Acknowledged before it arrived (see ack): the member has
+			// it already, with its ref.
+			if !m.pending {
+				m.last, m.lastEpoch = pub.Offset, pub.Epoch
+			}
+			continue
 		case ev.Ref != "" && c.id == ev.Conn:
 			if refd == nil {
 				refd = withRef(plain, ev.Ref)
@@ -186,9 +206,12 @@ func (r *room) fanOut(h *Hub, ev event, pub transport.Publication, plain []byte)
 			m.acked, m.ackedEpoch = pub.Offset, pub.Epoch
 			m.want, m.wantRef = 0, ""
 		}
-		r.put(h, c, m, f, pub.Offset, pub.Epoch)
+		if r.put(h, c, m, f, pub.Offset, pub.Epoch) {
+			n++
+		}
 	}
 	r.mu.Unlock()
+	h.stats.deliveries.Add(n)
 }
 
 // setOnline records user on node and reports whether the user's
@@ -254,6 +277,7 @@ func (h *Hub) brokerErr(op string, err error) *frameError {
 	if errors.Is(err, context.Canceled) && h.ctx.Err() != nil {
 		return errf(CodeUnavailable, "server is shutting down")
 	}
+	h.stats.brokerError(strings.TrimSuffix(op, " dm"))
 	h.log.Debug(op, "err", err)
 	return errf(CodeUnavailable, "chat is unavailable right now, retry later")
 }
@@ -274,8 +298,8 @@ func (h *Hub) addMember(ctx context.Context, c *Client, channel string) (*room, 
 		cancel()
 		return nil, nil, err
 	}
-	m := &member{}
 	r.mu.Lock()
+	m := &member{last: r.last, lastEpoch: r.lastEpoch}
 	r.members[c] = m
 	r.mu.Unlock()
 	return r, m, nil
@@ -336,6 +360,7 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 			delete(c.rooms, name)
 			return err
 		}
+		h.stats.joins.Add(1)
 		return nil
 	}
 	r, m := j.r, j.m
@@ -381,6 +406,16 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	}
 	pubs := res.Publications
 	recovered := since != nil && res.Recovered
+	if since != nil && !recovered && r.kind == roomKindInbox && res.Latest.Epoch != since.Epoch {
+		// Not a position in this inbox: the id of a DM this user sent,
+		// which is the recipient's copy's position. Not recovered, the
+		// history holds every retained publication (Limit 0), so the
+		// copy that carries the id is found there.
+		if i := indexDM(pubs, after); i >= 0 {
+			since = &transport.StreamPosition{Offset: pubs[i].Offset, Epoch: pubs[i].Epoch}
+			pubs, recovered = pubs[i+1:], true
+		}
+	}
 	if !recovered && len(pubs) > h.page {
 		pubs = pubs[len(pubs)-h.page:]
 	}
@@ -391,6 +426,17 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	} else if recovered {
 		cut, cutEpoch = since.Offset, since.Epoch
 	}
+	f := first(historyFrames(r.kind, r.name, pubs), recovered)
+	r.mu.Lock()
+	r.goLiveLocked(c, m, f, cut, cutEpoch)
+	r.mu.Unlock()
+	return nil
+}
+
+// historyFrames encodes the stored publications of a channel of kind
+// (the room or inbox called name) as the frames a client gets for them:
+// "message" frames for a room, "dm" frames for an inbox.
+func historyFrames(kind int, name string, pubs []transport.Publication) [][]byte {
 	hist := make([][]byte, 0, len(pubs))
 	for _, p := range pubs {
 		ev, ok := decodeEvent(p.Data)
@@ -398,17 +444,24 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 			continue
 		}
 		switch {
-		case r.kind == roomKindRoom && ev.Kind == kindMessage:
-			hist = append(hist, appendMessage(nil, r.name, infoOf(p), ev.User, ev.Text))
-		case r.kind == roomKindInbox && ev.Kind == kindDM:
-			hist = append(hist, appendDM(nil, infoOf(p), ev.User, ev.To, ev.Text))
+		case kind == roomKindRoom && ev.Kind == kindMessage:
+			hist = append(hist, appendMessage(nil, name, infoOf(p), ev.User, ev.Text))
+		case kind == roomKindInbox && ev.Kind == kindDM:
+			hist = append(hist, appendDM(nil, infoOf(p), ev.ID, ev.User, ev.To, ev.Text))
 		}
 	}
-	f := first(hist, recovered)
-	r.mu.Lock()
-	r.goLiveLocked(c, m, f, cut, cutEpoch)
-	r.mu.Unlock()
-	return nil
+	return hist
+}
+
+// indexDM returns the index of the newest publication in pubs that is a
+// DM carrying id (event.ID), or -1.
+func indexDM(pubs []transport.Publication, id string) int {
+	for i := len(pubs) - 1; i >= 0; i-- {
+		if ev, ok := decodeEvent(pubs[i].Data); ok && ev.Kind == kindDM && ev.ID == id {
+			return i
+		}
+	}
+	return -1
 }
 
 // goLiveLocked queues first (when non-nil), then the buffered frames not
@@ -513,25 +566,67 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 		return errf(CodeNotJoined, "join the room before sending to it")
 	}
 	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
-	data := ev.marshal()
-	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, "", text)}
-	pub, ferr := h.publish(ctx, c, "publish", j.r.channel, data, opts)
+	pub, ferr := h.postMessage(ctx, c, j.r.channel, ev, c.publishKey(ref, "", text))
 	if ferr != nil {
 		return ferr
 	}
+	h.stats.published.Add(1)
 	if ref != "" {
 		j.r.ack(j.m, c, pub, ev, ref)
 	}
 	return nil
 }
 
-// publish publishes data on channel for c, retrying while the broker is
-// unavailable (patiently), and turns a failure into c's error frame for
-// what.
+// postMessage stores a room message, ev, on channel under the
+// idempotency key. Every room message takes this path: a connection's
+// send (c its client) and the server API's PublishAs (c nil).
+func (h *Hub) postMessage(ctx context.Context, c *Client, channel string, ev event, key string) (transport.Publication, *frameError) {
+	return h.publish(ctx, c, "publish", channel, ev.marshal(), transport.PublishOptions{IdempotencyKey: key})
+}
+
+// postDM stores the DM ev in the recipient's inbox, then in the
+// sender's, under the idempotency key, and returns the sender's copy; ev
+// gets the DM's id (dmID).
+// Every DM takes this path: a connection's dm (c its client) and the
+// server API's DMAs (c nil).
+func (h *Hub) postDM(ctx context.Context, c *Client, ev *event, key string) (transport.Publication, *frameError) {
+	opts := transport.PublishOptions{IdempotencyKey: key}
+	// The recipient's copy first: when the sender's copy (the ack) then
+	// fails, a retry with the same ref does not deliver the DM twice. Its
+	// position is the DM's id, which the sender's copy carries: a retry
+	// gets the original position back, so the id stays the same.
+	if ev.To != ev.User {
+		rpub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+ev.To, ev.marshal(), opts)
+		if ferr != nil {
+			return transport.Publication{}, ferr
+		}
+		ev.ID = formatID(rpub.Offset, rpub.Epoch)
+	}
+	return h.publish(ctx, c, "publish dm", inboxPrefix+ev.User, ev.marshal(), opts)
+}
+
+// dmID is the id of the DM whose sender's copy is pub: the position of
+// the recipient's copy (ev.ID), or of the only copy of a DM to oneself.
+func dmID(pub transport.Publication, ev event) string {
+	if ev.ID != "" {
+		return ev.ID
+	}
+	return formatID(pub.Offset, pub.Epoch)
+}
+
+// publish publishes data on channel for c (nil for a request of the
+// server API), retrying while the broker is unavailable (patiently), and
+// turns a failure into the error frame for what.
 func (h *Hub) publish(ctx context.Context, c *Client, what, channel string, data []byte, opts transport.PublishOptions) (transport.Publication, *frameError) {
 	var pub transport.Publication
 	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
+		if h.publishSeconds == nil {
+			pub, err = h.broker.Publish(ctx, channel, data, opts)
+			return err
+		}
+		t0 := time.Now()
 		pub, err = h.broker.Publish(ctx, channel, data, opts)
+		h.publishSeconds.Observe(time.Since(t0).Seconds())
 		return err
 	})
 	if err != nil {
@@ -547,21 +642,30 @@ func (h *Hub) publish(ctx context.Context, c *Client, what, channel string, data
 // (if any) carried another connection's ref: then the ack is sent here,
 // or, when the original has not reached this member yet, attached to it
 // on arrival.
+//
+// A member that has no position in the stream yet (an inbox that neither
+// fetched its history nor received anything since this node subscribed)
+// cannot tell a publication still on its way from one that came before
+// it and never will: a retry from a new connection on another node is
+// the second kind. It gets its ack at once, and fanOut drops the live
+// copy if one follows.
 func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, ref string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case m.acked == pub.Offset && m.ackedEpoch == pub.Epoch:
 		// Delivered with our ref already.
-	case m.last >= pub.Offset && m.lastEpoch == pub.Epoch:
-		// Seen without our ref: a retry of an older publication.
+	case m.last >= pub.Offset && m.lastEpoch == pub.Epoch,
+		r.kind == roomKindInbox && m.lastEpoch == "":
+		// Seen without our ref (a retry of an older publication), or
+		// possibly never coming.
 		orig, ok := decodeEvent(pub.Data)
 		if !ok || orig.Kind != ev.Kind {
 			orig = ev
 		}
 		var f []byte
 		if ev.Kind == kindDM {
-			f = appendDM(nil, infoOf(pub), orig.User, orig.To, orig.Text)
+			f = appendDM(nil, infoOf(pub), orig.ID, orig.User, orig.To, orig.Text)
 		} else {
 			f = appendMessage(nil, r.name, infoOf(pub), orig.User, orig.Text)
 		}
@@ -574,19 +678,11 @@ func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, re
 
 func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameError {
 	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
-	data := ev.marshal()
-	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, to, text)}
-	// The recipient's copy first: when the sender's copy (the ack) then
-	// fails, a retry with the same ref does not deliver the DM twice.
-	if to != c.user {
-		if _, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+to, data, opts); ferr != nil {
-			return ferr
-		}
-	}
-	pub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+c.user, data, opts)
+	pub, ferr := h.postDM(ctx, c, &ev, c.publishKey(ref, to, text))
 	if ferr != nil {
 		return ferr
 	}
+	h.stats.dms.Add(1)
 	if ref != "" {
 		c.inbox.ack(c.inboxMember, c, pub, ev, ref)
 	}

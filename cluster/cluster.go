@@ -400,6 +400,16 @@ func (c *Cluster) Subscribe(fn func(Event)) {
 // with another key). They are logged at most a few times a second.
 func (c *Cluster) GossipProblems() uint64 { return c.mlog.problems.Load() }
 
+// HealthScore is memberlist's awareness of this node's own health: 0 is
+// healthy, higher means it has been missing probes (its network or CPU
+// lags the cluster). It is 0 before Start.
+func (c *Cluster) HealthScore() int {
+	if c.ml == nil {
+		return 0
+	}
+	return c.ml.GetHealthScore()
+}
+
 // Members returns every known node, including recently dead and left ones,
 // sorted by name.
 func (c *Cluster) Members() []Node {

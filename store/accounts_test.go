@@ -21,8 +21,8 @@ import (
 // notifications it was given.
 type accNode struct {
 	*Accounts
-	mu       sync.Mutex
-	banned   map[string]int
+	mu        sync.Mutex
+	banned    map[string]int
 	loggedOut map[string]int
 }
 

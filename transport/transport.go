@@ -126,3 +126,11 @@ const DefaultHistorySize = 1000
 
 // DefaultDedupeWindow is how long an IdempotencyKey is remembered.
 const DefaultDedupeWindow = 2 * time.Minute
+
+// Observer takes one measurement, such as a duration in seconds. A
+// prometheus.Histogram is one; the packages that measure declare no
+// dependency on Prometheus. Observe is called on hot paths: it must not
+// block.
+type Observer interface {
+	Observe(v float64)
+}

@@ -137,23 +137,23 @@ func readCredentials(w http.ResponseWriter, r *http.Request) (credentials, bool)
 }
 
 // begin runs the checks every account endpoint starts with: origin, the
-// per-address attempt limit, the body. It answers the request itself when
-// it returns false.
-func (s *Server) begin(w http.ResponseWriter, r *http.Request) (credentials, bool) {
+// per-address attempt limit, the body. When one fails it answers the
+// request itself and returns the error code it answered with.
+func (s *Server) begin(w http.ResponseWriter, r *http.Request) (credentials, string) {
 	if !s.originAllowed(r) {
 		writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
-		return credentials{}, false
+		return credentials{}, CodeForbiddenOrigin
 	}
 	if ok, retry := s.limits.attempts.take(clientAddr(r), time.Now()); !ok {
 		tooMany(w, retry, "too many attempts from this address; retry later")
-		return credentials{}, false
+		return credentials{}, CodeTooManyAttempts
 	}
 	c, ok := readCredentials(w, r)
 	if !ok {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, "body must be a JSON object or a form")
-		return c, false
+		return c, CodeBadRequest
 	}
-	return c, true
+	return c, ""
 }
 
 func (s *Server) handleAuthMode(w http.ResponseWriter, r *http.Request) {
@@ -161,55 +161,52 @@ func (s *Server) handleAuthMode(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.begin(w, r)
-	if !ok {
+	c, code := s.begin(w, r)
+	if code != "" {
+		s.CountLogin(code)
 		return
 	}
-	switch s.mode {
-	case AuthJWT:
-		s.loginJWT(w, r, c.Token)
-		return
-	case AuthOpen:
-		if !chat.ValidName(c.Name) {
-			writeError(w, http.StatusBadRequest, CodeBadName, "name must be 1-32 letters, digits, '_', '.' or '-'")
+	name := c.Name
+	if s.mode == AuthJWT {
+		claims, err := verifyJWT(c.Token, s.cfg.JWTKey, time.Now())
+		if err != nil {
+			s.loginFailed(w, http.StatusUnauthorized, CodeBadCredentials, "token refused: "+err.Error())
 			return
 		}
-		if s.banned(c.Name) {
-			writeError(w, http.StatusForbidden, CodeBanned, "this user is banned")
+		name = claims.Sub
+	}
+	if !chat.ValidName(name) {
+		s.loginFailed(w, http.StatusBadRequest, CodeBadName, "name must be 1-32 letters, digits, '_', '.' or '-'")
+		return
+	}
+	if s.mode == AuthPassword {
+		if _, code := s.checkPassword(w, r, name, func(ctx context.Context) (store.Account, error) {
+			return s.accounts.Authenticate(ctx, name, c.Password)
+		}); code != "" {
+			s.CountLogin(code)
 			return
 		}
-		s.loggedIn(w, r, c.Name)
+	}
+	if s.banned(name) {
+		s.loginFailed(w, http.StatusForbidden, CodeBanned, "this user is banned")
 		return
 	}
-	if !chat.ValidName(c.Name) {
-		writeError(w, http.StatusBadRequest, CodeBadName, "name must be 1-32 letters, digits, '_', '.' or '-'")
-		return
-	}
-	acc, ok := s.checkPassword(w, r, c.Name, c.Password, func(ctx context.Context) (store.Account, error) {
-		return s.accounts.Authenticate(ctx, c.Name, c.Password)
-	})
-	if !ok {
-		return
-	}
-	if acc.Banned {
-		writeError(w, http.StatusForbidden, CodeBanned, "this user is banned")
-		return
-	}
-	s.loggedIn(w, r, c.Name)
+	s.loggedIn(w, r, name)
 }
 
 // checkPassword runs check (a password check of name) under the failure
-// limits, and answers the request itself when it returns false.
-func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, name, password string,
-	check func(context.Context) (store.Account, error)) (store.Account, bool) {
+// limits. When it fails it answers the request itself and returns the
+// error code it answered with.
+func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, name string,
+	check func(context.Context) (store.Account, error)) (store.Account, string) {
 	now, pair := time.Now(), name+"|"+clientAddr(r)
 	if ok, retry := s.limits.failures.check(pair, now); !ok {
 		tooMany(w, retry, "too many failed logins; retry later")
-		return store.Account{}, false
+		return store.Account{}, CodeTooManyAttempts
 	}
 	if ok, retry := s.limits.nameFailures.check(name, now); !ok {
 		tooMany(w, retry, "too many failed logins; retry later")
-		return store.Account{}, false
+		return store.Account{}, CodeTooManyAttempts
 	}
 	acc, err := check(r.Context())
 	if err != nil {
@@ -218,28 +215,9 @@ func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, name, pas
 			s.limits.nameFailures.take(name, now)
 			s.log.Info("login failed", "user", name, "addr", clientAddr(r))
 		}
-		s.accountError(w, err)
-		return store.Account{}, false
+		return store.Account{}, s.accountError(w, err)
 	}
-	return acc, true
-}
-
-// loginJWT logs in the user a token of the app names.
-func (s *Server) loginJWT(w http.ResponseWriter, r *http.Request, token string) {
-	claims, err := verifyJWT(token, s.cfg.JWTKey, time.Now())
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, CodeBadCredentials, "token refused: "+err.Error())
-		return
-	}
-	if !chat.ValidName(claims.Sub) {
-		writeError(w, http.StatusBadRequest, CodeBadName, "the token's sub must be 1-32 letters, digits, '_', '.' or '-'")
-		return
-	}
-	if s.banned(claims.Sub) {
-		writeError(w, http.StatusForbidden, CodeBanned, "this user is banned")
-		return
-	}
-	s.loggedIn(w, r, claims.Sub)
+	return acc, ""
 }
 
 // parseAnyToken reads a bearer token: one of ours, or under --auth jwt
@@ -269,8 +247,8 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, CodeForbidden, "registration is off: this cluster runs --auth "+string(s.mode))
 		return
 	}
-	c, ok := s.begin(w, r)
-	if !ok {
+	c, code := s.begin(w, r)
+	if code != "" {
 		return
 	}
 	if !chat.ValidName(c.Name) {
@@ -301,13 +279,13 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, CodeForbidden, "passwords are off: this cluster runs --auth "+string(s.mode))
 		return
 	}
-	c, ok := s.begin(w, r)
-	if !ok {
+	c, code := s.begin(w, r)
+	if code != "" {
 		return
 	}
-	if _, ok := s.checkPassword(w, r, id.user, c.Old, func(ctx context.Context) (store.Account, error) {
+	if _, code := s.checkPassword(w, r, id.user, func(ctx context.Context) (store.Account, error) {
 		return s.accounts.ChangePassword(ctx, id.user, c.Old, c.New)
-	}); !ok {
+	}); code != "" {
 		return
 	}
 	s.loggedIn(w, r, id.user)
@@ -389,28 +367,30 @@ func (s *Server) checkAccount(id identity) error {
 	return nil
 }
 
-// accountError answers a failed account operation.
-func (s *Server) accountError(w http.ResponseWriter, err error) {
+// accountError answers a failed account operation and returns the code
+// it answered with.
+func (s *Server) accountError(w http.ResponseWriter, err error) string {
+	status, code, msg := http.StatusServiceUnavailable, CodeUnavailable, "cannot reach the accounts right now, retry"
 	switch {
 	case errors.Is(err, store.ErrBadCredentials):
-		writeError(w, http.StatusUnauthorized, CodeBadCredentials, "wrong name or password")
+		status, code, msg = http.StatusUnauthorized, CodeBadCredentials, "wrong name or password"
 	case errors.Is(err, store.ErrNameTaken):
-		writeError(w, http.StatusConflict, CodeNameTaken, "this name is taken")
+		status, code, msg = http.StatusConflict, CodeNameTaken, "this name is taken"
 	case errors.Is(err, store.ErrWeakPassword):
-		writeError(w, http.StatusBadRequest, CodeWeakPassword, "a password needs at least 8 characters")
+		status, code, msg = http.StatusBadRequest, CodeWeakPassword, "a password needs at least 8 characters"
 	case errors.Is(err, store.ErrPasswordTooLong):
-		writeError(w, http.StatusBadRequest, CodeWeakPassword, "a password may have at most 1024 bytes")
+		status, code, msg = http.StatusBadRequest, CodeWeakPassword, "a password may have at most 1024 bytes"
 	case errors.Is(err, store.ErrDisplayTooLong):
-		writeError(w, http.StatusBadRequest, CodeBadRequest, "a display name may have at most 64 bytes")
+		status, code, msg = http.StatusBadRequest, CodeBadRequest, "a display name may have at most 64 bytes"
 	case errors.Is(err, store.ErrAccountsFull):
-		writeError(w, http.StatusServiceUnavailable, CodeAccountsFull, "this cluster takes no more accounts")
+		code, msg = CodeAccountsFull, "this cluster takes no more accounts"
 	case errors.Is(err, store.ErrAccountsLoading):
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable,
-			"this node is still loading accounts; retry shortly or use another node")
+		msg = "this node is still loading accounts; retry shortly or use another node"
 	default:
 		s.log.Warn("account operation", "err", err)
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot reach the accounts right now, retry")
 	}
+	writeError(w, status, code, msg)
+	return code
 }
 
 // noAccounts stands in for a missing account table under --auth open or

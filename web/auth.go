@@ -248,6 +248,12 @@ func setHint(w http.ResponseWriter, opts *sessions.Options) {
 	http.SetCookie(w, c)
 }
 
+// loginFailed answers a refused login and counts it under code.
+func (s *Server) loginFailed(w http.ResponseWriter, status int, code, message string) {
+	s.CountLogin(code)
+	writeError(w, status, code, message)
+}
+
 // startSession replaces whatever session the browser had with a new one
 // for user, sets its cookie and returns its identity.
 func (s *Server) startSession(w http.ResponseWriter, r *http.Request, user string) (identity, error) {
@@ -288,10 +294,11 @@ func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, user string) {
 	id, err := s.startSession(w, r, user)
 	if err != nil {
 		s.log.Error("saving session", "err", err)
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot store the session right now")
+		s.loginFailed(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot store the session right now")
 		return
 	}
 	s.log.Info("login", "user", user, "addr", clientAddr(r))
+	s.CountLogin(LoginOK)
 	writeJSON(w, http.StatusOK, map[string]any{"user": user, "node": s.node, "token": s.makeToken(id)})
 }
 

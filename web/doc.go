@@ -1,7 +1,8 @@
 // Package web is meshchat's HTTP face: the JSON API (login, logout, me,
 // cluster), the WebSocket endpoint that connects browsers to the chat hub,
-// health and readiness probes, node-to-node mounts such as /_mesh/, and
-// the embedded UI at "/".
+// the server API for other programs (/api/server/, with the operator's
+// key: api.go), health and readiness probes, node-to-node mounts such as
+// /_mesh/, and the embedded UI at "/".
 //
 // The server depends on the chat hub and on two small interfaces it
 // declares itself: Revocations (the cluster's record of logouts, which

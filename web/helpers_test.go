@@ -81,9 +81,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	err = acc.Start(context.Background(), func(user string, banned bool) {
 		if banned {
-			hub.DisconnectUser(user, chat.CloseBanned, "banned")
+			hub.CloseUser(user, chat.CloseBanned, "banned")
 		} else {
-			hub.DisconnectUser(user, chat.CloseLoggedOut, "logged_out")
+			hub.CloseUser(user, chat.CloseLoggedOut, "logged_out")
 		}
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -110,6 +111,11 @@ type Config struct {
 	// is dropped when nothing arrives for PongTimeout (default 45s) or a
 	// write takes longer than WriteTimeout (default 10s).
 	PingInterval, PongTimeout, WriteTimeout time.Duration
+	// APIKey enables the server API (/api/server/..., api.go): requests
+	// carrying "Authorization: Bearer <APIKey>" may post as any user,
+	// read history and presence and disconnect users. Empty: the API is
+	// off and its paths answer 404.
+	APIKey string
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -128,6 +134,7 @@ type Server struct {
 	node        string
 	allowed     map[string]bool // normalised origins
 	tokenKey    []byte
+	apiKeySum   [sha256.Size]byte // of Config.APIKey
 	log         *slog.Logger
 	handler     http.Handler
 	upgrader    websocket.Upgrader
@@ -136,6 +143,7 @@ type Server struct {
 	wbufs       writeBufPool
 	batches     sync.Pool // *[][]byte, one per running connection writer
 	writers     *writers
+	logins      outcomes // by outcome; see CountLogin
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -219,6 +227,7 @@ func New(cfg Config) (*Server, error) {
 	for _, a := range cfg.Admins {
 		s.admins[a] = true
 	}
+	s.apiKeySum = sha256.Sum256([]byte(cfg.APIKey))
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -265,13 +274,7 @@ func (s *Server) routes() http.Handler {
 		writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllow, "method not allowed")
 	})
 
-	api := chi.NewRouter()
-	api.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint")
-	})
-	api.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllow, "method not allowed")
-	})
+	api := newJSONRouter()
 	api.Get("/auth", s.handleAuthMode)
 	api.Post("/register", s.handleRegister)
 	api.Post("/login", s.handleLogin)
@@ -282,6 +285,9 @@ func (s *Server) routes() http.Handler {
 	api.Post("/admin/ban", s.handleBan(true))
 	api.Post("/admin/unban", s.handleBan(false))
 	api.Get("/cluster", s.handleCluster)
+	if s.cfg.APIKey != "" {
+		api.Mount("/server", s.serverAPI())
+	}
 	r.Mount("/api", api)
 
 	r.Get("/ws", s.handleWS)

@@ -18,11 +18,11 @@ type dmSent struct {
 
 // checkDMs compares what each DM sender's inbox received (inboxes: user ->
 // DMs in delivery order, live and from dm_history) with the acknowledged
-// DMs. The sender's and the recipient's copies of a DM have different ids
-// (each inbox has its own order), so copies are matched by sender and
-// text. It checks that
-//   - every acknowledged DM is in its recipient's inbox under exactly one
-//     id, and in its sender's under the acknowledged id;
+// DMs. Copies are matched by sender and text (which holds a token unique
+// to the DM). It checks that
+//   - every acknowledged DM is in its recipient's inbox and in its
+//     sender's under exactly one id, the acknowledged one: a DM has one id
+//     on every copy;
 //   - no id is delivered twice, except a dm_history repeating a DM that
 //     the same connection had just received live (the inbox is live from
 //     the welcome; the browser client merges by id), counted in overlaps,
@@ -115,6 +115,8 @@ func checkDMs(sent []dmSent, inboxes map[string][]chaosDMRec) (problems []string
 		}
 		if len(ids[d.to][k]) == 0 {
 			missing = append(missing, fmt.Sprintf("%s->%s %s", d.from, d.to, d.ref))
+		} else if !ids[d.to][k][d.id] {
+			problems = append(problems, fmt.Sprintf("%s: its copy of DM %s from %s has not the acknowledged id %s", d.to, d.ref, d.from, d.id))
 		}
 		if !ids[d.from][k][d.id] {
 			problems = append(problems, fmt.Sprintf("%s: its copy %s of DM %s is not in its inbox", d.from, d.id, d.ref))
@@ -142,11 +144,11 @@ func checkDMs(sent []dmSent, inboxes map[string][]chaosDMRec) (problems []string
 }
 
 func TestChaosCheckDMs(t *testing.T) {
-	// a sends "dm a-d1" to b: b's copy is b1, a's copy (the ack) a1.
+	// a sends "dm a-d1" to b: one id, a1, on b's copy and on a's (the ack).
 	sent := []dmSent{{from: "a", to: "b", ref: "a-d1", text: "dm a-d1", id: "a1", tx: 1}}
 	ack := chaosDMRec{id: "a1", from: "a", to: "b", text: "dm a-d1", ref: "a-d1", conn: 1}
 	own := chaosDMRec{id: "a1", from: "a", to: "b", text: "dm a-d1", conn: 2, hist: true} // a's copy in a later dm_history
-	got := chaosDMRec{id: "b1", from: "a", to: "b", text: "dm a-d1", conn: 1}
+	got := chaosDMRec{id: "a1", from: "a", to: "b", text: "dm a-d1", conn: 1}
 	at := func(r chaosDMRec, conn int, hist bool) chaosDMRec { r.conn, r.hist = conn, hist; return r }
 	withID := func(r chaosDMRec, id string) chaosDMRec { r.id = id; return r }
 	withTx := func(d dmSent, tx int) []dmSent { d.tx = tx; return []dmSent{d} }
@@ -169,9 +171,9 @@ func TestChaosCheckDMs(t *testing.T) {
 		{"recipient inbox unknown", sent, map[string][]chaosDMRec{"a": recs(ack)},
 			[]string{"1 of 1 acknowledged DMs missing"}, 0},
 		{"stored twice", sent, map[string][]chaosDMRec{"a": recs(ack), "b": recs(got, withID(got, "b2"))},
-			[]string{`b: DM "dm a-d1" from a stored 2 times, ids [b1 b2]`}, 0},
+			[]string{`b: DM "dm a-d1" from a stored 2 times, ids [a1 b2]`}, 0},
 		{"live twice", sent, map[string][]chaosDMRec{"a": recs(ack), "b": recs(got, got)},
-			[]string{"b: 1 DM ids delivered more than once, e.g. [b1]"}, 0},
+			[]string{"b: 1 DM ids delivered more than once, e.g. [a1]"}, 0},
 		{"resume repeats a DM of the previous connection", sent,
 			map[string][]chaosDMRec{"a": recs(ack), "b": recs(got, at(got, 2, true))},
 			[]string{"b: 1 DM ids delivered more than once"}, 0},
@@ -185,13 +187,15 @@ func TestChaosCheckDMs(t *testing.T) {
 			[]string{"a: DM a-d1 acknowledged 0 times"}, 0},
 		{"own copy under another id", sent, map[string][]chaosDMRec{"a": recs(withID(ack, "a9")), "b": recs(got)},
 			[]string{"a: its copy a1 of DM a-d1 is not in its inbox"}, 0},
+		{"recipient's copy under another id", sent, map[string][]chaosDMRec{"a": recs(ack), "b": recs(withID(got, "b1"))},
+			[]string{"b: its copy of DM a-d1 from a has not the acknowledged id a1"}, 0},
 		{"never acknowledged", nil, map[string][]chaosDMRec{"a": nil, "b": recs(got)},
 			[]string{"b: 1 DMs were never acknowledged, e.g. [a:dm a-d1]"}, 0},
 		{"same id, other content", sent,
-			map[string][]chaosDMRec{"a": recs(ack), "b": recs(got, chaosDMRec{id: "b1", from: "a", to: "b", text: "dm other", conn: 1})},
-			[]string{`b: id b1 is "dm other" from a to b, and was "dm a-d1"`}, 0},
+			map[string][]chaosDMRec{"a": recs(ack), "b": recs(got, chaosDMRec{id: "a1", from: "a", to: "b", text: "dm other", conn: 1})},
+			[]string{`b: id a1 is "dm other" from a to b, and was "dm a-d1"`}, 0},
 		{"ref on a received copy", sent, map[string][]chaosDMRec{"a": recs(ack), "b": recs(withRef(got, "a-d1"))},
-			[]string{"b: DM b1 from a carries ref a-d1"}, 0},
+			[]string{"b: DM a1 from a carries ref a-d1"}, 0},
 		{"someone else's DM", sent, map[string][]chaosDMRec{"a": recs(ack), "b": recs(got), "c": recs(got)},
 			[]string{"c: 1 DMs neither from nor to it", "c: 1 DMs were never acknowledged"}, 0},
 	}

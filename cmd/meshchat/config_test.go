@@ -32,7 +32,7 @@ func TestParseServe(t *testing.T) {
 			name: "defaults",
 			check: func(t *testing.T, c serveConfig) {
 				want := defaultServeConfig()
-				if c.HTTPAddr != ":8080" || c.GossipAddr != ":7946" || c.Broker != "mesh" ||
+				if c.HTTPAddr != ":8080" || c.GossipAddr != ":7946" || c.Broker != "mesh" || c.APIKey != "" ||
 					c.RateLimit != 50 || c.History != 1000 || c.MaxFrame != 16384 ||
 					c.QueueBytes != want.QueueBytes || c.LogLevel != slog.LevelInfo || c.LogFormat != "text" ||
 					c.Name != "" || c.Secret != "" || c.RedisURL != "" || len(c.Join) != 0 || c.HistoryAge != 0 {
@@ -49,14 +49,18 @@ func TestParseServe(t *testing.T) {
 				"MESHCHAT_HISTORY_AGE": "72h", "MESHCHAT_MAX_FRAME": "32KiB", "MESHCHAT_QUEUE_BYTES": "2MiB",
 				"MESHCHAT_ORIGINS": "https://chat.example.com/", "MESHCHAT_ADVERTISE_HTTP": "http://10.0.0.1:9000",
 				"MESHCHAT_DATA": "/var/lib/meshchat", "MESHCHAT_LOG_LEVEL": "debug", "MESHCHAT_LOG_FORMAT": "json",
-				"MESHCHAT_DEBUG_ADDR": "127.0.0.1:6060",
+				"MESHCHAT_DEBUG_ADDR": "127.0.0.1:6060", "MESHCHAT_METRICS_ADDR": ":9100", "MESHCHAT_API_KEY": "k-0123456789abcdef",
+				"MESHCHAT_AUTH": "open", "MESHCHAT_ADMINS": "root,ops", "MESHCHAT_LOGIN_LIMIT": "100", "MESHCHAT_REGISTER_LIMIT": "4",
 			},
 			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != "127.0.0.1:9000" || c.GossipAddr != "127.0.0.1:9001" || c.Name != "n1" ||
 					c.Secret != "s3cret" || c.RateFlag != 0 || c.RateLimit != node.NoRateLimit || c.History != 50 || c.HistoryAge != 72*time.Hour ||
 					c.MaxFrame != 32<<10 || c.QueueBytes != 2<<20 || c.AdvertiseHTTP != "http://10.0.0.1:9000" ||
 					c.DataDir != "/var/lib/meshchat" || c.LogLevel != slog.LevelDebug || c.LogFormat != "json" ||
-					c.DebugAddr != "127.0.0.1:6060" {
+					c.DebugAddr != "127.0.0.1:6060" || c.MetricsAddr != ":9100" || c.APIKey != "k-0123456789abcdef" ||
+					c.Auth != "open" || !slices.Equal(c.Admins, []string{"root", "ops"}) ||
+					c.AuthLimits.AttemptsPerMinute != 100 || c.AuthLimits.AttemptBurst != 100 ||
+					c.AuthLimits.RegistrationsPerMinute != 4 || c.AuthLimits.RegistrationBurst != 20 {
 					t.Errorf("got %+v", c)
 				}
 				if !slices.Equal(c.Join, []string{"10.0.0.1:7946", "10.0.0.2:7946"}) {
@@ -146,8 +150,15 @@ func TestParseServe(t *testing.T) {
 				}
 			},
 		},
+		{name: "bad metrics address", args: []string{"--metrics-addr", "9100"}, wantErr: `--metrics-addr "9100"`},
 		{name: "join without a secret", args: []string{"--join", "10.0.0.1:7946"}, wantErr: "--join needs --secret"},
+		{name: "api key with a space", env: map[string]string{"MESHCHAT_API_KEY": "k-0123456789abcdef\n"}, wantErr: "--api-key"},
 		{name: "negative expect", args: []string{"--expect", "-1"}, wantErr: "--expect -1"},
+		{name: "unknown auth mode", args: []string{"--auth", "ldap"}, wantErr: `--auth "ldap"`},
+		{name: "jwt without a key", args: []string{"--auth", "jwt"}, wantErr: "--jwt-key"},
+		{name: "jwt key without jwt", args: []string{"--jwt-key", "k"}, wantErr: "--jwt-key"},
+		{name: "bad admin name", args: []string{"--admins", "root,no way"}, wantErr: `--admins "no way"`},
+		{name: "negative login limit", args: []string{"--login-limit", "-1"}, wantErr: "--login-limit -1"},
 		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
 		{name: "zero history from env", env: map[string]string{"MESHCHAT_HISTORY": "0"}, wantErr: "--history 0"},
 		{name: "zero frame", args: []string{"--max-frame", "0"}, wantErr: "--max-frame 0"},
@@ -192,8 +203,9 @@ func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
 		t.Fatalf("err = %v, want flag.ErrHelp", err)
 	}
 	help := out.String()
-	for _, f := range []string{"http", "gossip", "join", "expect", "broker", "redis", "name", "secret", "rate-limit",
-		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "debug-addr", "debug-public", "log-level", "log-format"} {
+	for _, f := range []string{"http", "gossip", "join", "expect", "broker", "redis", "name", "secret", "rate-limit", "api-key",
+		"auth", "jwt-key", "admins", "login-limit", "register-limit",
+		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "debug-addr", "debug-public", "metrics-addr", "log-level", "log-format"} {
 		if !strings.Contains(help, "--"+f+" ") {
 			t.Errorf("help lacks --%s", f)
 		}

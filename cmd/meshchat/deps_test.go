@@ -47,13 +47,18 @@ var testHelpers = []string{
 // node uses it (through nodetest) rather than wiring the parts again.
 const wholeNode = modulePath + "/cmd/meshchat/node"
 
+// metricsModule is Prometheus's client: only the node (cmd) builds
+// metrics; the parts below it expose plain counters (chat.Stats,
+// mesh.Stats, web.Stats) and observe through transport.Observer.
+const metricsModule = "github.com/prometheus/"
+
 // importViolations applies the import direction
 // cmd -> web -> chat -> transport, with store and cluster as leaves:
 // cluster imports nothing of the module; store imports only transport;
 // chat imports only transport; web never imports cluster (it declares
 // the membership it needs); transport never imports chat, web, store or
 // cluster; nothing imports cmd; production code never imports the test
-// helpers.
+// helpers; only cmd imports Prometheus.
 func importViolations(pkgs []pkgDeps) []string {
 	forbidden := map[string][]string{
 		"transport": {"chat", "web", "cmd", "store", "cluster"},
@@ -76,6 +81,9 @@ func importViolations(pkgs []pkgDeps) []string {
 	}
 	for _, p := range pkgs {
 		for _, d := range p.Deps {
+			if strings.HasPrefix(d, metricsModule) && layer(p.ImportPath) != "" && layer(p.ImportPath) != "cmd" {
+				out = append(out, fmt.Sprintf("%s imports %s (metrics are built in the node)", p.ImportPath, d))
+			}
 			check(p.ImportPath, d, "")
 			if slices.Contains(testHelpers, d) && !slices.Contains(testHelpers, p.ImportPath) {
 				out = append(out, fmt.Sprintf("%s imports test helper %s", p.ImportPath, d))
@@ -136,6 +144,10 @@ func TestImportViolationsRules(t *testing.T) {
 		{"chat test imports store", pkgDeps{ImportPath: m("chat"), TestImports: []string{m("store")}}, 1},
 		{"web test imports cluster", pkgDeps{ImportPath: m("web"), TestImports: []string{m("cluster")}}, 1},
 		{"cluster test imports transport", pkgDeps{ImportPath: m("cluster"), XTestImports: []string{m("transport/inproc")}}, 1},
+		{"the node uses prometheus", pkgDeps{ImportPath: m("cmd/meshchat/node"), Deps: []string{"github.com/prometheus/client_golang/prometheus"}}, 0},
+		{"chat imports prometheus", pkgDeps{ImportPath: m("chat"), Deps: []string{"github.com/prometheus/client_golang/prometheus"}}, 1},
+		{"transport imports prometheus", pkgDeps{ImportPath: m("transport/mesh"), Deps: []string{"github.com/prometheus/client_golang/prometheus"}}, 1},
+		{"web imports prometheus", pkgDeps{ImportPath: m("web"), Deps: []string{"github.com/prometheus/common/expfmt"}}, 1},
 		{"stdlib and modules are free", pkgDeps{ImportPath: m("transport"), Deps: []string{"context", "github.com/redis/go-redis/v9"}}, 0},
 	}
 	for _, tt := range tests {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net/http"
 	"slices"
 	"syscall"
 	"testing"
@@ -16,33 +15,11 @@ func TestEndToEndKill9(t *testing.T) {
 		t.Skip("runs three processes; skipped with -short")
 	}
 	p1 := startProc(t, "e1", "")
-	clustertest.WaitFor(t, 30*time.Second, "e1 ready", func() bool {
-		st, _ := webtest.Get(t, p1.url+"/readyz", nil)
-		return st == http.StatusOK
-	})
+	waitProcsReady(t, p1)
 	p2 := startProc(t, "e2", p1.gossip)
 	p3 := startProc(t, "e3", p1.gossip)
 	procs := []*proc{p1, p2, p3}
-	clustertest.WaitFor(t, 30*time.Second, "three processes ready and joined", func() bool {
-		for _, p := range procs {
-			if !p.Running() {
-				t.Fatalf("%s exited: %v", p.name, p.Err())
-			}
-			if st, _ := webtest.Get(t, p.url+"/readyz", nil); st != http.StatusOK {
-				return false
-			}
-			v, ok := webtest.GetCluster(t, p.url)
-			if !ok || len(v.Nodes) != 3 {
-				return false
-			}
-			for _, n := range v.Nodes {
-				if n.State != "alive" {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	waitProcsReady(t, procs...)
 
 	// Users on e1 and e3 chat; a third user sits on e2.
 	alice, bob, carl := webtest.Login(t, p1.url, "alice"), webtest.Login(t, p3.url, "bob"), webtest.Login(t, p2.url, "carl")

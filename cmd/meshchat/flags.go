@@ -163,8 +163,14 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("jwt-key", "K", "none")
 	fs.Var(listValue{&cfg.Admins}, "admins", "comma-separated user names that may ban and unban users")
 	doc("admins", "LIST", "none")
+	fs.Float64Var(&cfg.AuthLimits.AttemptsPerMinute, "login-limit", 0, "login, registration and password attempts per minute from one client address (bursts of as many); behind a proxy every client shares its address")
+	doc("login-limit", "N", "30")
+	fs.Float64Var(&cfg.AuthLimits.RegistrationsPerMinute, "register-limit", 0, "new accounts per minute from one client address (bursts of 5 times as many)")
+	doc("register-limit", "N", "2")
 	fs.Float64Var(&cfg.RateFlag, "rate-limit", cfg.RateFlag, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
+	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "enables the server API (/api/server/...); requests carry Authorization: Bearer K")
+	doc("api-key", "K", "none (the server API is off)")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
 	doc("history", "N", "")
 	fs.DurationVar(&cfg.HistoryAge, "history-age", cfg.HistoryAge, "also drop retained messages older than this, e.g. 72h")
@@ -185,6 +191,8 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("debug-addr", "ADDR", "none (off)")
 	fs.BoolVar(&cfg.DebugPublic, "debug-public", cfg.DebugPublic, "allow --debug-addr on an address other hosts can reach")
 	doc("debug-public", "", "false (loopback only)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "serve the Prometheus metrics (/metrics) on this separate listener instead of the HTTP one")
+	doc("metrics-addr", "ADDR", "none (/metrics on the HTTP listener)")
 	fs.Var(levelValue{&cfg.LogLevel}, "log-level", "log level: debug, info, warn or error")
 	doc("log-level", "LEVEL", "")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")
@@ -240,6 +248,16 @@ func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		return serveConfig{}, fmt.Errorf("config: --rate-limit %v: want a number >= 0", cfg.RateFlag)
 	}
 	cfg.RateLimit = cfg.RateFlag
+	for _, l := range []struct {
+		flag string
+		v    float64
+	}{{"--login-limit", cfg.AuthLimits.AttemptsPerMinute}, {"--register-limit", cfg.AuthLimits.RegistrationsPerMinute}} {
+		if math.IsNaN(l.v) || math.IsInf(l.v, 0) || l.v < 0 {
+			return serveConfig{}, fmt.Errorf("config: %s %v: want a number >= 0", l.flag, l.v)
+		}
+	}
+	cfg.AuthLimits.AttemptBurst = cfg.AuthLimits.AttemptsPerMinute
+	cfg.AuthLimits.RegistrationBurst = 5 * cfg.AuthLimits.RegistrationsPerMinute
 	if cfg.RateFlag == 0 {
 		cfg.RateLimit = node.NoRateLimit // the contract's "0 turns the limit off"
 	}

@@ -1,8 +1,9 @@
 // Command meshchat runs meshchat, a self-hosted clustered chat server.
 //
 // Subcommands: serve (one node), demo (several nodes in one process), bench
-// (load generator), version and help. Flags and their environment variables
-// are described by `meshchat serve --help` and in the README.
+// (load generator), publish (a message through the server API), version
+// and help. Flags and their environment variables are described by
+// `meshchat serve --help` and in the README.
 //
 // This package only turns flags and environment into a node.Config
 // (flags.go, for serve and demo), prints help and dispatches subcommands
@@ -26,6 +27,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/meshchat/meshchat/cmd/meshchat/internal/publish"
 	"github.com/meshchat/meshchat/cmd/meshchat/node"
 )
 
@@ -57,6 +59,9 @@ func run(ctx context.Context, stop func(), args []string, stdout, stderr io.Writ
 		err = runDemo(ctx, stop, rest, stdout, stderr, lookupEnv)
 	case "bench":
 		err = runBench(ctx, rest, stdout, stderr)
+	case "publish":
+		env := publish.Env{Apply: func(fs *flag.FlagSet) error { return applyEnv(fs, lookupEnv) }, Name: envName}
+		err = publish.Main(ctx, rest, env, os.Stdin, stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "meshchat", buildVersion())
 		return 0
@@ -74,7 +79,7 @@ func run(ctx context.Context, stop func(), args []string, stdout, stderr io.Writ
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.Is(err, errUsage), errors.Is(err, publish.ErrUsage):
 		fmt.Fprintln(stderr, "meshchat:", err)
 		return 2
 	default:
@@ -90,6 +95,7 @@ Usage:
   meshchat serve [flags]     run one node (meshchat serve --help lists every flag)
   meshchat demo [flags]      run several joined nodes in one process
   meshchat bench [flags]     load-test a running cluster
+  meshchat publish [flags]   post a message through a node's server API
   meshchat version           print the version
   meshchat help [command]    show help
 `)

@@ -79,6 +79,10 @@ func TestRunCommands(t *testing.T) {
 		{args: []string{"demo", "--help"}, wantCode: 0, wantOut: "--nodes"},
 		{args: []string{"demo", "--nodes", "0"}, wantCode: 2, wantErr: "--nodes 0"},
 		{args: []string{"demo", "--broker", "redis"}, wantCode: 2, wantErr: "needs --redis"},
+		{args: []string{"publish", "--help"}, wantCode: 0, wantOut: "MESHCHAT_API_KEY"},
+		{args: []string{"publish", "--room", "r", "--from", "f", "hi"}, wantCode: 2, wantErr: "--api-key (or MESHCHAT_API_KEY) is required"},
+		{args: []string{"publish", "--api-key", "k", "hi"}, wantCode: 2, wantErr: "--room and --from are required"},
+		{args: []string{"publish", "--nope"}, wantCode: 2, wantErr: "publish: flag provided but not defined"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

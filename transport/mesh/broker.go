@@ -68,6 +68,13 @@ type Config struct {
 	// offset. Give it the broker's retention settings. The broker never
 	// closes it: close it after Close. Nil means memory only.
 	Log Log
+	// RequestSeconds, when set, observes the round trip of each request
+	// answered by a peer (publish, subscribe, history, presence,
+	// takeover), in seconds. Nil measures nothing.
+	RequestSeconds transport.Observer
+	// TakeoverSeconds, when set, observes how long each takeover of a
+	// channel took, in seconds. Nil measures nothing.
+	TakeoverSeconds transport.Observer
 	// Logger receives the broker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -94,6 +101,8 @@ type Broker struct {
 	linkMu  sync.Mutex
 	links   map[string]*link
 	inbound map[*inConn]struct{}
+
+	counts linkCounters // see Stats
 
 	nonces   nonceCache
 	upgrader *websocket.Upgrader // peer connections (serveHTTP)

@@ -115,7 +115,15 @@ func (b *Broker) call(ctx context.Context, peer transport.Peer, op byte, ch stri
 		d := dec{b: body}
 		return b.serveRequest(ctx, b.cfg.Self.Name, op, ch, &d)
 	}
-	return b.linkTo(peer).call(ctx, op, ch, body)
+	if b.cfg.RequestSeconds == nil {
+		return b.linkTo(peer).call(ctx, op, ch, body)
+	}
+	t0 := time.Now()
+	resp, err := b.linkTo(peer).call(ctx, op, ch, body)
+	if err == nil {
+		b.cfg.RequestSeconds.Observe(time.Since(t0).Seconds())
+	}
+	return resp, err
 }
 
 // toOwner runs try against the channel's owner, following ownership

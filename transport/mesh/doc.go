@@ -62,6 +62,7 @@
 //	bolt.go        Bolt, the Log in one bbolt file, and its group commit
 //	boltstream.go  the streams in a Bolt file: records, retention
 //	wire.go        the binary encoding of messages
+//	stats.go       counters and sizes for the node's metrics
 //	errors.go      sentinel errors
 //
 // # Durability

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -181,6 +182,7 @@ func (l *link) run() {
 		}
 		ws, err := l.dial()
 		if err != nil {
+			l.b.counts.dialFailures.Add(1)
 			l.b.log.Debug("dial peer failed", "peer", l.peer.Name, "err", err, "retry_in", backoff)
 			l.fail(err, backoff)
 			select {
@@ -202,6 +204,7 @@ func (l *link) run() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		l.b.counts.connects.Add(1)
 		l.mu.Lock()
 		l.ws = ws
 		stopped := false
@@ -225,6 +228,9 @@ func (l *link) run() {
 		l.mu.Lock()
 		l.ws = nil
 		l.mu.Unlock()
+		if !errors.Is(err, transport.ErrClosed) {
+			l.b.counts.drops.Add(1)
+		}
 		l.b.log.Debug("peer link closed", "peer", l.peer.Name, "err", err)
 		l.fail(fmt.Errorf("connection lost: %w", err), 0)
 	}

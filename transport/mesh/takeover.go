@@ -93,6 +93,7 @@ const takeoverTimeout = 2 * time.Second
 // Once it owns the channel it tells every peer, which re-register their
 // subscriptions and present users with it, and re-registers its own.
 func (b *Broker) takeover(ctx context.Context, s *chanState, ps *peerSet) error {
+	began := time.Now()
 	var best *snapshot
 	if s.has {
 		best = b.snapshotOf(s)
@@ -190,6 +191,14 @@ func (b *Broker) takeover(ctx context.Context, s *chanState, ps *peerSet) error 
 	b.log.Debug("took ownership", "channel", s.name, "epoch", s.epoch, "offset", s.offset, "copies", len(snaps))
 	b.announceOwner(s.name, peers)
 	b.catchUpLocal(s)
+	if best == nil {
+		b.counts.created.Add(1)
+		return nil
+	}
+	b.counts.takeovers.Add(1)
+	if b.cfg.TakeoverSeconds != nil {
+		b.cfg.TakeoverSeconds.Observe(time.Since(began).Seconds())
+	}
 	return nil
 }
 

@@ -124,13 +124,39 @@ func (s Session) Do(tb testing.TB, method, url string) (int, []byte) {
 	for _, c := range s.Cookies {
 		req.AddCookie(c)
 	}
+	return send(tb, req)
+}
+
+// send makes the request and returns the status and body, failing the
+// test when it cannot be made.
+func send(tb testing.TB, req *http.Request) (int, []byte) {
+	tb.Helper()
 	resp, err := Client(tb, nil).Do(req)
 	if err != nil {
-		tb.Fatalf("%s %s: %v", method, url, err)
+		tb.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, body
+}
+
+// API calls the server API on base: method on /api/server+path (such as
+// "/publish"), with key as the bearer ("" sends no Authorization) and body
+// as JSON ("" sends none). It returns the status and body, and fails the
+// test when the request cannot be made.
+func API(tb testing.TB, base, key, method, path, body string) (int, []byte) {
+	tb.Helper()
+	req, err := http.NewRequest(method, base+"/api/server"+path, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return send(tb, req)
 }
 
 // WaitReady waits until every base answers /readyz with 200.

@@ -107,10 +107,20 @@ type Config struct {
 	// listener of its own, apart from the public HTTP one. It must be a
 	// loopback address unless DebugPublic is set. Empty: off.
 	DebugAddr string
+	// MetricsAddr, when set, serves the Prometheus metrics (MetricsPath)
+	// on a listener of its own, and the HTTP listener no longer does:
+	// operators keep them off the public port. Empty: the metrics are on
+	// the HTTP listener.
+	MetricsAddr string
 	// DebugPublic allows DebugAddr on an address other hosts can reach:
 	// the profiler shows the process's memory and goroutines to whoever
 	// connects.
 	DebugPublic bool
+	// APIKey enables the server API (/api/server/..., see web.Config):
+	// programs that send "Authorization: Bearer <APIKey>" may post as
+	// any user, read history and presence and disconnect users. Every
+	// node of a cluster should have the same key. Empty: the API is off.
+	APIKey string
 
 	// Auth is how users log in: "password" (accounts, the default),
 	// "open" (a bare name, as in v1) or "jwt" (the app's tokens).
@@ -246,10 +256,18 @@ func (c *Config) Validate() error {
 	if int64(c.QueueBytes) < c.MaxFrame {
 		return fmt.Errorf("config: --queue-bytes %d: want at least --max-frame (%d)", c.QueueBytes, c.MaxFrame)
 	}
+	if c.MetricsAddr != "" {
+		if err := checkHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("config: --metrics-addr %q: %w", c.MetricsAddr, err)
+		}
+	}
 	if c.DebugAddr != "" && !c.DebugPublic {
 		if err := checkLoopback(c.DebugAddr); err != nil {
 			return fmt.Errorf("config: --debug-addr %q: %w; the profiler exposes the process: keep it on 127.0.0.1, or add --debug-public", c.DebugAddr, err)
 		}
+	}
+	if c.APIKey != strings.TrimSpace(c.APIKey) {
+		return errors.New("config: --api-key: the key has leading or trailing spaces")
 	}
 	if c.CookieDomain != "" && (strings.ContainsAny(c.CookieDomain, ":/ ") || strings.Trim(c.CookieDomain, ".") == "") {
 		return fmt.Errorf("config: --cookie-domain %q: want a bare domain such as chat.example.com", c.CookieDomain)

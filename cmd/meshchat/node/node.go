@@ -41,7 +41,8 @@ type Node struct {
 	// Set by Start's steps, in this order, then read-only.
 	keys     keys // from the secret, given or the node's own
 	ln       *closeNotifyListener
-	debug    *debugServer // --debug-addr, or nil
+	debug    *sideServer // --debug-addr, or nil
+	metrics  *metrics
 	url      string
 	name     string
 	gossip   string // the gossip bind address, port pinned
@@ -56,6 +57,8 @@ type Node struct {
 	sessions sessions.Store
 	web      *web.Server
 	srv      *http.Server
+	// metricsSrv serves the metrics with --metrics-addr, or is nil.
+	metricsSrv *sideServer
 
 	// seen is the membership as last handed to the broker and hub (alive
 	// names), written by onClusterEvent on the cluster's event goroutine.
@@ -105,6 +108,15 @@ func (n *Node) DebugAddr() string {
 		return ""
 	}
 	return n.debug.Addr()
+}
+
+// MetricsAddr is the metrics listener's address, or "" without
+// MetricsAddr (the metrics are then on the HTTP listener).
+func (n *Node) MetricsAddr() string {
+	if n.metricsSrv == nil {
+		return ""
+	}
+	return n.metricsSrv.Addr()
 }
 
 // Cluster exposes membership, for the demo and tests.

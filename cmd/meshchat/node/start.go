@@ -45,6 +45,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.listen,         // the HTTP port goes into the name and URL
 		n.startDebug,     // --debug-addr
 		n.identify,       // advertised URL and node name
+		n.newMetrics,     // the registry the parts observe into
 		n.newCluster,     // membership, not yet joined
 		n.dialRedis,      // shared by the redis broker and sessions
 		n.newBroker,      // mesh (with its --data log) or redis
@@ -54,6 +55,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.newSessions,    // cookie or Redis session store
 		n.newWeb,         // HTTP API, WebSocket, UI
 		n.joinCluster,    // membership events flow to broker and hub
+		n.serveMetrics,   // --metrics-addr
 		n.serve,          // accept connections
 	}
 	for _, step := range steps {
@@ -62,9 +64,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 	n.running.Store(true)
-	n.log.Info("node started", "name", n.name, "http", n.url, "listen", n.HTTPAddr(), "gossip", n.GossipAddr(), "broker", n.cfg.Broker, "join", n.cfg.Join)
+	n.log.Info("node started", "name", n.name, "http", n.url, "listen", n.HTTPAddr(), "gossip", n.GossipAddr(), "broker", n.cfg.Broker, "join", n.cfg.Join, "server_api", n.cfg.APIKey != "")
+	if n.cfg.APIKey != "" && len(n.cfg.APIKey) < minAPIKey {
+		n.log.Warn("the --api-key is short: anyone who guesses it may post as any user; use a long random one, e.g. openssl rand -hex 32", "length", len(n.cfg.APIKey))
+	}
 	return nil
 }
+
+// minAPIKey is the --api-key length under which the node warns.
+const minAPIKey = 16
 
 // deriveKeys derives the per-purpose keys from the cluster secret, or,
 // without one, from the node's own random secret.
@@ -136,6 +144,11 @@ func (n *Node) identify(context.Context) error {
 	return nil
 }
 
+func (n *Node) newMetrics(context.Context) error {
+	n.metrics = newMetrics(n)
+	return nil
+}
+
 func (n *Node) newCluster(context.Context) error {
 	var err error
 	n.cluster, err = cluster.New(cluster.Config{
@@ -165,12 +178,14 @@ func (n *Node) newBroker(context.Context) error {
 	switch n.cfg.Broker {
 	case "mesh":
 		mc := mesh.Config{
-			Self:          transport.Peer{Name: n.name, Addr: n.url},
-			Key:           n.keys.Mesh,
-			Peers:         n.alivePeers,
-			HistorySize:   n.cfg.History,
-			HistoryMaxAge: n.cfg.HistoryAge,
-			Logger:        n.log,
+			Self:            transport.Peer{Name: n.name, Addr: n.url},
+			Key:             n.keys.Mesh,
+			Peers:           n.alivePeers,
+			HistorySize:     n.cfg.History,
+			HistoryMaxAge:   n.cfg.HistoryAge,
+			RequestSeconds:  n.metrics.requestSeconds,
+			TakeoverSeconds: n.metrics.takeoverSeconds,
+			Logger:          n.log,
 		}
 		if n.cfg.DataDir != "" {
 			// Same retention as the broker's ring (docs/storage.md).
@@ -243,23 +258,24 @@ func (n *Node) newAccounts(context.Context) error {
 // accounts say so: banned, or logged out everywhere.
 func (n *Node) disconnectUser(user string, banned bool) {
 	if banned {
-		n.hub.DisconnectUser(user, chat.CloseBanned, "banned")
+		n.hub.CloseUser(user, chat.CloseBanned, "banned")
 		return
 	}
-	n.hub.DisconnectUser(user, chat.CloseLoggedOut, "logged_out")
+	n.hub.CloseUser(user, chat.CloseLoggedOut, "logged_out")
 }
 
 func (n *Node) newHub(context.Context) error {
 	var err error
 	n.hub, err = chat.New(chat.Config{
-		Node:        n.name,
-		Broker:      n.broker,
-		Nodes:       n.aliveURLs,
-		QueueBytes:  n.cfg.QueueBytes,
-		RateLimit:   n.cfg.RateLimit,
-		Revocations: n.revoked,
-		System:      systemTables{n.revoked, n.accounts},
-		Logger:      n.log,
+		Node:           n.name,
+		Broker:         n.broker,
+		Nodes:          n.aliveURLs,
+		QueueBytes:     n.cfg.QueueBytes,
+		RateLimit:      n.cfg.RateLimit,
+		Revocations:    n.revoked,
+		System:         systemTables{n.revoked, n.accounts},
+		PublishSeconds: n.metrics.publishSeconds,
+		Logger:         n.log,
 	})
 	return err
 }
@@ -290,6 +306,9 @@ func (n *Node) newWeb(context.Context) error {
 	if n.mesh != nil {
 		mounts["/_mesh/"] = n.mesh.Handler()
 	}
+	if n.cfg.MetricsAddr == "" {
+		mounts[MetricsPath] = n.metrics.handler()
+	}
 	jwtKey := web.JWTKey{}
 	if n.cfg.JWTKey != "" {
 		var err error
@@ -315,6 +334,7 @@ func (n *Node) newWeb(context.Context) error {
 		MaxFrameBytes:  n.cfg.MaxFrame,
 		Mounts:         mounts,
 		TokenKey:       n.keys.Token,
+		APIKey:         n.cfg.APIKey,
 		Logger:         n.log,
 	})
 	return err
@@ -336,6 +356,22 @@ func (n *Node) joinCluster(ctx context.Context) error {
 		return err
 	}
 	return n.accounts.Start(ctx, n.disconnectUser)
+}
+
+// serveMetrics serves the metrics on --metrics-addr, once every part
+// they read is set; without it they are on the HTTP listener (newWeb).
+func (n *Node) serveMetrics(context.Context) error {
+	if n.cfg.MetricsAddr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle(MetricsPath, n.metrics.handler())
+	var err error
+	if n.metricsSrv, err = startSide("metrics", n.cfg.MetricsAddr, mux, n.log); err != nil {
+		return err
+	}
+	n.log.Info("metrics listening", "addr", "http://"+n.metricsSrv.Addr()+MetricsPath)
+	return nil
 }
 
 func (n *Node) serve(context.Context) error {

@@ -118,6 +118,9 @@ func (n *Node) stop(ctx context.Context, graceful bool) error {
 	if n.debug != nil {
 		step("debug close", n.debug.close)
 	}
+	if n.metricsSrv != nil {
+		step("metrics close", n.metricsSrv.close)
+	}
 	n.log.Debug("node stopped", "graceful", graceful, "took", time.Since(began))
 	return errors.Join(errs...)
 }

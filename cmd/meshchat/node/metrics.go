@@ -1,0 +1,179 @@
+package node
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/web"
+)
+
+// MetricsPath is where a node serves its Prometheus metrics: on the HTTP
+// listener, or on Config.MetricsAddr's listener alone when that is set.
+const MetricsPath = "/metrics"
+
+// metrics is a node's Prometheus registry, its own (several nodes run in
+// one process in tests and the demo): the Go and process collectors, the
+// histograms the parts observe into, and nodeCollector, which reads the
+// parts' counters when scraped. Counting stays with the parts, in atomic
+// counters (chat.Stats, mesh.Stats, web.Stats): no metric update on the
+// fan-out path costs a lock or an allocation.
+type metrics struct {
+	reg *prometheus.Registry
+	// Set before the parts that observe into them are made.
+	publishSeconds  prometheus.Histogram
+	requestSeconds  prometheus.Histogram // mesh only
+	takeoverSeconds prometheus.Histogram // mesh only
+}
+
+// latencyBuckets run from 100µs to about 2.4s: a publication within one
+// host takes well under a millisecond, across a network a few, and one
+// that waits out an owner's failure seconds.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2.5, 12)
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	hist := func(name, help string) prometheus.Histogram {
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets})
+		m.reg.MustRegister(h)
+		return h
+	}
+	m.publishSeconds = hist("meshchat_broker_publish_seconds", "Time the broker took to accept a message or DM (each attempt, failed ones too).")
+	if n.cfg.Broker == "mesh" {
+		m.requestSeconds = hist("meshchat_mesh_request_seconds", "Round trip of a request to a peer node over its mesh link.")
+		m.takeoverSeconds = hist("meshchat_mesh_takeover_seconds", "Time a takeover of a channel's ownership took.")
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newNodeCollector(n),
+	)
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// nodeCollector turns the parts' counters into metrics at scrape time.
+type nodeCollector struct {
+	n    *Node
+	mesh bool
+}
+
+// The descriptions of what nodeCollector reports. Labels take bounded
+// values only: codes, operations, outcomes, roles; never a room or user.
+var (
+	descInfo          = desc("meshchat_node_info", "Always 1: the node's name and broker.", "node", "broker")
+	descConnections   = desc("meshchat_connections", "Client connections open on this node.")
+	descQueueBytes    = desc("meshchat_queue_bytes", "Bytes waiting in the connections' outbound queues.")
+	descPublished     = desc("meshchat_messages_published_total", "Room messages the broker accepted from this node's clients.")
+	descDMs           = desc("meshchat_dms_total", "Direct messages the broker accepted from this node's clients.")
+	descJoins         = desc("meshchat_joins_total", "Rooms joined by this node's connections.")
+	descDeliveries    = desc("meshchat_deliveries_total", "Message and DM frames handed to this node's connections.")
+	descSlow          = desc("meshchat_slow_consumer_disconnects_total", "Connections closed because they read too slowly (close code 4008).")
+	descRejected      = desc("meshchat_rejected_frames_total", "Client frames answered with an error frame, by error code.", "code")
+	descRateLimited   = desc("meshchat_rate_limited_frames_total", "Client frames dropped for exceeding the rate limit.")
+	descCloses        = desc("meshchat_connections_closed_total", "Connections ended, by WebSocket close code.", "code")
+	descBrokerErrors  = desc("meshchat_broker_errors_total", "Broker calls for a client's frame that failed, by operation.", "op")
+	descLogins        = desc("meshchat_logins_total", "Login attempts, by outcome: ok or the error code.", "outcome")
+	descMembers       = desc("meshchat_cluster_members", "Nodes of the cluster alive in this node's view, this one included.")
+	descHealth        = desc("meshchat_memberlist_health_score", "memberlist's awareness of this node's health: 0 is healthy, higher means missed probes.")
+	descGossip        = desc("meshchat_gossip_problems_total", "Warnings and errors memberlist reported (junk on the gossip port, a node with another key).")
+	descTakeovers     = desc("meshchat_mesh_takeovers_total", "Channels this node took ownership of, continuing an existing stream.")
+	descCreated       = desc("meshchat_mesh_channels_created_total", "Channels this node started a new stream for.")
+	descLinkConnects  = desc("meshchat_mesh_link_connects_total", "Connections this node's links made to peers, reconnects included.")
+	descLinkFailures  = desc("meshchat_mesh_link_dial_failures_total", "Dials to peers that failed.")
+	descLinkDrops     = desc("meshchat_mesh_link_drops_total", "Connections to peers that were lost or cut.")
+	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
+	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
+	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
+	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descChannels, descRetained, descBusy}
+	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
+		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+func newNodeCollector(n *Node) *nodeCollector {
+	return &nodeCollector{n: n, mesh: n.cfg.Broker == "mesh"}
+}
+
+// Describe implements prometheus.Collector.
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range commonDescription {
+		ch <- d
+	}
+	if c.mesh {
+		for _, d := range meshDescriptions {
+			ch <- d
+		}
+	}
+}
+
+// Collect implements prometheus.Collector. The registry serves scrapes
+// only once the node is serving, when every part is set.
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(descInfo, 1, n.name, n.cfg.Broker)
+
+	hs := n.hub.Stats()
+	gauge(descConnections, float64(n.hub.Clients()))
+	gauge(descQueueBytes, float64(n.hub.QueuedBytes()))
+	counter(descPublished, hs.Published)
+	counter(descDMs, hs.DMs)
+	counter(descJoins, hs.Joins)
+	counter(descDeliveries, hs.Deliveries)
+	counter(descSlow, hs.SlowConsumers)
+	counter(descRateLimited, hs.RateLimited)
+	for code, v := range hs.Rejected {
+		counter(descRejected, v, code)
+	}
+	for code, v := range hs.Closes {
+		label := strconv.Itoa(code)
+		if code == chat.OtherClose {
+			label = chat.OtherCode
+		}
+		counter(descCloses, v, label)
+	}
+	for op, v := range hs.BrokerErrors {
+		counter(descBrokerErrors, v, op)
+	}
+	logins := n.web.Stats().Logins
+	if _, ok := logins[web.LoginOK]; !ok {
+		counter(descLogins, 0, web.LoginOK) // the series exists from the start
+	}
+	for outcome, v := range logins {
+		counter(descLogins, v, outcome)
+	}
+
+	gauge(descMembers, float64(len(n.cluster.Alive())))
+	gauge(descHealth, float64(n.cluster.HealthScore()))
+	counter(descGossip, n.cluster.GossipProblems())
+
+	if !c.mesh {
+		return
+	}
+	ms := n.mesh.Stats()
+	counter(descTakeovers, ms.Takeovers)
+	counter(descCreated, ms.Created)
+	counter(descLinkConnects, ms.LinkConnects)
+	counter(descLinkFailures, ms.LinkDialFailures)
+	counter(descLinkDrops, ms.LinkDrops)
+	gauge(descChannels, float64(ms.Owned), "owner")
+	gauge(descChannels, float64(ms.Replicas), "replica")
+	gauge(descRetained, float64(ms.Retained))
+	gauge(descBusy, float64(ms.Busy))
+}

@@ -1,0 +1,64 @@
+package mesh
+
+import (
+	"maps"
+	"slices"
+	"sync/atomic"
+)
+
+// Stats are the broker's counters and sizes, for the node's metrics.
+type Stats struct {
+	// Takeovers counts channels this node took ownership of, continuing
+	// a stream another node or its own replica held; Created, channels it
+	// started (no copy anywhere: a new channel, or one whose every copy
+	// was lost).
+	Takeovers, Created uint64
+	// LinkConnects counts connections this node's links made to peers,
+	// the first ones and every reconnect; LinkDialFailures the dials that
+	// failed; LinkDrops the connections lost or cut.
+	LinkConnects, LinkDialFailures, LinkDrops uint64
+	// Owned and Replicas are the channels this node orders and those it
+	// keeps a replica of as backup; Retained is the publications their
+	// histories retain in memory, both kinds together. Channels busy at
+	// the moment (a takeover holding them) are left out of all three and
+	// counted in Busy.
+	Owned, Replicas, Retained, Busy int
+}
+
+// linkCounters are counted by the links (link.go) and takeovers.
+type linkCounters struct {
+	takeovers, created, connects, dialFailures, drops atomic.Uint64
+}
+
+// Stats returns the broker's counters, and walks the channel states for
+// their sizes, taking each one's lock in turn without waiting for it: a
+// scrape never holds up a publication for long, nor waits for a takeover.
+func (b *Broker) Stats() Stats {
+	st := Stats{
+		Takeovers:        b.counts.takeovers.Load(),
+		Created:          b.counts.created.Load(),
+		LinkConnects:     b.counts.connects.Load(),
+		LinkDialFailures: b.counts.dialFailures.Load(),
+		LinkDrops:        b.counts.drops.Load(),
+	}
+	b.chMu.RLock()
+	states := slices.Collect(maps.Values(b.chans))
+	b.chMu.RUnlock()
+	for _, s := range states {
+		select {
+		case s.lk <- struct{}{}:
+		default:
+			st.Busy++
+			continue
+		}
+		switch {
+		case s.owned:
+			st.Owned++
+		case s.has:
+			st.Replicas++
+		}
+		st.Retained += s.hist.len()
+		s.unlock()
+	}
+	return st
+}
