@@ -108,8 +108,7 @@ func (h *Hub) delete(ctx context.Context, c *Client, name, id, ref string) *fram
 	if j == nil {
 		return errf(CodeNotJoined, "join the room before deleting in it")
 	}
-	admin := h.isAdmin != nil && h.isAdmin(c.user)
-	pub, ev, fe := h.deleteMessage(ctx, c, name, id, c.user, admin, ref)
+	pub, ev, fe := h.deleteMessage(ctx, c, name, id, c.user, h.isAdmin(c.user), ref)
 	if fe != nil {
 		return fe
 	}

@@ -231,7 +231,7 @@ func (c *Client) Handle(ctx context.Context, data []byte) error {
 	h := c.hub
 	switch f.Type {
 	case typeJoin:
-		err = h.join(ctx, c, f.Room, f.After)
+		err = h.joinFrame(ctx, c, f.Room, f.After, f.Private)
 	case typeLeave:
 		err = h.leave(ctx, c, f.Room)
 	case typeSend:
@@ -244,6 +244,8 @@ func (c *Client) Handle(ctx context.Context, data []byte) error {
 		err = h.delete(ctx, c, f.Room, f.ID, f.Ref)
 	case typeDMs:
 		err = h.dmHistory(ctx, c, f.After)
+	case typeInvite, typeRemove:
+		err = h.member(ctx, c, f.Type == typeInvite, f.Room, f.User, f.Ref)
 	case typePing:
 		c.enqueue(pongFrame(f.Ref))
 	}

@@ -50,13 +50,17 @@ const (
 	// CodeTooLarge: the WebSocket frame exceeded the server's frame limit
 	// (sent by package web, which reads the frames).
 	CodeTooLarge = "too_large"
-	// CodeForbidden: the user may not do this (delete another user's
-	// message without being an admin).
-	CodeForbidden = "forbidden"
-	// CodeNotFound: the message is not in the room's retained history.
-	CodeNotFound = "not_found"
 	// CodeInternal: an unexpected server error.
 	CodeInternal = "internal"
+	// CodeForbidden: the user may not do that (a private room they are
+	// not a member of; invite or remove without being the owner; delete
+	// another user's message without being an admin).
+	CodeForbidden = "forbidden"
+	// CodeNotFound: no such private room; a delete of a message that is
+	// not in the room's retained history.
+	CodeNotFound = "not_found"
+	// CodeRoomExists: a room with messages cannot be made private.
+	CodeRoomExists = "room_exists"
 )
 
 // WebSocket close codes the server uses. A client reconnects on all of
@@ -79,6 +83,9 @@ const (
 	CloseDisconnected = 4002
 	// CloseBanned: the user was banned; logging in again fails too.
 	CloseBanned = 4003
+	// CloseRemoved: the user was removed from a private room the
+	// connection was in; it reconnects, and that room refuses it.
+	CloseRemoved = 4004
 	// CloseSlowConsumer: the client did not read fast enough and its
 	// outbound queue overflowed; reconnect and resume with join "after".
 	CloseSlowConsumer = 4008

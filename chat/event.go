@@ -20,6 +20,10 @@ const (
 	// whichever node (the server API's DisconnectUser); ephemeral, on
 	// u:<user>, to which every connection of the user is subscribed.
 	kindDisconnect = "x"
+	// kindInvited tells a user, on all their connections, that User
+	// invited them (To) into the private room Text; ephemeral, on
+	// u:<to>.
+	kindInvited = "v"
 )
 
 // Channel prefixes. The hub owns "r:" and "u:"; "s:" channels belong to

@@ -18,6 +18,8 @@ const (
 	typeDelete = "delete"
 	typeDMs    = "dms"  // extension: DM inbox resume
 	typePing   = "ping" // extension: application-level keepalive
+	typeInvite = "invite"
+	typeRemove = "remove"
 )
 
 // MaxRefBytes bounds a frame's ref: it is echoed back and becomes part of
@@ -35,7 +37,13 @@ type inFrame struct {
 	Text  string `json:"text"`
 	To    string `json:"to"`
 	Ref   string `json:"ref"`
-	ID    string `json:"id"` // delete: the message
+	// Private, on a join, creates the room as a private one when it
+	// does not exist yet.
+	Private bool `json:"private"`
+	// User is the member an invite or remove frame names.
+	User string `json:"user"`
+	// ID is the message a delete frame names.
+	ID string `json:"id"`
 }
 
 // decodeFrame parses and validates one client frame. On failure it still
@@ -94,6 +102,13 @@ func decodeFrame(data []byte, maxText int) (inFrame, *frameError) {
 		}
 		if f.ID == "" {
 			return f, errf(CodeBadFrame, "frame has no message id")
+		}
+	case typeInvite, typeRemove:
+		if !ValidName(f.Room) {
+			return f, errf(CodeBadRoom, "invalid room name")
+		}
+		if !ValidName(f.User) {
+			return f, errf(CodeBadName, "invalid user name")
 		}
 	case typeDMs:
 		if len(f.After) > maxAfterBytes {
@@ -355,6 +370,11 @@ func welcomeFrame(user, node string, nodes []string) []byte {
 }
 
 func joinedFrame(room string, members []string, history [][]byte, recovered bool) []byte {
+	return joinedFrameOf(room, members, history, recovered, false)
+}
+
+// joinedFrameOf is joinedFrame with "private":true for a private room.
+func joinedFrameOf(room string, members []string, history [][]byte, recovered, private bool) []byte {
 	n := 96 + len(room)
 	for _, h := range history {
 		n += len(h) + 1
@@ -370,6 +390,9 @@ func joinedFrame(room string, members []string, history [][]byte, recovered bool
 	b = appendHistory(b, history)
 	b = append(b, `,"recovered":`...)
 	b = strconv.AppendBool(b, recovered)
+	if private {
+		b = append(b, `,"private":true`...)
+	}
 	return append(b, '}')
 }
 

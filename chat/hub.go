@@ -76,9 +76,12 @@ type Config struct {
 	// (store.Revocations): Connect closes a connection whose session it
 	// reports revoked. Nil means no session is ever revoked.
 	Revocations Revocations
-	// IsAdmin reports whether user holds the admin role (--admins): an
-	// admin may delete any message, others only their own. Nil means
-	// nobody is an admin.
+	// Rooms is the cluster's record of private rooms (store.Rooms). Nil
+	// means every room is public.
+	Rooms RoomAccess
+	// IsAdmin reports whether user holds the admin role: admins may
+	// join any private room and invite or remove its members, and
+	// delete any message. Nil means nobody does.
 	IsAdmin func(user string) bool
 	// System receives the publications on "s:" channels, where the
 	// node's own tables (logouts, accounts) live. Nil drops them.
@@ -131,7 +134,8 @@ type Hub struct {
 
 	revocations Revocations       // or nil
 	system      transport.Handler // or nil
-	isAdmin     func(string) bool // or nil
+	rooms       RoomAccess        // or nil
+	admin       func(string) bool // or nil
 
 	stats          counters
 	publishSeconds transport.Observer // or nil
@@ -173,7 +177,8 @@ func New(cfg Config) (*Hub, error) {
 		nodes:          cfg.Nodes,
 		revocations:    cfg.Revocations,
 		system:         cfg.System,
-		isAdmin:        cfg.IsAdmin,
+		rooms:          cfg.Rooms,
+		admin:          cfg.IsAdmin,
 		queueBytes:     orDefault(cfg.QueueBytes, DefaultQueueBytes),
 		maxText:        orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
 		page:           orDefault(cfg.HistoryPage, DefaultHistoryPage),

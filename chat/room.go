@@ -155,6 +155,12 @@ func (r *room) deliver(h *Hub, ev event, pub transport.Publication) {
 		if r.kind == roomKindInbox {
 			r.disconnectAll()
 		}
+	case kindInvited:
+		if r.kind == roomKindInbox && ValidName(ev.Text) && ValidName(ev.User) {
+			r.mu.Lock()
+			r.broadcastLocked(h, invitationFrame(ev.Text, ev.User), nil)
+			r.mu.Unlock()
+		}
 	case kindPresence:
 		// This node's own users are tracked from local connections; its
 		// own notices may lag behind them and are ignored.
@@ -347,8 +353,9 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 			c.rooms = make(map[string]*joined, 1)
 		}
 		c.rooms[name] = j
+		private := h.isPrivate(name)
 		if err := h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
-			return joinedFrame(name, members, hist, rec)
+			return joinedFrameOf(name, members, hist, rec, private)
 		}, true); err != nil {
 			cctx, cancel := cleanupCtx(ctx)
 			h.leaveRoom(cctx, c, r)
@@ -364,8 +371,9 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 	m.pending = true
 	members := r.onlineUsers()
 	r.mu.Unlock()
+	private := h.isPrivate(name)
 	return h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
-		return joinedFrame(name, members, hist, rec)
+		return joinedFrameOf(name, members, hist, rec, private)
 	}, false)
 }
 

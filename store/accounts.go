@@ -64,6 +64,11 @@ type AccountsConfig struct {
 	Broker transport.Broker
 	// HistoryMaxAge, SnapshotEvery and SnapshotInterval are as in
 	// RevocationConfig.
+	// HistorySize is the broker's per-channel retention (--history):
+	// snapshots come at least every HistorySize/4 entries, so that a
+	// small retention never drops what the last snapshot lacks. 0 means
+	// unknown (SnapshotEvery alone decides).
+	HistorySize      int
 	HistoryMaxAge    time.Duration
 	SnapshotEvery    int
 	SnapshotInterval time.Duration
@@ -109,7 +114,7 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 	if cfg.Broker == nil {
 		return nil, ErrAccountsNoBroker
 	}
-	if cfg.HistoryMaxAge < 0 || cfg.SnapshotEvery < 0 || cfg.SnapshotInterval < 0 || cfg.MaxAccounts < 0 {
+	if cfg.HistoryMaxAge < 0 || cfg.HistorySize < 0 || cfg.SnapshotEvery < 0 || cfg.SnapshotInterval < 0 || cfg.MaxAccounts < 0 {
 		return nil, ErrAccountsNegative
 	}
 	a := &Accounts{
@@ -124,6 +129,7 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 		node:     cfg.Node,
 		broker:   cfg.Broker,
 		every:    cfg.SnapshotEvery,
+		retained: cfg.HistorySize,
 		interval: cfg.SnapshotInterval,
 		maxAge:   cfg.HistoryMaxAge,
 		log:      cfg.Logger,

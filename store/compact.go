@@ -50,6 +50,10 @@ type logEvent struct {
 	// Accounts (s:accounts).
 	Account  *Account  `json:"a,omitempty"`  // the change, or the claim
 	Accounts []Account `json:"al,omitempty"` // snapshot part
+
+	// Private rooms (s:rooms).
+	Room  *PrivateRoom  `json:"rm,omitempty"` // the change, or the claim
+	Rooms []PrivateRoom `json:"rl,omitempty"` // snapshot part
 }
 
 func (e *logEvent) marshal() []byte {
@@ -94,6 +98,7 @@ type logConfig struct {
 	node     string
 	broker   transport.Broker
 	every    int
+	retained int // the broker's per-channel retention, 0 if unknown
 	interval time.Duration
 	maxAge   time.Duration
 	log      *slog.Logger
@@ -144,6 +149,11 @@ type compactLog struct {
 func newCompactLog(cfg logConfig, state tableState) *compactLog {
 	if cfg.every == 0 {
 		cfg.every = DefaultSnapshotEvery
+	}
+	if cfg.retained > 0 {
+		// A snapshot and the entries since the one before it must fit
+		// in what the channel retains, whatever --history says.
+		cfg.every = min(cfg.every, max(1, cfg.retained/4))
 	}
 	if cfg.interval == 0 {
 		cfg.interval = DefaultSnapshotInterval

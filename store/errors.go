@@ -52,3 +52,37 @@ var (
 	// ErrDisplayTooLong: a display name over MaxDisplayBytes.
 	ErrDisplayTooLong = errors.New("store: display name too long")
 )
+
+// Errors of the private rooms.
+var (
+	// ErrRoomsNoNode is returned by NewRooms without RoomsConfig.Node.
+	ErrRoomsNoNode = errors.New("store: rooms: no node name")
+	// ErrRoomsNoBroker is returned by NewRooms without RoomsConfig.Broker.
+	ErrRoomsNoBroker = errors.New("store: rooms: no broker")
+	// ErrRoomsNegative is returned by NewRooms when a size or duration in
+	// RoomsConfig is negative.
+	ErrRoomsNegative = errors.New("store: rooms: negative size or duration in config")
+	// ErrRoomsStarted is returned by a second call to Rooms.Start.
+	ErrRoomsStarted = errors.New("store: rooms already started")
+	// ErrRoomsLoading: the node has not loaded the private rooms yet.
+	ErrRoomsLoading = &CodedError{"unavailable", "private rooms are still loading; retry shortly"}
+	// ErrRoomsFull: too many private rooms, or members in one.
+	ErrRoomsFull = &CodedError{"too_many_rooms", "too many private rooms, or members in this one"}
+	// ErrRoomTaken: the room is private already.
+	ErrRoomTaken = &CodedError{"room_exists", "a private room of this name exists"}
+	// ErrNoRoom: no private room of that name.
+	ErrNoRoom = &CodedError{"not_found", "no private room of this name"}
+	// ErrRemoveOwner: a room's owner cannot be removed from it.
+	ErrRemoveOwner = &CodedError{"forbidden", "the owner stays in the room"}
+)
+
+// CodedError is an error clients may see, with the stable code of the
+// error frame or JSON error that reports it.
+type CodedError struct {
+	code, message string
+}
+
+func (e *CodedError) Error() string { return e.message }
+
+// Code is the error's stable code.
+func (e *CodedError) Code() string { return e.code }

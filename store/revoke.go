@@ -47,6 +47,11 @@ type RevocationConfig struct {
 	// HistoryMaxAge is the broker's age limit on retained publications
 	// (--history-age), 0 for none. Snapshots are republished at least
 	// every HistoryMaxAge/2 so that a logout outlives it.
+	// HistorySize is the broker's per-channel retention (--history):
+	// snapshots come at least every HistorySize/4 entries, so that a
+	// small retention never drops what the last snapshot lacks. 0 means
+	// unknown (SnapshotEvery alone decides).
+	HistorySize   int
 	HistoryMaxAge time.Duration
 	// SnapshotEvery is K: after K revocations since the last snapshot,
 	// the node that published the K-th publishes a snapshot of every
@@ -93,7 +98,7 @@ func NewRevocations(cfg RevocationConfig) (*Revocations, error) {
 	if cfg.Broker == nil {
 		return nil, ErrRevocationsNoBroker
 	}
-	if cfg.HistoryMaxAge < 0 || cfg.SnapshotEvery < 0 || cfg.SnapshotInterval < 0 || cfg.MaxRevocations < 0 {
+	if cfg.HistoryMaxAge < 0 || cfg.HistorySize < 0 || cfg.SnapshotEvery < 0 || cfg.SnapshotInterval < 0 || cfg.MaxRevocations < 0 {
 		return nil, ErrRevocationsNegative
 	}
 	rv := &Revocations{
@@ -107,6 +112,7 @@ func NewRevocations(cfg RevocationConfig) (*Revocations, error) {
 		node:     cfg.Node,
 		broker:   cfg.Broker,
 		every:    cfg.SnapshotEvery,
+		retained: cfg.HistorySize,
 		interval: cfg.SnapshotInterval,
 		maxAge:   cfg.HistoryMaxAge,
 		log:      cfg.Logger,

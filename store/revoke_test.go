@@ -350,3 +350,27 @@ func (n *revNode) insert(id string, until int64) {
 	defer n.log.mu.Unlock()
 	n.insertLocked(id, until, n.log.now())
 }
+
+// With a retention below the default snapshot cadence (--history 20 and
+// no explicit SnapshotEvery), a node started later still knows every
+// logout: snapshots come often enough for what the channel keeps.
+func TestRevocationsFollowSmallRetention(t *testing.T) {
+	const retained = 20
+	net := inproc.NewNetwork()
+	small := func(c *RevocationConfig) { c.HistorySize = retained }
+	n1 := startRevocations(t, smallBroker(t, net, "n1", retained), "n1", small)
+	brokertest.Eventually(t, "loaded", n1.Loaded)
+	ctx := context.Background()
+	for i := range 200 {
+		if err := n1.Revoke(ctx, fmt.Sprintf("s%d", i), time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n2 := startRevocations(t, smallBroker(t, net, "n2", retained), "n2", small)
+	brokertest.Eventually(t, "n2 loaded", n2.Loaded)
+	for i := range 200 {
+		if !n2.Revoked(fmt.Sprintf("s%d", i)) {
+			t.Fatalf("a node started later forgot logout s%d of 200 (retention %d)", i, retained)
+		}
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net/http"
@@ -285,38 +284,21 @@ func TestOpenModeHasNoRegistration(t *testing.T) {
 	}
 }
 
-func signHS256(t *testing.T, key []byte, claims map[string]any) string {
-	t.Helper()
-	return signJWT(t, "HS256", claims, func(signed []byte) []byte {
-		mac := hmac.New(sha256.New, key)
-		mac.Write(signed)
-		return mac.Sum(nil)
-	})
-}
-
-func signJWT(t *testing.T, alg string, claims map[string]any, sign func([]byte) []byte) string {
-	t.Helper()
-	h, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT"})
-	p, _ := json.Marshal(claims)
-	s := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(p)
-	return s + "." + base64.RawURLEncoding.EncodeToString(sign([]byte(s)))
-}
-
 func TestJWTLogin(t *testing.T) {
 	key := []byte("the app's signing key")
 	e := newEnv(t, envOpts{web: func(c *Config) { c.Auth = AuthJWT; c.JWTKey = JWTKey{HMAC: key} }})
 	exp := time.Now().Add(time.Hour).Unix()
-	good := signHS256(t, key, map[string]any{"sub": "alice", "exp": exp, "name": "Alice"})
+	good := webtest.SignHS256(key, map[string]any{"sub": "alice", "exp": exp, "name": "Alice"})
 	var a loginAnswer
 	c := newClient(t)
 	if resp := e.do(c, "POST", "/api/login", fmt.Sprintf(`{"token":%q}`, good), nil, &a); resp.StatusCode != 200 || a.User != "alice" {
 		t.Fatalf("login with a good token: %d %+v", resp.StatusCode, a)
 	}
 	for name, tok := range map[string]string{
-		"expired":     signHS256(t, key, map[string]any{"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix()}),
-		"other key":   signHS256(t, []byte("another key"), map[string]any{"sub": "alice", "exp": exp}),
-		"no exp":      signHS256(t, key, map[string]any{"sub": "alice"}),
-		"alg none":    signJWT(t, "none", map[string]any{"sub": "alice", "exp": exp}, func([]byte) []byte { return nil }),
+		"expired":     webtest.SignHS256(key, map[string]any{"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix()}),
+		"other key":   webtest.SignHS256([]byte("another key"), map[string]any{"sub": "alice", "exp": exp}),
+		"no exp":      webtest.SignHS256(key, map[string]any{"sub": "alice"}),
+		"alg none":    webtest.SignJWT("none", map[string]any{"sub": "alice", "exp": exp}, func([]byte) []byte { return nil }),
 		"not a token": "abc",
 		"name only":   "",
 	} {
@@ -334,7 +316,7 @@ func TestJWTLogin(t *testing.T) {
 		t.Fatalf("welcome %+v", f)
 	}
 	// A token skewed a little past exp still works; much more does not.
-	skewed := signHS256(t, key, map[string]any{"sub": "bob", "exp": time.Now().Add(-10 * time.Second).Unix()})
+	skewed := webtest.SignHS256(key, map[string]any{"sub": "bob", "exp": time.Now().Add(-10 * time.Second).Unix()})
 	if st, _ := e.errCode(newClient(t), "/api/login", fmt.Sprintf(`{"token":%q}`, skewed)); st != 200 {
 		t.Fatalf("token 10s past exp: %d, want 200 (clock skew)", st)
 	}
@@ -352,12 +334,12 @@ func TestJWTPublicKeys(t *testing.T) {
 		}
 		return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	}
-	rs := signJWT(t, "RS256", claims, func(b []byte) []byte {
+	rs := webtest.SignJWT("RS256", claims, func(b []byte) []byte {
 		d := sha256.Sum256(b)
 		s, _ := rsa.SignPKCS1v15(rand.Reader, rk, crypto.SHA256, d[:])
 		return s
 	})
-	es := signJWT(t, "ES256", claims, func(b []byte) []byte {
+	es := webtest.SignJWT("ES256", claims, func(b []byte) []byte {
 		d := sha256.Sum256(b)
 		r, s, _ := ecdsa.Sign(rand.Reader, ek, d[:])
 		out := make([]byte, 64)
@@ -385,7 +367,7 @@ func TestJWTPublicKeys(t *testing.T) {
 		{"ES256 token, RSA key", es, rsaKey, false},
 		// Algorithm confusion: an HS256 token keyed with the public key's
 		// PEM must not pass a public key.
-		{"HS256 with the PEM as secret", signHS256(t, []byte(pemOf(&rk.PublicKey)), claims), rsaKey, false},
+		{"HS256 with the PEM as secret", webtest.SignHS256([]byte(pemOf(&rk.PublicKey)), claims), rsaKey, false},
 	} {
 		_, err := verifyJWT(c.tok, c.key, now)
 		if (err == nil) != c.ok {

@@ -468,7 +468,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	}
 	host := origin[strings.Index(origin, "://")+3:]
 	if host == stripDefaultPort(strings.ToLower(r.Host)) {
-		return true
+		return s.hostKnown(host)
 	}
 	// A proxy in front says which host the browser talked to; a browser
 	// page cannot set this header itself.
@@ -484,6 +484,36 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	if s.cfg.Members != nil {
 		for _, m := range s.cfg.Members.Members() {
 			if n, ok := normalizeOrigin(m.HTTP); ok && n == origin {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hostKnown reports whether a request's own host (as the Origin check
+// compares it) is one this node answers to: an IP address (which DNS
+// cannot rebind), localhost, a cluster member's advertised host, or the
+// host of an allowed origin (--origins). DNS rebinding makes a browser
+// send an attacker's name both in Host and in the page's Origin, so a
+// match between the two proves nothing by itself.
+func (s *Server) hostKnown(host string) bool {
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	name = strings.Trim(name, "[]")
+	if net.ParseIP(name) != nil || name == "localhost" {
+		return true
+	}
+	for o := range s.allowed {
+		if strings.HasSuffix(o, "://"+host) {
+			return true
+		}
+	}
+	if s.cfg.Members != nil {
+		for _, m := range s.cfg.Members.Members() {
+			if n, ok := normalizeOrigin(m.HTTP); ok && strings.HasSuffix(n, "://"+host) {
 				return true
 			}
 		}

@@ -724,3 +724,37 @@ func TestKeepalive(t *testing.T) {
 func sendText(text string) string {
 	return fmt.Sprintf(`{"type":"send","room":"general","text":"%s"}`, text)
 }
+
+// DNS rebinding: a page on an attacker's name, rebound to the node's
+// address, sends that name as Host and as Origin. The two matching proves
+// nothing: the Host must be one the node answers to.
+func TestOriginRefusesReboundHost(t *testing.T) {
+	e := newEnv(t, envOpts{web: func(c *Config) { c.AllowedOrigins = []string{"http://chat.example.com"} }})
+	for _, tt := range []struct {
+		host string
+		ok   bool
+	}{
+		{"rebind.example", false},
+		{"rebind.example:8080", false},
+		{"chat.example.com", true},
+		{"localhost", true},
+		{"127.0.0.1", true},
+		{"[::1]:8080", true},
+	} {
+		req, err := http.NewRequest("POST", e.ts.URL+"/api/login", strings.NewReader(`{"name":"x"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tt.host
+		req.Header.Set("Origin", "http://"+tt.host)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if (resp.StatusCode == 200) != tt.ok {
+			t.Errorf("Host and Origin %s: %d, want ok=%v", tt.host, resp.StatusCode, tt.ok)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,6 +227,16 @@ func TestBrowserChat(t *testing.T) {
 	bob := newBrowser(t, exe)
 	aliceErrs, bobErrs := watchErrors(t, alice), watchErrors(t, bob)
 
+	// Open mode says so, and asks for a name only.
+	do(t, alice, "open the app", chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="open-banner"]`)))
+	if banner := eval[string](t, alice, `document.querySelector('[data-testid="open-banner"]').textContent`); !strings.Contains(banner, "anyone can sign in as any name") {
+		t.Errorf("open-mode banner = %q", banner)
+	}
+	if asked := eval[bool](t, alice, `!document.querySelector('[data-testid="login-password"]').closest('[hidden]') ||
+		!document.querySelector('[data-testid="auth-tabs"], #auth-tabs').hidden`); asked {
+		t.Error("open mode asks for a password or offers accounts")
+	}
 	login(t, alice, base, "alice")
 	login(t, bob, base, "bob")
 	joinRoom(t, alice, "general")

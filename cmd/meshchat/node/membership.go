@@ -42,8 +42,8 @@ func (n *Node) Ready(ctx context.Context) error {
 	if !n.revoked.Loaded() {
 		return fmt.Errorf("%w: logouts not yet loaded", ErrNotReady)
 	}
-	if !n.accounts.Loaded() {
-		return fmt.Errorf("%w: accounts not yet loaded", ErrNotReady)
+	if !n.accounts.Loaded() || !n.rooms.Loaded() {
+		return fmt.Errorf("%w: accounts or private rooms not yet loaded", ErrNotReady)
 	}
 	// Only a starting node waits for its first view to be applied: later
 	// membership changes leave every node briefly behind gossip, and

@@ -25,6 +25,7 @@ var (
 	_ chat.Revocations = (*store.Revocations)(nil)
 	_ web.Revocations  = (*store.Revocations)(nil)
 	_ web.Accounts     = (*store.Accounts)(nil)
+	_ chat.RoomAccess  = (*store.Rooms)(nil)
 )
 
 // Node is one running meshchat node: gossip membership, a broker (mesh or
@@ -53,6 +54,7 @@ type Node struct {
 	history  *mesh.Bolt         // on-disk history log (--data, mesh only), or nil
 	revoked  *store.Revocations // logged-out sessions, cluster-wide
 	accounts *store.Accounts    // accounts and bans, cluster-wide
+	rooms    *store.Rooms       // private rooms, cluster-wide
 	hub      *chat.Hub
 	sessions sessions.Store
 	web      *web.Server

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -51,6 +52,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.newBroker,      // mesh (with its --data log) or redis
 		n.newRevocations, // logouts, on the broker
 		n.newAccounts,    // accounts and bans, on the broker
+		n.newRooms,       // private rooms, on the broker
 		n.newHub,         // the chat domain on the broker
 		n.newSessions,    // cookie or Redis session store
 		n.newWeb,         // HTTP API, WebSocket, UI
@@ -229,6 +231,7 @@ func (n *Node) newRevocations(context.Context) error {
 		Node:   n.name,
 		Broker: n.broker,
 		// Logout snapshots must come more often than history expires.
+		HistorySize:   n.cfg.History,
 		HistoryMaxAge: n.cfg.HistoryAge,
 		Logger:        n.log,
 	})
@@ -240,6 +243,7 @@ func (n *Node) newAccounts(context.Context) error {
 	n.accounts, err = store.NewAccounts(store.AccountsConfig{
 		Node:          n.name,
 		Broker:        n.broker,
+		HistorySize:   n.cfg.History,
 		HistoryMaxAge: n.cfg.HistoryAge,
 		MaxAccounts:   n.cfg.MaxAccounts,
 		Password:      n.cfg.PasswordParams,
@@ -253,6 +257,21 @@ func (n *Node) newAccounts(context.Context) error {
 	}
 	return err
 }
+
+func (n *Node) newRooms(context.Context) error {
+	var err error
+	n.rooms, err = store.NewRooms(store.RoomsConfig{
+		Node:          n.name,
+		Broker:        n.broker,
+		HistorySize:   n.cfg.History,
+		HistoryMaxAge: n.cfg.HistoryAge,
+		Logger:        n.log,
+	})
+	return err
+}
+
+// isAdmin reports whether user was named by --admins.
+func (n *Node) isAdmin(user string) bool { return slices.Contains(n.cfg.Admins, user) }
 
 // disconnectUser ends a user's connections on this node when the
 // accounts say so: banned, or logged out everywhere.
@@ -273,21 +292,13 @@ func (n *Node) newHub(context.Context) error {
 		QueueBytes:     n.cfg.QueueBytes,
 		RateLimit:      n.cfg.RateLimit,
 		Revocations:    n.revoked,
-		IsAdmin:        isAdmin(n.cfg.Admins),
-		System:         systemTables{n.revoked, n.accounts},
+		System:         systemTables{n.revoked, n.accounts, n.rooms},
+		Rooms:          n.rooms,
+		IsAdmin:        n.isAdmin,
 		PublishSeconds: n.metrics.publishSeconds,
 		Logger:         n.log,
 	})
 	return err
-}
-
-// isAdmin reports whether a user is one of admins (--admins).
-func isAdmin(admins []string) func(user string) bool {
-	set := make(map[string]bool, len(admins))
-	for _, a := range admins {
-		set[a] = true
-	}
-	return func(user string) bool { return set[user] }
 }
 
 // systemTables hands the publications on "s:" channels to each of the
@@ -365,7 +376,10 @@ func (n *Node) joinCluster(ctx context.Context) error {
 	if err := n.revoked.Start(ctx, n.hub.DisconnectSession); err != nil {
 		return err
 	}
-	return n.accounts.Start(ctx, n.disconnectUser)
+	if err := n.accounts.Start(ctx, n.disconnectUser); err != nil {
+		return err
+	}
+	return n.rooms.Start(ctx, n.hub.RemovedFromRoom)
 }
 
 // serveMetrics serves the metrics on --metrics-addr, once every part

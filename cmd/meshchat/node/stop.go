@@ -78,6 +78,9 @@ func (n *Node) stop(ctx context.Context, graceful bool) error {
 	if n.accounts != nil {
 		step("accounts shutdown", func() error { return n.accounts.Shutdown(ctx) })
 	}
+	if n.rooms != nil {
+		step("rooms shutdown", func() error { return n.rooms.Shutdown(ctx) })
+	}
 	if graceful && n.cluster != nil && n.cluster.BindAddr() != "" {
 		step("cluster leave", func() error {
 			lctx, cancel := context.WithTimeout(ctx, 3*time.Second)

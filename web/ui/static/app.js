@@ -1,5 +1,7 @@
-// The meshchat web app's view: the login form, and the page that shows the
-// conversations model.js keeps (rooms, direct messages, members, typing).
+// The meshchat web app's view: signing in (the form the node's auth mode
+// asks for: accounts, open names, or an app's token), and the page that
+// shows the conversations model.js keeps (rooms, direct messages, members,
+// typing), with the account menu and, for admins, bans.
 // It renders the model, redrawing what each change names, and turns the
 // page's events into the model's actions; the state lives in the model and
 // all protocol work in meshchat.js. User-supplied text only ever reaches
@@ -7,10 +9,11 @@
 // through HTML parsing.
 
 import { State } from "/meshchat.js";
-import { Conversations, NAME_RE } from "/model.js";
+import { Conversations, NAME_RE, authErrorText, newPasswordProblem, tokenFromHash } from "/model.js";
 
 const GROUP_MS = 5 * 60 * 1000; // consecutive messages closer than this share a header
 const OFFLINE_AFTER = 3; // failed reconnect attempts before the badge says offline
+const CONFIRM_MS = 5000; // how long a "Ban" button waits for its confirming click
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,13 +57,20 @@ const saved = {
   },
 };
 
+// api calls the node's HTTP API. It never throws: an unreachable node is
+// an answer without a status, which authErrorText describes.
 async function api(method, path, body) {
   const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" };
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
   }
-  const res = await fetch(path, opts);
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch {
+    return { status: 0, ok: false, data: null, retryAfter: null };
+  }
   let data = null;
   if (res.status !== 204) {
     try {
@@ -69,11 +79,7 @@ async function api(method, path, body) {
       data = null;
     }
   }
-  return { status: res.status, ok: res.ok, data };
-}
-
-function errorText(data, fallback) {
-  return (data && data.error && (data.error.message || data.error.code)) || fallback;
+  return { status: res.status, ok: res.ok, data, retryAfter: res.headers.get("Retry-After") };
 }
 
 function hue(name) {
@@ -111,11 +117,18 @@ function toast(text) {
 // ChatView: the page while a user is logged in.
 
 class ChatView {
-  constructor(user, token) {
+  // admin is true or false when known, undefined when /api/me is to say.
+  constructor(user, token, admin) {
     this.me = user;
     this.typingTimer = null;
+    this.admin = false;
+    this.confirmBan = ""; // the member whose Ban button asks for a confirming click
+    this.confirmTimer = null;
 
     $("me-name").textContent = user;
+    $("menu-name").textContent = user;
+    $("password-user").value = user;
+    $("change-password-button").hidden = authMode !== "password";
     $("me-avatar").replaceChildren(avatar(user, "avatar avatar-sm"));
     $("me-node").textContent = "";
     // Until the DM inbox has come (dm_history), the DM list may be short.
@@ -126,24 +139,70 @@ class ChatView {
       token,
       store: saved,
       hidden: document.hidden,
+      admin: admin === true,
       onChange: (ch) => this.onChange(ch),
     });
+    this.setAdmin(admin === true);
     this.renderLists();
     this.renderConversation();
     closeDrawers();
     this.model.start();
-    // An admin may delete any message; only /api/me says who is one.
-    api("GET", "/api/me").then(
-      (res) => {
-        if (res.ok && res.data && this.model) this.model.setAdmin(res.data.admin === true);
-      },
-      () => {},
-    );
+    if (admin === undefined) this.askAdmin();
   }
 
   stop() {
     this.model.stop();
     clearTimeout(this.typingTimer);
+    clearTimeout(this.confirmTimer);
+  }
+
+  // askAdmin learns from /api/me whether the user holds the admin role
+  // (a login's answer does not say).
+  async askAdmin() {
+    const res = await api("GET", "/api/me");
+    if (view === this && res.ok && res.data && res.data.user === this.me) this.setAdmin(res.data.admin === true);
+  }
+
+  setAdmin(admin) {
+    this.admin = admin;
+    // Who may delete which message follows (the model's "admin" change).
+    this.model.setAdmin(admin);
+    $("admin-box").hidden = !admin;
+    $("menu-admin").hidden = !admin;
+    const c = this.model.open();
+    if (c) this.renderMembers(c);
+  }
+
+  // ban bans (or unbans) user, and says how it went in the admin box and
+  // a toast.
+  async ban(user, ban = true) {
+    const res = await api("POST", ban ? "/api/admin/ban" : "/api/admin/unban", { user });
+    const text = res.ok ? `${user} is ${ban ? "banned" : "no longer banned"}.` : authErrorText(res, "admin");
+    if (view !== this) return;
+    $("admin-status").textContent = text;
+    $("admin-status").classList.toggle("form-error", !res.ok);
+    toast(text);
+  }
+
+  // banClicked asks for a second click before banning user: a ban closes
+  // every connection they have at once.
+  banClicked(user) {
+    clearTimeout(this.confirmTimer);
+    if (this.confirmBan === user) {
+      this.confirmBan = "";
+      this.ban(user);
+    } else {
+      this.confirmBan = user;
+      this.confirmTimer = setTimeout(() => {
+        this.confirmBan = "";
+        const c = this.model.open();
+        if (c) this.renderMembers(c);
+      }, CONFIRM_MS);
+    }
+    const c = this.model.open();
+    if (c) this.renderMembers(c);
+    const again = document.querySelector(`#member-list li[data-user="${CSS.escape(user)}"] .ban-button`);
+    if (again) again.focus();
   }
 
   // ---- user actions ----
@@ -190,7 +249,7 @@ class ChatView {
         const node = this.findPendingNode(ch.item.ref);
         if (node) node.replaceWith(this.itemNode(ch.item, null));
         const { err } = ch;
-        if (err && err.code !== "closed" && err.code !== "logged_out") toast(`Message not sent: ${ch.item.failed}`);
+        if (err && !["closed", "logged_out", "banned"].includes(err.code)) toast(`Message not sent: ${ch.item.failed}`);
         break;
       }
       case "members":
@@ -241,6 +300,7 @@ class ChatView {
     const live = state === State.CONNECTED;
     document.body.classList.toggle("disconnected", !live);
     if (state === State.LOGGED_OUT) endSession("Your session has ended. Please sign in again.");
+    else if (state === State.BANNED) endSession("This account is banned.");
   }
 
   renderLists() {
@@ -440,12 +500,20 @@ class ChatView {
         title: `Message ${user}`,
         onclick: () => this.pick((m) => m.openDm(user)),
       }, label);
+      const confirming = this.confirmBan === user;
+      const ban = this.admin && !self ? el("button", {
+        type: "button",
+        class: confirming ? "ban-button danger confirming" : "ban-button",
+        "data-testid": "ban-button",
+        "aria-label": confirming ? `Confirm: ban ${user}` : `Ban ${user}`,
+        onclick: () => this.banClicked(user),
+      }, confirming ? "Confirm" : "Ban") : null;
       return el("li", {
         "data-testid": "member",
         "data-user": user,
         "data-online": online ? "true" : "false",
         class: online ? "online" : "offline",
-      }, content);
+      }, content, ban);
     });
     $("member-list").replaceChildren(...items);
   }
@@ -466,17 +534,66 @@ class ChatView {
 }
 
 // ---------------------------------------------------------------------------
-// The page: login, the drawers, and wiring the forms and buttons.
+// The page: signing in, the drawers and the account menu, and wiring the
+// forms and buttons.
 
 let view = null;
+// authMode is how the node signs users in (GET /api/auth): "password"
+// (accounts), "open" (any name) or "jwt" (the host app's tokens).
+let authMode = "password";
+// registering: in password mode, the form creates an account.
+let registering = false;
+
+const LOGIN_HELP = {
+  password: "Sign in with your name and password.",
+  register: "Names: 1–32 letters, digits, _, . or -. Passwords: at least 8 characters.",
+  open: "Pick a name to chat with: 1–32 letters, digits, _, . or -.",
+};
+
+// renderLogin shapes the login view for authMode and the tab chosen.
+function renderLogin() {
+  const password = authMode === "password";
+  const reg = password && registering;
+  $("open-banner").hidden = authMode !== "open";
+  $("auth-tabs").hidden = !password;
+  $("login-form").hidden = authMode === "jwt";
+  $("jwt-panel").hidden = authMode !== "jwt";
+  for (const [tab, on] of [["tab-signin", !reg], ["tab-register", reg]]) {
+    $(tab).setAttribute("aria-selected", String(on));
+    $(tab).tabIndex = on ? 0 : -1;
+  }
+  const form = $("login-form");
+  if (password) form.setAttribute("role", "tabpanel");
+  else form.removeAttribute("role");
+  $("login-title").textContent = reg ? "Create an account" : "Sign in";
+  $("login-help").textContent = LOGIN_HELP[reg ? "register" : password ? "password" : "open"];
+  $("password-field").hidden = !password;
+  $("confirm-field").hidden = !reg;
+  $("password-hint").hidden = !reg;
+  $("login-password").setAttribute("autocomplete", reg ? "new-password" : "current-password");
+  $("login-button").textContent = reg ? "Create account" : "Sign in";
+}
+
+// pickTab switches the login form between signing in and creating an
+// account.
+function pickTab(register) {
+  registering = register;
+  $("login-error").textContent = "";
+  renderLogin();
+  $(register ? "tab-register" : "tab-signin").focus();
+}
 
 function showLogin(message = "") {
+  toggleAccountMenu(false);
+  if ($("password-dialog").open) $("password-dialog").close();
   $("chat-view").hidden = true;
   $("login-view").hidden = false;
-  $("login-error").textContent = message;
-  const input = $("login-name");
-  input.value = input.value || "";
-  input.focus();
+  renderLogin();
+  $("login-password").value = "";
+  $("login-confirm").value = "";
+  $("login-error").textContent = authMode === "jwt" ? "" : message;
+  $("jwt-error").textContent = authMode === "jwt" ? message : "";
+  if (authMode !== "jwt") $("login-name").focus();
 }
 
 // maybeSignedIn tells whether the browser holds a session cookie: the
@@ -488,7 +605,8 @@ function maybeSignedIn() {
   return document.cookie.split(";").some((c) => c.trim() === "meshchat_in=1");
 }
 
-function startSession(user, token) {
+// startSession shows the chat for user; admin as ChatView takes it.
+function startSession(user, token, admin) {
   if (saved.get("user", "") !== user) {
     saved.clear();
     saved.set("user", user);
@@ -496,7 +614,7 @@ function startSession(user, token) {
   if (token) saved.set("token", token);
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
-  view = new ChatView(user, saved.get("token", ""));
+  view = new ChatView(user, saved.get("token", ""), admin);
 }
 
 function endSession(message) {
@@ -507,6 +625,79 @@ function endSession(message) {
   }
   saved.clear();
   showLogin(message);
+}
+
+// signInWithToken logs in with a token of the host app (--auth jwt).
+async function signInWithToken(token) {
+  const res = await api("POST", "/api/login", { token });
+  if (res.ok && res.data && res.data.user) startSession(res.data.user, res.data.token);
+  else showLogin(authErrorText(res, "token"));
+}
+
+// toggleAccountMenu opens or closes the account menu (open undefined:
+// the other way round).
+function toggleAccountMenu(open) {
+  const menu = $("account-menu");
+  const show = open ?? menu.hidden;
+  if (show === !menu.hidden) return;
+  menu.hidden = !show;
+  $("account-button").setAttribute("aria-expanded", String(show));
+  if (show) menu.querySelector("button:not([hidden])")?.focus();
+}
+
+function openPasswordDialog() {
+  toggleAccountMenu(false);
+  for (const id of ["old-password", "new-password", "new-confirm"]) $(id).value = "";
+  $("password-error").textContent = "";
+  $("password-dialog").showModal();
+  $("old-password").focus();
+}
+
+// changePassword posts the password form. The node ends the session this
+// page runs on and hands it a new one; the client is told, so that it
+// reconnects under the new one instead of signing out.
+async function changePassword() {
+  const old = $("old-password").value;
+  const next = $("new-password").value;
+  const problem = old ? newPasswordProblem(next, $("new-confirm").value) : "Enter your current password.";
+  const error = $("password-error");
+  if (problem) {
+    error.textContent = problem;
+    $(old ? "new-password" : "old-password").focus();
+    return;
+  }
+  const v = view;
+  const submit = $("password-submit");
+  submit.disabled = true;
+  error.textContent = "";
+  const req = api("POST", "/api/password", { old, new: next });
+  v?.model.client.renewSession(req.then((res) => (res.ok && res.data && res.data.token) || ""));
+  const res = await req;
+  submit.disabled = false;
+  if (view !== v) return;
+  if (!res.ok || !res.data) {
+    error.textContent = authErrorText(res, "password");
+    $("old-password").focus();
+    return;
+  }
+  if (res.data.token) saved.set("token", res.data.token);
+  $("password-dialog").close();
+  toast("Password changed. Your other devices and tabs were signed out.");
+}
+
+// logOut ends this session (everywhere: every session of the user) and
+// shows the login form with message. Until the node answers, the client
+// holds off asking about the session its socket loses on the way.
+async function logOut(path, message) {
+  toggleAccountMenu(false);
+  const req = api("POST", path);
+  view?.model.client.renewSession(req.then(() => ""));
+  const res = await req;
+  if (!res.ok && res.status !== 401 && path === "/api/logout-all") {
+    toast(authErrorText(res));
+    return;
+  }
+  endSession(message);
 }
 
 function closeDrawers() {
@@ -550,36 +741,74 @@ function onSidebarName(form, input, sigil, rule, act) {
 function wire() {
   $("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
+    const error = $("login-error");
     const name = $("login-name").value.trim();
     if (!NAME_RE.test(name)) {
-      $("login-error").textContent = "Use 1–32 letters, digits, _, . or -.";
+      error.textContent = "Use 1–32 letters, digits, _, . or -.";
+      $("login-name").focus();
       return;
+    }
+    const body = { name };
+    const action = authMode === "password" && registering ? "register" : "signin";
+    if (authMode === "password") {
+      body.password = $("login-password").value;
+      const problem = action === "register" ? newPasswordProblem(body.password, $("login-confirm").value)
+        : body.password ? "" : "Enter your password.";
+      if (problem) {
+        error.textContent = problem;
+        $("login-password").focus();
+        return;
+      }
     }
     const button = $("login-button");
     button.disabled = true;
-    $("login-error").textContent = "";
-    try {
-      const res = await api("POST", "/api/login", { name });
-      if (!res.ok) {
-        $("login-error").textContent = errorText(res.data, `Sign-in failed (${res.status}).`);
-        return;
-      }
-      startSession((res.data && res.data.user) || name, res.data && res.data.token);
-    } catch {
-      $("login-error").textContent = "Cannot reach the server. Try again.";
-    } finally {
-      button.disabled = false;
+    error.textContent = "";
+    const res = await api("POST", action === "register" ? "/api/register" : "/api/login", body);
+    button.disabled = false;
+    if (!res.ok || !res.data) {
+      error.textContent = authErrorText(res, action);
+      return;
+    }
+    startSession(res.data.user || name, res.data.token);
+  });
+
+  $("tab-signin").addEventListener("click", () => pickTab(false));
+  $("tab-register").addEventListener("click", () => pickTab(true));
+  $("auth-tabs").addEventListener("keydown", (e) => {
+    if (["ArrowLeft", "ArrowRight", "Home", "End"].includes(e.key)) {
+      e.preventDefault();
+      pickTab(e.key === "End" || (e.key !== "Home" && !registering));
     }
   });
 
-  $("logout-button").addEventListener("click", async () => {
-    try {
-      await api("POST", "/api/logout");
-    } catch {
-      // the session is dropped locally either way
-    }
-    endSession("");
+  $("account-button").addEventListener("click", () => toggleAccountMenu());
+  $("change-password-button").addEventListener("click", openPasswordDialog);
+  $("logout-all-button").addEventListener("click", () => logOut("/api/logout-all", "You were logged out on every device."));
+  $("password-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    changePassword();
   });
+  $("password-cancel").addEventListener("click", () => $("password-dialog").close());
+  $("password-dialog").addEventListener("close", () => {
+    if (view) $("account-button").focus();
+  });
+  $("admin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const user = $("admin-user").value.trim().replace(/^@/, "");
+    if (!NAME_RE.test(user)) {
+      $("admin-status").textContent = "Names: 1–32 letters, digits, _, . or -.";
+      $("admin-status").classList.add("form-error");
+      return;
+    }
+    $("admin-user").value = "";
+    view?.ban(user, !(e.submitter && e.submitter.value === "unban"));
+  });
+  document.addEventListener("click", (e) => {
+    if (!$("account-menu").hidden && !e.target.closest(".account")) toggleAccountMenu(false);
+  });
+
+  // A failed logout still drops the session locally.
+  $("logout-button").addEventListener("click", () => logOut("/api/logout", ""));
 
   onSidebarName("join-form", "room-input", /^#/, "Room names: 1–32 letters, digits, _, . or -.", (room) => {
     view?.pick((m) => m.joinRoom(room));
@@ -611,7 +840,12 @@ function wire() {
   $("toggle-members").addEventListener("click", (e) => toggleDrawer("show-members", e.currentTarget));
   $("scrim").addEventListener("click", closeDrawers);
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape") closeDrawers();
+    if (e.key !== "Escape") return;
+    closeDrawers();
+    if (!$("account-menu").hidden) {
+      toggleAccountMenu(false);
+      $("account-button").focus();
+    }
   });
   document.addEventListener("visibilitychange", () => {
     view?.model.setHidden(document.hidden);
@@ -620,21 +854,31 @@ function wire() {
 
 async function boot() {
   wire();
+  // A sign-in token handed over in the URL fragment leaves the URL, and
+  // with it the history, before anything else happens.
+  const { token, hash } = tokenFromHash(location.hash);
+  if (token) history.replaceState(history.state, "", location.pathname + location.search + hash);
+  const auth = await api("GET", "/api/auth");
+  if (auth.ok && auth.data && ["password", "open", "jwt"].includes(auth.data.mode)) authMode = auth.data.mode;
+  else if (auth.status === 404) authMode = "open"; // a node from before accounts
+  if (!auth.status) {
+    showLogin("Cannot reach the server. Try again.");
+    return;
+  }
+  if (token && authMode === "jwt") {
+    await signInWithToken(token);
+    return;
+  }
   if (!maybeSignedIn()) {
     showLogin("");
     return;
   }
-  try {
-    const res = await api("GET", "/api/me");
-    if (res.ok && res.data && res.data.user) {
-      startSession(res.data.user, res.data.token);
-      return;
-    }
-    showLogin(res.status === 401 ? "" : errorText(res.data, "The server cannot check your login right now. Try again."));
-  } catch {
-    showLogin("Cannot reach the server. Try again.");
+  const res = await api("GET", "/api/me");
+  if (res.ok && res.data && res.data.user) {
+    startSession(res.data.user, res.data.token, res.data.admin === true);
+    return;
   }
+  showLogin(res.status === 401 ? "" : authErrorText(res));
 }
 
 boot();
-

@@ -8,7 +8,7 @@
  *     base: "https://chat.example.org",   // HTTP base URL of a node; default: the page origin
  *     token: sessionToken,                // optional: lets the client fail over to other hosts
  *     onEvent: (ev) => { ... },           // every server frame worth showing, see below
- *     onState: (state, info) => { ... },  // "connecting" | "connected" | "reconnecting" | "logged_out" | "closed"
+ *     onState: (state, info) => { ... },  // "connecting" | "connected" | "reconnecting" | "logged_out" | "banned" | "closed"
  *   });
  *   client.connect();
  *   client.join("general");
@@ -29,15 +29,20 @@
  *    jitter (first retry after 100-300 ms, then random delays up to 5 s),
  *    trying the node it was on, then the other nodes from the last welcome,
  *    then the page origin. A close with code 1012 (the node is restarting)
- *    tries the other nodes first; 4001 (session logged out) stops with
- *    state "logged_out"; every other close code reconnects. A connect
+ *    tries the other nodes first; 4003 (the user is banned) stops with
+ *    state "banned"; every other close code reconnects, 4001 (session
+ *    logged out) too, but only once the page's own node (GET /api/me)
+ *    confirms that the browser still holds a session of the same user
+ *    (its cookie was replaced, say by a password change on this page:
+ *    see renewSession); otherwise it stops with state "logged_out". A connect
  *    attempt that hangs is abandoned after `connectTimeout`, and a
  *    connection that stays silent is probed with {"type":"ping"} and
  *    dropped when no answer comes (a server without ping turns this off
  *    by answering unknown_type).
  *  - When a handshake fails, it asks the page's own node (GET /api/me)
  *    whether the session still exists; a 401 ends reconnecting with state
- *    "logged_out" and rejects every pending send with code "logged_out".
+ *    "logged_out" and rejects every pending send with code "logged_out"
+ *    (a 403, a banned user, likewise with "banned").
  *  - After every welcome it re-joins each joined room with `after` set to
  *    the last message id it saw there, and asks for missed DMs with
  *    {"type":"dms","after":"<last dm id>"} (also on the first connection,
@@ -74,9 +79,9 @@
  *
  * Methods: connect(), close(), join(room), leave(room), send(room, text, {ref}?),
  * dm(to, text, {ref}?), typing(room), deleteMessage(room, id), newRef(),
- * setToken(token). deleteMessage is pending like a send: acknowledged by the
- * "deleted" frame carrying its ref, rejected with code "forbidden" (not
- * one's own message, and not an admin) or "not_found".
+ * setToken(token), renewSession(promise). deleteMessage is pending like a
+ * send: acknowledged by the "deleted" frame carrying its ref, rejected with
+ * code "forbidden" (not one's own message, and not an admin) or "not_found".
  * Properties: state, user, node, nodes, rooms (array of joined room names),
  * pendingCount. The promise returned by send()/dm() carries its `ref`.
  *
@@ -94,6 +99,7 @@ export const State = Object.freeze({
   CONNECTED: "connected",
   RECONNECTING: "reconnecting",
   LOGGED_OUT: "logged_out",
+  BANNED: "banned",
   CLOSED: "closed",
 });
 
@@ -109,7 +115,8 @@ export class MeshchatError extends Error {
 
 // Close codes with a meaning of their own; every other close reconnects.
 const CLOSE_SERVICE_RESTART = 1012; // the node is going away: try the others first
-const CLOSE_LOGGED_OUT = 4001; // the session was logged out: stop
+const CLOSE_LOGGED_OUT = 4001; // the session was logged out: stop, unless the browser holds a new one
+const CLOSE_BANNED = 4003; // the user is banned: stop for good
 
 // The least gap between two typing frames that a server accepts (it drops
 // more frequent ones silently).
@@ -217,6 +224,7 @@ export class MeshchatClient {
     this._dms = { ref: "", tries: 0, timer: null }; // the DM inbox request in flight
     this._joinRefs = new Map(); // ref of a join in flight -> room
     this._typingAt = new Map();
+    this._renewal = null; // a session replacement in flight (renewSession)
     this._refPrefix = randomHex(6);
     this._refSeq = 0;
 
@@ -249,7 +257,32 @@ export class MeshchatClient {
     this._token = token || "";
   }
 
-  /** Opens the connection; reconnects until close() or logged_out. */
+  /**
+   * Tells the client that the page is replacing its session (a password
+   * change re-issues the cookie and ends the old session, whose socket
+   * closes with 4001). promise resolves with the new session's token, or
+   * with "" / null when no new session came. A logout close that comes
+   * before it settles waits for it before asking whether the session is
+   * still good, so the page reconnects under the new session instead of
+   * logging out. A page that is logging out may pass the logout request
+   * likewise, and close() the client once it is done, so that no check
+   * runs at all.
+   */
+  renewSession(promise) {
+    const p = Promise.resolve(promise).then(
+      (token) => {
+        if (token) this._token = token;
+      },
+      noop,
+    );
+    this._renewal = p;
+    p.then(() => {
+      if (this._renewal === p) this._renewal = null;
+    });
+    return p;
+  }
+
+  /** Opens the connection; reconnects until close(), logged_out or banned. */
   connect() {
     if (!this._stopped) return;
     this._stopped = false;
@@ -408,8 +441,13 @@ export class MeshchatClient {
     this._welcomed = false;
     for (const r of this._rooms.values()) r.joined = false;
     if (this._stopped) return;
+    if (code === CLOSE_BANNED) {
+      this._stop(State.BANNED, "banned");
+      return;
+    }
     if (code === CLOSE_LOGGED_OUT) {
-      this._stop(State.LOGGED_OUT, "logged_out");
+      this._setState(State.RECONNECTING, { code, node: conn.base });
+      this._recheck();
       return;
     }
 
@@ -472,16 +510,48 @@ export class MeshchatClient {
   // hides the status of a refused WebSocket handshake, so ask the page's
   // own node; other origins cannot be asked without CORS.
   async _probeSession(base) {
-    if (!this._fetch || !this._origin) return;
     if (normBase(base, this._origin) !== this._origin) return;
-    let res;
-    try {
-      res = await this._fetch(this._origin + "/api/me", { credentials: "same-origin", cache: "no-store" });
-    } catch {
-      return; // unreachable: keep trying
-    }
-    if (res.status === 401 && !this._stopped && !this._welcomed) {
+    const verdict = await this._askSession();
+    if (this._stopped || this._welcomed) return;
+    if (verdict === "banned") this._stop(State.BANNED, "banned");
+    else if (verdict === "logged_out") this._stop(State.LOGGED_OUT, "logged_out");
+    // "ok" or "unknown": keep trying
+  }
+
+  // _recheck follows a logout close (4001): the session that connection
+  // ran on is gone, but the browser may hold a newer one of the same user
+  // (renewSession), with which it reconnects.
+  async _recheck() {
+    if (this._renewal) await this._renewal;
+    if (this._stopped) return; // the page ended the session meanwhile
+    const verdict = await this._askSession();
+    if (this._stopped || this._ws) return;
+    if (verdict === "ok") {
+      this._attempt = 0;
+      this._cands = this._candidates(false);
+      this._candIdx = 0;
+      this._schedule();
+    } else if (verdict === "banned") {
+      this._stop(State.BANNED, "banned");
+    } else {
       this._stop(State.LOGGED_OUT, "logged_out");
+    }
+  }
+
+  // _askSession asks the page's own node about the session its cookie
+  // holds: "ok" (one of this client's user), "logged_out" (none, or
+  // another user's), "banned", or "unknown" (no answer).
+  async _askSession() {
+    if (!this._fetch || !this._origin) return "unknown";
+    try {
+      const res = await this._fetch(this._origin + "/api/me", { credentials: "same-origin", cache: "no-store" });
+      if (res.status === 401) return "logged_out";
+      if (res.status === 403) return "banned";
+      if (res.status !== 200) return "unknown";
+      const me = await res.json();
+      return me && me.user && (!this.user || me.user === this.user) ? "ok" : "logged_out";
+    } catch {
+      return "unknown";
     }
   }
 
@@ -506,7 +576,8 @@ export class MeshchatClient {
     }
     for (const r of this._rooms.values()) r.joined = false;
     for (const [ref, p] of this._pending) {
-      this._reject(ref, p, new MeshchatError(code, code === "logged_out" ? "session ended" : "connection closed"));
+      const why = { logged_out: "session ended", banned: "this account is banned" }[code] || "connection closed";
+      this._reject(ref, p, new MeshchatError(code, why));
     }
     this._setState(state);
   }

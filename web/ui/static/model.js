@@ -8,11 +8,16 @@
 // The lists (rooms, DMs, closed DMs, the open conversation) are kept in a
 // store with get(key, default) and set(key, value), so that a reload comes
 // back to them.
+//
+// It also holds the rules of signing in that do not need the page: what to
+// say for each error the account endpoints answer, when to retry, the
+// checks of a new password, and reading a sign-in token from the page URL.
 
 import { MeshchatClient } from "/meshchat.js";
 
 export const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 export const MAX_ITEMS = 1000; // messages kept per conversation
+export const MIN_PASSWORD = 8; // characters: the server refuses shorter ones (weak_password)
 const TYPING_TTL = 3000; // how long "x is typing" lasts without a new typing frame
 
 // memoryStore is a store that forgets on reload.
@@ -22,6 +27,94 @@ export function memoryStore() {
     get: (key, def) => (m.has(key) ? structuredClone(m.get(key)) : def),
     set: (key, value) => m.set(key, structuredClone(value)),
   };
+}
+
+// ---- signing in ----
+
+// retryAfterSeconds reads a Retry-After header, delay-seconds or an HTTP
+// date, as whole seconds from now (at least 1); 0 when there is none.
+export function retryAfterSeconds(header, now = Date.now()) {
+  const v = String(header ?? "").trim();
+  if (!v) return 0;
+  if (/^\d+$/.test(v)) return Math.max(1, Number(v));
+  const at = Date.parse(v);
+  if (Number.isNaN(at)) return 0;
+  return Math.max(1, Math.ceil((at - now) / 1000));
+}
+
+// waitText says how long a wait of seconds is, for "Try again …".
+export function waitText(seconds) {
+  if (seconds <= 1) return "in a second";
+  if (seconds < 90) return `in ${seconds} seconds`;
+  const min = Math.ceil(seconds / 60);
+  if (min < 90) return `in ${min} minutes`;
+  const h = Math.ceil(min / 60);
+  return `in ${h} hours`;
+}
+
+// authErrorText says what went wrong with an answer of an account
+// endpoint: res is {status, data, retryAfter} (data the JSON body,
+// retryAfter the Retry-After header), action one of "signin", "register",
+// "password" (a password change), "token" (an app's sign-in token) or
+// "admin" (ban, unban).
+export function authErrorText(res, action = "signin", now = Date.now()) {
+  const err = (res && res.data && res.data.error) || {};
+  const code = err.code || "";
+  switch (code) {
+    case "bad_credentials":
+      if (action === "password") return "The current password is wrong.";
+      if (action === "token") return "The app's sign-in was refused (expired or not valid). Open the chat from the app again.";
+      return "Wrong name or password.";
+    case "name_taken":
+      return "That name is taken. Pick another one, or sign in if it is yours.";
+    case "weak_password":
+      return /at most/.test(err.message || "")
+        ? "That password is too long."
+        : `Use a password of at least ${MIN_PASSWORD} characters.`;
+    case "bad_name":
+      return "Names are 1–32 letters, digits, _, . or -.";
+    case "banned":
+      return "This account is banned.";
+    case "too_many_attempts": {
+      const secs = retryAfterSeconds(res.retryAfter, now);
+      return secs ? `Too many attempts. Try again ${waitText(secs)}.` : "Too many attempts. Try again later.";
+    }
+    case "forbidden":
+      if (action === "register") return "This server does not take new accounts.";
+      if (action === "admin") return "Only admins may do that.";
+      return err.message || "Not allowed.";
+    case "accounts_full":
+      return "This server takes no more accounts.";
+    case "unauthorized":
+      return "Your session has ended. Please sign in again.";
+    case "unavailable":
+      return "The server cannot do that right now. Try again in a moment.";
+    default:
+      if (err.message) return err.message;
+      return res && res.status ? `Something went wrong (${res.status}). Try again.` : "Cannot reach the server. Try again.";
+  }
+}
+
+// newPasswordProblem checks a new password and its confirmation before
+// they are sent: "" when they may go, else what to fix.
+export function newPasswordProblem(password, confirm) {
+  if ([...password].length < MIN_PASSWORD) return `Use a password of at least ${MIN_PASSWORD} characters.`;
+  if (password !== confirm) return "The two passwords differ.";
+  return "";
+}
+
+// tokenFromHash takes a sign-in token out of a URL fragment
+// ("#token=…", possibly with other parameters): token is "" when there is
+// none, and hash is the fragment left without it ("" when nothing is).
+export function tokenFromHash(hash) {
+  const raw = String(hash || "").replace(/^#/, "");
+  if (!raw) return { token: "", hash: "" };
+  const params = new URLSearchParams(raw);
+  const token = params.get("token") || "";
+  if (!params.has("token")) return { token: "", hash: "#" + raw };
+  params.delete("token");
+  const rest = params.toString();
+  return { token, hash: rest ? "#" + rest : "" };
 }
 
 // A conversation, as the view reads it (it changes none of it):

@@ -197,6 +197,75 @@ const tests = {
     await until("logged out", () => t.client.state === State.LOGGED_OUT);
   },
 
+  async "4003 stops for good as banned"() {
+    const { t, ws } = await welcomedInGeneral();
+    const p = t.client.dm("bob", "x");
+    ws.drop(4003);
+    let err = null;
+    await p.catch((e) => (err = e));
+    eq("pending rejected", err && err.code, "banned");
+    eq("state", t.client.state, State.BANNED);
+    await sleep(400);
+    eq("no reconnect", FakeSocket.all.length, 1);
+  },
+
+  async "4001 after this page renewed its session reconnects with the new token"() {
+    let asked = 0;
+    const t = setup({
+      fetch: async () => {
+        asked += 1;
+        return { status: 200, json: async () => ({ user: "alice" }) };
+      },
+    });
+    t.client.connect();
+    const ws = await connectWelcome();
+    let renewed;
+    t.client.renewSession(new Promise((r) => (renewed = r)));
+    const p = t.client.dm("bob", "kept");
+    ws.drop(4001);
+    await sleep(50);
+    eq("waits for the new session before asking", asked, 0);
+    renewed("tok2");
+    const ws2 = await until("reconnect", () => FakeSocket.all[1]);
+    eq("asked once", asked, 1);
+    eq("new token", new URL(ws2.url).searchParams.get("token"), "tok2");
+    ws2.open();
+    ws2.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin] });
+    const sent = await until("pending resent", () => ws2.last("dm"));
+    ws2.recv({ type: "dm", id: "1-u", from: "alice", to: "bob", text: "kept", ts: 1, ref: sent.ref });
+    eq("pending kept", (await p).id, "1-u");
+    eq("connected", t.client.state, State.CONNECTED);
+    t.client.close();
+  },
+
+  async "4001 when the browser holds another user's session logs out"() {
+    const t = setup({ fetch: async () => ({ status: 200, json: async () => ({ user: "mallory" }) }) });
+    t.client.connect();
+    const ws = await connectWelcome();
+    ws.drop(4001);
+    await until("logged out", () => t.client.state === State.LOGGED_OUT);
+    eq("no reconnect", FakeSocket.all.length, 1);
+  },
+
+  async "4001 when the session is gone, or banned, stops"() {
+    for (const [status, state] of [[401, State.LOGGED_OUT], [403, State.BANNED]]) {
+      const t = setup({ fetch: async () => ({ status, json: async () => ({}) }) });
+      t.client.connect();
+      const ws = await connectWelcome();
+      ws.drop(4001);
+      await until(state, () => t.client.state === state);
+      eq("no reconnect", FakeSocket.all.length, 1);
+    }
+  },
+
+  async "refused handshake of a banned user stops as banned"() {
+    const t = setup({ fetch: async () => ({ status: 403 }) });
+    t.client.connect();
+    const ws = await until("socket", () => FakeSocket.all[0]);
+    ws.drop(1006); // never opened
+    await until("banned", () => t.client.state === State.BANNED);
+  },
+
   async "silent connection is dropped after an unanswered ping"() {
     const t = setup({ pingInterval: 50, pongTimeout: 100 });
     t.client.connect();

@@ -2,7 +2,16 @@
 // real meshchat.js client on a scripted fake WebSocket. The Go test
 // TestModel opens model_test.html in Chromium and reads the results.
 
-import { Conversations, MAX_ITEMS, memoryStore } from "/model.js";
+import {
+  Conversations,
+  MAX_ITEMS,
+  authErrorText,
+  memoryStore,
+  newPasswordProblem,
+  retryAfterSeconds,
+  tokenFromHash,
+  waitText,
+} from "/model.js";
 import { FakeSocket, connectWelcome, eq, run, until } from "./harness.js";
 
 // setup makes alice's model on a store (pass the one of an earlier model
@@ -41,7 +50,59 @@ async function reconnect(ws) {
   return connectWelcome();
 }
 
+function refused(code, extra = {}) {
+  return { status: 400, data: { error: { code, message: "m" } }, ...extra };
+}
+
 const tests = {
+  async "sign-in errors say what happened, by code and action"() {
+    const now = Date.parse("2030-01-01T00:00:00Z");
+    eq("wrong password", authErrorText(refused("bad_credentials")), "Wrong name or password.");
+    eq("wrong old password", authErrorText(refused("bad_credentials"), "password"), "The current password is wrong.");
+    eq("refused token", authErrorText(refused("bad_credentials"), "token").startsWith("The app's sign-in was refused"), true);
+    eq("taken", authErrorText(refused("name_taken"), "register").startsWith("That name is taken"), true);
+    eq("weak", authErrorText(refused("weak_password"), "register"), "Use a password of at least 8 characters.");
+    eq("too long", authErrorText({ data: { error: { code: "weak_password", message: "a password may have at most 1024 bytes" } } }),
+      "That password is too long.");
+    eq("banned", authErrorText(refused("banned")), "This account is banned.");
+    eq("registration off", authErrorText(refused("forbidden"), "register"), "This server does not take new accounts.");
+    eq("retry in seconds", authErrorText(refused("too_many_attempts", { retryAfter: "42" }), "signin", now),
+      "Too many attempts. Try again in 42 seconds.");
+    eq("retry at a date", authErrorText(refused("too_many_attempts", { retryAfter: "Tue, 01 Jan 2030 00:05:00 GMT" }), "signin", now),
+      "Too many attempts. Try again in 5 minutes.");
+    eq("retry unknown", authErrorText(refused("too_many_attempts")), "Too many attempts. Try again later.");
+    eq("unknown code keeps the server's words", authErrorText(refused("something_new")), "m");
+    eq("no answer", authErrorText(null), "Cannot reach the server. Try again.");
+    eq("no body", authErrorText({ status: 502, data: null }), "Something went wrong (502). Try again.");
+  },
+
+  async "Retry-After and waits"() {
+    const now = Date.parse("2030-01-01T00:00:00Z");
+    eq("seconds", retryAfterSeconds("7", now), 7);
+    eq("zero means soon", retryAfterSeconds("0", now), 1);
+    eq("date", retryAfterSeconds("Tue, 01 Jan 2030 00:00:30 GMT", now), 30);
+    eq("past date", retryAfterSeconds("Mon, 31 Dec 2029 00:00:00 GMT", now), 1);
+    eq("none", retryAfterSeconds(null, now), 0);
+    eq("junk", retryAfterSeconds("soon", now), 0);
+    eq("waits", [1, 5, 89, 90, 3600, 7200].map(waitText),
+      ["in a second", "in 5 seconds", "in 89 seconds", "in 2 minutes", "in 60 minutes", "in 2 hours"]);
+  },
+
+  async "a new password is checked before it is sent"() {
+    eq("short", newPasswordProblem("1234567", "1234567"), "Use a password of at least 8 characters.");
+    eq("counts characters, not bytes", newPasswordProblem("ééééééé", "ééééééé") !== "", true);
+    eq("differs", newPasswordProblem("12345678", "12345679"), "The two passwords differ.");
+    eq("good", newPasswordProblem("correct horse", "correct horse"), "");
+  },
+
+  async "a sign-in token is taken out of the URL fragment"() {
+    eq("alone", tokenFromHash("#token=a.b.c"), { token: "a.b.c", hash: "" });
+    eq("with others", tokenFromHash("#room=general&token=x.y.z"), { token: "x.y.z", hash: "#room=general" });
+    eq("none", tokenFromHash("#room=general"), { token: "", hash: "#room=general" });
+    eq("empty", tokenFromHash(""), { token: "", hash: "" });
+    eq("empty token", tokenFromHash("#token="), { token: "", hash: "" });
+  },
+
   async "history merges with live messages, each once, and a gap is noticed"() {
     const t = setup({ lists: { rooms: ["general"] } });
     const ws = await connectWelcome();
