@@ -512,10 +512,7 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 	if j == nil {
 		return errf(CodeNotJoined, "join the room before sending to it")
 	}
-	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
-	data := ev.marshal()
-	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, "", text)}
-	pub, ferr := h.publish(ctx, c, "publish", j.r.channel, data, opts)
+	pub, ev, ferr := h.publishMessage(ctx, c, name, text, ref)
 	if ferr != nil {
 		return ferr
 	}
@@ -523,6 +520,16 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 		j.r.ack(j.m, c, pub, ev, ref)
 	}
 	return nil
+}
+
+// publishMessage stores and delivers text in room as c's: the one path
+// of every room message, whichever way it came (a send frame, a one-shot
+// Send). A retry with the same ref returns the original publication.
+func (h *Hub) publishMessage(ctx context.Context, c *Client, room, text, ref string) (transport.Publication, event, *frameError) {
+	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
+	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, "", text)}
+	pub, ferr := h.publish(ctx, c, "publish", roomPrefix+room, ev.marshal(), opts)
+	return pub, ev, ferr
 }
 
 // publish publishes data on channel for c, retrying while the broker is
@@ -555,35 +562,36 @@ func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, re
 		// Delivered with our ref already.
 	case m.last >= pub.Offset && m.lastEpoch == pub.Epoch:
 		// Seen without our ref: a retry of an older publication.
-		orig, ok := decodeEvent(pub.Data)
-		if !ok || orig.Kind != ev.Kind {
-			orig = ev
-		}
-		var f []byte
-		if ev.Kind == kindDM {
-			f = appendDM(nil, infoOf(pub), orig.User, orig.To, orig.Text)
-		} else {
-			f = appendMessage(nil, r.name, infoOf(pub), orig.User, orig.Text)
-		}
-		c.enqueue(withRef(f, ref))
+		c.enqueue(ackFrame(r.name, pub, ev, ref))
 		m.acked, m.ackedEpoch = pub.Offset, pub.Epoch
 	default:
 		m.want, m.wantEpoch, m.wantRef = pub.Offset, pub.Epoch, ref
 	}
 }
 
-func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameError {
-	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
-	data := ev.marshal()
-	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, to, text)}
-	// The recipient's copy first: when the sender's copy (the ack) then
-	// fails, a retry with the same ref does not deliver the DM twice.
-	if to != c.user {
-		if _, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+to, data, opts); ferr != nil {
-			return ferr
-		}
+// ackFrame is the frame that acknowledges pub, published as ev (in room,
+// for a message) with ref, to its sender. pub may be an earlier
+// publication that a retry with the same ref returned: the frame shows
+// what was stored.
+func ackFrame(room string, pub transport.Publication, ev event, ref string) []byte {
+	orig, ok := decodeEvent(pub.Data)
+	if !ok || orig.Kind != ev.Kind {
+		orig = ev
 	}
-	pub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+c.user, data, opts)
+	var f []byte
+	if ev.Kind == kindDM {
+		f = appendDM(nil, infoOf(pub), orig.User, orig.To, orig.Text)
+	} else {
+		f = appendMessage(nil, room, infoOf(pub), orig.User, orig.Text)
+	}
+	if ref == "" {
+		return f
+	}
+	return withRef(f, ref)
+}
+
+func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameError {
+	pub, ev, ferr := h.publishDM(ctx, c, to, text, ref)
 	if ferr != nil {
 		return ferr
 	}
@@ -591,6 +599,24 @@ func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameErr
 		c.inbox.ack(c.inboxMember, c, pub, ev, ref)
 	}
 	return nil
+}
+
+// publishDM stores and delivers a DM from c's user in both inboxes: the
+// one path of every DM (a dm frame, a one-shot DM). It returns the
+// sender's copy, the one c's user sees.
+func (h *Hub) publishDM(ctx context.Context, c *Client, to, text, ref string) (transport.Publication, event, *frameError) {
+	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
+	data := ev.marshal()
+	opts := transport.PublishOptions{IdempotencyKey: c.publishKey(ref, to, text)}
+	// The recipient's copy first: when the sender's copy (the ack) then
+	// fails, a retry with the same ref does not deliver the DM twice.
+	if to != c.user {
+		if _, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+to, data, opts); ferr != nil {
+			return transport.Publication{}, ev, ferr
+		}
+	}
+	pub, ferr := h.publish(ctx, c, "publish dm", inboxPrefix+c.user, data, opts)
+	return pub, ev, ferr
 }
 
 func (h *Hub) typing(ctx context.Context, c *Client, name string) *frameError {
@@ -603,12 +629,17 @@ func (h *Hub) typing(ctx context.Context, c *Client, name string) *frameError {
 		return nil
 	}
 	j.typingAt = now
+	h.publishTyping(ctx, c, name)
+	return nil
+}
+
+// publishTyping tells room that c's user is typing. Typing notices are
+// best effort: a failure is not the client's.
+func (h *Hub) publishTyping(ctx context.Context, c *Client, room string) {
 	ev := event{Kind: kindTyping, User: c.user, Conn: c.id}
-	if _, err := h.broker.Publish(ctx, j.r.channel, ev.marshal(), transport.PublishOptions{Ephemeral: true}); err != nil {
-		// Typing notices are best effort.
+	if _, err := h.broker.Publish(ctx, roomPrefix+room, ev.marshal(), transport.PublishOptions{Ephemeral: true}); err != nil {
 		h.log.Debug("publishing typing", "err", err)
 	}
-	return nil
 }
 
 // dmHistory answers a "dms" frame with the inbox's history after the id
