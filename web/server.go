@@ -241,6 +241,10 @@ func (s *Server) routes() http.Handler {
 	api.Post("/logout", s.handleLogout)
 	api.Get("/me", s.handleMe)
 	api.Get("/cluster", s.handleCluster)
+	api.Get("/events", s.handleEvents)
+	api.Post("/send", s.handleSend)
+	api.Post("/dm", s.handleDM)
+	api.Post("/typing", s.handleTyping)
 	r.Mount("/api", api)
 
 	r.Get("/ws", s.handleWS)
