@@ -133,9 +133,6 @@ func (st *sseStream) serve(ctx context.Context) {
 	h.Set("Cache-Control", "no-store")
 	// nginx: pass events on at once, whatever proxy_buffering says.
 	h.Set("X-Accel-Buffering", "no")
-	// The server bounds reading a request (headers and body); the stream
-	// is a request that lasts, and must not end with that bound.
-	_ = st.rc.SetReadDeadline(time.Time{})
 	st.w.WriteHeader(http.StatusOK)
 	st.buf = append(st.buf[:0], "retry: 1000\n\n"...)
 	ok := st.flush()
