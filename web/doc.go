@@ -1,5 +1,7 @@
 // Package web is meshchat's HTTP face: the JSON API (login, logout, me,
 // cluster), the WebSocket endpoint that connects browsers to the chat hub,
+// its fallback for networks that block WebSockets (an events stream,
+// sse.go, and one-shot POSTs on any node, post.go),
 // health and readiness probes, node-to-node mounts such as /_mesh/, and
 // the embedded UI at "/".
 //
