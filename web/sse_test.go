@@ -271,6 +271,9 @@ func TestEventsSlowReader(t *testing.T) {
 	for {
 		f, ok := slow.TryNext(waitFor)
 		if !ok {
+			if slow.Err() == nil {
+				t.Fatalf("the cut stream still open after %v", waitFor)
+			}
 			break
 		}
 		if f.EventID() != "" {
