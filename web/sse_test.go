@@ -161,6 +161,7 @@ func TestEventsPosts(t *testing.T) {
 	bob := webtest.Login(t, base, "bob")
 	s := e.events(bob, webtest.EventsOptions{Rooms: []string{"general"}})
 	s.ExpectNext("joined", waitFor)
+	s.ExpectNext("dm_history", waitFor)
 
 	st, ack := alice.Post(t, base, "/api/send", map[string]string{"room": "general", "text": "hi", "ref": "r1"})
 	if st != 200 || ack.Type() != "message" || ack.Str("id") == "" || ack.Str("ref") != "r1" || ack.Str("from") != "alice" {
@@ -229,10 +230,11 @@ func TestEventsPosts(t *testing.T) {
 // slow WebSocket, and resumes from its last event id with nothing lost.
 // The backlog that cut it comes in a room of its own, which the resumed
 // stream leaves: resumed, it would come as one joined frame larger than
-// the queue.
+// the queue. The queue holds what the room with small messages gets
+// before the node lets go of the reader (the sender goes on until then).
 func TestEventsSlowReader(t *testing.T) {
 	e := newEnv(t, envOpts{hub: func(c *chat.Config) {
-		c.QueueBytes = 16 << 10
+		c.QueueBytes = 256 << 10
 		c.RateLimit = chat.NoRateLimit
 		// Socket buffers can hold thousands of messages before the
 		// queue fills: the resume point must still be retained.
