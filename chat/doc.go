@@ -2,6 +2,11 @@
 // presence, history and direct messages, and the Client that is one
 // WebSocket connection's view of it. It imports only package transport.
 //
+// Send, DM and Typing (oneshot.go) serve a user who has no connection on
+// this node, such as a client whose events stream is on another node:
+// they take the frames' path (validation, publish, idempotency) and
+// return the acknowledgement instead of queueing it.
+//
 // The hub speaks to the rest of the cluster only through a
 // transport.Broker, whose handler it is. Rooms live on channel
 // "r:<room>" and each user's DM inbox on "u:<user>". A DM is stored in

@@ -92,8 +92,9 @@ const (
 )
 
 // Error is a client-visible failure of a request of the hub's Go API
-// (PublishAs, DMAs, History, Presence, DisconnectUser): Code is one of
-// the error frames' codes above, Message is for humans.
+// (PublishAs, DMAs, History, Presence, DisconnectUser, and the one-shot
+// Send, DM and Typing): Code is one of the error frames' codes above,
+// Message is for humans.
 type Error struct {
 	Code, Message string
 }

@@ -63,16 +63,24 @@ func decodeFrame(data []byte, maxText int) (inFrame, *frameError) {
 		}
 		return inFrame{Ref: ref}, errf(CodeBadFrame, "field "+strconv.Quote(te.Field)+" has the wrong type")
 	}
+	ferr := f.validate(maxText) // may clear f.Ref
+	return f, ferr
+}
+
+// validate checks a decoded frame, the same for every way a frame
+// arrives (a WebSocket message, a one-shot request). A ref that is too
+// long is cleared, so that the error does not echo it.
+func (f *inFrame) validate(maxText int) *frameError {
 	if len(f.Ref) > MaxRefBytes {
 		f.Ref = ""
-		return f, errf(CodeBadRef, "ref is longer than "+strconv.Itoa(MaxRefBytes)+" bytes")
+		return errf(CodeBadRef, "ref is longer than "+strconv.Itoa(MaxRefBytes)+" bytes")
 	}
 	switch f.Type {
 	case "":
-		return f, errf(CodeBadFrame, "frame has no type")
+		return errf(CodeBadFrame, "frame has no type")
 	case typeJoin:
 		if !ValidName(f.Room) {
-			return f, errf(CodeBadRoom, "invalid room name")
+			return errf(CodeBadRoom, "invalid room name")
 		}
 		if len(f.After) > maxAfterBytes {
 			// Not an id of ours: resume is impossible, not an error.
@@ -80,35 +88,35 @@ func decodeFrame(data []byte, maxText int) (inFrame, *frameError) {
 		}
 	case typeLeave, typeTyping:
 		if !ValidName(f.Room) {
-			return f, errf(CodeBadRoom, "invalid room name")
+			return errf(CodeBadRoom, "invalid room name")
 		}
 	case typeSend:
 		if !ValidName(f.Room) {
-			return f, errf(CodeBadRoom, "invalid room name")
+			return errf(CodeBadRoom, "invalid room name")
 		}
 		if e := checkText(f.Text, maxText); e != nil {
-			return f, e
+			return e
 		}
 	case typeDM:
 		if !ValidName(f.To) {
-			return f, errf(CodeBadName, "invalid user name")
+			return errf(CodeBadName, "invalid user name")
 		}
 		if e := checkText(f.Text, maxText); e != nil {
-			return f, e
+			return e
 		}
 	case typeDelete:
 		if !ValidName(f.Room) {
-			return f, errf(CodeBadRoom, "invalid room name")
+			return errf(CodeBadRoom, "invalid room name")
 		}
 		if f.ID == "" {
-			return f, errf(CodeBadFrame, "frame has no message id")
+			return errf(CodeBadFrame, "frame has no message id")
 		}
 	case typeInvite, typeRemove:
 		if !ValidName(f.Room) {
-			return f, errf(CodeBadRoom, "invalid room name")
+			return errf(CodeBadRoom, "invalid room name")
 		}
 		if !ValidName(f.User) {
-			return f, errf(CodeBadName, "invalid user name")
+			return errf(CodeBadName, "invalid user name")
 		}
 	case typeDMs:
 		if len(f.After) > maxAfterBytes {
@@ -116,9 +124,9 @@ func decodeFrame(data []byte, maxText int) (inFrame, *frameError) {
 		}
 	case typePing:
 	default:
-		return f, errf(CodeUnknownType, "unknown frame type")
+		return errf(CodeUnknownType, "unknown frame type")
 	}
-	return f, nil
+	return nil
 }
 
 func checkText(s string, max int) *frameError {

@@ -142,8 +142,11 @@ type Hub struct {
 
 	senders senderLimits // the server API's rate limits (api.go)
 
-	ctx      context.Context // cancelled by Shutdown
-	cancel   context.CancelFunc
+	ctx    context.Context // cancelled by Shutdown
+	cancel context.CancelFunc
+	// posters rate-limits one-shot requests per user (oneshot.go).
+	posters posters
+
 	started  atomic.Bool
 	shutOnce sync.Once
 	shutDone chan struct{}
@@ -286,7 +289,7 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 	}
 	c := &Client{
 		hub:     h,
-		id:      h.idPrefix + "." + strconv.FormatUint(h.connSeq.Add(1), 36),
+		id:      h.newConnID(),
 		user:    user,
 		session: session,
 		limiter: limiter{rate: h.rate, burst: float64(h.burst), tokens: float64(h.burst)},
@@ -324,6 +327,11 @@ func (h *Hub) Connect(ctx context.Context, user, session string) (*Client, error
 	}
 	c.inbox, c.inboxMember = r, m
 	return c, nil
+}
+
+// newConnID returns a connection id unique in the cluster.
+func (h *Hub) newConnID() string {
+	return h.idPrefix + "." + strconv.FormatUint(h.connSeq.Add(1), 36)
 }
 
 // inboxWait bounds how long Connect waits for the user's DM inbox.

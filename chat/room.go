@@ -600,8 +600,7 @@ func (h *Hub) send(ctx context.Context, c *Client, name, text, ref string) *fram
 	if j == nil {
 		return errf(CodeNotJoined, "join the room before sending to it")
 	}
-	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
-	pub, ferr := h.postMessage(ctx, c, j.r.channel, ev, c.publishKey(ref, "", text))
+	pub, ev, ferr := h.publishMessage(ctx, c, name, text, ref)
 	if ferr != nil {
 		return ferr
 	}
@@ -708,8 +707,7 @@ func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, re
 }
 
 func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameError {
-	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
-	pub, ferr := h.postDM(ctx, c, &ev, c.publishKey(ref, to, text))
+	pub, ev, ferr := h.publishDM(ctx, c, to, text, ref)
 	if ferr != nil {
 		return ferr
 	}
@@ -718,6 +716,43 @@ func (h *Hub) dm(ctx context.Context, c *Client, to, text, ref string) *frameErr
 		c.inbox.ack(c.inboxMember, c, pub, ev, ref)
 	}
 	return nil
+}
+
+// publishDM stores a DM from c's user in both inboxes (postDM): the path
+// of a dm frame and of a one-shot DM. It returns the sender's copy, the
+// one c's user sees, and the event, which carries the DM's id.
+func (h *Hub) publishDM(ctx context.Context, c *Client, to, text, ref string) (transport.Publication, event, *frameError) {
+	ev := event{Kind: kindDM, User: c.user, To: to, Text: text, Conn: c.id, Ref: ref}
+	pub, ferr := h.postDM(ctx, c, &ev, c.publishKey(ref, to, text))
+	return pub, ev, ferr
+}
+
+// publishMessage stores text in room as c's user (postMessage): the path
+// of a send frame and of a one-shot Send.
+func (h *Hub) publishMessage(ctx context.Context, c *Client, room, text, ref string) (transport.Publication, event, *frameError) {
+	ev := event{Kind: kindMessage, User: c.user, Text: text, Conn: c.id, Ref: ref}
+	pub, ferr := h.postMessage(ctx, c, roomPrefix+room, ev, c.publishKey(ref, "", text))
+	return pub, ev, ferr
+}
+
+// ackFrame is the frame that acknowledges pub, published as ev (in room,
+// for a message) with ref, to its sender. pub may be an earlier
+// publication that a retry with the same ref returned: the frame shows
+// what was stored.
+func ackFrame(room string, pub transport.Publication, ev event, ref string) []byte {
+	orig, ok := decodeEvent(pub.Data)
+	if !ok || orig.Kind != ev.Kind {
+		orig = ev
+	}
+	kind := roomKindRoom
+	if ev.Kind == kindDM {
+		kind = roomKindInbox
+	}
+	f, _ := appendStored(nil, kind, room, &orig, infoOf(pub))
+	if ref == "" {
+		return f
+	}
+	return withRef(f, ref)
 }
 
 func (h *Hub) typing(ctx context.Context, c *Client, name string) *frameError {
@@ -730,12 +765,17 @@ func (h *Hub) typing(ctx context.Context, c *Client, name string) *frameError {
 		return nil
 	}
 	j.typingAt = now
+	h.publishTyping(ctx, c, name)
+	return nil
+}
+
+// publishTyping tells room that c's user is typing. Typing notices are
+// best effort: a failure is not the client's.
+func (h *Hub) publishTyping(ctx context.Context, c *Client, room string) {
 	ev := event{Kind: kindTyping, User: c.user, Conn: c.id}
-	if _, err := h.broker.Publish(ctx, j.r.channel, ev.marshal(), transport.PublishOptions{Ephemeral: true}); err != nil {
-		// Typing notices are best effort.
+	if _, err := h.broker.Publish(ctx, roomPrefix+room, ev.marshal(), transport.PublishOptions{Ephemeral: true}); err != nil {
 		h.log.Debug("publishing typing", "err", err)
 	}
-	return nil
 }
 
 // dmHistory answers a "dms" frame with the inbox's history after the id

@@ -1,7 +1,9 @@
 // Package web is meshchat's HTTP face: the JSON API (login, logout, me,
 // cluster), the WebSocket endpoint that connects browsers to the chat hub,
 // the server API for other programs (/api/server/, with the operator's
-// key: api.go), health and readiness probes, node-to-node mounts such as
+// key: api.go), the WebSocket's fallback for networks that block
+// WebSockets (an events stream, sse.go, and one-shot POSTs on any node,
+// post.go), health and readiness probes, node-to-node mounts such as
 // /_mesh/, and the embedded UI at "/".
 //
 // The server depends on the chat hub and on two small interfaces it
@@ -55,4 +57,12 @@
 // after gorilla's close 1009; the reader then drops what the peer still
 // sends for a moment, so that the close frame is not lost to a TCP reset.
 // Shutdown waits for every connection to end, then for the writer pool.
+//
+// An events stream (sse.go) is a chat.Client too, with the same bounded
+// queue: its handler's goroutine writes (woken by the notify function,
+// and every PingInterval for a keepalive event), and a second goroutine
+// makes the stream's joins and inbox request, which may wait on the
+// cluster, and retries those the cluster could not serve. The stream ends
+// when the peer goes, a write fails, or the hub disconnects the client (a
+// close event carries the code); Shutdown waits for it like a WebSocket.
 package web

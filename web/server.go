@@ -285,6 +285,10 @@ func (s *Server) routes() http.Handler {
 	api.Post("/admin/ban", s.handleBan(true))
 	api.Post("/admin/unban", s.handleBan(false))
 	api.Get("/cluster", s.handleCluster)
+	api.Get("/events", s.handleEvents)
+	api.Post("/send", s.handleSend)
+	api.Post("/dm", s.handleDM)
+	api.Post("/typing", s.handleTyping)
 	if s.cfg.APIKey != "" {
 		api.Mount("/server", s.serverAPI())
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"testing"
@@ -12,13 +13,15 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Conn is a test WebSocket client of /ws: a reader goroutine decodes
-// frames into a buffered channel that the test consumes with deadlines.
+// Conn is a test client of /ws, or of an events stream (Events): a
+// reader goroutine decodes frames into a buffered channel that the test
+// consumes with deadlines.
 type Conn struct {
 	tb      testing.TB
-	ws      *websocket.Conn
-	sock    *pausable // nil when Wrap was given a connection TryDial did not open
-	Welcome Frame     // the first frame, read by Dial
+	ws      *websocket.Conn // nil for an events stream
+	body    io.ReadCloser   // an events stream's; nil for a WebSocket
+	sock    *pausable       // nil when Wrap was given a connection TryDial did not open
+	Welcome Frame           // the first frame, read by Dial
 	frames  chan Frame
 	done    chan struct{} // closed once the reader has set closeErr
 	mu      sync.Mutex    // serializes writes
@@ -31,16 +34,16 @@ type Conn struct {
 func Wrap(tb testing.TB, ws *websocket.Conn) *Conn {
 	c := &Conn{tb: tb, ws: ws, frames: make(chan Frame, 10000), done: make(chan struct{})}
 	c.sock, _ = ws.UnderlyingConn().(*pausable)
-	go c.read()
+	go c.read(c.readFrames)
 	tb.Cleanup(c.Close)
 	return c
 }
 
-// read decodes frames until the connection ends. Setting closeErr
-// before closing done, and done before frames, lets whoever sees either
-// closed read closeErr.
-func (c *Conn) read() {
-	c.closeErr = c.readFrames()
+// read decodes frames with readFrames until the connection ends. Setting
+// closeErr before closing done, and done before frames, lets whoever
+// sees either closed read closeErr.
+func (c *Conn) read(readFrames func() error) {
+	c.closeErr = readFrames()
 	close(c.done)
 	close(c.frames)
 }
@@ -72,7 +75,11 @@ func (c *Conn) Err() error {
 // Close closes the connection and waits for the reader. Safe to call more
 // than once.
 func (c *Conn) Close() {
-	_ = c.ws.Close()
+	if c.ws != nil {
+		_ = c.ws.Close()
+	} else {
+		_ = c.body.Close()
+	}
 	<-c.done
 }
 

@@ -359,13 +359,15 @@ func TestNotReadyWhileAlone(t *testing.T) {
 // TestTricklingRequestIsCutOff: a request body that trickles one byte at
 // a time held its connection forever; now the whole request must arrive
 // within RequestTimeout. A WebSocket outlives that bound: it only covers
-// the upgrade request.
+// the upgrade request; so does an events stream.
 func TestTricklingRequestIsCutOff(t *testing.T) {
 	cfg := nodetest.Config(t, "n1", "mesh", "")
 	cfg.RequestTimeout = 500 * time.Millisecond
 	n := nodetest.Start(t, cfg)
 
-	ws := webtest.Dial(t, n.URL(), webtest.Login(t, n.URL(), "alice"), webtest.DialOptions{})
+	alice := webtest.Login(t, n.URL(), "alice")
+	ws := webtest.Dial(t, n.URL(), alice, webtest.DialOptions{})
+	events := webtest.Events(t, n.URL(), alice, webtest.EventsOptions{Rooms: []string{"still-open"}})
 
 	conn, err := net.Dial("tcp", n.HTTPAddr())
 	if err != nil {
@@ -388,6 +390,9 @@ func TestTricklingRequestIsCutOff(t *testing.T) {
 		case <-closed:
 			t.Logf("trickling request cut off after %v", time.Since(start).Round(time.Millisecond))
 			ws.Join("still-open") // the socket, older than the bound, still works
+			// So does an events stream, a request that lasts.
+			alice.Post(t, n.URL(), "/api/send", map[string]string{"room": "still-open", "text": "hi"})
+			events.Expect("message", 10*time.Second, nil)
 			return
 		case <-trickle.C:
 			if time.Since(start) > 15*time.Second {

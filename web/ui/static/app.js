@@ -295,7 +295,13 @@ class ChatView {
       shown = "offline";
       label = "offline";
     }
+    // Which transport carries the chat: a WebSocket, or the fallback for
+    // networks that block them (Server-Sent Events and POSTs).
+    const sse = info && info.transport === "sse";
+    if (state === State.CONNECTED && sse) label = "connected (fallback)";
     badge.dataset.state = shown;
+    badge.dataset.transport = sse ? "sse" : "websocket";
+    badge.title = sse ? "WebSockets are blocked on the way here: using Server-Sent Events" : "";
     badge.textContent = label;
     const live = state === State.CONNECTED;
     document.body.classList.toggle("disconnected", !live);

@@ -61,6 +61,21 @@
  *    ["unavailable", "rate_limited"]: the server dropped the frame without
  *    acting on it), which are retried with backoff.
  *
+ *  - When WebSockets are blocked on the way (a proxy that refuses the
+ *    upgrade: `sseAfter` attempts in a row fail before the socket opens),
+ *    it switches by itself to Server-Sent Events: an EventSource on
+ *    GET /api/events (the joined rooms as ?room=, resuming with
+ *    ?lastEventId=) for what the server sends, and fetch POSTs to
+ *    /api/send, /api/dm and /api/typing for what the client sends. The
+ *    stream resumes every room and the DM inbox without gap or duplicate;
+ *    a POST is acknowledged once the stream delivers the message it
+ *    stored, as a WebSocket's echo is. Every `wsRetryInterval` it tries a
+ *    WebSocket again and switches back when one opens. The stream uses
+ *    the node the client started on (`base`: the page's origin, normally
+ *    a load balancer). `transport` says which is in use, onState's info
+ *    carries it too, and onEvent gets {type: "transport", transport} on
+ *    every switch.
+ *
  * Events passed to onEvent (plain objects, `type` first):
  *
  *   welcome   {user, node, nodes}
@@ -75,6 +90,7 @@
  *   presence  {room, user, online}
  *   typing    {room, user}
  *   error     {code, message}            errors not tied to a pending send
+ *   transport {transport}                "websocket" or "sse": the client switched
  *   ...and any other frame type the server adds, unchanged.
  *
  * Methods: connect(), close(), join(room), leave(room), send(room, text, {ref}?),
@@ -82,16 +98,23 @@
  * setToken(token), renewSession(promise). deleteMessage is pending like a
  * send: acknowledged by the "deleted" frame carrying its ref, rejected with
  * code "forbidden" (not one's own message, and not an admin) or "not_found".
- * Properties: state, user, node, nodes, rooms (array of joined room names),
+ * Properties: state, transport ("websocket" | "sse"), user, node, nodes, rooms (array of joined room names),
  * pendingCount. The promise returned by send()/dm() carries its `ref`.
  *
  * Options (all optional besides the callbacks): base, token, onEvent,
  * onState, connectTimeout (5000 ms), ackTimeout (10000 ms), backoffCap
  * (5000 ms), typingInterval (2000 ms between typing frames per room),
  * retryCodes, loadDms (true), pingInterval (25000 ms of silence before a
- * ping; 0 turns heartbeats off), pongTimeout (10000 ms), WebSocket and fetch (to substitute
- * implementations, e.g. in tests).
+ * ping; 0 turns heartbeats off), pongTimeout (10000 ms), sseAfter (3 WebSocket
+ * attempts failing before open; 0 never falls back), wsRetryInterval (30000 ms),
+ * WebSocket, EventSource and fetch (to substitute implementations, e.g. in tests).
  */
+
+/** Transports: a WebSocket, or Server-Sent Events with POSTs. */
+export const Transport = Object.freeze({
+  WEBSOCKET: "websocket",
+  SSE: "sse",
+});
 
 /** Connection states reported through onState. */
 export const State = Object.freeze({
@@ -154,6 +177,23 @@ function normBase(base, origin) {
   }
 }
 
+// sseURL is the events stream of base for rooms, resuming after resume.
+function sseURL(base, token, rooms, resume) {
+  const u = new URL(base + "/api/events");
+  for (const room of rooms) u.searchParams.append("room", room);
+  if (resume) u.searchParams.set("lastEventId", resume);
+  if (token) u.searchParams.set("token", token);
+  return u.toString();
+}
+
+// The paths of the requests a client posts while on Server-Sent Events,
+// and the fields of the frame each takes.
+const POSTS = {
+  send: ["/api/send", ["room", "text", "ref"]],
+  dm: ["/api/dm", ["to", "text", "ref"]],
+  typing: ["/api/typing", ["room"]],
+};
+
 function wsURL(base, token) {
   const u = new URL(base + "/ws");
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
@@ -194,8 +234,12 @@ export class MeshchatClient {
     this._loadDms = opts.loadDms ?? true;
     this._WebSocket = opts.WebSocket || globalThis.WebSocket;
     this._fetch = opts.fetch || (globalThis.fetch && globalThis.fetch.bind(globalThis));
+    this._EventSource = opts.EventSource || globalThis.EventSource;
+    this._sseAfter = opts.sseAfter ?? 3;
+    this._wsRetryInterval = opts.wsRetryInterval ?? 30000;
 
     this.state = State.CLOSED;
+    this.transport = Transport.WEBSOCKET;
     this.user = "";
     this.node = "";
     this.nodes = [];
@@ -214,6 +258,11 @@ export class MeshchatClient {
     this._lastRx = 0;
     this._pingRef = "";
     this._pingInterval = opts.pingInterval ?? 25000;
+    this._wsFails = 0; // WebSocket attempts in a row that failed before opening
+    this._eventId = ""; // the events stream's resume point
+    this._ackIds = new Map(); // id of a posted message -> its ref, until the stream delivers it
+    this._sseSince = 0; // when the client last tried a WebSocket while on SSE
+    this._probe = null; // that WebSocket
     this._pongTimeout = opts.pongTimeout ?? 10000;
 
     this._rooms = new Map(); // room -> {lastId, seen, joined, everJoined}
@@ -369,7 +418,7 @@ export class MeshchatClient {
     if (this.state === state && state !== State.RECONNECTING) return;
     this.state = state;
     try {
-      this._onState(state, { attempt: this._attempt, ...info });
+      this._onState(state, { attempt: this._attempt, transport: this.transport, ...info });
     } catch (e) {
       console.error("meshchat: onState:", e);
     }
@@ -384,6 +433,10 @@ export class MeshchatClient {
   }
 
   _open(base) {
+    if (this.transport === Transport.SSE) {
+      this._openSSE(base);
+      return;
+    }
     const conn = { id: ++this._connId, base, ws: null, opened: false, ended: false, timer: null };
     try {
       conn.ws = new this._WebSocket(wsURL(base, this._token));
@@ -420,15 +473,145 @@ export class MeshchatClient {
     conn.ws.onerror = noop; // onclose follows and carries what can be known
   }
 
-  // _abandon gives up on a connection without waiting for the browser to
-  // finish the closing handshake, which a dead peer never answers.
-  _abandon(conn, code) {
+  // _openSSE opens the events stream of the joined rooms, resuming where
+  // the client stands.
+  _openSSE(base) {
+    const rooms = Array.from(this._rooms.keys());
+    const conn = { id: ++this._connId, base, ws: null, es: null, sse: true, rooms, opened: false, ended: false, timer: null };
+    this._conn = conn;
     try {
-      conn.ws.close();
+      conn.es = new this._EventSource(sseURL(base, this._token, rooms, this._resumePoint()));
+    } catch {
+      queueMicrotask(() => this._ended(conn, 1006));
+      return;
+    }
+    this._ws = conn.es;
+    this._welcomed = false;
+    this._lastRx = Date.now();
+    this._pingRef = "";
+    conn.timer = setTimeout(() => {
+      if (!conn.opened) this._abandon(conn, 1006);
+    }, this._connectTimeout);
+    conn.es.onopen = () => {
+      conn.opened = true;
+      clearTimeout(conn.timer);
+    };
+    conn.es.onmessage = (e) => {
+      if (conn !== this._conn || conn.ended) return;
+      this._lastRx = Date.now();
+      if (e.lastEventId) this._eventId = e.lastEventId;
+      let f;
+      try {
+        f = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      if (!f || typeof f.type !== "string" || f.type === "keepalive") return;
+      if (f.type === "close") {
+        this._abandon(conn, f.code);
+        return;
+      }
+      this._handle(f, base);
+    };
+    // The browser would reconnect to the same URL by itself; the client
+    // reconnects as it does a WebSocket, with backoff and a fresh resume
+    // point (and rooms).
+    conn.es.onerror = () => {
+      if (conn === this._conn && !conn.ended) this._abandon(conn, 1006);
+    };
+  }
+
+  // _resumePoint is where an events stream resumes: the last one's id, or,
+  // after a WebSocket, one made of the ids the client saw (the format is
+  // "<room>:<id>,...,@:<dm id>", see docs/protocol.md).
+  _resumePoint() {
+    if (this._eventId) return this._eventId;
+    const parts = [];
+    for (const [room, r] of this._rooms) if (r.lastId) parts.push(`${room}:${r.lastId}`);
+    if (this._lastDm) parts.push(`@:${this._lastDm}`);
+    return parts.join(",");
+  }
+
+  // _closeConn closes a connection's socket or stream.
+  _closeConn(conn, code) {
+    try {
+      if (conn.es) conn.es.close();
+      else if (conn.ws) conn.ws.close(code);
     } catch {
       // already closing
     }
+  }
+
+  // _abandon gives up on a connection without waiting for the browser to
+  // finish the closing handshake, which a dead peer never answers.
+  _abandon(conn, code) {
+    this._closeConn(conn);
     this._ended(conn, code);
+  }
+
+  // _setTransport switches to transport t and tells the page.
+  _setTransport(t) {
+    if (this.transport === t) return;
+    this.transport = t;
+    this._sseSince = Date.now();
+    this._eventId = "";
+    this._emit({ type: "transport", transport: t });
+  }
+
+  // _switch drops the live connection and connects again over transport t.
+  _switch(t) {
+    const conn = this._conn;
+    if (conn && !conn.ended) {
+      conn.ended = true;
+      clearTimeout(conn.timer);
+      this._closeConn(conn, 1000);
+    }
+    this._conn = null;
+    this._ws = null;
+    this._welcomed = false;
+    for (const r of this._rooms.values()) r.joined = false;
+    this._setTransport(t);
+    this._attempt = 0;
+    this._wsFails = 0;
+    clearTimeout(this._retryTimer);
+    this._setState(State.CONNECTING, { node: this._base });
+    this._open(this.transport === Transport.SSE ? this._base : this._current);
+  }
+
+  // _probeWS tries a WebSocket while on Server-Sent Events, and switches
+  // back when one opens.
+  _probeWS() {
+    this._sseSince = Date.now();
+    let ws;
+    try {
+      ws = new this._WebSocket(wsURL(this._base, this._token));
+    } catch {
+      return;
+    }
+    this._probe = ws;
+    const done = () => {
+      clearTimeout(timer);
+      if (this._probe === ws) this._probe = null;
+    };
+    const timer = setTimeout(() => {
+      done();
+      try {
+        ws.close();
+      } catch {
+        // already closing
+      }
+    }, this._connectTimeout);
+    ws.onopen = () => {
+      done();
+      try {
+        ws.close(1000);
+      } catch {
+        // already closing
+      }
+      if (!this._stopped && this.transport === Transport.SSE) this._switch(Transport.WEBSOCKET);
+    };
+    ws.onclose = done;
+    ws.onerror = noop;
   }
 
   _ended(conn, code) {
@@ -451,6 +634,14 @@ export class MeshchatClient {
       return;
     }
 
+    if (!conn.sse) {
+      this._wsFails = conn.opened ? 0 : this._wsFails + 1;
+      if (this._sseAfter > 0 && this._wsFails >= this._sseAfter && this._EventSource && this._fetch) {
+        // WebSockets do not get through: Server-Sent Events may.
+        this._setTransport(Transport.SSE);
+        this._attempt = 0;
+      }
+    }
     if (wasWelcomed) {
       // A connection that worked: start over with the node it was on (or,
       // when that node announced a restart, with the others).
@@ -501,6 +692,11 @@ export class MeshchatClient {
 
   _retry() {
     if (this._stopped || this._ws) return;
+    if (this.transport === Transport.SSE) {
+      // The stream and its posts go where the page came from.
+      this._open(this._base);
+      return;
+    }
     if (!this._cands.length) this._cands = this._candidates(false);
     const base = this._cands[this._candIdx % this._cands.length];
     this._open(base);
@@ -568,11 +764,15 @@ export class MeshchatClient {
     if (conn && !conn.ended) {
       conn.ended = true;
       clearTimeout(conn.timer);
+      this._closeConn(conn, 1000);
+    }
+    if (this._probe) {
       try {
-        conn.ws.close(1000);
+        this._probe.close();
       } catch {
         // already closing
       }
+      this._probe = null;
     }
     for (const r of this._rooms.values()) r.joined = false;
     for (const [ref, p] of this._pending) {
@@ -586,6 +786,7 @@ export class MeshchatClient {
 
   _raw(frame) {
     if (!this._ws || !this._welcomed) return false;
+    if (this._conn && this._conn.sse) return this._post(this._conn, frame);
     try {
       this._ws.send(JSON.stringify(frame));
       return true;
@@ -594,11 +795,110 @@ export class MeshchatClient {
     }
   }
 
+  // _post does what frame asks while on Server-Sent Events: a send, dm or
+  // typing is posted; a join or leave opens the stream again with the new
+  // rooms; the stream asks for the DM inbox itself, and shows it is alive
+  // without pings. It reports whether the frame was taken.
+  _post(conn, frame) {
+    if (frame.type === "join" || frame.type === "leave") {
+      this._reopenSoon();
+      return true;
+    }
+    const post = POSTS[frame.type];
+    if (!post) return true;
+    const [path, fields] = post;
+    const body = {};
+    for (const k of fields) if (frame[k] !== undefined) body[k] = frame[k];
+    const headers = { "Content-Type": "application/json" };
+    if (this._token) headers.Authorization = `Bearer ${this._token}`;
+    this._fetch(conn.base + path, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+    }).then(
+      async (res) => {
+        let data = null;
+        try {
+          data = await res.json();
+        } catch {
+          // no body
+        }
+        if (res.ok) {
+          if (data && frame.ref) this._posted(frame.ref, data);
+          return;
+        }
+        if (!frame.ref) return;
+        const e = (data && data.error) || {};
+        // Not this request's fault (the node is going, the session
+        // cannot be checked yet): try again, the ref makes it safe.
+        const code = res.status === 401 || res.status >= 500 ? "unavailable" : e.code || "error";
+        this._error({ type: "error", code, message: e.message || "", ref: frame.ref });
+      },
+      () => {
+        if (frame.ref) this._error({ type: "error", code: "unavailable", message: "request failed", ref: frame.ref });
+      },
+    );
+    return true;
+  }
+
+  // _posted takes the answer to a posted send or dm: the message was
+  // stored. It is acknowledged when the stream delivers it (the answer may
+  // overtake earlier messages), or now if the stream already did.
+  _posted(ref, f) {
+    const p = this._pending.get(ref);
+    if (!p || !f.id) return;
+    p.sentAt = 0; // stored: nothing to resend
+    const r = f.type === "message" ? this._rooms.get(f.room) : null;
+    const seen = f.type === "dm" ? this._dmSeen.has(f.id) : r && r.seen.has(f.id);
+    if (seen) {
+      this._ack(f);
+      return;
+    }
+    this._ackIds.set(f.id, ref);
+  }
+
+  // _withAck gives a delivered message the ref of the post that stored it.
+  _withAck(f) {
+    if (!f || f.ref || !f.id || !this._ackIds.has(f.id)) return f;
+    const ref = this._ackIds.get(f.id);
+    this._ackIds.delete(f.id);
+    return { ...f, ref };
+  }
+
+  // _reopenSoon opens the events stream again, once for all the joins and
+  // leaves of this turn.
+  _reopenSoon() {
+    if (this._reopening) return;
+    this._reopening = true;
+    queueMicrotask(() => {
+      this._reopening = false;
+      const conn = this._conn;
+      if (this._stopped || !conn || !conn.sse || conn.ended) return;
+      const rooms = Array.from(this._rooms.keys());
+      if (rooms.length === conn.rooms.length && rooms.every((r) => conn.rooms.includes(r))) return;
+      conn.ended = true;
+      clearTimeout(conn.timer);
+      this._closeConn(conn);
+      this._ws = null;
+      this._welcomed = false;
+      for (const r of this._rooms.values()) r.joined = false;
+      this._open(conn.base);
+    });
+  }
+
   // Joins carry a ref so that an error answering one can be told apart:
   // a transient one (the room's node just died, the broker is down) is
   // retried with backoff instead of leaving the room silently unjoined.
   _sendJoin(room, r) {
     clearTimeout(r.joinTimer);
+    const conn = this._conn;
+    if (conn && conn.sse && !conn.ended) {
+      // The stream joins its rooms itself; a new room needs a new stream.
+      if (!conn.rooms.includes(room)) this._reopenSoon();
+      return;
+    }
     const ref = this.newRef();
     this._joinRefs.set(ref, room);
     r.joinRef = ref;
@@ -662,9 +962,11 @@ export class MeshchatClient {
     this._setState(State.CONNECTED, { node: base, name: this.node });
     this._emit({ type: "welcome", user: this.user, node: this.node, nodes: this.nodes.slice() });
 
+    const sse = this._conn && this._conn.sse;
+    if (!sse) this._eventId = "";
     for (const [room, r] of this._rooms) this._sendJoin(room, r);
     this._dms.tries = 0;
-    if (this._lastDm || this._loadDms) this._requestDms();
+    if (!sse && (this._lastDm || this._loadDms)) this._requestDms();
     // DMs need no join; room sends wait for their room's joined.
     for (const [ref, p] of this._pending) if (!p.room) this._transmit(ref, p);
   }
@@ -679,7 +981,9 @@ export class MeshchatClient {
     if (r.joinRef) this._joinRefs.delete(r.joinRef);
     r.everJoined = true;
     const fresh = [];
-    for (const m of Array.isArray(f.history) ? f.history : []) {
+    for (const h of Array.isArray(f.history) ? f.history : []) {
+      const m = this._withAck(h);
+      if (m && m.ref) this._ack(m);
       if (!m || !m.id || r.seen.has(m.id)) continue;
       r.seen.add(m.id);
       r.lastId = m.id;
@@ -696,7 +1000,8 @@ export class MeshchatClient {
     for (const [ref, p] of this._pending) if (p.room === f.room) this._transmit(ref, p);
   }
 
-  _message(f) {
+  _message(frame) {
+    const f = this._withAck(frame);
     this._ack(f);
     const r = this._rooms.get(f.room);
     if (!r || !f.id || r.seen.has(f.id)) return;
@@ -705,7 +1010,8 @@ export class MeshchatClient {
     this._emit(f);
   }
 
-  _dm(f, backlog) {
+  _dm(frame, backlog) {
+    const f = this._withAck(frame);
     this._ack(f);
     if (!f.id || this._dmSeen.has(f.id)) return;
     this._dmSeen.add(f.id);
@@ -841,6 +1147,9 @@ export class MeshchatClient {
   // same ref makes that safe) and checks that the connection is alive: a
   // peer that vanished without closing TCP is only noticed by silence.
   _tick() {
+    if (this.transport === Transport.SSE && !this._probe && Date.now() - this._sseSince > this._wsRetryInterval) {
+      this._probeWS();
+    }
     const conn = this._conn;
     if (!this._welcomed || !conn) return;
     const now = Date.now();

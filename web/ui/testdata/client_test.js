@@ -3,7 +3,7 @@
 // window.__results once window.__done is set.
 
 import { MeshchatClient, MeshchatError, State } from "/meshchat.js";
-import { FakeSocket, connectWelcome, eq, origin, other, run, sleep, until } from "./harness.js";
+import { FakeEventSource, FakeSocket, connectWelcome, eq, fakeFetch, origin, other, run, sleep, until } from "./harness.js";
 
 // noRef drops the ref a frame carries, for comparing its content.
 function noRef(f) {
@@ -41,6 +41,68 @@ function msg(id, text, extra = {}) {
 }
 
 const tests = {
+  async "falls back to Server-Sent Events when WebSockets fail, and back"() {
+    FakeEventSource.all = [];
+    const f = fakeFetch();
+    const t = setup({ EventSource: FakeEventSource, fetch: f.fetch, sseAfter: 2, wsRetryInterval: 50, backoffCap: 20 });
+    // The posts; the client also asks /api/me after a failed handshake.
+    const posts = () => f.calls.filter((c) => !c.url.endsWith("/api/me"));
+    t.client.join("general");
+    t.client.connect();
+    eq("transport", t.client.transport, "websocket");
+    (await until("socket 1", () => FakeSocket.all[0])).drop(1006);
+    (await until("socket 2", () => FakeSocket.all[1])).drop(1006);
+    const es = await until("event source", () => FakeEventSource.all[0]);
+    eq("transport", t.client.transport, "sse");
+    eq("transport event", t.events.filter((e) => e.type === "transport"), [{ type: "transport", transport: "sse" }]);
+    eq("rooms", es.param("room"), ["general"]);
+    eq("token", es.param("token"), ["tok"]);
+    es.open();
+    es.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin] });
+    es.recv({ type: "joined", room: "general", members: ["alice"], history: [msg("1-e", "a")], recovered: false }, "general:1-e");
+    es.recv({ type: "dm_history", history: [], recovered: false, ref: "sse-dms" });
+    eq("state", t.client.state, "connected");
+
+    // A send is posted; it is acknowledged when the stream brings it.
+    let acked = null;
+    t.client.send("general", "hi").then((m) => (acked = m));
+    const post = await until("post", () => posts()[0]);
+    eq("post", [post.url, post.init.method, noRef(post.body)], [origin + "/api/send", "POST", { room: "general", text: "hi" }]);
+    const ref = post.body.ref;
+    post.answer(200, { type: "message", room: "general", id: "2-e", from: "alice", text: "hi", ts: 1, ref });
+    await sleep(10);
+    eq("acked before the stream brought it", acked, null);
+    es.recv(msg("2-e", "hi", { from: "alice" }), "general:2-e");
+    await until("ack", () => acked);
+    eq("ack ref", acked.ref, ref);
+    eq("shown once, with its ref", t.events.filter((e) => e.type === "message" && e.id === "2-e").map((e) => e.ref), [ref]);
+
+    // A transient error is retried with the same ref.
+    t.client.dm("bob", "psst");
+    const dm = await until("dm post", () => posts()[1]);
+    dm.answer(503, { error: { code: "unavailable", message: "x" } });
+    const again = await until("dm retry", () => posts()[2]);
+    eq("retry", [again.url, again.body], [origin + "/api/dm", dm.body]);
+
+    // A broken stream resumes where it stood.
+    es.error();
+    const es2 = await until("event source 2", () => FakeEventSource.all[1]);
+    eq("resume", es2.param("lastEventId"), ["general:2-e"]);
+    es2.open();
+    es2.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin] });
+
+    // WebSockets get through again: the client goes back to them.
+    const probe = await until("probe", () => FakeSocket.all[2]);
+    probe.open();
+    const ws = await until("socket", () => FakeSocket.all[3]);
+    if (!probe.closed || !es2.closed) throw new Error("the probe and the stream stay open");
+    eq("transport", t.client.transport, "websocket");
+    ws.open();
+    ws.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin] });
+    eq("join resumes", noRef(ws.last("join")), { type: "join", room: "general", after: "2-e" });
+    t.client.close();
+  },
+
   async "resume, dedupe, resend with the same ref"() {
     const t = setup();
     t.client.join("general");

@@ -37,6 +37,49 @@ export class FakeSocket {
   }
 }
 
+// FakeEventSource is a scripted events stream (Server-Sent Events).
+export class FakeEventSource {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.closed = false;
+    FakeEventSource.all.push(this);
+  }
+  close() {
+    this.closed = true;
+  }
+  // test side
+  open() {
+    this.onopen && this.onopen({});
+  }
+  recv(frame, id = "") {
+    this.onmessage && this.onmessage({ data: JSON.stringify(frame), lastEventId: id });
+  }
+  error() {
+    this.onerror && this.onerror({});
+  }
+  param(name) {
+    return new URL(this.url).searchParams.getAll(name);
+  }
+}
+
+// fakeFetch records requests; each waits for the test to answer it with
+// answer(status, body).
+export function fakeFetch() {
+  const calls = [];
+  const fetch = (url, init) =>
+    new Promise((resolve) => {
+      calls.push({
+        url,
+        init,
+        body: init && init.body ? JSON.parse(init.body) : null,
+        answer: (status, body) =>
+          resolve({ ok: status >= 200 && status < 300, status, json: async () => body }),
+      });
+    });
+  return { fetch, calls };
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export async function until(what, fn, ms = 3000) {
