@@ -213,7 +213,7 @@ func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, name stri
 		if errors.Is(err, store.ErrBadCredentials) {
 			s.limits.failures.take(pair, now)
 			s.limits.nameFailures.take(name, now)
-			s.log.Info("login failed", "user", name, "addr", clientAddr(r))
+			s.logSession("login failed", "user", name, "addr", clientAddr(r))
 		}
 		return store.Account{}, s.accountError(w, err)
 	}
@@ -263,7 +263,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.accountError(w, err)
 		return
 	}
-	s.log.Info("registered", "user", c.Name, "addr", clientAddr(r))
+	s.logSession("registered", "user", c.Name, "addr", clientAddr(r))
 	s.loggedIn(w, r, c.Name)
 }
 
@@ -411,4 +411,23 @@ func (noAccounts) Authenticate(context.Context, string, string) (store.Account, 
 }
 func (noAccounts) ChangePassword(context.Context, string, string, string) (store.Account, error) {
 	return store.Account{}, errAccountsOff
+}
+
+// sessionLogsPerSecond bounds the lines about logins, connects and
+// disconnects logged a second: one a connection is useful, a flood of
+// them (reconnect storms, guessing) must not flood the log.
+const sessionLogsPerSecond = 20
+
+// logSession logs a login, connect or disconnect at info, at most
+// sessionLogsPerSecond a second; the next line logged says how many were
+// not.
+func (s *Server) logSession(msg string, args ...any) {
+	dropped, ok := s.sessionLog.Allow(time.Now())
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		args = append(args, "not_logged_since", dropped)
+	}
+	s.log.Info(msg, args...)
 }

@@ -12,13 +12,16 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/cluster/clustertest"
 	"github.com/meshchat/meshchat/web/webtest"
 )
 
@@ -390,4 +393,34 @@ func webtestDial(t *testing.T, e *env, query string) *webtest.Conn {
 		t.Fatalf("dial ?%s: %v %v", query, resp, err)
 	}
 	return webtest.Wrap(t, ws)
+}
+
+// Logins, connects and disconnects are logged at info, the disconnect
+// with its close code; a flood of them is cut to a few lines a second,
+// and the next line says how many were left out.
+func TestSessionLogs(t *testing.T) {
+	var buf clustertest.Buffer
+	e := newEnv(t, envOpts{web: func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+	}})
+	c, _ := e.login("alice")
+	ws := e.connect("alice", c)
+	if resp := e.do(c, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	ws.Closed(waitFor)
+	clustertest.WaitFor(t, waitFor, "the disconnect line", func() bool {
+		return strings.Contains(buf.String(), "msg=disconnect component=web user=alice code=4001")
+	})
+	for _, want := range []string{"msg=login component=web user=alice", "msg=connect component=web user=alice"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Fatalf("log lacks %q:\n%s", want, buf.String())
+		}
+	}
+	for i := range 3 * sessionLogsPerSecond {
+		e.login(fmt.Sprintf("u%d", i))
+	}
+	if n := strings.Count(buf.String(), "msg=login"); n > 2*sessionLogsPerSecond+1 {
+		t.Fatalf("%d login lines for %d logins: not limited", n, 3*sessionLogsPerSecond+1)
+	}
 }

@@ -297,7 +297,7 @@ func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, user string) {
 		s.loginFailed(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot store the session right now")
 		return
 	}
-	s.log.Info("login", "user", user, "addr", clientAddr(r))
+	s.logSession("login", "user", user, "addr", clientAddr(r))
 	s.CountLogin(LoginOK)
 	writeJSON(w, http.StatusOK, map[string]any{"user": user, "node": s.node, "token": s.makeToken(id)})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/transport"
 	"github.com/meshchat/meshchat/web/ui"
 )
 
@@ -130,7 +131,8 @@ type Server struct {
 	mode        AuthMode
 	admins      map[string]bool
 	limits      limiters
-	checker     sessionChecker // set when sessions live server-side
+	sessionLog  transport.LogLimit // logins, connects, disconnects
+	checker     sessionChecker     // set when sessions live server-side
 	node        string
 	allowed     map[string]bool // normalised origins
 	tokenKey    []byte
@@ -217,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 		mode:        mode,
 		admins:      make(map[string]bool),
 		limits:      newLimiters(cfg.AuthLimits),
+		sessionLog:  transport.LogLimit{PerSecond: sessionLogsPerSecond},
 		node:        cfg.Node,
 		allowed:     make(map[string]bool),
 		tokenKey:    cfg.TokenKey,

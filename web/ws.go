@@ -61,6 +61,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// net/http then lets go of what it keeps per request for as long as
 	// its handler runs (its 4 KiB read and write buffers, the response
 	// and request, and a deep stack), several KiB per idle connection.
+	s.logSession("connect", "user", id.user, "addr", clientAddr(r))
 	wc := &wsConn{s: s, conn: conn, cork: cw.conn, br: cw.br, c: client}
 	wc.start()
 }
@@ -241,6 +242,8 @@ func (w *wsConn) end() {
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = w.c.Close(cctx)
 	ccancel()
+	code, reason := w.c.CloseReason()
+	s.logSession("disconnect", "user", w.c.User(), "code", code, "reason", reason)
 	s.mu.Lock()
 	delete(s.conns, w.conn)
 	s.mu.Unlock()

@@ -102,7 +102,8 @@ type Broker struct {
 	links   map[string]*link
 	inbound map[*inConn]struct{}
 
-	counts linkCounters // see Stats
+	counts  linkCounters       // see Stats
+	junkLog transport.LogLimit // rejected peer connections
 
 	nonces   nonceCache
 	upgrader *websocket.Upgrader // peer connections (serveHTTP)

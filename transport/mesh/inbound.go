@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -48,7 +49,12 @@ func (b *Broker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	peer, proof, err := b.authenticate(r.Header)
 	if err != nil {
-		b.log.Warn("rejected peer connection", "remote", r.RemoteAddr, "err", err)
+		// Anyone who can reach the HTTP port can send these: counted
+		// always, logged a few times a second at most.
+		b.counts.rejected.Add(1)
+		if dropped, ok := b.junkLog.Allow(time.Now()); ok {
+			b.log.Warn("rejected peer connection", "remote", r.RemoteAddr, "err", err, "not_logged_since", dropped)
+		}
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}

@@ -17,6 +17,9 @@ type Stats struct {
 	// the first ones and every reconnect; LinkDialFailures the dials that
 	// failed; LinkDrops the connections lost or cut.
 	LinkConnects, LinkDialFailures, LinkDrops uint64
+	// RejectedPeers counts connections to /_mesh/ that failed the
+	// handshake: junk, or a node with another secret.
+	RejectedPeers uint64
 	// Owned and Replicas are the channels this node orders and those it
 	// keeps a replica of as backup; Retained is the publications their
 	// histories retain in memory, both kinds together. Channels busy at
@@ -27,7 +30,7 @@ type Stats struct {
 
 // linkCounters are counted by the links (link.go) and takeovers.
 type linkCounters struct {
-	takeovers, created, connects, dialFailures, drops atomic.Uint64
+	takeovers, created, connects, dialFailures, drops, rejected atomic.Uint64
 }
 
 // Stats returns the broker's counters, and walks the channel states for
@@ -40,6 +43,7 @@ func (b *Broker) Stats() Stats {
 		LinkConnects:     b.counts.connects.Load(),
 		LinkDialFailures: b.counts.dialFailures.Load(),
 		LinkDrops:        b.counts.drops.Load(),
+		RejectedPeers:    b.counts.rejected.Load(),
 	}
 	b.chMu.RLock()
 	states := slices.Collect(maps.Values(b.chans))

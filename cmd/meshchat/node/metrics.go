@@ -89,10 +89,11 @@ var (
 	descLinkConnects  = desc("meshchat_mesh_link_connects_total", "Connections this node's links made to peers, reconnects included.")
 	descLinkFailures  = desc("meshchat_mesh_link_dial_failures_total", "Dials to peers that failed.")
 	descLinkDrops     = desc("meshchat_mesh_link_drops_total", "Connections to peers that were lost or cut.")
+	descRejectedPeers = desc("meshchat_mesh_rejected_connections_total", "Connections to /_mesh/ that failed the handshake (junk, or another secret).")
 	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
 	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
-	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descChannels, descRetained, descBusy}
+	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descChannels, descRetained, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
 		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
 )
@@ -172,6 +173,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLinkConnects, ms.LinkConnects)
 	counter(descLinkFailures, ms.LinkDialFailures)
 	counter(descLinkDrops, ms.LinkDrops)
+	counter(descRejectedPeers, ms.RejectedPeers)
 	gauge(descChannels, float64(ms.Owned), "owner")
 	gauge(descChannels, float64(ms.Replicas), "replica")
 	gauge(descRetained, float64(ms.Retained))
