@@ -143,6 +143,8 @@ class ChatView {
     });
     this.setAdmin(admin === true);
     this.renderLists();
+    this.renderInvitations();
+    $("room-note").hidden = true;
     this.renderConversation();
     closeDrawers();
     this.model.start();
@@ -166,6 +168,7 @@ class ChatView {
     this.admin = admin;
     $("admin-box").hidden = !admin;
     $("menu-admin").hidden = !admin;
+    $("admin-link").hidden = !admin;
     const c = this.model.open();
     if (c) this.renderMembers(c);
   }
@@ -265,9 +268,66 @@ class ChatView {
       case "state":
         this.renderState(ch.state, ch.info);
         break;
+      case "invitations":
+        this.renderInvitations();
+        break;
+      case "refused":
+        $("room-note").textContent = ch.text;
+        $("room-note").hidden = false;
+        toast(ch.text);
+        break;
       default:
         break;
     }
+  }
+
+  // ---- private rooms ----
+
+  // renderInvitations lists the invitations not yet taken up: each joins
+  // its room when clicked.
+  renderInvitations() {
+    const items = Array.from(this.model.invitations, ([room, by]) => el(
+      "li",
+      { "data-room": room },
+      el("button", {
+        type: "button",
+        class: "invitation",
+        "data-testid": "invitation",
+        onclick: () => this.pick((m) => m.acceptInvitation(room)),
+      }, by ? `${by} invited you to #${room}` : `You were invited to #${room}`),
+      el("button", {
+        type: "button",
+        class: "ghost invitation-dismiss",
+        "aria-label": `Dismiss the invitation to #${room}`,
+        onclick: () => this.model.dismissInvitation(room),
+      }, "×"),
+    ));
+    $("invitation-list").replaceChildren(...items);
+  }
+
+  // renderRoomTools shows what the open conversation offers beyond
+  // messages: a private room's owner and, to its owner and admins, the
+  // invite form.
+  renderRoomTools(c) {
+    const manage = this.model.canManage(c, this.admin);
+    const box = $("invite-box");
+    if (box.hidden === manage) $("invite-status").textContent = "";
+    box.hidden = !manage;
+    if (c && c.kind === "room") {
+      $("conv-sub").textContent = c.private ? `private room${c.owner ? ` of ${c.owner}` : ""}` : "room";
+    }
+  }
+
+  // memberAction invites or removes user in the open private room and
+  // says how it went.
+  async memberAction(invite, user) {
+    const c = this.model.open();
+    if (!c) return;
+    const res = await (invite ? this.model.invite(c.name, user) : this.model.remove(c.name, user));
+    if (view !== this) return;
+    $("invite-status").textContent = res.text;
+    $("invite-status").classList.toggle("form-error", !res.ok);
+    toast(res.text);
   }
 
   // ---- rendering ----
@@ -299,7 +359,8 @@ class ChatView {
     const dms = [];
     for (const c of this.model.listed()) {
       const active = c.key === this.model.current;
-      const label = c.kind === "room" ? el("span", { class: "conv-name" }, el("span", { class: "hash", "aria-hidden": "true" }, "#"), c.name)
+      const label = c.kind === "room" ? el("span", { class: "conv-name" }, el("span", { class: "hash", "aria-hidden": "true" }, "#"), c.name,
+        c.private ? el("span", { class: "lock", "data-testid": "lock", title: "Private room", "aria-label": ", private" }, "🔒") : null)
         : el("span", { class: "conv-name" }, avatar(c.name, "avatar avatar-xs"), c.name);
       const btn = el(
         "button",
@@ -342,6 +403,7 @@ class ChatView {
       $("conv-title").textContent = "No conversation";
       $("conv-sub").textContent = "";
       $("member-list").replaceChildren();
+      this.renderRoomTools(null);
       $("typing").textContent = "";
       this.renderNotice(null);
       this.renderEmpty(null);
@@ -471,14 +533,22 @@ class ChatView {
         "aria-label": confirming ? `Confirm: ban ${user}` : `Ban ${user}`,
         onclick: () => this.banClicked(user),
       }, confirming ? "Confirm" : "Ban") : null;
+      const remove = this.model.canManage(c, this.admin) && !self && user !== c.owner ? el("button", {
+        type: "button",
+        class: "ban-button",
+        "data-testid": "remove-button",
+        "aria-label": `Remove ${user} from #${c.name}`,
+        onclick: () => this.memberAction(false, user),
+      }, "Remove") : null;
       return el("li", {
         "data-testid": "member",
         "data-user": user,
         "data-online": online ? "true" : "false",
         class: online ? "online" : "offline",
-      }, content, ban);
+      }, content, remove, ban);
     });
     $("member-list").replaceChildren(...items);
+    this.renderRoomTools(c);
   }
 
   renderTyping(c) {
@@ -774,7 +844,21 @@ function wire() {
   $("logout-button").addEventListener("click", () => logOut("/api/logout", ""));
 
   onSidebarName("join-form", "room-input", /^#/, "Room names: 1–32 letters, digits, _, . or -.", (room) => {
-    view?.pick((m) => m.joinRoom(room));
+    const opts = { private: $("room-private").checked };
+    $("room-private").checked = false;
+    $("room-note").hidden = true;
+    view?.pick((m) => m.joinRoom(room, opts));
+  });
+  $("invite-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const user = $("invite-user").value.trim().replace(/^@/, "");
+    if (!NAME_RE.test(user)) {
+      $("invite-status").textContent = "Names: 1–32 letters, digits, _, . or -.";
+      $("invite-status").classList.add("form-error");
+      return;
+    }
+    $("invite-user").value = "";
+    view?.memberAction(true, user);
   });
   onSidebarName("dm-form", "dm-input", /^@/, "Names: 1–32 letters, digits, _, . or -.", (peer) => {
     view?.pick((m) => m.openDm(peer));
