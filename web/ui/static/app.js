@@ -360,7 +360,7 @@ class ChatView {
     for (const c of this.model.listed()) {
       const active = c.key === this.model.current;
       const label = c.kind === "room" ? el("span", { class: "conv-name" }, el("span", { class: "hash", "aria-hidden": "true" }, "#"), c.name,
-        c.private ? el("span", { class: "lock", "data-testid": "lock", title: "Private room", "aria-label": ", private" }, "🔒") : null)
+        c.private ? el("span", { class: "lock", "data-testid": "lock", title: "Private room" }, el("span", { class: "sr-only" }, ", private")) : null)
         : el("span", { class: "conv-name" }, avatar(c.name, "avatar avatar-xs"), c.name);
       const btn = el(
         "button",
