@@ -127,7 +127,7 @@ func TestFS(t *testing.T) {
 // TestNoHTMLSinks keeps user text out of the HTML parser: the app renders
 // through text nodes only.
 func TestNoHTMLSinks(t *testing.T) {
-	for _, name := range []string{"app.js", "model.js", "meshchat.js", "admin.js"} {
+	for _, name := range []string{"app.js", "model.js", "meshchat.js", "admin.js", "page.js"} {
 		b, err := fs.ReadFile(ui.FS(), name)
 		if err != nil {
 			t.Fatal(err)

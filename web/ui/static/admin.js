@@ -6,24 +6,11 @@
 // tab's sessionStorage only. User-supplied text reaches the page through
 // text nodes only.
 
+import { $, api, el, onUserForm } from "/page.js";
+
 const REFRESH_MS = 4000; // how often the view asks every node again
 const REQUEST_MS = 3000; // a node that takes longer counts as unreachable
-const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 const KEY_ITEM = "meshchat.apiKey";
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...children) {
-  const n = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") n.className = v;
-    else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
-    else n.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children) if (c !== null && c !== undefined && c !== false) n.append(c);
-  return n;
-}
 
 function storedKey() {
   try {
@@ -39,36 +26,13 @@ let busy = false;
 
 // call asks base (a node's URL, "" for this page's node) for path; the
 // cookie goes along to the other nodes too (they answer CORS for the
-// cluster's origins). It never throws: no answer has status 0.
-async function call(base, path, method = "GET", body) {
-  const headers = { Accept: "application/json" };
-  if (apiKey) headers.Authorization = "Bearer " + apiKey;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const ctl = new AbortController();
-  const t = setTimeout(() => ctl.abort(), REQUEST_MS);
-  try {
-    const res = await fetch(base + path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: base ? "include" : "same-origin",
-      cache: "no-store",
-      signal: ctl.signal,
-    });
-    let data = null;
-    if (res.status !== 204) {
-      try {
-        data = await res.json();
-      } catch {
-        data = null;
-      }
-    }
-    return { status: res.status, ok: res.ok, data };
-  } catch {
-    return { status: 0, ok: false, data: null };
-  } finally {
-    clearTimeout(t);
-  }
+// cluster's origins), and the API key when one was given.
+function call(base, path, method = "GET", body) {
+  return api(method, base + path, body, {
+    headers: apiKey ? { Authorization: "Bearer " + apiKey } : {},
+    credentials: base ? "include" : "same-origin",
+    timeout: REQUEST_MS,
+  });
 }
 
 function errorText(res) {
@@ -208,16 +172,7 @@ function wire() {
     }
     start();
   });
-  $("action-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const user = $("action-user").value.trim().replace(/^@/, "");
-    if (!NAME_RE.test(user)) {
-      $("action-status").textContent = "Names: 1–32 letters, digits, _, . or -.";
-      $("action-status").classList.add("form-error");
-      return;
-    }
-    act((e.submitter && e.submitter.value) || "disconnect", user);
-  });
+  onUserForm("action-form", "action-user", "action-status", (user, button) => act(button || "disconnect", user));
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && timer) refresh();
   });

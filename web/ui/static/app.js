@@ -10,27 +10,11 @@
 
 import { State } from "/meshchat.js";
 import { Conversations, NAME_RE, authErrorText, newPasswordProblem, tokenFromHash } from "/model.js";
+import { $, api, el, onUserForm } from "/page.js";
 
 const GROUP_MS = 5 * 60 * 1000; // consecutive messages closer than this share a header
 const OFFLINE_AFTER = 3; // failed reconnect attempts before the badge says offline
 const CONFIRM_MS = 5000; // how long a "Ban" button waits for its confirming click
-
-const $ = (id) => document.getElementById(id);
-
-// el builds an element; string children become text nodes, so user data
-// passed here is never parsed as HTML.
-function el(tag, attrs = {}, ...children) {
-  const n = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") n.className = v;
-    else if (k === "text") n.textContent = v;
-    else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
-    else n.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children) if (c !== null && c !== undefined && c !== false) n.append(c);
-  return n;
-}
 
 const saved = {
   get(key, def) {
@@ -56,31 +40,6 @@ const saved = {
     }
   },
 };
-
-// api calls the node's HTTP API. It never throws: an unreachable node is
-// an answer without a status, which authErrorText describes.
-async function api(method, path, body) {
-  const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" };
-  if (body !== undefined) {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
-  }
-  let res;
-  try {
-    res = await fetch(path, opts);
-  } catch {
-    return { status: 0, ok: false, data: null, retryAfter: null };
-  }
-  let data = null;
-  if (res.status !== 204) {
-    try {
-      data = await res.json();
-    } catch {
-      data = null;
-    }
-  }
-  return { status: res.status, ok: res.ok, data, retryAfter: res.headers.get("Retry-After") };
-}
 
 function hue(name) {
   let h = 0;
@@ -825,17 +784,7 @@ function wire() {
   $("password-dialog").addEventListener("close", () => {
     if (view) $("account-button").focus();
   });
-  $("admin-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const user = $("admin-user").value.trim().replace(/^@/, "");
-    if (!NAME_RE.test(user)) {
-      $("admin-status").textContent = "Names: 1–32 letters, digits, _, . or -.";
-      $("admin-status").classList.add("form-error");
-      return;
-    }
-    $("admin-user").value = "";
-    view?.ban(user, !(e.submitter && e.submitter.value === "unban"));
-  });
+  onUserForm("admin-form", "admin-user", "admin-status", (user, button) => view?.ban(user, button !== "unban"));
   document.addEventListener("click", (e) => {
     if (!$("account-menu").hidden && !e.target.closest(".account")) toggleAccountMenu(false);
   });
@@ -849,17 +798,7 @@ function wire() {
     $("room-note").hidden = true;
     view?.pick((m) => m.joinRoom(room, opts));
   });
-  $("invite-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const user = $("invite-user").value.trim().replace(/^@/, "");
-    if (!NAME_RE.test(user)) {
-      $("invite-status").textContent = "Names: 1–32 letters, digits, _, . or -.";
-      $("invite-status").classList.add("form-error");
-      return;
-    }
-    $("invite-user").value = "";
-    view?.memberAction(true, user);
-  });
+  onUserForm("invite-form", "invite-user", "invite-status", (user) => view?.memberAction(true, user));
   onSidebarName("dm-form", "dm-input", /^@/, "Names: 1–32 letters, digits, _, . or -.", (peer) => {
     view?.pick((m) => m.openDm(peer));
     $("message-input").focus();
