@@ -31,8 +31,8 @@
  *    then the page origin. A close with code 1012 (the node is restarting)
  *    tries the other nodes first; 4003 (the user is banned) stops with
  *    state "banned"; 4004 (the user was removed from a private room)
- *    reconnects at once, and that room's join is then refused (see below);
- *    every other close code reconnects, 4001 (session
+ *    reconnects like a lost connection, and that room's join is then
+ *    refused (see below); every other close code reconnects, 4001 (session
  *    logged out) too, but only once the page's own node (GET /api/me)
  *    confirms that the browser still holds a session of the same user
  *    (its cookie was replaced, say by a password change on this page:
@@ -124,7 +124,6 @@ export class MeshchatError extends Error {
 const CLOSE_SERVICE_RESTART = 1012; // the node is going away: try the others first
 const CLOSE_LOGGED_OUT = 4001; // the session was logged out: stop, unless the browser holds a new one
 const CLOSE_BANNED = 4003; // the user is banned: stop for good
-const CLOSE_REMOVED = 4004; // removed from a private room: reconnect; that room then refuses the join
 
 // The least gap between two typing frames that a server accepts (it drops
 // more frequent ones silently).
@@ -464,20 +463,12 @@ export class MeshchatClient {
       this._recheck();
       return;
     }
-    if (code === CLOSE_REMOVED) {
-      // Only the room the user was removed from is lost: reconnect to the
-      // same node at once, where that room's join is refused and dropped.
-      this._attempt = 0;
-      this._cands = this._candidates(false);
-      this._candIdx = 0;
-      this._setState(State.RECONNECTING, { code, node: conn.base });
-      this._retryTimer = setTimeout(() => this._retry(), 0);
-      return;
-    }
 
     if (wasWelcomed) {
       // A connection that worked: start over with the node it was on (or,
-      // when that node announced a restart, with the others).
+      // when that node announced a restart, with the others). So does a
+      // removal from a private room (4004): the rooms resume, and the one
+      // the user was removed from refuses the join and is dropped.
       this._attempt = 0;
       this._cands = this._candidates(code === CLOSE_SERVICE_RESTART);
       this._candIdx = 0;
