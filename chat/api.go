@@ -35,7 +35,14 @@ type RoomInfo struct {
 	Members int
 	// Local is how many of them are connected to this node.
 	Local int
+	// Online are those users, sorted.
+	Online []string
+	// Owner is the user who owns the room when it is private, else "".
+	Owner string
 }
+
+// RoomChannel is the broker channel that carries room's messages.
+func RoomChannel(room string) string { return roomPrefix + room }
 
 // PublishAs posts text to room as user from, like a send frame of one of
 // from's connections, and returns the message's id. A ref makes it
@@ -172,8 +179,12 @@ func (h *Hub) Rooms() []RoomInfo {
 	h.eachRoom(func(r *room) {
 		r.mu.Lock()
 		info := RoomInfo{Name: r.name, Members: len(r.online), Local: len(r.local)}
+		if info.Local > 0 {
+			info.Online = r.onlineUsers()
+		}
 		r.mu.Unlock()
 		if info.Local > 0 {
+			info.Owner = h.privateOwner(info.Name)
 			out = append(out, info)
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -190,11 +191,12 @@ func TestRoomsAndPresence(t *testing.T) {
 	c.join("side")
 	a.until("carol online", func(f frame) bool { return f.Type == "presence" && f.User == "carol" })
 
-	if got := h1.Rooms(); !slices.Equal(got, []RoomInfo{{Name: "general", Members: 3, Local: 1}}) {
+	everyone := []string{"alice", "bob", "carol"}
+	if got := h1.Rooms(); !reflect.DeepEqual(got, []RoomInfo{{Name: "general", Members: 3, Local: 1, Online: everyone}}) {
 		t.Fatalf("n1 rooms %+v", got)
 	}
-	want := []RoomInfo{{Name: "general", Members: 3, Local: 2}, {Name: "side", Members: 1, Local: 1}}
-	if got := h2.Rooms(); !slices.Equal(got, want) {
+	want := []RoomInfo{{Name: "general", Members: 3, Local: 2, Online: everyone}, {Name: "side", Members: 1, Local: 1, Online: []string{"carol"}}}
+	if got := h2.Rooms(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("n2 rooms %+v, want %+v", got, want)
 	}
 	// Presence is the broker's, cluster-wide, also where no one is local.

@@ -173,6 +173,7 @@ func (c *Client) killLocked(code int, reason string) bool {
 	c.code, c.reason = code, reason
 	c.hub.stats.closed(code)
 	if code == CloseSlowConsumer {
+		c.hub.slow.add(SlowConsumer{User: c.user, Conn: c.id, At: c.hub.now()})
 		// What is queued is stale; the client resumes from history.
 		clear(c.queue)
 		c.queue = nil

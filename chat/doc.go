@@ -46,6 +46,8 @@
 //
 //	Client.op -> room.ctl -> room.mu -> Client.mu
 //	shard.mu is a leaf: nothing else is taken while it is held.
+//	slowLog.mu (the latest slow consumers) is a leaf, taken under
+//	Client.mu when a slow consumer is cut.
 //	A client's notify function (Client.SetNotify) runs under room.mu
 //	and Client.op, after Client.mu: it may take only leaf locks.
 //	Config.Revocations is called with no hub lock held.

@@ -378,12 +378,13 @@ func welcomeFrame(user, node string, nodes []string) []byte {
 }
 
 func joinedFrame(room string, members []string, history [][]byte, recovered bool) []byte {
-	return joinedFrameOf(room, members, history, recovered, false)
+	return joinedFrameOf(room, members, history, recovered, "")
 }
 
-// joinedFrameOf is joinedFrame with "private":true for a private room.
-func joinedFrameOf(room string, members []string, history [][]byte, recovered, private bool) []byte {
-	n := 96 + len(room)
+// joinedFrameOf is joinedFrame with "private":true and the "owner" of a
+// private room, whose owner is not "".
+func joinedFrameOf(room string, members []string, history [][]byte, recovered bool, owner string) []byte {
+	n := 112 + len(room) + len(owner)
 	for _, h := range history {
 		n += len(h) + 1
 	}
@@ -398,8 +399,9 @@ func joinedFrameOf(room string, members []string, history [][]byte, recovered, p
 	b = appendHistory(b, history)
 	b = append(b, `,"recovered":`...)
 	b = strconv.AppendBool(b, recovered)
-	if private {
+	if owner != "" {
 		b = append(b, `,"private":true`...)
+		b = appendField(b, "owner", owner)
 	}
 	return append(b, '}')
 }

@@ -139,6 +139,7 @@ type Hub struct {
 
 	stats          counters
 	publishSeconds transport.Observer // or nil
+	slow           slowLog            // the latest slow consumers (slow.go)
 
 	senders senderLimits // the server API's rate limits (api.go)
 

@@ -177,11 +177,11 @@ func (h *Hub) joinFrame(ctx context.Context, c *Client, room, after string, priv
 	return h.join(ctx, c, room, after)
 }
 
-// isPrivate reports whether room is private.
-func (h *Hub) isPrivate(room string) bool {
+// privateOwner returns the owner of room when it is private, else "".
+func (h *Hub) privateOwner(room string) string {
 	if h.rooms == nil {
-		return false
+		return ""
 	}
-	private, _ := h.rooms.Access(room, "")
-	return private
+	owner, _ := h.rooms.Owner(room)
+	return owner
 }

@@ -353,9 +353,9 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 			c.rooms = make(map[string]*joined, 1)
 		}
 		c.rooms[name] = j
-		private := h.isPrivate(name)
+		owner := h.privateOwner(name)
 		if err := h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
-			return joinedFrameOf(name, members, hist, rec, private)
+			return joinedFrameOf(name, members, hist, rec, owner)
 		}, true); err != nil {
 			cctx, cancel := cleanupCtx(ctx)
 			h.leaveRoom(cctx, c, r)
@@ -371,9 +371,9 @@ func (h *Hub) join(ctx context.Context, c *Client, name, after string) *frameErr
 	m.pending = true
 	members := r.onlineUsers()
 	r.mu.Unlock()
-	private := h.isPrivate(name)
+	owner := h.privateOwner(name)
 	return h.catchUp(ctx, c, r, m, after, func(hist [][]byte, rec bool) []byte {
-		return joinedFrameOf(name, members, hist, rec, private)
+		return joinedFrameOf(name, members, hist, rec, owner)
 	}, false)
 }
 

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -94,6 +95,9 @@ func TestStatsSlowConsumer(t *testing.T) {
 		fast.until("message", isType("message"))
 	}
 	slow.disconnected("slow consumer")
+	if got := h.SlowConsumers(); len(got) != 1 || got[0].User != "slow" || got[0].Conn != slow.c.ID() || got[0].At.IsZero() {
+		t.Errorf("slow consumers logged: %+v", got)
+	}
 	s := h.Stats()
 	if s.SlowConsumers != 1 || s.Closes[CloseSlowConsumer] != 1 {
 		t.Errorf("slow consumers = %d, closes = %v", s.SlowConsumers, s.Closes)
@@ -117,5 +121,24 @@ func TestStatsUnlistedCodes(t *testing.T) {
 	}
 	if len(s.Rejected) != len(statCodes) || len(s.BrokerErrors) != len(statBrokerOps) {
 		t.Errorf("labels grew: %v %v", s.Rejected, s.BrokerErrors)
+	}
+}
+
+// TestSlowLogKeepsTheLatest: the log of slow consumers is bounded and
+// lists the newest first.
+func TestSlowLogKeepsTheLatest(t *testing.T) {
+	h := &Hub{}
+	if got := h.SlowConsumers(); len(got) != 0 {
+		t.Fatalf("empty log lists %+v", got)
+	}
+	for i := range SlowLogSize + 5 {
+		h.slow.add(SlowConsumer{User: fmt.Sprint("u", i)})
+	}
+	got := h.SlowConsumers()
+	if len(got) != SlowLogSize {
+		t.Fatalf("%d kept, want %d", len(got), SlowLogSize)
+	}
+	if first, last := got[0].User, got[len(got)-1].User; first != fmt.Sprint("u", SlowLogSize+4) || last != "u5" {
+		t.Errorf("newest %s, oldest %s", first, last)
 	}
 }

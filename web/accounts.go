@@ -310,32 +310,18 @@ func (s *Server) handleLogoutAll(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleBan bans (or, with ban false, unbans) a user: an admin's session
-// only.
+// or the API key only.
 func (s *Server) handleBan(ban bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.originAllowed(r) {
-			writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
+		by, user, ok := s.adminAction(w, r)
+		if !ok {
 			return
 		}
-		id, err := s.authenticate(r, false)
-		if err != nil {
-			authFailed(w, err, "log in first")
-			return
-		}
-		if !s.admins[id.user] {
-			writeError(w, http.StatusForbidden, CodeForbidden, "admins only")
-			return
-		}
-		c, ok := readCredentials(w, r)
-		if !ok || !chat.ValidName(c.User) {
-			writeError(w, http.StatusBadRequest, CodeBadName, `body must name a valid "user"`)
-			return
-		}
-		if err := s.accounts.SetBanned(r.Context(), c.User, ban); err != nil {
+		if err := s.accounts.SetBanned(r.Context(), user, ban); err != nil {
 			s.accountError(w, err)
 			return
 		}
-		s.log.Info("ban", "user", c.User, "banned", ban, "by", id.user)
+		s.log.Info("ban", "user", user, "banned", ban, "by", by)
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

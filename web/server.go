@@ -112,6 +112,11 @@ type Config struct {
 	// is dropped when nothing arrives for PongTimeout (default 45s) or a
 	// write takes longer than WriteTimeout (default 10s).
 	PingInterval, PongTimeout, WriteTimeout time.Duration
+	// Inspector adds what only the node knows to the admin view's
+	// report (GET /api/admin/node): the broker's health and which node
+	// orders each room. Nil: the report says the broker is healthy
+	// whenever the node is ready, and names no node per room.
+	Inspector Inspector
 	// APIKey enables the server API (/api/server/..., api.go): requests
 	// carrying "Authorization: Bearer <APIKey>" may post as any user,
 	// read history and presence and disconnect users. Empty: the API is
@@ -287,6 +292,9 @@ func (s *Server) routes() http.Handler {
 	api.Get("/me", s.handleMe)
 	api.Post("/admin/ban", s.handleBan(true))
 	api.Post("/admin/unban", s.handleBan(false))
+	api.Post("/admin/disconnect", s.handleAdminDisconnect)
+	api.Get("/admin/node", s.handleAdminNode)
+	api.Options("/admin/node", s.handleAdminPreflight)
 	api.Get("/cluster", s.handleCluster)
 	api.Get("/events", s.handleEvents)
 	api.Post("/send", s.handleSend)
@@ -401,19 +409,23 @@ type clusterNode struct {
 }
 
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
-	nodes := []clusterNode{}
-	if s.cfg.Members != nil {
-		for _, m := range s.cfg.Members.Members() {
-			nodes = append(nodes, clusterNode{Name: m.Name, HTTP: m.HTTP, State: publicState(m.State)})
-		}
-	} else {
-		nodes = append(nodes, clusterNode{Name: s.node, HTTP: requestBase(r), State: "alive"})
-	}
 	writeJSON(w, http.StatusOK, struct {
 		Node   string        `json:"node"`
 		Broker string        `json:"broker"`
 		Nodes  []clusterNode `json:"nodes"`
-	}{s.node, s.cfg.BrokerName, nodes})
+	}{s.node, s.cfg.BrokerName, s.clusterNodes(r)})
+}
+
+// clusterNodes is the cluster as this node sees it.
+func (s *Server) clusterNodes(r *http.Request) []clusterNode {
+	nodes := []clusterNode{}
+	if s.cfg.Members == nil {
+		return append(nodes, clusterNode{Name: s.node, HTTP: requestBase(r), State: "alive"})
+	}
+	for _, m := range s.cfg.Members.Members() {
+		nodes = append(nodes, clusterNode{Name: m.Name, HTTP: m.HTTP, State: publicState(m.State)})
+	}
+	return nodes
 }
 
 // publicState maps membership states onto the contract's three: a node

@@ -1,6 +1,8 @@
 // Package ui owns meshchat's browser front end: a static single-page app
 // (index.html, style.css; model.js, the conversations and their state;
-// app.js, the view that renders them and wires the page) and meshchat.js,
+// app.js, the view that renders them and wires the page), the admin view
+// (admin.html, admin.js: every node's report, live), page.js (what both
+// pages share) and meshchat.js,
 // the dependency-free protocol client that other web apps may embed on
 // their own pages. The in-browser tests of meshchat.js and model.js live
 // in testdata and run in Chromium from browser_test.go.
@@ -110,9 +112,14 @@ func Handler() http.Handler {
 	if err != nil {
 		panic(fmt.Sprintf("ui: reading embedded files: %v", err))
 	}
+	// Pages (index.html, admin.html) get the page-only headers.
+	for p, f := range h.files {
+		if path.Ext(p) == ".html" {
+			f.page = true
+			h.files[p] = f
+		}
+	}
 	h.index = h.files["/index.html"]
-	h.index.page = true
-	h.files["/index.html"] = h.index
 	return h
 }
 

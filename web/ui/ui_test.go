@@ -84,6 +84,11 @@ func TestHandlerPageHeaders(t *testing.T) {
 		t.Errorf("index CSP = %q", csp)
 	}
 	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/admin.html", nil))
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("admin page CSP = %q", csp)
+	}
+	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/app.js", nil))
 	if csp := rec.Header().Get("Content-Security-Policy"); csp != "" {
 		t.Errorf("asset has CSP %q", csp)
@@ -122,7 +127,7 @@ func TestFS(t *testing.T) {
 // TestNoHTMLSinks keeps user text out of the HTML parser: the app renders
 // through text nodes only.
 func TestNoHTMLSinks(t *testing.T) {
-	for _, name := range []string{"app.js", "model.js", "meshchat.js"} {
+	for _, name := range []string{"app.js", "model.js", "meshchat.js", "admin.js", "page.js"} {
 		b, err := fs.ReadFile(ui.FS(), name)
 		if err != nil {
 			t.Fatal(err)

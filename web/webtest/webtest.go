@@ -146,12 +146,20 @@ func send(tb testing.TB, req *http.Request) (int, []byte) {
 // test when the request cannot be made.
 func API(tb testing.TB, base, key, method, path, body string) (int, []byte) {
 	tb.Helper()
-	req, err := http.NewRequest(method, base+"/api/server"+path, strings.NewReader(body))
+	return Bearer(tb, base, key, method, "/api/server"+path, body)
+}
+
+// Bearer sends method on base+path with token as the bearer ("" sends no
+// Authorization) and body as JSON ("" sends none), as API does for any
+// path (the admin endpoints take the API key too).
+func Bearer(tb testing.TB, base, token, method, path, body string) (int, []byte) {
+	tb.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")

@@ -36,8 +36,8 @@ func testPrivateRoom(t *testing.T, broker, redisURL string) {
 	alice, bob, carol := dial(n1, "alice"), dial(n2, "bob"), dial(n2, "carol")
 
 	alice.Send(map[string]any{"type": "join", "room": "secret", "private": true})
-	if j := alice.ExpectNext("joined", wait); j["private"] != true {
-		t.Fatalf("joined %v, want private", j)
+	if j := alice.ExpectNext("joined", wait); j["private"] != true || j.Str("owner") != "alice" {
+		t.Fatalf("joined %v, want private, owned by alice", j)
 	}
 	alice.Send(map[string]string{"type": "send", "room": "secret", "text": "classified", "ref": "s1"})
 	alice.Expect("message", wait, func(f webtest.Frame) bool { return f.Str("ref") == "s1" })

@@ -356,6 +356,7 @@ func (n *Node) newWeb(context.Context) error {
 		Mounts:         mounts,
 		TokenKey:       n.keys.Token,
 		APIKey:         n.cfg.APIKey,
+		Inspector:      inspector{n},
 		Logger:         n.log,
 	})
 	return err

@@ -10,27 +10,11 @@
 
 import { State } from "/meshchat.js";
 import { Conversations, NAME_RE, authErrorText, newPasswordProblem, tokenFromHash } from "/model.js";
+import { $, api, el, onUserForm } from "/page.js";
 
 const GROUP_MS = 5 * 60 * 1000; // consecutive messages closer than this share a header
 const OFFLINE_AFTER = 3; // failed reconnect attempts before the badge says offline
 const CONFIRM_MS = 5000; // how long a "Ban" button waits for its confirming click
-
-const $ = (id) => document.getElementById(id);
-
-// el builds an element; string children become text nodes, so user data
-// passed here is never parsed as HTML.
-function el(tag, attrs = {}, ...children) {
-  const n = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") n.className = v;
-    else if (k === "text") n.textContent = v;
-    else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
-    else n.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children) if (c !== null && c !== undefined && c !== false) n.append(c);
-  return n;
-}
 
 const saved = {
   get(key, def) {
@@ -56,31 +40,6 @@ const saved = {
     }
   },
 };
-
-// api calls the node's HTTP API. It never throws: an unreachable node is
-// an answer without a status, which authErrorText describes.
-async function api(method, path, body) {
-  const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" };
-  if (body !== undefined) {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
-  }
-  let res;
-  try {
-    res = await fetch(path, opts);
-  } catch {
-    return { status: 0, ok: false, data: null, retryAfter: null };
-  }
-  let data = null;
-  if (res.status !== 204) {
-    try {
-      data = await res.json();
-    } catch {
-      data = null;
-    }
-  }
-  return { status: res.status, ok: res.ok, data, retryAfter: res.headers.get("Retry-After") };
-}
 
 function hue(name) {
   let h = 0;
@@ -144,6 +103,8 @@ class ChatView {
     });
     this.setAdmin(admin === true);
     this.renderLists();
+    this.renderInvitations();
+    $("room-note").hidden = true;
     this.renderConversation();
     closeDrawers();
     this.model.start();
@@ -169,6 +130,7 @@ class ChatView {
     this.model.setAdmin(admin);
     $("admin-box").hidden = !admin;
     $("menu-admin").hidden = !admin;
+    $("admin-link").hidden = !admin;
     const c = this.model.open();
     if (c) this.renderMembers(c);
   }
@@ -274,9 +236,66 @@ class ChatView {
       case "state":
         this.renderState(ch.state, ch.info);
         break;
+      case "invitations":
+        this.renderInvitations();
+        break;
+      case "refused":
+        $("room-note").textContent = ch.text;
+        $("room-note").hidden = false;
+        toast(ch.text);
+        break;
       default:
         break;
     }
+  }
+
+  // ---- private rooms ----
+
+  // renderInvitations lists the invitations not yet taken up: each joins
+  // its room when clicked.
+  renderInvitations() {
+    const items = Array.from(this.model.invitations, ([room, by]) => el(
+      "li",
+      { "data-room": room },
+      el("button", {
+        type: "button",
+        class: "invitation",
+        "data-testid": "invitation",
+        onclick: () => this.pick((m) => m.acceptInvitation(room)),
+      }, by ? `${by} invited you to #${room}` : `You were invited to #${room}`),
+      el("button", {
+        type: "button",
+        class: "ghost invitation-dismiss",
+        "aria-label": `Dismiss the invitation to #${room}`,
+        onclick: () => this.model.dismissInvitation(room),
+      }, "×"),
+    ));
+    $("invitation-list").replaceChildren(...items);
+  }
+
+  // renderRoomTools shows what the open conversation offers beyond
+  // messages: a private room's owner and, to its owner and admins, the
+  // invite form.
+  renderRoomTools(c) {
+    const manage = this.model.canManage(c, this.admin);
+    const box = $("invite-box");
+    if (box.hidden === manage) $("invite-status").textContent = "";
+    box.hidden = !manage;
+    if (c && c.kind === "room") {
+      $("conv-sub").textContent = c.private ? `private room${c.owner ? ` of ${c.owner}` : ""}` : "room";
+    }
+  }
+
+  // memberAction invites or removes user in the open private room and
+  // says how it went.
+  async memberAction(invite, user) {
+    const c = this.model.open();
+    if (!c) return;
+    const res = await (invite ? this.model.invite(c.name, user) : this.model.remove(c.name, user));
+    if (view !== this) return;
+    $("invite-status").textContent = res.text;
+    $("invite-status").classList.toggle("form-error", !res.ok);
+    toast(res.text);
   }
 
   // ---- rendering ----
@@ -314,7 +333,8 @@ class ChatView {
     const dms = [];
     for (const c of this.model.listed()) {
       const active = c.key === this.model.current;
-      const label = c.kind === "room" ? el("span", { class: "conv-name" }, el("span", { class: "hash", "aria-hidden": "true" }, "#"), c.name)
+      const label = c.kind === "room" ? el("span", { class: "conv-name" }, el("span", { class: "hash", "aria-hidden": "true" }, "#"), c.name,
+        c.private ? el("span", { class: "lock", "data-testid": "lock", title: "Private room" }, el("span", { class: "sr-only" }, ", private")) : null)
         : el("span", { class: "conv-name" }, avatar(c.name, "avatar avatar-xs"), c.name);
       const btn = el(
         "button",
@@ -357,6 +377,7 @@ class ChatView {
       $("conv-title").textContent = "No conversation";
       $("conv-sub").textContent = "";
       $("member-list").replaceChildren();
+      this.renderRoomTools(null);
       $("typing").textContent = "";
       this.renderNotice(null);
       this.renderEmpty(null);
@@ -514,14 +535,22 @@ class ChatView {
         "aria-label": confirming ? `Confirm: ban ${user}` : `Ban ${user}`,
         onclick: () => this.banClicked(user),
       }, confirming ? "Confirm" : "Ban") : null;
+      const remove = this.model.canManage(c, this.admin) && !self && user !== c.owner ? el("button", {
+        type: "button",
+        class: "ban-button",
+        "data-testid": "remove-button",
+        "aria-label": `Remove ${user} from #${c.name}`,
+        onclick: () => this.memberAction(false, user),
+      }, "Remove") : null;
       return el("li", {
         "data-testid": "member",
         "data-user": user,
         "data-online": online ? "true" : "false",
         class: online ? "online" : "offline",
-      }, content, ban);
+      }, content, remove, ban);
     });
     $("member-list").replaceChildren(...items);
+    this.renderRoomTools(c);
   }
 
   renderTyping(c) {
@@ -798,17 +827,7 @@ function wire() {
   $("password-dialog").addEventListener("close", () => {
     if (view) $("account-button").focus();
   });
-  $("admin-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const user = $("admin-user").value.trim().replace(/^@/, "");
-    if (!NAME_RE.test(user)) {
-      $("admin-status").textContent = "Names: 1–32 letters, digits, _, . or -.";
-      $("admin-status").classList.add("form-error");
-      return;
-    }
-    $("admin-user").value = "";
-    view?.ban(user, !(e.submitter && e.submitter.value === "unban"));
-  });
+  onUserForm("admin-form", "admin-user", "admin-status", (user, button) => view?.ban(user, button !== "unban"));
   document.addEventListener("click", (e) => {
     if (!$("account-menu").hidden && !e.target.closest(".account")) toggleAccountMenu(false);
   });
@@ -817,8 +836,12 @@ function wire() {
   $("logout-button").addEventListener("click", () => logOut("/api/logout", ""));
 
   onSidebarName("join-form", "room-input", /^#/, "Room names: 1–32 letters, digits, _, . or -.", (room) => {
-    view?.pick((m) => m.joinRoom(room));
+    const opts = { private: $("room-private").checked };
+    $("room-private").checked = false;
+    $("room-note").hidden = true;
+    view?.pick((m) => m.joinRoom(room, opts));
   });
+  onUserForm("invite-form", "invite-user", "invite-status", (user) => view?.memberAction(true, user));
   onSidebarName("dm-form", "dm-input", /^@/, "Names: 1–32 letters, digits, _, . or -.", (peer) => {
     view?.pick((m) => m.openDm(peer));
     $("message-input").focus();

@@ -12,6 +12,7 @@
  *   });
  *   client.connect();
  *   client.join("general");
+ *   client.join("plans", { private: true }); // creates a private room when new
  *   await client.send("general", "hello");   // resolves with the server's message frame (the ack)
  *   await client.dm("bob", "hi");            // resolves with the server's dm frame
  *   client.typing("general");                // throttled, safe to call on every keystroke
@@ -30,7 +31,9 @@
  *    trying the node it was on, then the other nodes from the last welcome,
  *    then the page origin. A close with code 1012 (the node is restarting)
  *    tries the other nodes first; 4003 (the user is banned) stops with
- *    state "banned"; every other close code reconnects, 4001 (session
+ *    state "banned"; 4004 (the user was removed from a private room)
+ *    reconnects like a lost connection, and that room's join is then
+ *    refused (see below); every other close code reconnects, 4001 (session
  *    logged out) too, but only once the page's own node (GET /api/me)
  *    confirms that the browser still holds a session of the same user
  *    (its cookie was replaced, say by a password change on this page:
@@ -48,7 +51,10 @@
  *    {"type":"dms","after":"<last dm id>"} (also on the first connection,
  *    without `after`, to load recent DMs). A join or a dms request
  *    answered by an error in `retryCodes` (the room's or the inbox's node
- *    just failed) is retried with backoff.
+ *    just failed) is retried with backoff. A join refused for good
+ *    (forbidden: a private room the user is not, or no longer, a member
+ *    of; room_exists; ...) drops the room: its pending sends are rejected,
+ *    it is not joined again, and an `error` event names the room.
  *  - It drops duplicate messages (per room, by id) and duplicate DMs (by
  *    id): each reaches onEvent exactly once.
  *  - send() and dm() tag the frame with a unique `ref` and keep it pending
@@ -79,9 +85,10 @@
  * Events passed to onEvent (plain objects, `type` first):
  *
  *   welcome   {user, node, nodes}
- *   joined    {room, members, recovered, rejoin}  rejoin: true after a reconnect;
- *             recovered: false there means messages may be missing. The
- *             history that came with it follows as `message` events.
+ *   joined    {room, members, recovered, rejoin, private, owner}  rejoin: true
+ *             after a reconnect; recovered: false there means messages may
+ *             be missing. private and owner: a private room and its owner.
+ *             The history that came with it follows as `message` events.
  *   message   {room, id, from, text, ts, ref?, backlog?}  backlog: from history
  *   dm        {id, from, to, text, ts, ref?, backlog?}
  *   deleted   {room, id, by}                 the message id of room was deleted:
@@ -89,16 +96,23 @@
  *   dm_history {recovered, count}        after the backlog DMs were delivered
  *   presence  {room, user, online}
  *   typing    {room, user}
- *   error     {code, message}            errors not tied to a pending send
+ *   error     {code, message}            errors not tied to a pending send;
+ *             a refused join also has {room, rejoin} (rejoin: the room had
+ *             been joined before, e.g. the user was removed from it)
+ *   invitation {room, by}                someone invited the user to a private room
  *   transport {transport}                "websocket" or "sse": the client switched
  *   ...and any other frame type the server adds, unchanged.
  *
- * Methods: connect(), close(), join(room), leave(room), send(room, text, {ref}?),
- * dm(to, text, {ref}?), typing(room), deleteMessage(room, id), newRef(),
+ * Methods: connect(), close(), join(room, {private}?), leave(room),
+ * send(room, text, {ref}?), dm(to, text, {ref}?), typing(room),
+ * deleteMessage(room, id), invite(room, user), remove(room, user), newRef(),
  * setToken(token), renewSession(promise). deleteMessage is pending like a
  * send: acknowledged by the "deleted" frame carrying its ref, rejected with
  * code "forbidden" (not one's own message, and not an admin) or "not_found".
- * Properties: state, transport ("websocket" | "sse"), user, node, nodes, rooms (array of joined room names),
+ * invite and remove (private rooms) resolve with the server's
+ * invited/removed frame and reject with a MeshchatError.
+ * Properties: state, transport ("websocket" | "sse"), user, node, nodes,
+ * rooms (array of joined room names),
  * pendingCount. The promise returned by send()/dm() carries its `ref`.
  *
  * Options (all optional besides the callbacks): base, token, onEvent,
@@ -272,6 +286,7 @@ export class MeshchatClient {
     this._control = new Set(); // refs of the client's own requests (dms)
     this._dms = { ref: "", tries: 0, timer: null }; // the DM inbox request in flight
     this._joinRefs = new Map(); // ref of a join in flight -> room
+    this._requests = new Map(); // ref of an invite or remove in flight -> {resolve, reject}
     this._typingAt = new Map();
     this._renewal = null; // a session replacement in flight (renewSession)
     this._refPrefix = randomHex(6);
@@ -347,13 +362,28 @@ export class MeshchatClient {
     this._stop(State.CLOSED, "closed");
   }
 
-  /** Joins room (again after each reconnect, resuming after the last message seen). */
-  join(room) {
+  /**
+   * Joins room (again after each reconnect, resuming after the last message
+   * seen). With {private: true} a room that is new is created private, with
+   * the user as its owner.
+   */
+  join(room, opts = {}) {
     if (!this._rooms.has(room)) {
       this._rooms.set(room, { lastId: "", seen: new SeenSet(SEEN_LIMIT), joined: false, everJoined: false });
     }
     const r = this._rooms.get(room);
+    if (opts.private) r.private = true;
     if (!r.joined) this._sendJoin(room, r);
+  }
+
+  /** Invites user into the private room. Resolves with the invited frame. */
+  invite(room, user) {
+    return this._request({ type: "invite", room, user });
+  }
+
+  /** Removes user from the private room. Resolves with the removed frame. */
+  remove(room, user) {
+    return this._request({ type: "remove", room, user });
   }
 
   /** Leaves room; its pending sends are rejected with code "left". */
@@ -623,6 +653,7 @@ export class MeshchatClient {
     this._ws = null;
     this._welcomed = false;
     for (const r of this._rooms.values()) r.joined = false;
+    this._failRequests();
     if (this._stopped) return;
     if (code === CLOSE_BANNED) {
       this._stop(State.BANNED, "banned");
@@ -644,7 +675,9 @@ export class MeshchatClient {
     }
     if (wasWelcomed) {
       // A connection that worked: start over with the node it was on (or,
-      // when that node announced a restart, with the others).
+      // when that node announced a restart, with the others). So does a
+      // removal from a private room (4004): the rooms resume, and the one
+      // the user was removed from refuses the join and is dropped.
       this._attempt = 0;
       this._cands = this._candidates(code === CLOSE_SERVICE_RESTART);
       this._candIdx = 0;
@@ -753,6 +786,7 @@ export class MeshchatClient {
 
   _stop(state, code) {
     this._stopped = true;
+    this._failRequests();
     clearTimeout(this._retryTimer);
     clearTimeout(this._dms.timer);
     clearInterval(this._ticker);
@@ -904,6 +938,7 @@ export class MeshchatClient {
     r.joinRef = ref;
     const f = { type: "join", room, ref };
     if (r.lastId) f.after = r.lastId;
+    if (r.private && !r.everJoined) f.private = true;
     this._raw(f);
   }
 
@@ -911,7 +946,13 @@ export class MeshchatClient {
     const r = this._rooms.get(room);
     if (!r || r.joined || r.joinRef !== f.ref) return;
     if (!this._retryCodes.has(f.code)) {
-      this._emit(f);
+      // Refused for good: forget the room, so that no reconnect asks again.
+      this._rooms.delete(room);
+      clearTimeout(r.joinTimer);
+      for (const [ref, p] of this._pending) {
+        if (p.room === room) this._reject(ref, p, new MeshchatError(f.code, f.message, f));
+      }
+      this._emit({ ...f, room, rejoin: r.everJoined });
       return;
     }
     r.joinTries = (r.joinTries || 0) + 1;
@@ -943,6 +984,10 @@ export class MeshchatClient {
         if (f.ref) this._control.delete(f.ref);
         this._pingRef = "";
         return undefined;
+      case "invited":
+      case "removed":
+        this._answered(f);
+        return this._emit(f);
       default:
         return this._emit(f);
     }
@@ -995,6 +1040,8 @@ export class MeshchatClient {
       members: Array.isArray(f.members) ? f.members.slice() : [],
       recovered: !!f.recovered,
       rejoin,
+      private: !!f.private,
+      owner: typeof f.owner === "string" ? f.owner : "",
     });
     for (const m of fresh) this._emit({ type: "message", ...m, room: f.room, backlog: true });
     for (const [ref, p] of this._pending) if (p.room === f.room) this._transmit(ref, p);
@@ -1065,6 +1112,12 @@ export class MeshchatClient {
   }
 
   _error(f) {
+    if (f.ref && this._requests.has(f.ref)) {
+      const req = this._requests.get(f.ref);
+      this._requests.delete(f.ref);
+      req.reject(new MeshchatError(f.code || "error", f.message, f));
+      return;
+    }
     if (f.ref && this._joinRefs.has(f.ref)) {
       const room = this._joinRefs.get(f.ref);
       this._joinRefs.delete(f.ref);
@@ -1100,6 +1153,37 @@ export class MeshchatClient {
       return;
     }
     this._reject(f.ref, p, new MeshchatError(f.code || "error", f.message, f));
+  }
+
+  // ---- requests: invite and remove ----
+
+  // _request sends a frame whose answer (or error) carries its ref. It is
+  // not resent: the page says it failed and the user may try again.
+  _request(frame) {
+    const ref = this.newRef();
+    return new Promise((resolve, reject) => {
+      if (!this._raw({ ...frame, ref })) {
+        reject(new MeshchatError("offline", "not connected; try again in a moment"));
+        return;
+      }
+      this._requests.set(ref, { resolve, reject });
+    });
+  }
+
+  _answered(f) {
+    const req = f.ref ? this._requests.get(f.ref) : null;
+    if (!req) return;
+    this._requests.delete(f.ref);
+    req.resolve(f);
+  }
+
+  // _failRequests rejects the requests the lost connection took: their
+  // answers cannot come any more.
+  _failRequests() {
+    for (const req of this._requests.values()) {
+      req.reject(new MeshchatError("offline", "the connection was lost; try again"));
+    }
+    this._requests.clear();
   }
 
   // ---- pending sends ----

@@ -11,7 +11,9 @@
 //
 // It also holds the rules of signing in that do not need the page: what to
 // say for each error the account endpoints answer, when to retry, the
-// checks of a new password, and reading a sign-in token from the page URL.
+// checks of a new password, and reading a sign-in token from the page URL;
+// and those of private rooms: invitations, who may invite and remove, and
+// what to say when a room refuses.
 
 import { MeshchatClient } from "/meshchat.js";
 
@@ -117,6 +119,31 @@ export function tokenFromHash(hash) {
   return { token, hash: rest ? "#" + rest : "" };
 }
 
+// ---- private rooms ----
+
+// roomErrorText says what went wrong with a private room: code is the
+// error frame's, action "join" (rejoin: the room had been joined before),
+// "invite" or "remove".
+export function roomErrorText(code, room, action = "join", { rejoin = false, message = "" } = {}) {
+  switch (code) {
+    case "forbidden":
+      if (action !== "join") return `Only the owner of #${room} or an admin can do that.`;
+      return rejoin ? `You were removed from #${room}.` : `#${room} is private: ask its owner for an invitation.`;
+    case "room_exists":
+      return `#${room} is a public room already: pick another name for a private room.`;
+    case "not_found":
+      return `#${room} is not a private room.`;
+    case "bad_name":
+      return "Names are 1–32 letters, digits, _, . or -.";
+    case "bad_room":
+      return "Room names are 1–32 letters, digits, _, . or -.";
+    case "too_many_rooms":
+      return "You are in too many rooms: leave one first.";
+    default:
+      return message || `Cannot ${action} #${room} right now (${code || "error"}).`;
+  }
+}
+
 // A conversation, as the view reads it (it changes none of it):
 //
 //   key        "r:<room>" or "d:<peer>"
@@ -132,6 +159,7 @@ export function tokenFromHash(hash) {
 //              room shows them online
 //   typing     user -> expiry (ms); read it through typers()
 //   notice     what to say above the messages, or ""
+//   private    a room only its members see; owner is its owner
 //   closed     a DM taken off the list; it keeps its messages
 //   closedUpTo the newest ts it held when closed
 //
@@ -155,6 +183,9 @@ export function tokenFromHash(hash) {
 //             delete what (canDelete) changed
 //   error     {code, message}: an error not tied to a message
 //   state     {state, info}: the connection's state (see meshchat.js)
+//   invitations  the invitations (model.invitations) changed
+//   refused   {room, code, text}: the room refused the join and is gone
+//             from the lists; text says why
 export class Conversations {
   // me is the user, token the session token for the client, hidden whether
   // the page starts out of sight, admin whether the user is an admin (see
@@ -167,6 +198,7 @@ export class Conversations {
     this.current = "";
     this.hidden = hidden;
     this._convs = new Map(); // key -> conversation, in list order
+    this.invitations = new Map(); // room -> who invited the user, not yet acted on
     this._store = store;
     this._onChange = onChange;
     this.client = new MeshchatClient({
@@ -284,10 +316,46 @@ export class Conversations {
     this._emit({ type: "selected" });
   }
 
-  joinRoom(room) {
+  // joinRoom joins room; with {private: true} a new room is created
+  // private.
+  joinRoom(room, opts = {}) {
     this._conv("r:" + room);
-    this.client.join(room);
+    this.client.join(room, opts);
     this.select("r:" + room);
+  }
+
+  // canManage tells whether the user may invite into and remove from c:
+  // its owner, or an admin (admin: the page knows from /api/me).
+  canManage(c, admin = false) {
+    return !!c && c.kind === "room" && c.private && (admin || c.owner === this.me);
+  }
+
+  // acceptInvitation joins the room of an invitation.
+  acceptInvitation(room) {
+    this.invitations.delete(room);
+    this._emit({ type: "invitations" });
+    this.joinRoom(room);
+  }
+
+  dismissInvitation(room) {
+    if (this.invitations.delete(room)) this._emit({ type: "invitations" });
+  }
+
+  // invite and remove change the members of the private room; each
+  // resolves with {ok, text}: what to tell the user.
+  invite(room, user) {
+    return this._member(this.client.invite(room, user), room, "invite", `${user} was invited to #${room}.`);
+  }
+
+  remove(room, user) {
+    return this._member(this.client.remove(room, user), room, "remove", `${user} was removed from #${room}.`);
+  }
+
+  _member(request, room, action, done) {
+    return request.then(
+      () => ({ ok: true, text: done }),
+      (err) => ({ ok: false, text: roomErrorText(err && err.code, room, action, { message: err && err.message }) }),
+    );
   }
 
   // leaveRoom forgets the room and its messages.
@@ -378,6 +446,8 @@ export class Conversations {
         members: new Map(),
         typing: new Map(),
         notice: "",
+        private: false,
+        owner: "",
         closed: false,
         closedUpTo: 0,
       };
@@ -464,16 +534,37 @@ export class Conversations {
         this._typing(ev);
         break;
       case "error":
-        this._emit({ type: "error", code: ev.code, message: ev.message });
+        if (ev.room) this._refused(ev);
+        else this._emit({ type: "error", code: ev.code, message: ev.message });
+        break;
+      case "invitation":
+        if (NAME_RE.test(ev.room || "") && !this._convs.has("r:" + ev.room)) {
+          this.invitations.set(ev.room, String(ev.by || ""));
+          this._emit({ type: "invitations" });
+        }
         break;
       default:
         break;
     }
   }
 
+  // _refused drops a room whose join was refused for good (the client
+  // already forgot it) and says why.
+  _refused(ev) {
+    const key = "r:" + ev.room;
+    const text = roomErrorText(ev.code, ev.room, "join", { rejoin: ev.rejoin, message: ev.message });
+    if (this._convs.delete(key)) this._away(key);
+    this._emit({ type: "refused", room: ev.room, code: ev.code, text });
+  }
+
   _joined(ev) {
     const c = this._convs.get("r:" + ev.room);
     if (!c) return;
+    const wasPrivate = c.private;
+    c.private = !!ev.private;
+    c.owner = ev.owner || "";
+    if (c.private !== wasPrivate) this._emit({ type: "lists" });
+    if (this.invitations.delete(ev.room)) this._emit({ type: "invitations" });
     for (const u of c.members.keys()) c.members.set(u, false);
     for (const u of ev.members) c.members.set(u, true);
     c.members.set(this.me, true);

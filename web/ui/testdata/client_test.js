@@ -349,6 +349,65 @@ const tests = {
     await until("typing soon after send", () => t.client.typing("general"), 1500);
     t.client.close();
   },
+  async "a private room: created once, invite and remove answered, 4004 drops the room"() {
+    const t = setup();
+    t.client.join("plans", { private: true });
+    t.client.connect();
+    const ws = await connectWelcome();
+    eq("first join creates it", noRef(ws.last("join")), { type: "join", room: "plans", private: true });
+    ws.recv({ type: "joined", room: "plans", members: ["alice"], history: [], recovered: true, private: true, owner: "alice" });
+    const j = t.events.find((e) => e.type === "joined");
+    eq("joined says private and the owner", [j.private, j.owner], [true, "alice"]);
+
+    const inv = t.client.invite("plans", "bob");
+    const f = ws.last("invite");
+    eq("invite frame", noRef(f), { type: "invite", room: "plans", user: "bob" });
+    ws.recv({ type: "invited", room: "plans", user: "bob", ref: f.ref });
+    eq("invite answered", (await inv).user, "bob");
+    const rm = t.client.remove("plans", "bob");
+    ws.recv({ type: "error", code: "forbidden", message: "no", ref: ws.last("remove").ref });
+    const err = await rm.then(() => null, (e) => e);
+    eq("remove refused", err instanceof MeshchatError && err.code, "forbidden");
+    const lost = t.client.invite("plans", "carol");
+
+    // Removed: the socket closes with 4004; the client reconnects at once
+    // and the room, refused, is dropped.
+    t.client.send("plans", "too late").catch(() => {});
+    ws.drop(4004);
+    const lostErr = await lost.then(() => null, (e) => e);
+    eq("the lost connection's request fails", lostErr && lostErr.code, "offline");
+    const ws2 = await until("reconnect", () => FakeSocket.all[1]);
+    eq("same node", ws2.url, ws.url);
+    ws2.open();
+    ws2.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin, other] });
+    const rejoin = ws2.last("join");
+    eq("rejoin is a plain join", noRef(rejoin), { type: "join", room: "plans" });
+    ws2.recv({ type: "error", code: "forbidden", message: "private", ref: rejoin.ref });
+    const refused = t.events.find((e) => e.type === "error");
+    eq("refusal names the room", [refused.code, refused.room, refused.rejoin], ["forbidden", "plans", true]);
+    eq("room dropped", t.client.rooms, []);
+    eq("its send was rejected", t.client.pendingCount, 0);
+    const ws3 = await reconnectOnce(ws2);
+    eq("not joined again", ws3.last("join"), undefined);
+    t.client.close();
+  },
+
+  async "an invitation is passed on"() {
+    const t = setup();
+    t.client.connect();
+    const ws = await connectWelcome();
+    ws.recv({ type: "invitation", room: "plans", by: "bob" });
+    eq("event", t.events.find((e) => e.type === "invitation"), { type: "invitation", room: "plans", by: "bob" });
+    t.client.close();
+  },
 };
+
+// reconnectOnce drops ws and welcomes the next socket.
+async function reconnectOnce(ws) {
+  const n = FakeSocket.all.length;
+  ws.drop(1006);
+  await until("reconnect", () => FakeSocket.all.length > n);
+  return connectWelcome();
+}
 
 run(tests);

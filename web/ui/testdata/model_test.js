@@ -9,6 +9,7 @@ import {
   memoryStore,
   newPasswordProblem,
   retryAfterSeconds,
+  roomErrorText,
   tokenFromHash,
   waitText,
 } from "/model.js";
@@ -335,6 +336,97 @@ const tests = {
     eq("kept", ids(c), ["2"]);
     t.model.stop();
   },
+
+  async "a private room is created, marked and managed by its owner or an admin"() {
+    const t = setup({ lists: { rooms: [] } });
+    const ws = await connectWelcome();
+    t.model.joinRoom("plans", { private: true });
+    eq("created private", noRefJoin(ws.last("join")), { type: "join", room: "plans", private: true });
+    ws.recv({ type: "joined", room: "plans", members: ["alice"], history: [], recovered: true, private: true, owner: "alice" });
+    const c = t.model.get("r:plans");
+    eq("marked", [c.private, c.owner], [true, "alice"]);
+    eq("the owner manages it", t.model.canManage(c), true);
+    t.model.joinRoom("general");
+    ws.recv({ type: "joined", room: "general", members: ["alice"], history: [], recovered: true });
+    eq("plain join", noRefJoin(ws.last("join")), { type: "join", room: "general" });
+    eq("a public room is managed by nobody", t.model.canManage(t.model.get("r:general"), true), false);
+
+    const invited = t.model.invite("plans", "bob");
+    const inv = ws.last("invite");
+    ws.recv({ type: "invited", room: "plans", user: "bob", ref: inv.ref });
+    eq("invite told", await invited, { ok: true, text: "bob was invited to #plans." });
+    const removed = t.model.remove("plans", "bob");
+    ws.recv({ type: "error", code: "forbidden", message: "no", ref: ws.last("remove").ref });
+    eq("refused remove told", await removed, { ok: false, text: "Only the owner of #plans or an admin can do that." });
+    t.model.stop();
+
+    // Carol's room, seen by alice: not hers, unless she is an admin.
+    const b = setup({ lists: { rooms: ["plans"] } });
+    const ws2 = await connectWelcome();
+    ws2.recv({ type: "joined", room: "plans", members: ["alice", "carol"], history: [], recovered: true, private: true, owner: "carol" });
+    const bc = b.model.get("r:plans");
+    eq("a member does not manage", b.model.canManage(bc), false);
+    eq("an admin does", b.model.canManage(bc, true), true);
+    b.model.stop();
+  },
+
+  async "an invitation is listed until it is taken up"() {
+    const t = setup({ lists: { rooms: ["general"], current: "r:general" } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "invitation", room: "plans", by: "bob" });
+    ws.recv({ type: "invitation", room: "general", by: "bob" });
+    eq("listed, not for a room already joined", [...t.model.invitations], [["plans", "bob"]]);
+    t.model.acceptInvitation("plans");
+    eq("taken up", t.model.invitations.size, 0);
+    eq("joins", noRefJoin(ws.last("join")), { type: "join", room: "plans" });
+    eq("opens it", t.model.current, "r:plans");
+    ws.recv({ type: "invitation", room: "side", by: "carol" });
+    t.model.dismissInvitation("side");
+    eq("dismissed", t.model.invitations.size, 0);
+    eq("changes told", t.changes.filter((ch) => ch.type === "invitations").length, 4);
+    t.model.stop();
+  },
+
+  async "a room that refuses is dropped with a note"() {
+    const t = setup({ lists: { rooms: ["general", "plans"], current: "r:plans" } });
+    const ws = await connectWelcome();
+    ws.recv({ type: "joined", room: "general", members: ["alice"], history: [], recovered: true });
+    ws.recv({ type: "error", code: "forbidden", message: "private", ref: ws.sent.find((f) => f.type === "join" && f.room === "plans").ref });
+    eq("off the list", keys(t.model), ["r:general"]);
+    eq("another opens", t.model.current, "r:general");
+    eq("saved", t.store.get("rooms", []), ["general"]);
+    const note = t.changes.find((ch) => ch.type === "refused");
+    eq("note", [note.room, note.code, note.text], ["plans", "forbidden", "#plans is private: ask its owner for an invitation."]);
+    eq("no generic error", t.changes.filter((ch) => ch.type === "error").length, 0);
+
+    // Removed from a room it was in: the socket closes with 4004, and
+    // the rejoin is refused.
+    t.model.joinRoom("secret");
+    ws.recv({ type: "joined", room: "secret", members: ["alice"], history: [], recovered: true, private: true, owner: "bob" });
+    const n = FakeSocket.all.length;
+    ws.drop(4004);
+    await until("reconnect", () => FakeSocket.all.length > n);
+    const ws2 = await connectWelcome();
+    const rejoin = ws2.sent.find((f) => f.type === "join" && f.room === "secret");
+    ws2.recv({ type: "error", code: "forbidden", message: "private", ref: rejoin.ref });
+    eq("removed note", t.changes.filter((ch) => ch.type === "refused").at(-1).text, "You were removed from #secret.");
+    eq("gone", keys(t.model), ["r:general"]);
+    t.model.stop();
+  },
+
+  async "room errors say what happened"() {
+    eq("exists", roomErrorText("room_exists", "plans"), "#plans is a public room already: pick another name for a private room.");
+    eq("not private", roomErrorText("not_found", "plans", "invite"), "#plans is not a private room.");
+    eq("bad name", roomErrorText("bad_name", "plans", "invite"), "Names are 1–32 letters, digits, _, . or -.");
+    eq("unknown keeps the server's words", roomErrorText("new_code", "plans", "join", { message: "m" }), "m");
+  },
 };
+
+// noRefJoin drops the ref of a join frame.
+function noRefJoin(f) {
+  if (!f) return f;
+  const { ref, ...rest } = f;
+  return rest;
+}
 
 run(tests);
