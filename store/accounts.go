@@ -94,7 +94,7 @@ type AccountsConfig struct {
 // Create it with NewAccounts, start its broker (through the chat hub),
 // then Start it.
 type Accounts struct {
-	log    *compactLog
+	table
 	hasher *hasher
 	max    int
 	notify func(user string, banned bool) // set by Start
@@ -122,7 +122,7 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 		max:    orDefault(cfg.MaxAccounts, DefaultMaxAccounts),
 		m:      make(map[string]*Account),
 	}
-	a.log = newCompactLog(logConfig{
+	a.table = table{newCompactLog(logConfig{
 		name:     "accounts",
 		channel:  AccountsChannel,
 		snapKind: kindAccountsSnap,
@@ -134,7 +134,7 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 		maxAge:   cfg.HistoryMaxAge,
 		log:      cfg.Logger,
 		now:      cfg.Now,
-	}, (*accountTable)(a))
+	}, (*accountTable)(a))}
 	return a, nil
 }
 
@@ -144,40 +144,15 @@ func NewAccounts(cfg AccountsConfig) (*Accounts, error) {
 // of: banned (banned true) or logged out everywhere (a password change
 // or LogoutAll).
 func (a *Accounts) Start(ctx context.Context, notify func(user string, banned bool)) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	a.notify = notify
-	if !a.log.start() {
-		return ErrAccountsStarted
-	}
-	return nil
+	return a.begin(ctx, ErrAccountsStarted)
 }
-
-// Shutdown stops loading and keeping the table and waits for its
-// goroutines until ctx ends. It does not close the broker. Safe to call
-// twice.
-func (a *Accounts) Shutdown(ctx context.Context) error { return a.log.shutdown(ctx) }
-
-// Loaded reports whether the node has loaded the table; until it has,
-// every method but Lookup answers ErrAccountsLoading and Lookup knows
-// nothing.
-func (a *Accounts) Loaded() bool { return a.log.loaded.Load() }
 
 // Len returns how many records (accounts and bans) the node holds.
 func (a *Accounts) Len() int {
 	a.log.mu.Lock()
 	defer a.log.mu.Unlock()
 	return len(a.m)
-}
-
-// HandlePublication takes a publication on AccountsChannel from the
-// broker (through the chat hub); other channels are ignored. It never
-// blocks.
-func (a *Accounts) HandlePublication(channel string, pub transport.Publication) {
-	if channel == AccountsChannel {
-		a.log.handle(pub)
-	}
 }
 
 // Lookup returns a copy of name's record.

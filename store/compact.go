@@ -90,6 +90,43 @@ type tableState interface {
 	aliveLocked() bool
 }
 
+// table is the part Revocations, Accounts and Rooms share: the log that
+// replicates them, and the methods that touch nothing else.
+type table struct {
+	log *compactLog
+}
+
+// begin is the common part of Start: ctx must be live and the table not
+// started yet (errStarted otherwise).
+func (t table) begin(ctx context.Context, errStarted error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !t.log.start() {
+		return errStarted
+	}
+	return nil
+}
+
+// Shutdown stops loading and keeping the table and waits for its
+// goroutines until ctx ends. It does not close the broker. Safe to call
+// twice.
+func (t table) Shutdown(ctx context.Context) error { return t.log.shutdown(ctx) }
+
+// Loaded reports whether the node has loaded the table from the broker.
+// Until it has, what the table answers cannot be trusted: package web
+// refuses sessions meanwhile, and readiness waits for it.
+func (t table) Loaded() bool { return t.log.loaded.Load() }
+
+// HandlePublication takes a publication on the table's channel from the
+// broker (through the chat hub); other channels are ignored. It never
+// blocks.
+func (t table) HandlePublication(channel string, pub transport.Publication) {
+	if channel == t.log.channel {
+		t.log.handle(pub)
+	}
+}
+
 // logConfig configures a compactLog.
 type logConfig struct {
 	name     string // for logs and errors: "revocations"

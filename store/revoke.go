@@ -78,7 +78,7 @@ type RevocationConfig struct {
 // chat hub), then Start it. The record is a table replicated through the
 // broker channel RevokedChannel and compacted by snapshots (compactLog).
 type Revocations struct {
-	log        *compactLog
+	table
 	disconnect func(session string) // set by Start
 	max        int
 
@@ -105,7 +105,7 @@ func NewRevocations(cfg RevocationConfig) (*Revocations, error) {
 		max: orDefault(cfg.MaxRevocations, DefaultMaxRevocations),
 		m:   make(map[string]int64),
 	}
-	rv.log = newCompactLog(logConfig{
+	rv.table = table{newCompactLog(logConfig{
 		name:     "revocations",
 		channel:  RevokedChannel,
 		snapKind: kindRevokeSnapshot,
@@ -117,7 +117,7 @@ func NewRevocations(cfg RevocationConfig) (*Revocations, error) {
 		maxAge:   cfg.HistoryMaxAge,
 		log:      cfg.Logger,
 		now:      cfg.Now,
-	}, (*revocationTable)(rv))
+	}, (*revocationTable)(rv))}
 	return rv, nil
 }
 
@@ -134,25 +134,9 @@ func orDefault(v, def int) int {
 // learns is revoked (chat.Hub.DisconnectSession closes its connections);
 // it must not block.
 func (rv *Revocations) Start(ctx context.Context, disconnect func(session string)) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	rv.disconnect = disconnect
-	if !rv.log.start() {
-		return ErrRevocationsStarted
-	}
-	return nil
+	return rv.begin(ctx, ErrRevocationsStarted)
 }
-
-// Shutdown stops loading and keeping the record and waits for its
-// goroutines until ctx ends. It does not close the broker. Safe to call
-// twice.
-func (rv *Revocations) Shutdown(ctx context.Context) error { return rv.log.shutdown(ctx) }
-
-// Loaded reports whether the node has loaded the cluster's session
-// revocations. Until it has, Revoked cannot be trusted: package web
-// refuses sessions meanwhile, and readiness should wait for it.
-func (rv *Revocations) Loaded() bool { return rv.log.loaded.Load() }
 
 // Stats returns how many revocations the node remembers and how many it
 // had to forget early because of RevocationConfig.MaxRevocations.
@@ -244,15 +228,6 @@ func (rv *Revocations) pruneLocked(now time.Time) int {
 func (rv *Revocations) disconnectSession(id string) {
 	if rv.disconnect != nil {
 		rv.disconnect(id)
-	}
-}
-
-// HandlePublication takes a publication on RevokedChannel from the
-// broker (through the chat hub); other channels are ignored. It never
-// blocks.
-func (rv *Revocations) HandlePublication(channel string, pub transport.Publication) {
-	if channel == RevokedChannel {
-		rv.log.handle(pub)
 	}
 }
 

@@ -70,7 +70,7 @@ type RoomsConfig struct {
 // private exactly once: the first claim in the channel's order wins on
 // every node. A room the record does not know is public.
 type Rooms struct {
-	log         *compactLog
+	table
 	max, maxMem int
 	notify      func(room, user string) // set by Start: user was removed
 
@@ -96,7 +96,7 @@ func NewRooms(cfg RoomsConfig) (*Rooms, error) {
 		maxMem: orDefault(cfg.MaxMembers, DefaultMaxRoomMembers),
 		m:      make(map[string]*PrivateRoom),
 	}
-	rs.log = newCompactLog(logConfig{
+	rs.table = table{newCompactLog(logConfig{
 		name:     "rooms",
 		channel:  RoomsChannel,
 		snapKind: kindRoomsSnap,
@@ -108,7 +108,7 @@ func NewRooms(cfg RoomsConfig) (*Rooms, error) {
 		maxAge:   cfg.HistoryMaxAge,
 		log:      cfg.Logger,
 		now:      cfg.Now,
-	}, (*roomTable)(rs))
+	}, (*roomTable)(rs))}
 	return rs, nil
 }
 
@@ -116,30 +116,8 @@ func NewRooms(cfg RoomsConfig) (*Rooms, error) {
 // broker must be started already. notify is called, without blocking,
 // for every member the node learns was removed from a private room.
 func (rs *Rooms) Start(ctx context.Context, notify func(room, user string)) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	rs.notify = notify
-	if !rs.log.start() {
-		return ErrRoomsStarted
-	}
-	return nil
-}
-
-// Shutdown stops loading and keeping the record and waits for its
-// goroutines until ctx ends. Safe to call twice.
-func (rs *Rooms) Shutdown(ctx context.Context) error { return rs.log.shutdown(ctx) }
-
-// Loaded reports whether the node has loaded the record. Until it has,
-// Access cannot tell private rooms from public ones.
-func (rs *Rooms) Loaded() bool { return rs.log.loaded.Load() }
-
-// HandlePublication takes a publication on RoomsChannel; other channels
-// are ignored. It never blocks.
-func (rs *Rooms) HandlePublication(channel string, pub transport.Publication) {
-	if channel == RoomsChannel {
-		rs.log.handle(pub)
-	}
+	return rs.begin(ctx, ErrRoomsStarted)
 }
 
 // Lookup returns a copy of room's record, when it is private.

@@ -170,7 +170,7 @@ func parseArgs(args []string, stderr io.Writer) (Config, error) {
 		fs.PrintDefaults()
 	}
 	var (
-		targets     = fs.String("targets", "", "comma-separated HTTP base URLs of the nodes to load (they must run --auth open: the bench logs users in by name)")
+		targets     = fs.String("targets", "", "comma-separated HTTP base URLs of the nodes to load (they must run --auth open and a --login-limit above the clients per minute: the bench logs every user in by name, from this one address)")
 		scenario    = fs.String("scenario", "fanout", "scenario name, comma list, or all")
 		clients     = fs.Int("clients", 0, "WebSocket connections (scenario value when 0)")
 		rooms       = fs.Int("rooms", 0, "rooms; client i joins room i mod rooms")
@@ -184,7 +184,7 @@ func parseArgs(args []string, stderr io.Writer) (Config, error) {
 		htmlFile    = fs.String("html", "", "write a self-contained HTML report to this file")
 		svgFile     = fs.String("svg", "", "write an SVG chart to this file")
 		compare     = fs.String("compare", "", "spawn each broker in turn (mesh,redis) and print one side-by-side table")
-		spawn       = fs.String("spawn", "", "start a throwaway cluster: mesh or redis (its nodes run --auth open: the bench logs users in by name)")
+		spawn       = fs.String("spawn", "", "start a throwaway cluster: mesh or redis (its nodes run --auth open with no practical --login-limit: the bench logs every user in by name, from this one address)")
 		nodes       = fs.Int("nodes", defaultNodes, "nodes to spawn")
 		binary      = fs.String("binary", "", "meshchat binary to spawn (default: this executable)")
 		redisServer = fs.String("redis-server", "", "redis-server binary (default: from PATH)")

@@ -115,7 +115,8 @@ func startCluster(ctx context.Context, cfg Config, broker string, log *slog.Logg
 			"--gossip", gossip,
 			"--broker", broker,
 			"--rate-limit", "0",
-			"--auth", "open", // the bench logs its users in by name
+			"--auth", "open", // the bench logs its users in by name,
+			"--login-limit", "1000000", // all of them from this one address
 			"--name", "bench" + strconv.Itoa(i),
 			"--secret", hex.EncodeToString(secret[:]),
 		}
