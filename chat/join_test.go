@@ -112,3 +112,98 @@ func TestSendWaitsOutShortOutage(t *testing.T) {
 		})
 	}
 }
+
+// heldDeliveries holds back the live deliveries to this node while hold
+// is set, and hands them over in order on release, while Publish and
+// History work: the node's subscription lagging behind the stream, as a
+// mesh node's does when a room's owner died, until the new owner's
+// announcement has it catch up.
+type heldDeliveries struct {
+	*inproc.Broker
+	mu   sync.Mutex
+	hold bool
+	held []heldPub
+	h    transport.Handler
+}
+
+type heldPub struct {
+	ch  string
+	pub transport.Publication
+}
+
+func (b *heldDeliveries) Start(ctx context.Context, h transport.Handler) error {
+	b.h = h
+	return b.Broker.Start(ctx, b)
+}
+
+func (b *heldDeliveries) HandlePublication(ch string, pub transport.Publication) {
+	b.mu.Lock()
+	if b.hold {
+		b.held = append(b.held, heldPub{ch, pub})
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	b.h.HandlePublication(ch, pub)
+}
+
+func (b *heldDeliveries) release() {
+	b.mu.Lock()
+	held := b.held
+	b.hold, b.held = false, nil
+	b.mu.Unlock()
+	for _, p := range held {
+		b.h.HandlePublication(p.ch, p.pub)
+	}
+}
+
+// A send whose ack was lost with its connection is retried by the next
+// one after a resume whose history already holds it and what followed
+// it; the live copies come later. The retry's ack must not move the
+// member's position back: what followed is not delivered a second time.
+func TestResumedRetryThenLateDeliveries(t *testing.T) {
+	hb := &heldDeliveries{}
+	h := newHub(t, nil, "n1", func(c *Config) {
+		hb.Broker = c.Broker.(*inproc.Broker)
+		c.Broker = hb
+	})
+	carol, alice := connect(t, h, "carol"), connect(t, h, "alice")
+	carol.join("lobby")
+	alice.join("lobby")
+	carol.do(`{"type":"send","room":"lobby","text":"before"}`)
+	before := alice.expect("message")
+
+	hb.mu.Lock()
+	hb.hold = true
+	hb.mu.Unlock()
+	alice.do(`{"type":"send","room":"lobby","text":"lost","ref":"r1"}`)
+	carol.do(`{"type":"send","room":"lobby","text":"after 1"}`)
+	carol.do(`{"type":"send","room":"lobby","text":"after 2"}`)
+	if err := alice.c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	again := connect(t, h, "alice")
+	again.do(`{"type":"join","room":"lobby","after":%q}`, before.ID)
+	j := again.expect("joined")
+	if !*j.Recovered || len(j.History) != 3 {
+		t.Fatalf("resume: %+v, want the 3 messages after %s", j, before.ID)
+	}
+	again.do(`{"type":"send","room":"lobby","text":"lost","ref":"r1"}`)
+	if f := again.expect("message"); f.ID != j.History[0].ID || f.ref() != "r1" {
+		t.Fatalf("retry's ack %+v, want %s with ref r1", f, j.History[0].ID)
+	}
+
+	hb.release()
+	carol.do(`{"type":"send","room":"lobby","text":"end"}`)
+	if f := again.expect("message"); f.Text != "end" {
+		t.Fatalf("after the late deliveries: %+v, want only the new message", f)
+	}
+	var got []frame
+	for len(got) == 0 || got[len(got)-1].Text != "end" {
+		got = append(got, carol.until("message", isType("message")))
+	}
+	if len(got) != 5 {
+		t.Fatalf("carol got %s, want each message once", ids(got))
+	}
+}

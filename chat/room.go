@@ -101,11 +101,8 @@ func newRoom(channel string) *room {
 // repeat of one it has). Called with r.mu held.
 func (r *room) put(h *Hub, c *Client, m *member, f []byte, offset uint64, epoch string) bool {
 	if !m.pending {
-		if offset != 0 {
-			if offset <= m.last && epoch == m.lastEpoch {
-				return false
-			}
-			m.last, m.lastEpoch = offset, epoch
+		if offset != 0 && !m.advance(offset, epoch) {
+			return false
 		}
 		c.enqueue(f)
 		return true
@@ -116,6 +113,18 @@ func (r *room) put(h *Hub, c *Client, m *member, f []byte, offset uint64, epoch 
 	}
 	m.buf = append(m.buf, buffered{frame: f, offset: offset, epoch: epoch})
 	m.bufBytes += len(f) + frameOverhead
+	return true
+}
+
+// advance moves the member's position to the stored publication at
+// offset in epoch and reports whether that is new to it; one it has
+// (at or before its position) leaves the position where it is, so that
+// what came after it is still recognised as had. Called with r.mu held.
+func (m *member) advance(offset uint64, epoch string) bool {
+	if offset <= m.last && epoch == m.lastEpoch {
+		return false
+	}
+	m.last, m.lastEpoch = offset, epoch
 	return true
 }
 
@@ -188,9 +197,12 @@ func (r *room) fanOut(h *Hub, ev event, pub transport.Publication, plain []byte)
 		switch {
 		case m.acked == pub.Offset && m.ackedEpoch == pub.Epoch:
 			// Acknowledged before it arrived (see ack): the member has
-			// it already, with its ref.
+			// it already, with its ref. The ack of a retry may have
+			// come after the member got later publications (through a
+			// resume's history, while this node's subscription lagged):
+			// its position only moves forward.
 			if !m.pending {
-				m.last, m.lastEpoch = pub.Offset, pub.Epoch
+				m.advance(pub.Offset, pub.Epoch)
 			}
 			continue
 		case ev.Ref != "" && c.id == ev.Conn:
