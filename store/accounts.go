@@ -306,9 +306,16 @@ func (t *accountTable) applyLocked(ev *logEvent, now time.Time) (entry bool, aft
 	}
 	acc := t.m[ch.Name]
 	if acc == nil {
-		if ev.Kind != kindRegister && ev.Kind != kindBan {
+		switch ev.Kind {
+		case kindRegister, kindBan, kindLogoutAll:
+		case kindPassword:
 			return true, nil // nothing to change
+		default:
+			return false, nil
 		}
+		// A ban or a logout-all of a name without an account holds
+		// for the users of --auth open and jwt, and for a later
+		// registration.
 		if !t.roomLocked(now) {
 			return true, nil
 		}

@@ -321,3 +321,19 @@ func TestPasswordHashFormat(t *testing.T) {
 		}
 	}
 }
+
+// Under --auth jwt and open users have no account; logging them out
+// everywhere must still hold.
+func TestLogoutAllWithoutAccount(t *testing.T) {
+	net := inproc.NewNetwork()
+	n1 := startAccounts(t, smallBroker(t, net, "n1", 0), "n1", nil)
+	n2 := startAccounts(t, smallBroker(t, net, "n2", 0), "n2", nil)
+	before := time.Now().UnixMilli()
+	if err := n1.LogoutAll(context.Background(), "appuser"); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.Eventually(t, "logout on n2", func() bool {
+		a, ok := n2.Lookup("appuser")
+		return ok && a.ValidAfter >= before && !a.Registered()
+	})
+}
