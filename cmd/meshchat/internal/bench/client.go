@@ -90,6 +90,7 @@ type client struct {
 	disconnects atomic.Int64
 	reconnects  atomic.Int64
 	unrecovered atomic.Int64
+	rejoins     atomic.Int64 // resumes answered (joined after a reconnect)
 
 	emu        sync.Mutex
 	errCodes   map[string]int64 // guarded by emu
@@ -379,6 +380,7 @@ func (c *client) handle(b []byte, now int64) {
 		}
 		if c.resuming {
 			c.resuming = false
+			c.rejoins.Add(1)
 			recovered := string(f.recovered) == "true"
 			if !recovered {
 				c.unrecovered.Add(1)

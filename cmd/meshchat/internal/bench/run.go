@@ -431,8 +431,10 @@ func (r *runner) tick(ctx context.Context) {
 
 // drain waits for deliveries still in flight: until every written
 // message reached every member; or every acked one could have and nothing
-// moved for 200 ms; or nothing moved for 2 s (the rest is lost); or the
-// --drain bound.
+// moved for 200 ms; or nothing moved for 2 s (the rest is lost) while no
+// client is between a disconnect and its resume; or the --drain bound. A
+// shed client's resume brings what it missed, and on a loaded machine
+// reconnecting alone can take longer than 2 s.
 func (r *runner) drain(ctx context.Context) {
 	var upper int64
 	for _, p := range r.publishers {
@@ -443,11 +445,13 @@ func (r *runner) drain(ctx context.Context) {
 	last, still := int64(-1), 0
 	for time.Now().Before(deadline) {
 		var acked, got int64
+		resuming := false
 		for _, p := range r.publishers {
 			acked += p.c.acks.Load() * int64(r.members[p.c.room])
 		}
 		for _, c := range r.clients {
 			got += c.deliveries.Load()
+			resuming = resuming || c.disconnects.Load() > c.rejoins.Load()
 		}
 		if got >= upper {
 			return
@@ -457,7 +461,7 @@ func (r *runner) drain(ctx context.Context) {
 		} else {
 			still = 0
 		}
-		if (got >= acked && still >= 10) || still >= 100 {
+		if (got >= acked && still >= 10) || (still >= 100 && !resuming) {
 			return
 		}
 		last = got
