@@ -477,17 +477,7 @@ export class MeshchatClient {
       return;
     }
     this._conn = conn;
-    this._ws = conn.ws;
-    this._welcomed = false;
-    this._lastRx = Date.now();
-    this._pingRef = "";
-    conn.timer = setTimeout(() => {
-      if (!conn.opened) this._abandon(conn, 1006);
-    }, this._connectTimeout);
-    conn.ws.onopen = () => {
-      conn.opened = true;
-      clearTimeout(conn.timer);
-    };
+    this._arm(conn, conn.ws);
     conn.ws.onmessage = (e) => {
       if (conn !== this._conn || conn.ended) return;
       this._lastRx = Date.now();
@@ -503,6 +493,23 @@ export class MeshchatClient {
     conn.ws.onerror = noop; // onclose follows and carries what can be known
   }
 
+  // _arm starts a connection attempt on source (its WebSocket or
+  // EventSource): nothing received yet, and abandoned unless it opens
+  // within connectTimeout.
+  _arm(conn, source) {
+    this._ws = source;
+    this._welcomed = false;
+    this._lastRx = Date.now();
+    this._pingRef = "";
+    conn.timer = setTimeout(() => {
+      if (!conn.opened) this._abandon(conn, 1006);
+    }, this._connectTimeout);
+    source.onopen = () => {
+      conn.opened = true;
+      clearTimeout(conn.timer);
+    };
+  }
+
   // _openSSE opens the events stream of the joined rooms, resuming where
   // the client stands.
   _openSSE(base) {
@@ -515,17 +522,7 @@ export class MeshchatClient {
       queueMicrotask(() => this._ended(conn, 1006));
       return;
     }
-    this._ws = conn.es;
-    this._welcomed = false;
-    this._lastRx = Date.now();
-    this._pingRef = "";
-    conn.timer = setTimeout(() => {
-      if (!conn.opened) this._abandon(conn, 1006);
-    }, this._connectTimeout);
-    conn.es.onopen = () => {
-      conn.opened = true;
-      clearTimeout(conn.timer);
-    };
+    this._arm(conn, conn.es);
     conn.es.onmessage = (e) => {
       if (conn !== this._conn || conn.ended) return;
       this._lastRx = Date.now();
