@@ -40,7 +40,8 @@ func (h *Hub) Send(ctx context.Context, user, room, text, ref string) (Ack, erro
 	if ferr != nil {
 		return Ack{}, &Error{Code: ferr.code, Message: ferr.msg}
 	}
-	return Ack{ID: formatID(pub.Offset, pub.Epoch), Frame: ackFrame(room, pub, ev, ref)}, nil
+	f, _ := ackFrame(room, pub, ev, ref)
+	return Ack{ID: formatID(pub.Offset, pub.Epoch), Frame: f}, nil
 }
 
 // DM stores a direct message from user to to in both inboxes, like a dm
@@ -54,7 +55,8 @@ func (h *Hub) DM(ctx context.Context, user, to, text, ref string) (Ack, error) {
 	if ferr != nil {
 		return Ack{}, &Error{Code: ferr.code, Message: ferr.msg}
 	}
-	return Ack{ID: dmID(pub, ev), Frame: ackFrame("", pub, ev, ref)}, nil
+	f, _ := ackFrame("", pub, ev, ref)
+	return Ack{ID: dmID(pub, ev), Frame: f}, nil
 }
 
 // Typing tells room that user is typing, like a typing frame. It is best

@@ -705,12 +705,8 @@ func (r *room) ack(m *member, c *Client, pub transport.Publication, ev event, re
 		r.kind == roomKindInbox && m.lastEpoch == "":
 		// Seen without our ref (a retry of an older publication), or
 		// possibly never coming.
-		orig, ok := decodeEvent(pub.Data)
-		if !ok || orig.Kind != ev.Kind {
-			orig = ev
-		}
-		if f, ok := appendStored(nil, r.kind, r.name, &orig, infoOf(pub)); ok {
-			c.enqueue(withRef(f, ref))
+		if f, ok := ackFrame(r.name, pub, ev, ref); ok {
+			c.enqueue(f)
 		}
 		m.acked, m.ackedEpoch = pub.Offset, pub.Epoch
 	default:
@@ -750,8 +746,8 @@ func (h *Hub) publishMessage(ctx context.Context, c *Client, room, text, ref str
 // ackFrame is the frame that acknowledges pub, published as ev (in room,
 // for a message) with ref, to its sender. pub may be an earlier
 // publication that a retry with the same ref returned: the frame shows
-// what was stored.
-func ackFrame(room string, pub transport.Publication, ev event, ref string) []byte {
+// what was stored. False when that is nothing a client is shown.
+func ackFrame(room string, pub transport.Publication, ev event, ref string) ([]byte, bool) {
 	orig, ok := decodeEvent(pub.Data)
 	if !ok || orig.Kind != ev.Kind {
 		orig = ev
@@ -760,11 +756,11 @@ func ackFrame(room string, pub transport.Publication, ev event, ref string) []by
 	if ev.Kind == kindDM {
 		kind = roomKindInbox
 	}
-	f, _ := appendStored(nil, kind, room, &orig, infoOf(pub))
-	if ref == "" {
-		return f
+	f, ok := appendStored(nil, kind, room, &orig, infoOf(pub))
+	if !ok || ref == "" {
+		return f, ok
 	}
-	return withRef(f, ref)
+	return withRef(f, ref), true
 }
 
 func (h *Hub) typing(ctx context.Context, c *Client, name string) *frameError {
