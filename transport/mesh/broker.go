@@ -75,6 +75,11 @@ type Config struct {
 	// TakeoverSeconds, when set, observes how long each takeover of a
 	// channel took, in seconds. Nil measures nothing.
 	TakeoverSeconds transport.Observer
+	// ReplicateSeconds, when set, observes how long each batch of copies
+	// (or snapshot) took from the owner sending it to the backup
+	// confirming it, in seconds: how far the backup runs behind. Copies
+	// that failed are not observed. Nil measures nothing.
+	ReplicateSeconds transport.Observer
 	// Logger receives the broker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }

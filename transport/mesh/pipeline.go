@@ -209,6 +209,7 @@ func (b *Broker) sendBatch(s *chanState, gen uint64, batch []*pendingPub, backup
 		})
 	}
 	if hasBackup {
+		t0 := time.Now()
 		if snap == nil {
 			e := enc(make([]byte, 0, 64*len(batch))).u(uint64(len(batch)))
 			for _, p := range batch {
@@ -231,6 +232,9 @@ func (b *Broker) sendBatch(s *chanState, gen uint64, batch []*pendingPub, backup
 		if snap != nil {
 			_, copyErr = b.call(ctx, backup, opSnapshot, s.name, enc(nil).snapshot(snap))
 			snapped = copyErr == nil
+		}
+		if copyErr == nil && b.cfg.ReplicateSeconds != nil {
+			b.cfg.ReplicateSeconds.Observe(time.Since(t0).Seconds())
 		}
 	}
 	wg.Wait()

@@ -26,6 +26,11 @@ type Stats struct {
 	// the moment (a takeover holding them) are left out of all three and
 	// counted in Busy.
 	Owned, Replicas, Retained, Busy int
+	// Unconfirmed is the publications the channels this node orders have
+	// given an offset but not confirmed yet: waiting for their batch's
+	// copy to the backup (and the Log write). It is the replication lag
+	// in publications; the publishers wait for it.
+	Unconfirmed int
 }
 
 // linkCounters are counted by the links (link.go) and takeovers.
@@ -58,6 +63,7 @@ func (b *Broker) Stats() Stats {
 		switch {
 		case s.owned:
 			st.Owned++
+			st.Unconfirmed += len(s.pend)
 		case s.has:
 			st.Replicas++
 		}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -63,4 +64,48 @@ func TestStats(t *testing.T) {
 func statsSay(t *testing.T, b *Broker, who string, ok func(Stats) bool) {
 	t.Helper()
 	clustertest.WaitFor(t, 10*time.Second, who+"'s stats", func() bool { return ok(b.Stats()) })
+}
+
+// TestStatsReplicationLag: publications the owner has ordered but not
+// confirmed are counted while their batch is held up, and the copies to
+// the backup are timed.
+func TestStatsReplicationLag(t *testing.T) {
+	logs := []*memLog{newMemLog(), newMemLog()}
+	copies := &observations{}
+	_, bs := newTestCluster(t, 2, func(i int, cfg *Config) {
+		cfg.Log = logs[i]
+		if i == 0 {
+			cfg.ReplicateSeconds = copies
+		}
+	})
+	recs, ch, _ := startOnChannel(t, bs, 1)
+	ctx := t.Context()
+	release := make(chan struct{})
+	logs[0].setHook(func(ctx context.Context, _ transport.Publication) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			_, err := bs[i%2].Publish(ctx, ch, []byte("m"+strconv.Itoa(i)), transport.PublishOptions{})
+			errs <- err
+		}()
+	}
+	statsSay(t, bs[0], "the owner, with its log held", func(s Stats) bool { return s.Unconfirmed == 3 })
+	close(release)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs[1].WaitN(t, ch, 3)
+	statsSay(t, bs[0], "the owner, released", func(s Stats) bool { return s.Unconfirmed == 0 && s.Owned == 1 })
+	if copies.n.Load() == 0 {
+		t.Error("no copy to the backup timed")
+	}
 }

@@ -40,6 +40,9 @@ type Config struct {
 	// Zero means "meshchat:". Clusters sharing one Redis need distinct
 	// prefixes: pub/sub ignores the database number.
 	KeyPrefix string
+	// Hook, when set, is added to the broker's client, e.g. a
+	// CommandHook for the node's metrics. Nil adds none.
+	Hook goredis.Hook
 	// Logger receives connection state changes. Nil discards.
 	Logger *slog.Logger
 }
@@ -131,6 +134,9 @@ func New(cfg Config) (*Broker, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	client := goredis.NewClient(opt)
+	if cfg.Hook != nil {
+		client.AddHook(cfg.Hook)
+	}
 	return &Broker{
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "redis-broker", "node", cfg.Node),

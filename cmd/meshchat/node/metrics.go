@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/transport"
+	"github.com/meshchat/meshchat/transport/redis"
 	"github.com/meshchat/meshchat/web"
 )
 
@@ -28,6 +30,10 @@ type metrics struct {
 	publishSeconds  prometheus.Histogram
 	requestSeconds  prometheus.Histogram // mesh only
 	takeoverSeconds prometheus.Histogram // mesh only
+	// replicateSeconds observes the owner's copies to backups (mesh);
+	// redisHook, Redis commands by name (with --redis).
+	replicateSeconds prometheus.Histogram
+	redisHook        *redis.CommandHook
 }
 
 // latencyBuckets run from 100µs to about 2.4s: a publication within one
@@ -46,6 +52,17 @@ func newMetrics(n *Node) *metrics {
 	if n.cfg.Broker == "mesh" {
 		m.requestSeconds = hist("meshchat_mesh_request_seconds", "Round trip of a request to a peer node over its mesh link.")
 		m.takeoverSeconds = hist("meshchat_mesh_takeover_seconds", "Time a takeover of a channel's ownership took.")
+		m.replicateSeconds = hist("meshchat_mesh_replication_seconds", "Time from an owner sending a batch of publications to its channel's backup until the backup confirmed it (replication lag).")
+	}
+	if n.cfg.RedisURL != "" {
+		vec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meshchat_redis_command_seconds",
+			Help:    "Time a Redis command took (each attempt), by command; the broker's scripts by name, pipelines as one, unlisted commands as other.",
+			Buckets: latencyBuckets,
+		}, []string{"cmd"})
+		m.reg.MustRegister(vec)
+		// Every series is made here, once: a command only observes.
+		m.redisHook = redis.NewCommandHook(func(cmd string) transport.Observer { return vec.WithLabelValues(cmd) })
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -92,8 +109,9 @@ var (
 	descRejectedPeers = desc("meshchat_mesh_rejected_connections_total", "Connections to /_mesh/ that failed the handshake (junk, or another secret).")
 	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
 	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
+	descUnconfirmed   = desc("meshchat_mesh_unconfirmed_publications", "Publications of the channels this node orders that wait for their backup's copy (replication lag, in publications).")
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
-	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descChannels, descRetained, descBusy}
+	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descChannels, descRetained, descUnconfirmed, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
 		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
 )
@@ -177,5 +195,6 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descChannels, float64(ms.Owned), "owner")
 	gauge(descChannels, float64(ms.Replicas), "replica")
 	gauge(descRetained, float64(ms.Retained))
+	gauge(descUnconfirmed, float64(ms.Unconfirmed))
 	gauge(descBusy, float64(ms.Busy))
 }

@@ -136,6 +136,20 @@ func testMetricsMove(t *testing.T, broker, redisURL string) {
 		if created < 3 {
 			t.Errorf("channels created on both nodes: %v, want at least 3", created)
 		}
+		// The lobby's owner copied the message to its backup.
+		copies := after1["meshchat_mesh_replication_seconds_count"] + after2["meshchat_mesh_replication_seconds_count"] -
+			before1["meshchat_mesh_replication_seconds_count"] - before2["meshchat_mesh_replication_seconds_count"]
+		if copies < 1 {
+			t.Errorf("copies to a backup timed: %v, want at least 1", copies)
+		}
+		if _, ok := after1["meshchat_mesh_unconfirmed_publications"]; !ok {
+			t.Error("no meshchat_mesh_unconfirmed_publications")
+		}
+	} else {
+		moved("n1", before1, after1, `meshchat_redis_command_seconds_count{cmd="publish_script"}`, 1)
+		if after1[`meshchat_redis_command_seconds_sum{cmd="publish_script"}`] <= 0 {
+			t.Error("the publish script's time is not observed")
+		}
 	}
 
 	alice.Close()
@@ -200,7 +214,8 @@ func TestDashboardNamesExportedMetrics(t *testing.T) {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("dashboard: %v", err)
 	}
-	n := nodetest.Start(t, nodetest.Config(t, "n1", "mesh", ""))
+	// Mesh with Redis sessions: every metric of both brokers exists.
+	n := nodetest.Start(t, nodetest.Config(t, "n1", "mesh", redistest.Start(t).URL()))
 	exported := map[string]bool{}
 	for key := range scrape(t, n.URL()+"/metrics") {
 		name, _, _ := strings.Cut(key, "{")

@@ -173,6 +173,7 @@ func (n *Node) dialRedis(context.Context) error {
 		return fmt.Errorf("node: --redis: %w", err)
 	}
 	n.rdb = goredis.NewClient(opts)
+	n.rdb.AddHook(n.metrics.redisHook)
 	return nil
 }
 
@@ -180,14 +181,15 @@ func (n *Node) newBroker(context.Context) error {
 	switch n.cfg.Broker {
 	case "mesh":
 		mc := mesh.Config{
-			Self:            transport.Peer{Name: n.name, Addr: n.url},
-			Key:             n.keys.Mesh,
-			Peers:           n.alivePeers,
-			HistorySize:     n.cfg.History,
-			HistoryMaxAge:   n.cfg.HistoryAge,
-			RequestSeconds:  n.metrics.requestSeconds,
-			TakeoverSeconds: n.metrics.takeoverSeconds,
-			Logger:          n.log,
+			Self:             transport.Peer{Name: n.name, Addr: n.url},
+			Key:              n.keys.Mesh,
+			Peers:            n.alivePeers,
+			HistorySize:      n.cfg.History,
+			HistoryMaxAge:    n.cfg.HistoryAge,
+			RequestSeconds:   n.metrics.requestSeconds,
+			TakeoverSeconds:  n.metrics.takeoverSeconds,
+			ReplicateSeconds: n.metrics.replicateSeconds,
+			Logger:           n.log,
 		}
 		if n.cfg.DataDir != "" {
 			// Same retention as the broker's ring (docs/storage.md).
@@ -213,6 +215,7 @@ func (n *Node) newBroker(context.Context) error {
 			HistorySize:   n.cfg.History,
 			HistoryMaxAge: n.cfg.HistoryAge,
 			Alive:         n.aliveNames,
+			Hook:          n.metrics.redisHook,
 			Logger:        n.log,
 		})
 		if err != nil {
