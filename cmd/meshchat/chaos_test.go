@@ -76,6 +76,22 @@ type chaosHarness struct {
 // waits until every client is in.
 func startChaos(t *testing.T, broker string, extra func(i int) []string) *chaosHarness {
 	t.Helper()
+	return startChaosWith(t, broker, extra, chaosOptions{})
+}
+
+// chaosOptions vary the clients of a chaos run.
+type chaosOptions struct {
+	// sse picks the clients (by index) that use an events stream and
+	// one-shot posts instead of a WebSocket; DM senders never do.
+	sse func(i int) bool
+}
+
+// halfSSE puts half the clients on an events stream, homed on every
+// node: two of the five publishers, and readers.
+func halfSSE(i int) bool { return i%4 == 1 || i%4 == 2 }
+
+func startChaosWith(t *testing.T, broker string, extra func(i int) []string, opts chaosOptions) *chaosHarness {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("chaos test: runs three processes and thirty clients; skipped with -short")
 	}
@@ -134,6 +150,7 @@ func startChaos(t *testing.T, broker string, extra func(i int) []string) *chaosH
 			c.dmEvery = chaosDMEvery
 			h.dmers = append(h.dmers, c)
 		}
+		c.sse = opts.sse != nil && opts.sse(i) && c.dmTo == nil
 		h.clients = append(h.clients, c)
 		h.wg.Go(func() { c.run(ctx) })
 		h.wg.Go(func() { c.publish(ctx) })
@@ -744,6 +761,21 @@ func TestChaosKillRedis(t *testing.T) {
 	testChaosKill(t, "redis", redisFlags(redistest.Start(t).URL()), victimOwner)
 }
 
+// TestChaosKillSSEMesh and TestChaosKillSSERedis run the owner kill with
+// half the clients on an events stream (resuming with Last-Event-ID on
+// another node, its sends posted to /api/send): the same no-loss,
+// exactly-once checks hold for them.
+func TestChaosKillSSEMesh(t *testing.T) {
+	testChaosKillWith(t, "mesh", meshFlags(t), victimOwner, chaosOptions{sse: halfSSE})
+}
+
+func TestChaosKillSSERedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test; skipped with -short")
+	}
+	testChaosKillWith(t, "redis", redisFlags(redistest.Start(t).URL()), victimOwner, chaosOptions{sse: halfSSE})
+}
+
 func TestChaosKillMemberMesh(t *testing.T) {
 	testChaosKill(t, "mesh", meshFlags(t), victimMember)
 }
@@ -817,7 +849,11 @@ func (h *chaosHarness) pickVictim(kind victimKind) (*chaosNode, string) {
 // testChaosKill kills a node with SIGKILL while five clients publish and
 // six send DMs, keeps publishing for a while, then checks delivery.
 func testChaosKill(t *testing.T, broker string, flags func(int) []string, kind victimKind) {
-	h := startChaos(t, broker, flags)
+	testChaosKillWith(t, broker, flags, kind, chaosOptions{})
+}
+
+func testChaosKillWith(t *testing.T, broker string, flags func(int) []string, kind victimKind, opts chaosOptions) {
+	h := startChaosWith(t, broker, flags, opts)
 	h.warmUp()
 
 	victim, roles := h.pickVictim(kind)
@@ -866,6 +902,40 @@ func testChaosKill(t *testing.T, broker string, flags func(int) []string, kind v
 	if rep.dmResumes == 0 {
 		t.Error("no DM sender resumed its inbox: the kill did not hit any of them")
 	}
+	if opts.sse != nil {
+		if n := h.sseFigures(); n.outages == 0 || n.acked == 0 {
+			t.Errorf("events-stream clients: %d outages, %d acked sends: the kill did not test them", n.outages, n.acked)
+		} else {
+			t.Logf("CHAOS kill %s, events-stream clients: %+v", broker, n)
+		}
+	}
+}
+
+// sseCounts are the events-stream clients' share of a run.
+type sseCounts struct{ clients, outages, resumes, acked int }
+
+// sseFigures counts the events-stream clients, their lost connections,
+// their recovered resumes, and their acknowledged sends.
+func (h *chaosHarness) sseFigures() sseCounts {
+	var n sseCounts
+	for _, c := range h.clients {
+		if !c.sse {
+			continue
+		}
+		c.mu.Lock()
+		n.clients++
+		n.outages += len(c.outages)
+		n.acked += len(c.acks)
+		for _, r := range c.room {
+			for _, j := range r.joins {
+				if j.rejoin && j.recovered {
+					n.resumes++
+				}
+			}
+		}
+		c.mu.Unlock()
+	}
+	return n
 }
 
 func (h *chaosHarness) allOnline() bool {

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -56,21 +56,37 @@ type chaosClient struct {
 	dmTo    []string
 	dmEvery time.Duration
 	dmming  atomic.Bool
+	// sse makes the client connect with an events stream instead of a
+	// WebSocket, resuming with Last-Event-ID, and post its sends to
+	// /api/send (chaoslink_test.go); such a client sends no DMs.
+	sse        bool
+	http       *http.Client
+	httpOnce   sync.Once
+	readBuffer int            // socket receive buffer, 0 for the system's
+	posts      sync.WaitGroup // posts in flight
+	// stallUntil (Unix ns) holds the reader back, as a slow client's.
+	stallUntil atomic.Int64
+	ctx        context.Context // run's
+	cuts       atomic.Int64    // connections ended by cut
 
-	mu       sync.Mutex
-	nodes    []string // from the last welcome
-	current  string   // node of the live (or last) connection
-	node     string   // its name
-	online   bool     // welcomed on a live connection
-	room     map[string]*chaosRoom
-	pending  map[string]*chaosSend // ref -> unacknowledged send
-	order    []string              // refs in creation order (may hold acked ones)
-	acks     map[string]chaosAck   // ref -> acknowledgement
-	seq      int
-	outages  []*chaosOutage
-	held     time.Duration // handshake time of the live connection's dial
-	events   []string      // connection-level history, for failure reports
-	problems []string      // protocol violations seen by this client
+	mu      sync.Mutex
+	nodes   []string  // from the last welcome
+	current string    // node of the live (or last) connection
+	live    chaosLink // the live connection, or nil
+	// lastEvent is the id of the last event of an events stream that had
+	// one: its resume point.
+	lastEvent string
+	node      string // its name
+	online    bool   // welcomed on a live connection
+	room      map[string]*chaosRoom
+	pending   map[string]*chaosSend // ref -> unacknowledged send
+	order     []string              // refs in creation order (may hold acked ones)
+	acks      map[string]chaosAck   // ref -> acknowledgement
+	seq       int
+	outages   []*chaosOutage
+	held      time.Duration // handshake time of the live connection's dial
+	events    []string      // connection-level history, for failure reports
+	problems  []string      // protocol violations seen by this client
 	// DM inbox: every DM frame as delivered, the resume requests and
 	// their answers, and the acknowledgements of this client's DMs.
 	dms         []chaosDMRec
@@ -204,6 +220,8 @@ func (c *chaosClient) problemf(format string, args ...any) {
 
 // run connects and reconnects until ctx ends.
 func (c *chaosClient) run(ctx context.Context) {
+	c.ctx = ctx
+	defer c.posts.Wait()
 	base := c.home
 	attempt, idx := 0, 0
 	var cands []string
@@ -211,7 +229,7 @@ func (c *chaosClient) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		connID++
 		dialed := time.Now()
-		ws, status, err := c.dial(ctx, base)
+		link, status, err := c.dial(ctx, base, connID)
 		if err != nil {
 			c.mu.Lock()
 			c.eventf("dial %s failed: %v", base, err)
@@ -238,7 +256,7 @@ func (c *chaosClient) run(ctx context.Context) {
 		c.mu.Lock()
 		c.held = time.Since(dialed)
 		c.mu.Unlock()
-		code, welcomed := c.session(ctx, ws, base, connID)
+		code, welcomed := c.session(ctx, link, base, connID)
 		if ctx.Err() != nil {
 			return
 		}
@@ -287,52 +305,65 @@ func (c *chaosClient) candidatesLocked(elsewhere bool) []string {
 	return append([]string{c.current}, list...)
 }
 
-// dial opens /ws on base; status is the HTTP status of a refused
+// dial opens a connection on base: /ws, or an events stream resuming
+// after the last event id; status is the HTTP status of a refused
 // handshake (0 when there was no answer).
-func (c *chaosClient) dial(ctx context.Context, base string) (*websocket.Conn, int, error) {
+func (c *chaosClient) dial(ctx context.Context, base string, connID int) (chaosLink, int, error) {
+	if c.sse {
+		c.mu.Lock()
+		resume := c.lastEvent
+		c.mu.Unlock()
+		return c.dialEvents(ctx, base, resume, connID)
+	}
 	h := http.Header{}
 	for _, ck := range c.sess.Cookies {
 		h.Add("Cookie", ck.Name+"="+ck.Value)
 	}
 	d := websocket.Dialer{HandshakeTimeout: chaosConnectTimeout}
-	ws, resp, err := d.DialContext(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", h)
+	if c.readBuffer > 0 {
+		d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(c.readBuffer)
+			}
+			return conn, err
+		}
+	}
+	ws, resp, err := d.DialContext(ctx, wsURL(base), h)
 	if err != nil {
 		if resp != nil {
 			return nil, resp.StatusCode, fmt.Errorf("%w (status %d)", err, resp.StatusCode)
 		}
 		return nil, 0, err
 	}
-	return ws, 0, nil
+	return &wsLink{ws: ws, c: c}, 0, nil
 }
 
 // session serves one connection until it ends; it reports the close code
 // (0 when there was no close frame) and whether a welcome arrived.
-func (c *chaosClient) session(ctx context.Context, ws *websocket.Conn, base string, connID int) (int, bool) {
-	frames := make(chan []byte, 256)
+func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, connID int) (int, bool) {
+	frames := make(chan webtest.Frame, 256)
 	done := make(chan struct{})
 	var readErr error
 	go func() {
 		defer close(frames)
-		for {
-			_, data, err := ws.ReadMessage()
-			if err != nil {
-				readErr = err
-				return
-			}
+		readErr = link.read(func(f webtest.Frame) {
 			select {
-			case frames <- data:
+			case frames <- f:
 			case <-done:
-				return
 			}
-		}
+		})
 	}()
+	c.mu.Lock()
+	c.live = link
+	c.mu.Unlock()
 	defer func() {
 		close(done)
-		_ = ws.Close()
+		link.close()
 		for range frames {
 		}
 		c.mu.Lock()
-		c.online = false
+		c.online, c.live = false, nil
 		for _, r := range c.room {
 			r.joined, r.joinRef = false, ""
 		}
@@ -345,7 +376,7 @@ func (c *chaosClient) session(ctx context.Context, ws *websocket.Conn, base stri
 	defer tick.Stop()
 	for {
 		select {
-		case data, ok := <-frames:
+		case f, ok := <-frames:
 			if !ok {
 				code := 0
 				var ce *websocket.CloseError
@@ -354,21 +385,17 @@ func (c *chaosClient) session(ctx context.Context, ws *websocket.Conn, base stri
 				}
 				return code, welcomed
 			}
-			var f webtest.Frame
-			if err := json.Unmarshal(data, &f); err != nil {
-				c.mu.Lock()
-				c.problemf("undecodable frame %q", data)
-				c.mu.Unlock()
-				continue
-			}
 			c.mu.Lock()
 			if f.Str("type") == "welcome" {
 				welcomed = true
 			}
+			if id := f.EventID(); id != "" {
+				c.lastEvent = id
+			}
 			out := c.handleLocked(f, base, connID)
 			c.mu.Unlock()
-			if !c.write(ws, out) {
-				_ = ws.Close()
+			if !link.write(out) {
+				link.close()
 			}
 		case <-tick.C:
 			if !welcomed {
@@ -377,24 +404,43 @@ func (c *chaosClient) session(ctx context.Context, ws *websocket.Conn, base stri
 			c.mu.Lock()
 			out := c.tickLocked(time.Now(), connID)
 			c.mu.Unlock()
-			if !c.write(ws, out) {
-				_ = ws.Close()
+			if !link.write(out) {
+				link.close()
 			}
 		case <-ctx.Done():
-			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			if ws, ok := link.(*wsLink); ok {
+				_ = ws.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			}
 			return -1, welcomed
 		}
 	}
 }
 
-func (c *chaosClient) write(ws *websocket.Conn, out []any) bool {
-	for _, v := range out {
-		_ = ws.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if err := ws.WriteJSON(v); err != nil {
-			return false
-		}
+// cut ends the live connection, as a user's lost network would: the
+// client reconnects and resumes.
+func (c *chaosClient) cut() bool {
+	c.mu.Lock()
+	l := c.live
+	c.mu.Unlock()
+	if l == nil {
+		return false
 	}
+	c.cuts.Add(1)
+	l.close()
 	return true
+}
+
+// stall holds the client's reader back for d, as a slow client's: the
+// server's queue for it fills, and the server cuts it off.
+func (c *chaosClient) stall(d time.Duration) {
+	c.stallUntil.Store(time.Now().Add(d).UnixNano())
+}
+
+// stallPoint waits, before a read, while the client stalls.
+func (c *chaosClient) stallPoint() {
+	if d := time.Until(time.Unix(0, c.stallUntil.Load())); d > 0 {
+		sleepCtx(c.ctx, d)
+	}
 }
 
 // handleLocked applies one server frame and returns the frames to send.
@@ -419,6 +465,12 @@ func (c *chaosClient) handleLocked(f webtest.Frame, base string, connID int) []a
 		c.eventf("welcome from %s (%s) after a %v handshake, nodes %v", c.node, base, c.held.Round(time.Millisecond), c.nodes)
 		var out []any
 		for _, name := range c.rooms {
+			if c.sse {
+				// The stream joins by itself, after the resume point.
+				r := c.room[name]
+				r.joinRef, r.joinAft, r.joinDue = "sse", r.lastID, now.Add(chaosJoinTimeout)
+				continue
+			}
 			out = append(out, c.joinLocked(name, now))
 		}
 		if c.dmTo != nil {
@@ -456,6 +508,9 @@ func (c *chaosClient) handleLocked(f webtest.Frame, base string, connID int) []a
 			o.chatting = now
 		}
 	case "dm_history":
+		if c.sse {
+			return nil // the stream's own inbox request: this client sends no DMs
+		}
 		if c.dmTo == nil || c.dmReq == "" {
 			c.problemf("dm_history without a dms request in flight")
 			return nil
@@ -527,7 +582,7 @@ func (c *chaosClient) handleLocked(f webtest.Frame, base string, connID int) []a
 		}
 		p.tries++
 		p.due = now.Add(randDur(min(chaosBackoffCap, 250*time.Millisecond<<p.tries)))
-	case "presence", "typing", "pong":
+	case "presence", "typing", "pong", "keepalive", "close":
 	default:
 		c.problemf("unexpected frame %v", f)
 	}

@@ -125,11 +125,18 @@ func tryEvents(tb testing.TB, base string, s Session, o EventsOptions) (*http.Re
 	return resp, sock, err
 }
 
-// readEvents decodes an event stream: "data:" lines make a frame, "id:"
-// its EventID; a "close" frame (the stream's last) becomes the
-// connection's close error, as a WebSocket close frame does.
+// readEvents reads the stream's frames into the connection.
 func (c *Conn) readEvents() error {
-	sc := bufio.NewScanner(c.body)
+	return ReadEvents(c.body, func(f Frame) { c.frames <- f })
+}
+
+// ReadEvents decodes an event stream from r until it ends, handing each
+// frame to emit: "data:" lines make a frame, "id:" its EventID. A
+// "close" frame (the stream's last) becomes the error returned, a
+// *websocket.CloseError as a WebSocket close frame does; a stream that
+// just ends is io.EOF.
+func ReadEvents(r io.Reader, emit func(Frame)) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 8<<20)
 	var data bytes.Buffer
 	id := ""
@@ -155,7 +162,7 @@ func (c *Conn) readEvents() error {
 			if f.Type() == "close" {
 				closeErr = &websocket.CloseError{Code: int(f.Int("code")), Text: f.Str("reason")}
 			}
-			c.frames <- f
+			emit(f)
 		case field == "data":
 			if data.Len() > 0 {
 				data.WriteByte('\n')
