@@ -95,22 +95,7 @@ func startChaosWith(t *testing.T, broker string, extra func(i int) []string, opt
 	if testing.Short() {
 		t.Skip("chaos test: runs three processes and thirty clients; skipped with -short")
 	}
-	h := &chaosHarness{t: t, broker: broker}
-	for i := range 3 {
-		h.nodes = append(h.nodes, &chaosNode{
-			name:   fmt.Sprintf("n%d", i+1),
-			http:   clustertest.FreeAddr(t, false),
-			gossip: clustertest.FreeAddr(t, true),
-			extra:  extra(i),
-		})
-	}
-	for i, n := range h.nodes {
-		join := ""
-		if i > 0 {
-			join = h.nodes[0].gossip
-		}
-		n.p = startProcOn(t, n.name, n.http, n.gossip, join, n.extra...)
-	}
+	h := startChaosNodes(t, broker, extra)
 	h.waitConverged(30 * time.Second)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -160,6 +145,28 @@ func startChaosWith(t *testing.T, broker string, extra func(i int) []string, opt
 		h.stop()
 		h.dumpClients(h.clients)
 		t.Fatal("clients did not all connect and join within 20s")
+	}
+	return h
+}
+
+// startChaosNodes starts three nodes with the broker flags extra(i), the
+// first one the others' seed.
+func startChaosNodes(t *testing.T, broker string, extra func(i int) []string) *chaosHarness {
+	h := &chaosHarness{t: t, broker: broker}
+	for i := range 3 {
+		h.nodes = append(h.nodes, &chaosNode{
+			name:   fmt.Sprintf("n%d", i+1),
+			http:   clustertest.FreeAddr(t, false),
+			gossip: clustertest.FreeAddr(t, true),
+			extra:  extra(i),
+		})
+	}
+	for i, n := range h.nodes {
+		join := ""
+		if i > 0 {
+			join = h.nodes[0].gossip
+		}
+		n.p = startProcOn(t, n.name, n.http, n.gossip, join, n.extra...)
 	}
 	return h
 }
@@ -306,16 +313,7 @@ func (h *chaosHarness) quiesce() map[string]map[string]bool {
 		h.t.Error("quiesce: clients still reconnecting or with unacknowledged sends after 30s")
 	}
 	acked := h.acked()
-	if !clustertest.Eventually(20*time.Second, func() bool {
-		for _, c := range h.clients {
-			for room, ids := range acked {
-				if !c.has(room, ids) {
-					return false
-				}
-			}
-		}
-		return true
-	}) {
+	if !clustertest.Eventually(20*time.Second, func() bool { return h.allHave(acked) }) {
 		h.t.Error("quiesce: not every client received every acknowledged message within 20s (details below)")
 	}
 	dms := h.ackedDMs()
@@ -360,16 +358,33 @@ func (h *chaosHarness) stop() {
 	h.wg.Wait()
 }
 
+// acked is the acknowledged message ids, per room.
 func (h *chaosHarness) acked() map[string]map[string]bool {
-	out := map[string]map[string]bool{chaosRoomA: {}, chaosRoomB: {}}
+	out := map[string]map[string]bool{}
 	for _, c := range h.pubs {
 		c.mu.Lock()
 		for _, a := range c.acks {
+			if out[a.room] == nil {
+				out[a.room] = map[string]bool{}
+			}
 			out[a.room][a.id] = true
 		}
 		c.mu.Unlock()
 	}
 	return out
+}
+
+// allHave reports whether every client holds every id of acked in the
+// rooms it is in.
+func (h *chaosHarness) allHave(acked map[string]map[string]bool) bool {
+	for _, c := range h.clients {
+		for room, ids := range acked {
+			if !c.has(room, ids) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // chaosReport holds the figures of one run.

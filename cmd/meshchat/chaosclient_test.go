@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,6 +69,10 @@ type chaosClient struct {
 	stallUntil atomic.Int64
 	ctx        context.Context // run's
 	cuts       atomic.Int64    // connections ended by cut
+	// tick is how often the client retries what is due; 0 means 20ms.
+	tick time.Duration
+	// pad is appended to the text of each send, to make messages big.
+	pad string
 
 	mu      sync.Mutex
 	nodes   []string  // from the last welcome
@@ -362,6 +367,7 @@ func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, 
 		link.close()
 		for range frames {
 		}
+		c.stallUntil.Store(0) // a stall lasts until the server lets go
 		c.mu.Lock()
 		c.online, c.live = false, nil
 		for _, r := range c.room {
@@ -372,7 +378,7 @@ func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, 
 	}()
 
 	welcomed := false
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(cmp.Or(c.tick, 20*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -430,8 +436,9 @@ func (c *chaosClient) cut() bool {
 	return true
 }
 
-// stall holds the client's reader back for d, as a slow client's: the
-// server's queue for it fills, and the server cuts it off.
+// stall holds the client's reader back for d, or until its connection
+// ends, as a slow client's: the server's queue for it fills, and the
+// server cuts it off; the client then resumes at its usual pace.
 func (c *chaosClient) stall(d time.Duration) {
 	c.stallUntil.Store(time.Now().Add(d).UnixNano())
 }
@@ -732,7 +739,7 @@ func (c *chaosClient) publish(ctx context.Context) {
 	if len(c.pubRooms) > 0 {
 		c.sendEvery(ctx, c.pubEvery, &c.publishing, func(n int, now time.Time) *chaosSend {
 			ref := fmt.Sprintf("%s-%d", c.user, n)
-			return &chaosSend{ref: ref, room: c.pubRooms[n%len(c.pubRooms)], text: fmt.Sprintf("%s says %d", c.user, n), created: now}
+			return &chaosSend{ref: ref, room: c.pubRooms[n%len(c.pubRooms)], text: fmt.Sprintf("%s says %d", c.user, n) + c.pad, created: now}
 		})
 	}
 }
