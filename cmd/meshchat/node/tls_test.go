@@ -10,8 +10,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,5 +202,47 @@ func TestClusterNameKeepsClustersApart(t *testing.T) {
 	})
 	if len(a.Cluster().Members()) != 1 || len(b.Cluster().Members()) != 1 {
 		t.Fatalf("clusters with other names merged: %v and %v", a.Cluster().Members(), b.Cluster().Members())
+	}
+}
+
+// TestPeerTLSConfig: mesh links accept a peer certificate that verifies
+// against --tls-ca; without --tls-ca they accept one that does not (the
+// frames are sealed with the cluster secret) and warn; with a --tls-ca
+// that does not verify it, the dial fails.
+func TestPeerTLSConfig(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	own := filepath.Join(t.TempDir(), "own.pem")
+	if err := os.WriteFile(own, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := newTestCert(t, 7)
+	other.write(t, t.TempDir())
+	tests := []struct {
+		name, ca string
+		ok, warn bool
+	}{
+		{"no ca: accepted, warned", "", true, true},
+		{"ca verifies", own, true, false},
+		{"ca does not verify", other.certFile, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs strings.Builder
+			cfg, err := node.PeerTLSConfig(tt.ca, slog.New(slog.NewTextHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, err := tls.Dial("tcp", strings.TrimPrefix(srv.URL, "https://"), cfg)
+			if err == nil {
+				conn.Close()
+			}
+			if tt.ok != (err == nil) {
+				t.Fatalf("dial: %v, want ok=%v", err, tt.ok)
+			}
+			if warned := strings.Contains(logs.String(), "does not verify"); warned != tt.warn {
+				t.Fatalf("warned=%v, want %v: %s", warned, tt.warn, logs.String())
+			}
+		})
 	}
 }
