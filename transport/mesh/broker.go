@@ -3,6 +3,7 @@ package mesh
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,9 +34,18 @@ type Config struct {
 	// Self is this node: its name and HTTP base URL (where peers reach
 	// Handler). Required.
 	Self transport.Peer
-	// Key authenticates node-to-node connections (HMAC-SHA256). Required,
-	// at least 16 bytes; every node of the cluster uses the same key.
+	// Key authenticates node-to-node connections (HMAC-SHA256) and is
+	// what each connection's frame keys are derived from. Required, at
+	// least 16 bytes; every node of the cluster uses the same key.
 	Key []byte
+	// ClusterName is bound into every handshake and frame key: nodes of
+	// clusters with another name never link, even with the same Key.
+	// Empty is a name like any other (every node must agree).
+	ClusterName string
+	// TLS configures dialling peers whose address is https:// (wss).
+	// Nil means crypto/tls's defaults: the system roots verify the
+	// peer's certificate. Frames are encrypted either way.
+	TLS *tls.Config
 	// Peers returns the alive nodes, this one included (cluster.Alive).
 	// It is read at Start, on every PeersChanged, and again whenever the
 	// broker takes a channel over, hands one over or turns a request
@@ -103,7 +113,7 @@ type Broker struct {
 	inbound map[*inConn]struct{}
 
 	counts  linkCounters       // see Stats
-	junkLog transport.LogLimit // rejected peer connections
+	junkLog transport.LogLimit // rejected peer connections, frames failing authentication
 
 	nonces   nonceCache
 	upgrader *websocket.Upgrader // peer connections (serveHTTP)

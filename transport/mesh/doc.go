@@ -49,6 +49,7 @@
 //	               redirects) and the transport.Broker methods built on them
 //	peers.go       the peer view and ranking, and what a view change does
 //	handshake.go   both ends of the authenticated WebSocket handshake
+//	seal.go        the per-connection keys and the encryption of frames
 //	conn.go        a connection's bounded send queue, batching writer, reader
 //	link.go        the outbound link to a peer and its dial/redial loop
 //	inbound.go     connections peers dial here: deliveries, notices, requests

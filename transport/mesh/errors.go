@@ -30,6 +30,11 @@ var errPeerDown = errors.New("mesh: peer unreachable")
 // errBadFrame means a frame could not be decoded.
 var errBadFrame = errors.New("mesh: malformed frame")
 
+// errFrameAuth means a frame failed to decrypt on a connection: altered,
+// replayed, reordered or sealed with another key. The connection is
+// closed.
+var errFrameAuth = errors.New("mesh: frame failed authentication")
+
 // notOwnerError is errNotOwner with the node the answerer believes orders
 // the channel (the owner in its view, or the node it handed the channel
 // to), so the caller can go there directly instead of waiting for its own

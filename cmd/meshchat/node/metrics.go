@@ -63,6 +63,7 @@ func (m *metrics) handler() http.Handler {
 type nodeCollector struct {
 	n    *Node
 	mesh bool
+	tls  bool
 }
 
 // The descriptions of what nodeCollector reports. Labels take bounded
@@ -90,10 +91,12 @@ var (
 	descLinkFailures  = desc("meshchat_mesh_link_dial_failures_total", "Dials to peers that failed.")
 	descLinkDrops     = desc("meshchat_mesh_link_drops_total", "Connections to peers that were lost or cut.")
 	descRejectedPeers = desc("meshchat_mesh_rejected_connections_total", "Connections to /_mesh/ that failed the handshake (junk, or another secret).")
+	descFrameAuth     = desc("meshchat_mesh_frame_auth_failures_total", "Peer connections closed because a frame failed to decrypt (altered, replayed, or another key).")
+	descTLSReloads    = desc("meshchat_tls_certificate_reloads_total", "Reloads of the TLS certificate after its files changed, by result: ok, or error (the previous certificate stays).", "result")
 	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
 	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
-	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descChannels, descRetained, descBusy}
+	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
 		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
 )
@@ -103,7 +106,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 func newNodeCollector(n *Node) *nodeCollector {
-	return &nodeCollector{n: n, mesh: n.cfg.Broker == "mesh"}
+	return &nodeCollector{n: n, mesh: n.cfg.Broker == "mesh", tls: n.cfg.TLSCert != ""}
 }
 
 // Describe implements prometheus.Collector.
@@ -115,6 +118,9 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		for _, d := range meshDescriptions {
 			ch <- d
 		}
+	}
+	if c.tls {
+		ch <- descTLSReloads
 	}
 }
 
@@ -163,6 +169,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descMembers, float64(len(n.cluster.Alive())))
 	gauge(descHealth, float64(n.cluster.HealthScore()))
 	counter(descGossip, n.cluster.GossipProblems())
+	if c.tls {
+		counter(descTLSReloads, n.certs.loaded.Load(), "ok")
+		counter(descTLSReloads, n.certs.fail.Load(), "error")
+	}
 
 	if !c.mesh {
 		return
@@ -174,6 +184,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLinkFailures, ms.LinkDialFailures)
 	counter(descLinkDrops, ms.LinkDrops)
 	counter(descRejectedPeers, ms.RejectedPeers)
+	counter(descFrameAuth, ms.FrameAuthFailures)
 	gauge(descChannels, float64(ms.Owned), "owner")
 	gauge(descChannels, float64(ms.Replicas), "replica")
 	gauge(descRetained, float64(ms.Retained))
