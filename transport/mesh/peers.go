@@ -26,8 +26,15 @@ type peerSet struct {
 }
 
 // refreshPeers reads Config.Peers and installs it as the current view,
-// unless it equals the current one. It returns the view now in place.
+// unless it equals the current one, and counts the quorum in it. It
+// returns the view now in place.
 func (b *Broker) refreshPeers() *peerSet {
+	ps := b.installPeers()
+	b.updateQuorum(ps)
+	return ps
+}
+
+func (b *Broker) installPeers() *peerSet {
 	var ps []transport.Peer
 	if b.cfg.Peers != nil {
 		ps = slices.Clone(b.cfg.Peers())
@@ -250,7 +257,9 @@ func (b *Broker) onPeersChanged(full bool) (busy bool) {
 			continue
 		}
 		if s.owned {
-			if o := b.ownerOf(s.name); o.Name != b.cfg.Self.Name {
+			if !b.quorate() {
+				b.stopOrdering(s)
+			} else if o := b.ownerOf(s.name); o.Name != b.cfg.Self.Name {
 				b.disown(s, o)
 			} else {
 				b.dropGone(s)
