@@ -183,6 +183,8 @@ func (n *Node) newBroker(context.Context) error {
 			Self:            transport.Peer{Name: n.name, Addr: n.url},
 			Key:             n.keys.Mesh,
 			Peers:           n.alivePeers,
+			Departed:        n.departedNames,
+			MinVoters:       n.minVoters,
 			HistorySize:     n.cfg.History,
 			HistoryMaxAge:   n.cfg.HistoryAge,
 			RequestSeconds:  n.metrics.requestSeconds,
