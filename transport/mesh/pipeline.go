@@ -28,9 +28,9 @@ import (
 // before.
 //
 // A batch that cannot be confirmed is abandoned (abandon): when this node
-// stops ordering the channel (a handover, a view change, a backup that
-// orders it), when the owner's own Log write fails, or when the stream is
-// restarted. Every unconfirmed publication of the channel is then failed,
+// stops ordering the channel (a handover, a view change, the quorum lost,
+// a backup that orders it), when the copy to the backup or the owner's
+// own Log write fails, or when the stream is restarted. Every unconfirmed publication of the channel is then failed,
 // the next offset goes back to the last confirmed one, and the backup,
 // which may hold copies of the abandoned publications, gets a full
 // snapshot before any new copy, so an abandoned offset reused for other
