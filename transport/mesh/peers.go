@@ -208,6 +208,8 @@ func (b *Broker) PeersChanged() {
 
 func (b *Broker) membershipLoop() {
 	var retry <-chan time.Time
+	recount := time.NewTicker(recountEvery(b.cfg.ForgetAfter))
+	defer recount.Stop()
 	for {
 		full := true
 		select {
@@ -216,6 +218,11 @@ func (b *Broker) membershipLoop() {
 		case <-b.changed:
 		case <-retry:
 			full = false
+		case <-recount.C:
+			// Forgetting the dead is a matter of time, not of views:
+			// count again (a change wakes this loop through changed).
+			b.livePeers()
+			continue
 		}
 		retry = nil
 		if busy := b.onPeersChanged(full); busy {

@@ -49,7 +49,8 @@ func (q Quorum) String() string {
 type voters struct {
 	self   string
 	forget time.Duration
-	// last is when each voter was last seen alive.
+	// last holds the voters: the zero time for those alive in the last
+	// view, else when a view first lacked them.
 	last map[string]time.Time
 	// reached is set once the set held the floor's count: from then on
 	// the set alone is the count.
@@ -58,6 +59,17 @@ type voters struct {
 
 func newVoters(self string, forget time.Duration) *voters {
 	return &voters{self: self, forget: forget, last: map[string]time.Time{self: {}}}
+}
+
+// recountEvery is how often the membership goroutine counts the quorum
+// again with no view change, so that the dead are forgotten in time:
+// a quarter of ForgetAfter, at most recountMax.
+func recountEvery(forget time.Duration) time.Duration {
+	const recountMax = 5 * time.Second
+	if forget <= 0 {
+		return recountMax
+	}
+	return max(min(forget/4, recountMax), time.Millisecond)
 }
 
 // update applies a view (alive: the alive nodes, departed: those that
@@ -71,8 +83,13 @@ func (v *voters) update(alive, departed []string, floor int, latch bool, now tim
 	for _, n := range alive {
 		up[n] = true
 	}
+	for n, gone := range v.last {
+		if !up[n] && gone.IsZero() {
+			v.last[n] = now
+		}
+	}
 	for n := range up {
-		v.last[n] = now
+		v.last[n] = time.Time{}
 	}
 	for _, n := range departed {
 		if !up[n] {
@@ -87,8 +104,8 @@ func (v *voters) update(alive, departed []string, floor int, latch bool, now tim
 		// Counted and still outvoted: the dead this side has waited out
 		// are gone for good, so a later failure is judged without them.
 		forgot := false
-		for n, t := range v.last {
-			if !up[n] && now.Sub(t) >= v.forget {
+		for n, gone := range v.last {
+			if !up[n] && now.Sub(gone) >= v.forget {
 				delete(v.last, n)
 				forgot = true
 			}

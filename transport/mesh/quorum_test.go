@@ -196,3 +196,25 @@ func TestUnreachableBackupAcksNothing(t *testing.T) {
 		t.Fatalf("delivered %v", brokertest.Offsets(got))
 	}
 }
+
+// TestDeadForgottenByTheMajority: the two survivors of a crash forget the
+// dead node once ForgetAfter has passed, with no further view change, so
+// that the lower-named of them goes on after a second crash.
+func TestDeadForgottenByTheMajority(t *testing.T) {
+	c, bs := newTestCluster(t, 3, func(_ int, cfg *Config) { cfg.ForgetAfter = 200 * time.Millisecond })
+	brokertest.StartAll(t, bs...)
+	c.kill(t, "n2")
+	c.remove("n2")
+	if q := bs[0].Quorum(); !q.Has || q.Voters != 3 {
+		t.Fatalf("right after the crash: %v, want the quorum of 3", q)
+	}
+	brokertest.Eventually(t, "n0 to forget n2", func() bool { return bs[0].Quorum().Voters == 2 })
+	c.kill(t, "n1")
+	c.remove("n1")
+	if q := bs[0].Quorum(); !q.Has || q.Voters != 2 || q.Alive != 1 {
+		t.Fatalf("n0 after the second crash: %v, want the quorum, 1 of 2", q)
+	}
+	if _, err := bs[0].Publish(t.Context(), "r:after", []byte("x"), transport.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
