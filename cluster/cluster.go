@@ -470,6 +470,15 @@ func (c *Cluster) LocalNode() Node {
 	return Node{Name: c.cfg.Name, HTTP: c.cfg.HTTPURL, State: StateAlive, Data: c.cfg.Data}
 }
 
+// Seeds returns the seeds other than this node (Config.Join less the
+// entries naming this node itself); nil before Start.
+func (c *Cluster) Seeds() []string {
+	if !c.started.Load() {
+		return nil
+	}
+	return slices.Clone(c.seeds)
+}
+
 // ExpectsPeers reports whether the node was given seeds other than itself:
 // such a node is part of a larger cluster, and alone it is split off.
 func (c *Cluster) ExpectsPeers() bool { return len(c.seeds) > 0 }

@@ -71,6 +71,21 @@ type Config struct {
 	// DialTimeout bounds the WebSocket handshake with a peer. Zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// Departed, when set, returns the nodes that left the cluster
+	// gracefully (cluster.StateLeft): they lose their vote in the quorum
+	// at once, where a node that died keeps it (see Quorum). It is read
+	// with Peers, so the same rules apply. Nil means none ever leaves.
+	Departed func() []string
+	// MinVoters, when set, returns how many voting nodes this node counts,
+	// itself included, until it has seen that many alive: a node started
+	// to join a cluster (seeds, an expected size) does not have the
+	// quorum alone. It is read from Start on. Nil means 1: a node is a
+	// cluster of one until others join it.
+	MinVoters func() int
+	// ForgetAfter is how long a dead node keeps its vote before a node
+	// that has the quorum with it counted forgets it. Zero means
+	// DefaultForgetAfter; negative never forgets.
+	ForgetAfter time.Duration
 	// Log, when set, keeps the streams this node orders or backs up on
 	// disk: an owner or backup writes each publication to it before
 	// acknowledging, and Start reads it back, so restarting every node
@@ -100,7 +115,9 @@ type Broker struct {
 	started atomic.Bool
 	closed  atomic.Bool
 
-	peers atomic.Pointer[peerSet]
+	peers     atomic.Pointer[peerSet]
+	quorum    quorumState // see quorum.go
+	hasQuorum atomic.Bool // quorum.q.Has, read on every request
 
 	chMu  sync.RWMutex
 	chans map[string]*chanState
@@ -151,6 +168,7 @@ func New(cfg Config) (*Broker, error) {
 	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
 	cfg.QueueBytes = cmp.Or(cfg.QueueBytes, DefaultQueueBytes)
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultDialTimeout)
+	cfg.ForgetAfter = cmp.Or(cfg.ForgetAfter, DefaultForgetAfter)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.Key = slices.Clone(cfg.Key)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -167,6 +185,7 @@ func New(cfg Config) (*Broker, error) {
 		upgrader: newUpgrader(),
 		changed:  make(chan struct{}, 1),
 	}
+	b.quorum.v = newVoters(cfg.Self.Name, cfg.ForgetAfter)
 	b.refreshPeers()
 	return b, nil
 }
@@ -188,8 +207,8 @@ func (b *Broker) Start(ctx context.Context, h transport.Handler) error {
 		return err
 	}
 	b.handler = h
-	b.refreshPeers()
 	b.started.Store(true)
+	b.refreshPeers() // the quorum's floor is known from now on
 	b.goFn(b.membershipLoop)
 	return nil
 }

@@ -93,10 +93,12 @@ var (
 	descRejectedPeers = desc("meshchat_mesh_rejected_connections_total", "Connections to /_mesh/ that failed the handshake (junk, or another secret).")
 	descFrameAuth     = desc("meshchat_mesh_frame_auth_failures_total", "Peer connections closed because a frame failed to decrypt (altered, replayed, or another key).")
 	descTLSReloads    = desc("meshchat_tls_certificate_reloads_total", "Reloads of the TLS certificate after its files changed, by result: ok, or error (the previous certificate stays).", "result")
+	descQuorum        = desc("meshchat_cluster_quorum", "1 while this node sees a majority of the cluster's voting nodes and may order rooms (mesh broker), else 0.")
+	descVoters        = desc("meshchat_cluster_voters", "Voting nodes this node counts for the quorum, by state: alive or total.", "state")
 	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
 	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
-	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descBusy}
+	meshDescriptions  = []*prometheus.Desc{descQuorum, descVoters, descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
 		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
 )
@@ -177,6 +179,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	if !c.mesh {
 		return
 	}
+	q := n.mesh.Quorum()
+	gauge(descQuorum, boolGauge(q.Has))
+	gauge(descVoters, float64(q.Alive), "alive")
+	gauge(descVoters, float64(q.Voters), "total")
 	ms := n.mesh.Stats()
 	counter(descTakeovers, ms.Takeovers)
 	counter(descCreated, ms.Created)
@@ -189,4 +195,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descChannels, float64(ms.Replicas), "replica")
 	gauge(descRetained, float64(ms.Retained))
 	gauge(descBusy, float64(ms.Busy))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

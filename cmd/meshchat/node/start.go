@@ -204,6 +204,8 @@ func (n *Node) newBroker(context.Context) error {
 			Key:             n.keys.Mesh,
 			ClusterName:     n.cfg.ClusterName,
 			Peers:           n.alivePeers,
+			Departed:        n.departedNames,
+			MinVoters:       n.minVoters,
 			HistorySize:     n.cfg.History,
 			HistoryMaxAge:   n.cfg.HistoryAge,
 			RequestSeconds:  n.metrics.requestSeconds,
