@@ -108,7 +108,7 @@ func TestGivesUpMidAttempt(t *testing.T) {
 		n.Unlock()
 		if !first {
 			_, _ = io.Copy(io.Discard, r.Body) // then the server sees the client go
-			<-r.Context().Done()                // hangs until the client gives up
+			<-r.Context().Done()               // hangs until the client gives up
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
