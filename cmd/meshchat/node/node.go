@@ -42,7 +42,8 @@ type Node struct {
 	// Set by Start's steps, in this order, then read-only.
 	keys     keys // from the secret, given or the node's own
 	ln       *closeNotifyListener
-	debug    *sideServer // --debug-addr, or nil
+	certs    *certReloader // --tls-cert, or nil
+	debug    *sideServer   // --debug-addr, or nil
 	metrics  *metrics
 	url      string
 	name     string
