@@ -55,10 +55,12 @@ type Revocations interface {
 // sessionChecker is implemented by session stores that keep sessions
 // server-side (store.NewRedisSessions): a bearer token is then honoured
 // only while its session is still stored, and deleting the session on
-// logout ends it everywhere. A store without it keeps the session in the
+// logout ends it everywhere. Confirming a session also keeps it until its
+// end: a new one is stored only briefly, so that logins that never
+// connect do not pile up. A store without it keeps the session in the
 // cookie alone, which only the revocation record can end.
 type sessionChecker interface {
-	SessionExists(ctx context.Context, id string) (bool, error)
+	ConfirmSession(ctx context.Context, id string, until time.Time) (bool, error)
 }
 
 // sessionIdentity reads the session cookie.
@@ -80,8 +82,9 @@ func wellFormed(id identity) bool {
 }
 
 // check confirms a well-formed identity against the cluster's logouts
-// and, for a token with server-side sessions, the session store.
-func (s *Server) check(ctx context.Context, id identity) error {
+// and, with server-side sessions, for a token or a request that opens a
+// stream (stream), the session store.
+func (s *Server) check(ctx context.Context, id identity, stream bool) error {
 	if !s.revocations.Loaded() {
 		return errRevocationsLoading
 	}
@@ -91,8 +94,8 @@ func (s *Server) check(ctx context.Context, id identity) error {
 	if err := s.checkAccount(id); err != nil {
 		return err
 	}
-	if id.token && s.checker != nil {
-		ok, err := s.checker.SessionExists(ctx, s.storeKey(id.sid))
+	if (id.token || stream) && s.checker != nil {
+		ok, err := s.checker.ConfirmSession(ctx, s.storeKey(id.sid), id.exp)
 		if err != nil {
 			s.log.Warn("checking a token's session", "err", err)
 			return errSessionStore
@@ -105,12 +108,12 @@ func (s *Server) check(ctx context.Context, id identity) error {
 }
 
 // authenticate accepts the session cookie, an Authorization: Bearer
-// token, and, when query is set (for /ws, where browsers cannot set
-// headers), ?token=. The first that checks out wins. On failure the
+// token, and, when stream is set (/ws and /api/events, which browsers
+// open without headers of their own), ?token=. The first that checks out wins. On failure the
 // error says why (errNoSession, errRevocationsLoading, errSessionStore),
 // and the identity is the last well-formed one seen, if any (logout
 // revokes it regardless).
-func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
+func (s *Server) authenticate(r *http.Request, stream bool) (identity, error) {
 	var cands []identity
 	if id, ok := s.sessionIdentity(r); ok {
 		cands = append(cands, id)
@@ -120,7 +123,7 @@ func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
 			cands = append(cands, id)
 		}
 	}
-	if query {
+	if stream {
 		if tok := r.URL.Query().Get("token"); tok != "" {
 			if id, ok := s.parseAnyToken(tok); ok {
 				cands = append(cands, id)
@@ -130,7 +133,7 @@ func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
 	err := errNoSession
 	var last identity
 	for _, id := range cands {
-		e := s.check(r.Context(), id)
+		e := s.check(r.Context(), id, stream)
 		if e == nil {
 			return id, nil
 		}

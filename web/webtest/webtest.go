@@ -94,6 +94,29 @@ func LoginPassword(tb testing.TB, base, user, password string) Session {
 // /api/register) and returns the session; anything but 200 fails tb.
 func Post(tb testing.TB, base, path, user, body string) Session {
 	tb.Helper()
+	s, status, out := TryPost(tb, base, path, user, body)
+	if status != http.StatusOK {
+		tb.Fatalf("%s %s at %s: %d %s", path, user, base, status, out)
+	}
+	return s
+}
+
+// TryLogin posts /api/login {"name":user} on base (a node of --auth
+// open), as Login does, and returns the status and the body too: for
+// tests of a login refused. The session is set only with 200.
+func TryLogin(tb testing.TB, base, user string) (Session, int, Frame) {
+	tb.Helper()
+	s, status, out := TryPost(tb, base, "/api/login", user, `{"name":"`+user+`"}`)
+	var f Frame
+	_ = json.Unmarshal(out, &f)
+	return s, status, f
+}
+
+// TryPost is Post that returns the status and body instead of failing
+// tb when the answer is not 200 (a request that cannot be made still
+// fails it). The session is set only with 200.
+func TryPost(tb testing.TB, base, path, user, body string) (Session, int, []byte) {
+	tb.Helper()
 	resp, err := CookieClient(tb).Post(base+path, "application/json", strings.NewReader(body))
 	if err != nil {
 		tb.Fatalf("%s %s at %s: %v", path, user, base, err)
@@ -101,7 +124,7 @@ func Post(tb testing.TB, base, path, user, body string) Session {
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("%s %s at %s: %d %s", path, user, base, resp.StatusCode, out)
+		return Session{}, resp.StatusCode, out
 	}
 	var v struct{ User, Node, Token string }
 	if err := json.Unmarshal(out, &v); err != nil || v.User != user || v.Node == "" {
@@ -110,7 +133,7 @@ func Post(tb testing.TB, base, path, user, body string) Session {
 	if len(resp.Cookies()) == 0 {
 		tb.Fatalf("%s %s: no cookie", path, user)
 	}
-	return Session{User: user, Node: v.Node, Token: v.Token, Cookies: resp.Cookies()}
+	return Session{User: user, Node: v.Node, Token: v.Token, Cookies: resp.Cookies()}, resp.StatusCode, out
 }
 
 // Do sends a request with the session's cookies and returns status and
