@@ -150,6 +150,34 @@ func (s Session) Do(tb testing.TB, method, url string) (int, []byte) {
 	return send(tb, req)
 }
 
+// Ticket fetches a one-time ticket for the session from base (POST
+// /api/ticket with the session's cookies, or with its bearer token when
+// bearer is set): the value for /ws?ticket= and /api/events?ticket=.
+// Anything but 200 fails tb.
+func (s Session) Ticket(tb testing.TB, base string, bearer bool) string {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/api/ticket", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if bearer {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+	} else {
+		for _, c := range s.Cookies {
+			req.AddCookie(c)
+		}
+	}
+	status, body := send(tb, req)
+	var v struct {
+		Ticket    string `json:"ticket"`
+		ExpiresIn int    `json:"expires_in"`
+	}
+	if err := json.Unmarshal(body, &v); status != http.StatusOK || err != nil || v.Ticket == "" || v.ExpiresIn <= 0 {
+		tb.Fatalf("ticket for %s at %s: %d %s", s.User, base, status, body)
+	}
+	return v.Ticket
+}
+
 // send makes the request and returns the status and body, failing the
 // test when it cannot be made.
 func send(tb testing.TB, req *http.Request) (int, []byte) {
