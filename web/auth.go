@@ -53,12 +53,14 @@ type Revocations interface {
 }
 
 // sessionChecker is implemented by session stores that keep sessions
-// server-side (store.NewRedisSessions): a bearer token is then honoured
-// only while its session is still stored, and deleting the session on
-// logout ends it everywhere. A store without it keeps the session in the
-// cookie alone, which only the revocation record can end.
+// server-side (store.NewRedisSessions): a bearer token or a ticket is
+// then honoured only while its session is still stored, and deleting the
+// session on logout ends it everywhere. Confirming a session also keeps
+// it until its end: a new one is stored only briefly, so that logins
+// that never connect do not pile up. A store without it keeps the
+// session in the cookie alone, which only the revocation record can end.
 type sessionChecker interface {
-	SessionExists(ctx context.Context, id string) (bool, error)
+	ConfirmSession(ctx context.Context, id string, until time.Time) (bool, error)
 }
 
 // sessionIdentity reads the session cookie.
@@ -80,8 +82,9 @@ func wellFormed(id identity) bool {
 }
 
 // check confirms a well-formed identity against the cluster's logouts
-// and, for a token with server-side sessions, the session store.
-func (s *Server) check(ctx context.Context, id identity) error {
+// and, with server-side sessions, for a token, a ticket or a request
+// that opens a stream (stream), the session store.
+func (s *Server) check(ctx context.Context, id identity, stream bool) error {
 	if !s.revocations.Loaded() {
 		return errRevocationsLoading
 	}
@@ -91,8 +94,8 @@ func (s *Server) check(ctx context.Context, id identity) error {
 	if err := s.checkAccount(id); err != nil {
 		return err
 	}
-	if id.token && s.checker != nil {
-		ok, err := s.checker.SessionExists(ctx, s.storeKey(id.sid))
+	if (id.token || stream) && s.checker != nil {
+		ok, err := s.checker.ConfirmSession(ctx, s.storeKey(id.sid), id.exp)
 		if err != nil {
 			s.log.Warn("checking a token's session", "err", err)
 			return errSessionStore
@@ -105,12 +108,24 @@ func (s *Server) check(ctx context.Context, id identity) error {
 }
 
 // authenticate accepts the session cookie, an Authorization: Bearer
-// token, and, when query is set (for /ws, where browsers cannot set
-// headers), ?token=. The first that checks out wins. On failure the
-// error says why (errNoSession, errRevocationsLoading, errSessionStore),
-// and the identity is the last well-formed one seen, if any (logout
-// revokes it regardless).
-func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
+// token, and, when stream is set (/ws and /api/events, which browsers
+// open without headers of their own), ?ticket= and ?token=. A ticket
+// for this node decides alone (ticket.go); otherwise the first that
+// checks out wins. On failure the error says why (errNoSession,
+// errRevocationsLoading, errSessionStore, a ticket's), and the identity
+// is the last well-formed one seen, if any (logout revokes it
+// regardless).
+func (s *Server) authenticate(r *http.Request, stream bool) (identity, error) {
+	otherNode := false
+	if stream {
+		if t := r.URL.Query().Get("ticket"); t != "" {
+			id, err := s.redeemTicket(r.Context(), t)
+			if !errors.Is(err, errOtherNode) {
+				return id, err
+			}
+			otherNode = true
+		}
+	}
 	var cands []identity
 	if id, ok := s.sessionIdentity(r); ok {
 		cands = append(cands, id)
@@ -120,7 +135,7 @@ func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
 			cands = append(cands, id)
 		}
 	}
-	if query {
+	if stream {
 		if tok := r.URL.Query().Get("token"); tok != "" {
 			if id, ok := s.parseAnyToken(tok); ok {
 				cands = append(cands, id)
@@ -128,9 +143,12 @@ func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
 		}
 	}
 	err := errNoSession
+	if otherNode && len(cands) == 0 {
+		err = errOtherNode
+	}
 	var last identity
 	for _, id := range cands {
-		e := s.check(r.Context(), id)
+		e := s.check(r.Context(), id, stream)
 		if e == nil {
 			return id, nil
 		}
@@ -152,6 +170,12 @@ func authFailed(w http.ResponseWriter, err error, message string) {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot check the session right now, retry")
 	case errors.Is(err, errBanned):
 		writeError(w, http.StatusForbidden, CodeBanned, "this user is banned")
+	case errors.Is(err, errTicketUsed):
+		writeError(w, http.StatusUnauthorized, CodeTicketUsed, "this ticket was used already; fetch a new one")
+	case errors.Is(err, errTicketExpired):
+		writeError(w, http.StatusUnauthorized, CodeTicketExpired, "this ticket has expired; fetch a new one")
+	case errors.Is(err, errBadTicket), errors.Is(err, errOtherNode):
+		writeError(w, http.StatusUnauthorized, CodeBadTicket, "this ticket is not valid here")
 	default:
 		writeError(w, http.StatusUnauthorized, CodeUnauthorized, message)
 	}
@@ -175,31 +199,13 @@ func (s *Server) makeToken(id identity) string {
 	if id.exp.Before(exp) {
 		exp = id.exp
 	}
-	payload := id.user + "|" + id.sid + "|" + strconv.FormatInt(exp.Unix(), 10) + "|" +
-		strconv.FormatInt(id.issued.UnixMilli(), 10)
-	mac := hmac.New(sha256.New, s.tokenKey)
-	mac.Write([]byte(payload))
-	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
-		base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	return s.seal("", id.user, id.sid, strconv.FormatInt(exp.Unix(), 10),
+		strconv.FormatInt(id.issued.UnixMilli(), 10))
 }
 
 func (s *Server) parseToken(tok string) (identity, bool) {
-	p64, m64, ok := strings.Cut(tok, ".")
-	if !ok || len(tok) > 512 {
-		return identity{}, false
-	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
-	sum, err2 := base64.RawURLEncoding.DecodeString(m64)
-	if err1 != nil || err2 != nil {
-		return identity{}, false
-	}
-	mac := hmac.New(sha256.New, s.tokenKey)
-	mac.Write(payload)
-	if !hmac.Equal(sum, mac.Sum(nil)) {
-		return identity{}, false
-	}
-	parts := strings.Split(string(payload), "|")
-	if len(parts) != 4 {
+	parts, ok := s.unseal("", tok, 4)
+	if !ok {
 		return identity{}, false
 	}
 	exp, err1 := strconv.ParseInt(parts[2], 10, 64)
@@ -209,6 +215,43 @@ func (s *Server) parseToken(tok string) (identity, bool) {
 	}
 	id := identity{user: parts[0], sid: parts[1], exp: time.Unix(exp, 0), issued: time.UnixMilli(iat), token: true}
 	return id, wellFormed(id)
+}
+
+// seal signs the fields, joined with "|", under the token key; purpose
+// ("" for tokens, "ticket" for tickets) keeps one kind from passing for
+// another. The result is "<payload>.<mac>", both base64url.
+func (s *Server) seal(purpose string, fields ...string) string {
+	payload := []byte(strings.Join(fields, "|"))
+	return base64.RawURLEncoding.EncodeToString(payload) + "." +
+		base64.RawURLEncoding.EncodeToString(s.mac(purpose, payload))
+}
+
+// unseal checks what seal made for purpose and returns its n fields.
+func (s *Server) unseal(purpose, sealed string, n int) ([]string, bool) {
+	p64, m64, ok := strings.Cut(sealed, ".")
+	if !ok || len(sealed) > 512 {
+		return nil, false
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
+	sum, err2 := base64.RawURLEncoding.DecodeString(m64)
+	if err1 != nil || err2 != nil || !hmac.Equal(sum, s.mac(purpose, payload)) {
+		return nil, false
+	}
+	parts := strings.Split(string(payload), "|")
+	if len(parts) != n {
+		return nil, false
+	}
+	return parts, true
+}
+
+func (s *Server) mac(purpose string, payload []byte) []byte {
+	mac := hmac.New(sha256.New, s.tokenKey)
+	if purpose != "" {
+		// Tokens sign the payload alone, as they always have.
+		mac.Write([]byte(purpose + "|"))
+	}
+	mac.Write(payload)
+	return mac.Sum(nil)
 }
 
 func newSessionID() string {

@@ -586,6 +586,41 @@ func TestRedisSessions(t *testing.T) {
 	}
 }
 
+// With sessions in Redis, a login that never connects leaves a key that
+// expires soon; a connection makes it live as long as the session.
+func TestRedisSessionKeptOnceConnected(t *testing.T) {
+	_, rdb, sessions := redisSessions(t)
+	e := newEnv(t, envOpts{web: func(c *Config) { c.Sessions = sessions }})
+	ttl := func(s webtest.Session) time.Duration {
+		t.Helper()
+		return rdb.TTL(context.Background(), store.RedisKeyPrefix+cookieValue(t, s)).Val()
+	}
+	idle, byCookie := webtest.Login(t, e.ts.URL, "idle"), webtest.Login(t, e.ts.URL, "alice")
+	for _, s := range []webtest.Session{idle, byCookie} {
+		if d := ttl(s); d <= 0 || d > store.DefaultSessionFreshTTL {
+			t.Fatalf("%s: a new session's key lives %v, want at most %v", s.User, d, store.DefaultSessionFreshTTL)
+		}
+	}
+	webtest.Dial(t, e.ts.URL, byCookie, webtest.DialOptions{})
+	if d := ttl(byCookie); d < store.DefaultSessionMaxAge-time.Hour {
+		t.Errorf("a connected session's key lives %v, want about %v", d, store.DefaultSessionMaxAge)
+	}
+	if d := ttl(idle); d <= 0 || d > store.DefaultSessionFreshTTL {
+		t.Errorf("idle: %v", d)
+	}
+}
+
+func cookieValue(t *testing.T, s webtest.Session) string {
+	t.Helper()
+	for _, c := range s.Cookies {
+		if c.Name == CookieName {
+			return c.Value
+		}
+	}
+	t.Fatalf("%s has no session cookie", s.User)
+	return ""
+}
+
 // With sessions in Redis, a logged-out token is refused even by a node
 // that never saw the logout (restarted, its revocations gone): the token
 // names its session, and the session is gone from Redis.
