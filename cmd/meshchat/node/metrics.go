@@ -92,8 +92,10 @@ var (
 	descRejectedPeers = desc("meshchat_mesh_rejected_connections_total", "Connections to /_mesh/ that failed the handshake (junk, or another secret).")
 	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
 	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
+	descRetainedBytes = desc("meshchat_history_retained_bytes", "Bytes of history the channels this node keeps retain in memory, bounded by --history-budget.")
+	descEvictions     = desc("meshchat_history_evictions_total", "Channel histories evicted from memory to keep under --history-budget (to disk with --data, else dropped).")
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
-	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descChannels, descRetained, descBusy}
+	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descChannels, descRetained, descRetainedBytes, descEvictions, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
 		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
 )
@@ -177,5 +179,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descChannels, float64(ms.Owned), "owner")
 	gauge(descChannels, float64(ms.Replicas), "replica")
 	gauge(descRetained, float64(ms.Retained))
+	gauge(descRetainedBytes, float64(ms.RetainedBytes))
+	counter(descEvictions, ms.Evictions)
 	gauge(descBusy, float64(ms.Busy))
 }
