@@ -37,7 +37,10 @@ func historyBytes(fs []frame) int {
 // rate limit: joining it again and again is refused long before the
 // frames alone would be.
 func TestRepeatedJoinsOfFullRoomRateLimited(t *testing.T) {
-	h := newHub(t, nil, "n1", nil)
+	// The clock stands still: the buckets do not refill, however slow
+	// the machine.
+	now := time.Unix(1000, 0)
+	h := newHub(t, nil, "n1", func(c *Config) { c.Now = func() time.Time { return now } })
 	ids := fill(t, h, "big", DefaultHistoryPage, DefaultMaxTextBytes)
 	alice := connect(t, h, "alice")
 	j := alice.join("big")
