@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/meshchat/meshchat/chat"
-	"github.com/meshchat/meshchat/cmd/meshchat/node/nodetest"
 	"github.com/meshchat/meshchat/cluster/clustertest"
+	"github.com/meshchat/meshchat/cmd/meshchat/node/nodetest"
 	"github.com/meshchat/meshchat/web/webtest"
 )
 
