@@ -51,8 +51,9 @@ func TestRepeatedJoinsOfFullRoomRateLimited(t *testing.T) {
 		t.Fatalf("history ends at %s, want the newest %s", last, ids[len(ids)-1])
 	}
 	// A frame costs one token of the burst (110); each join of the room
-	// costs 16 more, so fewer than 10 rounds of leave and join fit.
-	for i := range 20 {
+	// costs 4 more, so fewer than 20 rounds of leave and join fit, where
+	// the frames alone would take 55.
+	for i := range 40 {
 		alice.do(`{"type":"leave","room":"big"}`)
 		alice.do(`{"type":"join","room":"big"}`)
 		f := alice.until("joined or rate_limited", func(f frame) bool {
@@ -65,7 +66,7 @@ func TestRepeatedJoinsOfFullRoomRateLimited(t *testing.T) {
 			return
 		}
 	}
-	t.Fatal("20 joins of a full room were never rate limited")
+	t.Fatal("40 joins of a full room were never rate limited")
 }
 
 // A resume with more after its id than HistoryBytes gets the oldest that

@@ -469,9 +469,10 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 
 // HistoryBytesPerToken is how many bytes of history (joined.history and
 // the messages that follow it) cost a connection one frame of its rate
-// limit: a join that sends a full page of the largest messages counts
-// as many frames as it carries messages.
-const HistoryBytesPerToken = DefaultMaxTextBytes
+// limit: a join that sends a full 64 KiB page costs 4 frames more, so
+// repeated joins send at most 16 KiB per frame of the rate, while a
+// client catching up after a reconnect is barely slowed.
+const HistoryBytesPerToken = 16 << 10
 
 // resumeBytes bounds what one resume queues, history and the messages
 // after it: the outbound queue, less a margin for what is queued
