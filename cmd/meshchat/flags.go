@@ -24,6 +24,9 @@ type serveConfig struct {
 	// RateFlag is --rate-limit as typed, where 0 turns the limit off;
 	// parseServe turns it into Config.RateLimit.
 	RateFlag float64
+	// RoomFlag is --room-limit as typed, where 0 turns the limit off;
+	// parseServe turns it into Config.RoomsPerHour.
+	RoomFlag int
 	// LogLevel and LogFormat ("text" or "json") shape the logger that
 	// newLogger builds.
 	LogLevel  slog.Level
@@ -175,6 +178,10 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("history", "N", "")
 	fs.DurationVar(&cfg.HistoryAge, "history-age", cfg.HistoryAge, "also drop retained messages older than this, e.g. 72h")
 	doc("history-age", "DUR", "0 (no age limit)")
+	fs.Var(bytesValue[int64]{dst: &cfg.HistoryBudget}, "history-budget", "bytes of history the mesh broker keeps in memory, all rooms and inboxes together; over it the least recently used are evicted (to disk with --data, else dropped)")
+	doc("history-budget", "BYTES", "a quarter of the memory (cgroup limit or total), within 64MiB..4GiB")
+	fs.IntVar(&cfg.RoomFlag, "room-limit", cfg.RoomFlag, "new rooms one user may create per hour on this node; 0 turns the limit off")
+	doc("room-limit", "N", "")
 	fs.Var(bytesValue[int64]{dst: &cfg.MaxFrame}, "max-frame", "largest WebSocket frame a client may send (bytes, or with KiB/MiB)")
 	doc("max-frame", "BYTES", "")
 	fs.Var(bytesValue[int]{dst: &cfg.QueueBytes, max: math.MaxInt32}, "queue-bytes", "bound of each connection's outbound queue; a client this far behind is disconnected and resumes from history")
@@ -211,7 +218,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 // defaultServeConfig is serveConfig with every flag at its default.
 func defaultServeConfig() serveConfig {
 	c := node.DefaultConfig()
-	return serveConfig{Config: c, RateFlag: c.RateLimit, LogLevel: slog.LevelInfo, LogFormat: "text"}
+	return serveConfig{Config: c, RateFlag: c.RateLimit, RoomFlag: c.RoomsPerHour, LogLevel: slog.LevelInfo, LogFormat: "text"}
 }
 
 // envName is the environment variable a flag reads.
@@ -256,6 +263,14 @@ func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		return serveConfig{}, fmt.Errorf("config: --rate-limit %v: want a number >= 0", cfg.RateFlag)
 	}
 	cfg.RateLimit = cfg.RateFlag
+	switch {
+	case cfg.RoomFlag < 0:
+		return serveConfig{}, fmt.Errorf("config: --room-limit %d: want >= 0", cfg.RoomFlag)
+	case cfg.RoomFlag == 0:
+		cfg.RoomsPerHour = node.NoRateLimit
+	default:
+		cfg.RoomsPerHour = cfg.RoomFlag
+	}
 	for _, l := range []struct {
 		flag string
 		v    float64

@@ -282,7 +282,7 @@ func (b *Broker) confirm(s *chanState, batch []*pendingPub) *localChan {
 	var local *localChan
 	for _, p := range batch {
 		s.offset, s.lastTime = p.pub.Offset, p.pub.Time
-		s.hist.push(p.pub)
+		b.keep(s, p.pub)
 		if p.key != "" {
 			d := dedupeEntry{key: p.key, at: p.pub.Time, pub: p.pub}
 			s.dedupe[d.key] = d
@@ -293,6 +293,7 @@ func (b *Broker) confirm(s *chanState, batch []*pendingPub) *localChan {
 			local = lc
 		}
 	}
+	b.account(s)
 	n := copy(s.pend, s.pend[len(batch):])
 	clear(s.pend[n:])
 	s.pend, s.sent = s.pend[:n], 0

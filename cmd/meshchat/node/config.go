@@ -38,7 +38,8 @@ const (
 )
 
 // NoRateLimit, as Config.RateLimit, turns the per-connection frame limit
-// off (the command line's --rate-limit 0).
+// off (the command line's --rate-limit 0); as Config.RoomsPerHour, the
+// room creation limit (--room-limit 0).
 const NoRateLimit = chat.NoRateLimit
 
 // Config is everything a node can be told. The zero value of every field
@@ -81,6 +82,16 @@ type Config struct {
 	// HistoryAge drops retained messages older than this; 0 keeps them
 	// until History pushes them out.
 	HistoryAge time.Duration
+	// HistoryBudget bounds the bytes of history the mesh broker keeps in
+	// memory, all rooms and inboxes together; over it the least recently
+	// used are evicted (to DataDir's log when there is one, else dropped).
+	// 0 means DefaultHistoryBudget(): a quarter of the memory the process
+	// may use, within [MinHistoryBudget, MaxHistoryBudget].
+	HistoryBudget int64
+	// RoomsPerHour is how many new rooms one user may create per hour on
+	// this node. 0 means chat.DefaultRoomsPerHour (100); a negative value
+	// (NoRateLimit) turns the limit off.
+	RoomsPerHour int
 	// MaxFrame is the largest WebSocket frame a client may send, in
 	// bytes. 0 means web.DefaultMaxFrameBytes (16 KiB).
 	MaxFrame int64
@@ -191,6 +202,10 @@ func (c *Config) fill() {
 	c.Auth = cmp.Or(c.Auth, string(web.AuthPassword))
 	c.RateLimit = cmp.Or(c.RateLimit, chat.DefaultRateLimit)
 	c.History = cmp.Or(c.History, transport.DefaultHistorySize)
+	if c.HistoryBudget == 0 {
+		c.HistoryBudget = DefaultHistoryBudget()
+	}
+	c.RoomsPerHour = cmp.Or(c.RoomsPerHour, chat.DefaultRoomsPerHour)
 	c.MaxFrame = cmp.Or(c.MaxFrame, web.DefaultMaxFrameBytes)
 	c.QueueBytes = cmp.Or(c.QueueBytes, chat.DefaultQueueBytes)
 	if c.RequestTimeout <= 0 {
@@ -270,6 +285,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Expect < 0 {
 		return fmt.Errorf("config: --expect %d: want >= 0", c.Expect)
+	}
+	if c.HistoryBudget < 0 {
+		return fmt.Errorf("config: --history-budget %d: want > 0", c.HistoryBudget)
 	}
 	if c.History < 1 {
 		return fmt.Errorf("config: --history %d: want at least 1", c.History)

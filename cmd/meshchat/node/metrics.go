@@ -97,8 +97,10 @@ var (
 	descVoters        = desc("meshchat_cluster_voters", "Voting nodes this node counts for the quorum, by state: alive or total.", "state")
 	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
 	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
+	descRetainedBytes = desc("meshchat_history_retained_bytes", "Bytes of history the channels this node keeps retain in memory, bounded by --history-budget.")
+	descEvictions     = desc("meshchat_history_evictions_total", "Channel histories evicted from memory to keep under --history-budget (to disk with --data, else dropped).")
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
-	meshDescriptions  = []*prometheus.Desc{descQuorum, descVoters, descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descBusy}
+	meshDescriptions  = []*prometheus.Desc{descQuorum, descVoters, descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descRetainedBytes, descEvictions, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
 		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
 )
@@ -194,6 +196,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descChannels, float64(ms.Owned), "owner")
 	gauge(descChannels, float64(ms.Replicas), "replica")
 	gauge(descRetained, float64(ms.Retained))
+	gauge(descRetainedBytes, float64(ms.RetainedBytes))
+	counter(descEvictions, ms.Evictions)
 	gauge(descBusy, float64(ms.Busy))
 }
 

@@ -208,6 +208,8 @@ func (n *Node) newBroker(context.Context) error {
 			MinVoters:       n.minVoters,
 			HistorySize:     n.cfg.History,
 			HistoryMaxAge:   n.cfg.HistoryAge,
+			HistoryBudget:   n.cfg.HistoryBudget,
+			Pinned:          chat.IsSystemChannel,
 			RequestSeconds:  n.metrics.requestSeconds,
 			TakeoverSeconds: n.metrics.takeoverSeconds,
 			Logger:          n.log,
@@ -302,6 +304,28 @@ func (n *Node) newRooms(context.Context) error {
 // isAdmin reports whether user was named by --admins.
 func (n *Node) isAdmin(user string) bool { return slices.Contains(n.cfg.Admins, user) }
 
+// users is the hub's view of the accounts under --auth password, where
+// a DM to a name no account holds is refused; the other modes have no
+// table of users (nil).
+func (n *Node) users() chat.Users {
+	if n.cfg.Auth != string(web.AuthPassword) {
+		return nil
+	}
+	return accountNames{n.accounts}
+}
+
+// accountNames answers chat.Users from the accounts. Until the table is
+// loaded every name exists: the node is not ready then anyway.
+type accountNames struct{ a *store.Accounts }
+
+func (u accountNames) Exists(user string) bool {
+	if !u.a.Loaded() {
+		return true
+	}
+	acc, ok := u.a.Lookup(user)
+	return ok && acc.Registered()
+}
+
 // disconnectUser ends a user's connections on this node when the
 // accounts say so: banned, or logged out everywhere.
 func (n *Node) disconnectUser(user string, banned bool) {
@@ -324,6 +348,8 @@ func (n *Node) newHub(context.Context) error {
 		System:         systemTables{n.revoked, n.accounts, n.rooms},
 		Rooms:          n.rooms,
 		IsAdmin:        n.isAdmin,
+		Users:          n.users(),
+		RoomsPerHour:   n.cfg.RoomsPerHour,
 		PublishSeconds: n.metrics.publishSeconds,
 		Logger:         n.log,
 	})
