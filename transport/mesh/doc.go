@@ -14,7 +14,8 @@
 // the presence table, and sends each publication to every subscribed node
 // in offset order. A stored publication gets its offset at once but is
 // made readable, fanned out and acknowledged only once it and every
-// earlier one have been copied to the backup, which keeps a replica
+// earlier one have been copied to the backup (or, while the backup does
+// not answer, to a standby, the node ranked next), which keeps a replica
 // (copies travel in batches, one batch per channel in flight); when the
 // owner fails, the backup ranks first and continues the same epoch at the
 // next offset. Each node owns its local side of every channel it uses:
