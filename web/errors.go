@@ -55,4 +55,7 @@ const (
 	CodeForbidden       = "forbidden"
 	CodeTooManyAttempts = "too_many_attempts"
 	CodeAccountsFull    = "accounts_full"
+	// CodeTooManyConnections answers a connection over the per-address
+	// cap (LimitListener), before any request is read.
+	CodeTooManyConnections = "too_many_connections"
 )

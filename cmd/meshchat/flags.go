@@ -169,6 +169,8 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("register-limit", "N", "2")
 	fs.Float64Var(&cfg.RateFlag, "rate-limit", cfg.RateFlag, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
+	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", cfg.MaxConnsPerIP, "TCP connections one client address may hold open on the HTTP listener (the cluster's nodes are exempt); behind a proxy every client shares its address: raise it or use 0; 0 turns the cap off")
+	doc("max-conns-per-ip", "N", "")
 	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "enables the server API (/api/server/...); requests carry Authorization: Bearer K")
 	doc("api-key", "K", "none (the server API is off)")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
@@ -244,6 +246,8 @@ func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		return serveConfig{}, errors.New("config: --max-frame 0: want at least 256 bytes")
 	case cfg.QueueBytes == 0:
 		return serveConfig{}, fmt.Errorf("config: --queue-bytes 0: want at least --max-frame (%d)", cfg.MaxFrame)
+	case cfg.MaxConnsPerIP < 0:
+		return serveConfig{}, fmt.Errorf("config: --max-conns-per-ip %d: want a number >= 0", cfg.MaxConnsPerIP)
 	case math.IsNaN(cfg.RateFlag) || math.IsInf(cfg.RateFlag, 0) || cfg.RateFlag < 0:
 		return serveConfig{}, fmt.Errorf("config: --rate-limit %v: want a number >= 0", cfg.RateFlag)
 	}
@@ -260,6 +264,9 @@ func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	cfg.AuthLimits.RegistrationBurst = 5 * cfg.AuthLimits.RegistrationsPerMinute
 	if cfg.RateFlag == 0 {
 		cfg.RateLimit = node.NoRateLimit // the contract's "0 turns the limit off"
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = node.NoConnLimit
 	}
 	if err := cfg.Validate(); err != nil {
 		return serveConfig{}, err

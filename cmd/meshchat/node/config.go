@@ -37,6 +37,10 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 )
 
+// NoConnLimit, as Config.MaxConnsPerIP, turns the per-address connection
+// cap off (the command line's --max-conns-per-ip 0).
+const NoConnLimit = -1
+
 // NoRateLimit, as Config.RateLimit, turns the per-connection frame limit
 // off (the command line's --rate-limit 0).
 const NoRateLimit = chat.NoRateLimit
@@ -152,6 +156,13 @@ type Config struct {
 	// bounded by it). 0 means DefaultRequestTimeout (30s); headers alone
 	// get at most 10s.
 	RequestTimeout time.Duration
+	// MaxConnsPerIP caps the TCP connections one remote IP address may
+	// hold open on the HTTP listener; those over it are answered 429 and
+	// closed at accept. The cluster's other nodes are exempt. Behind a
+	// proxy every client shares the proxy's address: raise it or turn it
+	// off there. 0 means web.DefaultMaxConnsPerIP (256); a negative
+	// value (NoConnLimit) turns the cap off.
+	MaxConnsPerIP int
 	// ShutdownTimeout bounds a graceful stop that a signal started (see
 	// Node.ShutdownTimeout). 0 or less means DefaultShutdownTimeout (20s).
 	ShutdownTimeout time.Duration
@@ -176,6 +187,7 @@ func (c *Config) fill() {
 	c.History = cmp.Or(c.History, transport.DefaultHistorySize)
 	c.MaxFrame = cmp.Or(c.MaxFrame, web.DefaultMaxFrameBytes)
 	c.QueueBytes = cmp.Or(c.QueueBytes, chat.DefaultQueueBytes)
+	c.MaxConnsPerIP = cmp.Or(c.MaxConnsPerIP, web.DefaultMaxConnsPerIP)
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}

@@ -104,7 +104,12 @@ func (n *Node) listen(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: listen http: %w", err)
 	}
-	n.ln = &closeNotifyListener{Listener: ln, closed: make(chan struct{})}
+	perIP := n.cfg.MaxConnsPerIP
+	if perIP < 0 {
+		perIP = 0 // no cap: connections are only counted
+	}
+	n.limit = web.LimitListener(ln, perIP, n.isPeer)
+	n.ln = &closeNotifyListener{Listener: n.limit, closed: make(chan struct{})}
 	return nil
 }
 
