@@ -187,7 +187,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("cookie-domain", "DOMAIN", "none (the cookie belongs to the host that set it)")
 	fs.StringVar(&cfg.AdvertiseHTTP, "advertise-http", cfg.AdvertiseHTTP, "HTTP base URL other nodes and clients use to reach this node")
 	doc("advertise-http", "URL", "from --http; a wildcard host becomes the hostname's first non-loopback IPv4, else 127.0.0.1")
-	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "mesh broker: keep history on disk in DIR/history.db, so a restart of the whole cluster keeps it")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "keep history on disk in DIR/history.db (mesh broker), so a restart of the whole cluster keeps it, and the peers the node knew, to rejoin them at start")
 	doc("data", "DIR", "none (history in memory only)")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve the Go profiler (/debug/pprof/) on this separate listener; keep it on loopback or a private network")
 	doc("debug-addr", "ADDR", "none (off)")

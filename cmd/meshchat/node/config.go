@@ -105,7 +105,10 @@ type Config struct {
 	AdvertiseHTTP string
 	// DataDir, when set with the mesh broker, keeps the history of the
 	// channels this node owns or backs up in DataDir/history.db, so a
-	// restart of the whole cluster keeps it. Empty: memory only.
+	// restart of the whole cluster keeps it. With any broker, the node
+	// keeps the gossip addresses of its peers in DataDir/peers.json and
+	// joins them at the next start, with or without Join. Empty: memory
+	// only.
 	DataDir string
 	// DebugAddr, when set, serves the Go profiler (net/http/pprof) on a
 	// listener of its own, apart from the public HTTP one. It must be a

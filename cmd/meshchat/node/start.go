@@ -156,16 +156,24 @@ func (n *Node) newMetrics(context.Context) error {
 	return nil
 }
 
+// peersFile is where, in Config.DataDir, the cluster keeps the gossip
+// addresses of the peers it knew, so that a restart finds them again.
+const peersFile = "peers.json"
+
 func (n *Node) newCluster(context.Context) error {
 	var err error
-	n.cluster, err = cluster.New(cluster.Config{
+	cc := cluster.Config{
 		Name:     n.name,
 		BindAddr: n.gossip,
 		HTTPURL:  n.url,
 		Join:     n.cfg.Join,
 		Key:      n.keys.Gossip,
 		Logger:   n.log,
-	})
+	}
+	if n.cfg.DataDir != "" {
+		cc.PeersFile = filepath.Join(n.cfg.DataDir, peersFile)
+	}
+	n.cluster, err = cluster.New(cc)
 	return err
 }
 
