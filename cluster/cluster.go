@@ -75,6 +75,8 @@ const (
 	DefaultDeadRetention  = 10 * time.Minute
 	// KeySize is the required gossip key length (AES-256).
 	KeySize = 32
+	// MaxLabelSize is the longest Label memberlist accepts.
+	MaxLabelSize = 255
 )
 
 // Config configures a Cluster.
@@ -104,6 +106,12 @@ type Config struct {
 	PeersFile string
 	// Key encrypts and authenticates gossip. Required, KeySize bytes.
 	Key []byte
+	// Label is the cluster's name: memberlist puts it on every packet
+	// and stream (and authenticates it with Key), and drops whatever
+	// carries another, so two clusters on one network never merge, even
+	// with the same Key. Empty is a label like any other. At most
+	// MaxLabelSize bytes.
+	Label string
 	// RejoinInterval is how often the node re-joins its seeds and the
 	// peers it recently saw die or leave, so that a healed partition
 	// merges and a restarted node is found again.
@@ -163,6 +171,9 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	if len(cfg.Key) != KeySize {
 		return nil, fmt.Errorf("cluster: Key must be %d bytes, got %d", KeySize, len(cfg.Key))
+	}
+	if len(cfg.Label) > MaxLabelSize {
+		return nil, fmt.Errorf("cluster: Label is %d bytes, limit %d", len(cfg.Label), MaxLabelSize)
 	}
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = ":7946"
@@ -230,6 +241,7 @@ func (c *Cluster) memberlistConfig() *memberlist.Config {
 		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
 	}
 	mc.SecretKey = c.cfg.Key
+	mc.Label = c.cfg.Label
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 
 	// A dead node's rooms and DM inboxes refuse sends until it is declared
@@ -479,6 +491,15 @@ func (c *Cluster) LocalNode() Node {
 		return m.node
 	}
 	return Node{Name: c.cfg.Name, HTTP: c.cfg.HTTPURL, State: StateAlive, Data: c.cfg.Data}
+}
+
+// Seeds returns the seeds other than this node (Config.Join less the
+// entries naming this node itself); nil before Start.
+func (c *Cluster) Seeds() []string {
+	if !c.started.Load() {
+		return nil
+	}
+	return slices.Clone(c.seeds)
 }
 
 // ExpectsPeers reports whether the node was given seeds other than itself:

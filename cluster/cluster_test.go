@@ -115,6 +115,7 @@ func TestNewValidates(t *testing.T) {
 		{"bad port", Config{Name: "a", Key: testKey, BindAddr: "127.0.0.1:x"}, "BindAddr"},
 		{"bad advertise", Config{Name: "a", Key: testKey, AdvertiseAddr: "x"}, "AdvertiseAddr"},
 		{"meta too big", Config{Name: "a", Key: testKey, Data: make([]byte, 600)}, "metadata"},
+		{"label too long", Config{Name: "a", Key: testKey, Label: strings.Repeat("l", 256)}, "Label"},
 		{"ok", Config{Name: "a", Key: testKey, BindAddr: "127.0.0.1:0"}, ""},
 	}
 	for _, tt := range tests {
@@ -163,6 +164,24 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 	t.Logf("join refused: %v", err)
 	if stateOf(a, "x") != "" || aliveCount(x) != 1 {
 		t.Fatalf("node with a wrong key got in: a sees %v, x sees %v", a.Members(), x.Members())
+	}
+}
+
+// TestOtherLabelCannotJoin: two clusters with the same key but other
+// labels (--cluster-name) stay apart, whichever joins the other.
+func TestOtherLabelCannotJoin(t *testing.T) {
+	label := func(l string) func(*Config) { return func(c *Config) { c.Label = l } }
+	a, _ := startNode(t, "a", "127.0.0.1:0", nil, testKey, label("blue"))
+	x, _ := startNode(t, "x", "127.0.0.1:0", nil, testKey, label("green"))
+	for _, p := range []struct{ from, to *Cluster }{{x, a}, {a, x}} {
+		n, err := p.from.ml.Join([]string{p.to.BindAddr()})
+		if n != 0 || err == nil {
+			t.Fatalf("join across cluster names: n=%d err=%v", n, err)
+		}
+		t.Logf("join refused: %v", err)
+	}
+	if aliveCount(a) != 1 || aliveCount(x) != 1 {
+		t.Fatalf("clusters with other names merged: a sees %v, x sees %v", a.Members(), x.Members())
 	}
 }
 

@@ -35,7 +35,9 @@ type ConnLimitStats struct {
 // ConnLimiter is a net.Listener that caps the connections open at once
 // from one remote IP address. Over the cap, a connection is answered 429
 // (code too_many_connections) and closed at once, before any request is
-// read. Create it with LimitListener.
+// read (over TLS, whose handshake comes after accept, the answer is
+// not readable: the client sees the connection close). Create it with
+// LimitListener.
 type ConnLimiter struct {
 	net.Listener
 	perIP  int

@@ -510,6 +510,14 @@ func (c *chaosClient) handleLocked(f webtest.Frame, base string, connID int) []a
 		}
 		p := c.pending[ref]
 		if p == nil {
+			_, acked := c.acks[ref]
+			_, dmAcked := c.dmAcks[ref]
+			if (acked || dmAcked) && (code == "unavailable" || code == "rate_limited") {
+				// A retry refused after an earlier try was acked: the
+				// message is stored, and the refusal changes nothing.
+				c.rateLimited++
+				return nil
+			}
 			c.problemf("error frame not tied to a pending send: %v", f)
 			return nil
 		}

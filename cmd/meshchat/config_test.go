@@ -150,6 +150,19 @@ func TestParseServe(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "tls and cluster name from env",
+			env: map[string]string{"MESHCHAT_TLS_CERT": "c.pem", "MESHCHAT_TLS_KEY": "k.pem", "MESHCHAT_TLS_CA": "ca.pem",
+				"MESHCHAT_CLUSTER_NAME": "prod"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.TLSCert != "c.pem" || c.TLSKey != "k.pem" || c.TLSCA != "ca.pem" || c.ClusterName != "prod" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{name: "tls cert without key", args: []string{"--tls-cert", "c.pem"}, wantErr: "--tls-cert and --tls-key"},
+		{name: "tls key from env without cert", env: map[string]string{"MESHCHAT_TLS_KEY": "k.pem"}, wantErr: "--tls-cert and --tls-key"},
+		{name: "bad cluster name", args: []string{"--cluster-name", "a/b"}, wantErr: "--cluster-name"},
 		{name: "bad metrics address", args: []string{"--metrics-addr", "9100"}, wantErr: `--metrics-addr "9100"`},
 		{name: "join without a secret", args: []string{"--join", "10.0.0.1:7946"}, wantErr: "--join needs --secret"},
 		{name: "api key with a space", env: map[string]string{"MESHCHAT_API_KEY": "k-0123456789abcdef\n"}, wantErr: "--api-key"},
@@ -215,7 +228,7 @@ func TestServeHelpListsEveryFlagWithEnvAndDefault(t *testing.T) {
 	help := out.String()
 	for _, f := range []string{"http", "gossip", "join", "expect", "broker", "redis", "name", "secret", "rate-limit", "api-key",
 		"auth", "jwt-key", "admins", "login-limit", "register-limit",
-		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "advertise-http", "data", "debug-addr", "debug-public", "metrics-addr", "log-level", "log-format"} {
+		"history", "history-age", "max-frame", "queue-bytes", "origins", "cookie-domain", "tls-cert", "tls-key", "tls-ca", "cluster-name", "advertise-http", "data", "debug-addr", "debug-public", "metrics-addr", "log-level", "log-format"} {
 		if !strings.Contains(help, "--"+f+" ") {
 			t.Errorf("help lacks --%s", f)
 		}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,6 +33,13 @@ func startProc(t *testing.T, name string, join string, extra ...string) *proc {
 // be started again where its peers and clients expect it.
 func startProcOn(t *testing.T, name, httpAddr, gossipAddr, join string, extra ...string) *proc {
 	t.Helper()
+	return startProcWrapped(t, nil, name, httpAddr, gossipAddr, join, extra...)
+}
+
+// startProcWrapped is startProcOn with the binary run by the command wrap
+// (as in ip netns exec NS meshchat ...); nil runs it directly.
+func startProcWrapped(t *testing.T, wrap []string, name, httpAddr, gossipAddr, join string, extra ...string) *proc {
+	t.Helper()
 	bin := buildBinary(t)
 	// Users log in by name, and every client comes from 127.0.0.1
 	// without a cap, unless extra says otherwise (a later flag wins).
@@ -45,7 +53,8 @@ func startProcOn(t *testing.T, name, httpAddr, gossipAddr, join string, extra ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
+	argv := append(append(slices.Clone(wrap), bin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(cleanEnv(), "MESHCHAT_SECRET="+nodetest.Secret)
 	p.Process, err = clustertest.StartProcess(cmd)

@@ -3,6 +3,7 @@ package mesh
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,9 +34,18 @@ type Config struct {
 	// Self is this node: its name and HTTP base URL (where peers reach
 	// Handler). Required.
 	Self transport.Peer
-	// Key authenticates node-to-node connections (HMAC-SHA256). Required,
-	// at least 16 bytes; every node of the cluster uses the same key.
+	// Key authenticates node-to-node connections (HMAC-SHA256) and is
+	// what each connection's frame keys are derived from. Required, at
+	// least 16 bytes; every node of the cluster uses the same key.
 	Key []byte
+	// ClusterName is bound into every handshake and frame key: nodes of
+	// clusters with another name never link, even with the same Key.
+	// Empty is a name like any other (every node must agree).
+	ClusterName string
+	// TLS configures dialling peers whose address is https:// (wss).
+	// Nil means crypto/tls's defaults: the system roots verify the
+	// peer's certificate. Frames are encrypted either way.
+	TLS *tls.Config
 	// Peers returns the alive nodes, this one included (cluster.Alive).
 	// It is read at Start, on every PeersChanged, and again whenever the
 	// broker takes a channel over, hands one over or turns a request
@@ -61,6 +71,21 @@ type Config struct {
 	// DialTimeout bounds the WebSocket handshake with a peer. Zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// Departed, when set, returns the nodes that left the cluster
+	// gracefully (cluster.StateLeft): they lose their vote in the quorum
+	// at once, where a node that died keeps it (see Quorum). It is read
+	// with Peers, so the same rules apply. Nil means none ever leaves.
+	Departed func() []string
+	// MinVoters, when set, returns how many voting nodes this node counts,
+	// itself included, until it has seen that many alive: a node started
+	// to join a cluster (seeds, an expected size) does not have the
+	// quorum alone. It is read from Start on. Nil means 1: a node is a
+	// cluster of one until others join it.
+	MinVoters func() int
+	// ForgetAfter is how long a dead node keeps its vote before a node
+	// that has the quorum with it counted forgets it. Zero means
+	// DefaultForgetAfter; negative never forgets.
+	ForgetAfter time.Duration
 	// Log, when set, keeps the streams this node orders or backs up on
 	// disk: an owner or backup writes each publication to it before
 	// acknowledging, and Start reads it back, so restarting every node
@@ -90,7 +115,9 @@ type Broker struct {
 	started atomic.Bool
 	closed  atomic.Bool
 
-	peers atomic.Pointer[peerSet]
+	peers     atomic.Pointer[peerSet]
+	quorum    quorumState // see quorum.go
+	hasQuorum atomic.Bool // quorum.q.Has, read on every request
 
 	chMu  sync.RWMutex
 	chans map[string]*chanState
@@ -103,7 +130,7 @@ type Broker struct {
 	inbound map[*inConn]struct{}
 
 	counts  linkCounters       // see Stats
-	junkLog transport.LogLimit // rejected peer connections
+	junkLog transport.LogLimit // rejected peer connections, frames failing authentication
 
 	nonces   nonceCache
 	upgrader *websocket.Upgrader // peer connections (serveHTTP)
@@ -141,6 +168,7 @@ func New(cfg Config) (*Broker, error) {
 	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
 	cfg.QueueBytes = cmp.Or(cfg.QueueBytes, DefaultQueueBytes)
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultDialTimeout)
+	cfg.ForgetAfter = cmp.Or(cfg.ForgetAfter, DefaultForgetAfter)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.Key = slices.Clone(cfg.Key)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -157,6 +185,7 @@ func New(cfg Config) (*Broker, error) {
 		upgrader: newUpgrader(),
 		changed:  make(chan struct{}, 1),
 	}
+	b.quorum.v = newVoters(cfg.Self.Name, cfg.ForgetAfter)
 	b.refreshPeers()
 	return b, nil
 }
@@ -178,8 +207,8 @@ func (b *Broker) Start(ctx context.Context, h transport.Handler) error {
 		return err
 	}
 	b.handler = h
-	b.refreshPeers()
 	b.started.Store(true)
+	b.refreshPeers() // the quorum's floor is known from now on
 	b.goFn(b.membershipLoop)
 	return nil
 }

@@ -51,6 +51,24 @@ type testCluster struct {
 	// views, when set for a node, is what its Config.Peers returns instead
 	// of peers: a node whose gossip has not caught up yet.
 	views map[string][]string
+	// departed are the nodes that left gracefully (Config.Departed).
+	departed []string
+}
+
+// departedNodes is every node's Config.Departed.
+func (c *testCluster) departedNodes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.departed)
+}
+
+// leave drops a node from the membership as one that left gracefully,
+// which loses its vote at once (remove is a death: the vote stays).
+func (c *testCluster) leave(name string) {
+	c.mu.Lock()
+	c.departed = append(c.departed, name)
+	c.mu.Unlock()
+	c.remove(name)
 }
 
 // peersOf is node name's Config.Peers.
@@ -162,6 +180,7 @@ func newTestCluster(tb testing.TB, n int, mod func(i int, cfg *Config)) (*testCl
 			Self:        transport.Peer{Name: name, Addr: srv.URL},
 			Key:         testKey,
 			Peers:       c.peersOf(name),
+			Departed:    c.departedNodes,
 			HistorySize: brokertest.HistorySize,
 			Logger:      testLogger(),
 		}
@@ -242,7 +261,7 @@ type closingBroker struct {
 
 func (b closingBroker) Close(ctx context.Context) error {
 	err := b.c.stop(ctx, b.cfg.Self.Name)
-	b.c.remove(b.cfg.Self.Name)
+	b.c.leave(b.cfg.Self.Name)
 	return err
 }
 

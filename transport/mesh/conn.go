@@ -91,10 +91,10 @@ func (q *sendQueue) close() {
 }
 
 // writeLoop drains q into ws until stop closes or a write fails; one flush
-// writes everything queued as few frames. When a write fails, lost (if
-// set) is given the batch that was being written: some of it may never
-// have reached the peer.
-func writeLoop(ws *websocket.Conn, q *sendQueue, stop <-chan struct{}, lost func([][]byte)) (err error) {
+// writes everything queued as few frames, each sealed whole by s. When a
+// write fails, lost (if set) is given the batch that was being written:
+// some of it may never have reached the peer.
+func writeLoop(ws *websocket.Conn, s *sealer, q *sendQueue, stop <-chan struct{}, lost func([][]byte)) (err error) {
 	var msgs [][]byte
 	defer func() {
 		if err != nil && lost != nil && len(msgs) > 0 {
@@ -103,7 +103,7 @@ func writeLoop(ws *websocket.Conn, q *sendQueue, stop <-chan struct{}, lost func
 	}()
 	ping := time.NewTicker(pingInterval)
 	defer ping.Stop()
-	var lenBuf [binary.MaxVarintLen64]byte
+	var frame []byte // reused: steady traffic does not allocate per flush
 	for {
 		select {
 		case <-stop:
@@ -120,43 +120,29 @@ func writeLoop(ws *websocket.Conn, q *sendQueue, stop <-chan struct{}, lost func
 			continue
 		}
 		_ = ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-		var w interface {
-			Write([]byte) (int, error)
-			Close() error
-		}
-		size := 0
-		for _, m := range msgs {
-			if w == nil || size >= maxFrameBatch {
-				if w != nil {
-					if err := w.Close(); err != nil {
-						return err
-					}
-				}
-				nw, err := ws.NextWriter(websocket.BinaryMessage)
-				if err != nil {
-					return err
-				}
-				w, size = nw, 0
+		for i, m := range msgs {
+			frame = binary.AppendUvarint(frame, uint64(len(m)))
+			frame = append(frame, m...)
+			if len(frame) < maxFrameBatch && i < len(msgs)-1 {
+				continue
 			}
-			n := binary.PutUvarint(lenBuf[:], uint64(len(m)))
-			if _, err := w.Write(lenBuf[:n]); err != nil {
+			frame = s.seal(frame)
+			if err := ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
 				return err
 			}
-			if _, err := w.Write(m); err != nil {
-				return err
-			}
-			size += n + len(m)
+			frame = frame[:0]
 		}
-		if err := w.Close(); err != nil {
-			return err
+		if cap(frame) > 4*maxFrameBatch {
+			frame = nil // a large snapshot went by: do not keep its buffer
 		}
 		q.recycle(msgs)
 		msgs = nil
 	}
 }
 
-// readLoop reads frames and hands each message in them to handle.
-func readLoop(ws *websocket.Conn, handle func([]byte)) error {
+// readLoop reads frames, opens each with o and hands each message in them
+// to handle. A frame that fails to open ends it with errFrameAuth.
+func readLoop(ws *websocket.Conn, o *opener, handle func([]byte)) error {
 	ws.SetReadLimit(maxMessageSize)
 	extend := func(string) error { return ws.SetReadDeadline(time.Now().Add(readTimeout)) }
 	_ = extend("")
@@ -172,6 +158,9 @@ func readLoop(ws *websocket.Conn, handle func([]byte)) error {
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
+			return err
+		}
+		if data, err = o.open(data); err != nil {
 			return err
 		}
 		_ = extend("")

@@ -20,6 +20,9 @@
 // next offset. Each node owns its local side of every channel it uses:
 // whether it is subscribed, the last offset handed to the handler,
 // publications that arrived ahead of a gap, and its present users.
+// A node orders channels only while it sees a strict majority of the
+// cluster's voting nodes (Quorum, quorum.go): the minority side of a
+// partition refuses with ErrNoQuorum, so a channel never gets two orders.
 // docs/cluster.md, "Ordering and ownership", has the full design.
 //
 // # A publication's path
@@ -48,7 +51,9 @@
 //	client.go      the RPC client: requests to a channel's owner (link.call,
 //	               redirects) and the transport.Broker methods built on them
 //	peers.go       the peer view and ranking, and what a view change does
+//	quorum.go      the voting nodes and the quorum a node needs to order
 //	handshake.go   both ends of the authenticated WebSocket handshake
+//	seal.go        the per-connection keys and the encryption of frames
 //	conn.go        a connection's bounded send queue, batching writer, reader
 //	link.go        the outbound link to a peer and its dial/redial loop
 //	inbound.go     connections peers dial here: deliveries, notices, requests

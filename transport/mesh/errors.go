@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/meshchat/meshchat/transport"
 )
@@ -9,6 +10,13 @@ import (
 // ErrAuth means a peer's handshake failed authentication: wrong key,
 // stale timestamp, replayed nonce or a name mismatch.
 var ErrAuth = errors.New("mesh: peer authentication failed")
+
+// ErrNoQuorum is answered for a request that needs a channel's order
+// while this node sees no majority of the cluster's voting nodes (see
+// Quorum): it is on the minority side of a partition, or alone. It is
+// transport.ErrUnavailable, so clients retry and fail over to a node of
+// the majority.
+var ErrNoQuorum = fmt.Errorf("mesh: no quorum, this node sees no majority of the cluster: %w", transport.ErrUnavailable)
 
 // errNotOwner is answered by a node asked to act as a channel's owner when
 // its view of the membership says it is not, or when it handed the channel
@@ -29,6 +37,11 @@ var errPeerDown = errors.New("mesh: peer unreachable")
 
 // errBadFrame means a frame could not be decoded.
 var errBadFrame = errors.New("mesh: malformed frame")
+
+// errFrameAuth means a frame failed to decrypt on a connection: altered,
+// replayed, reordered or sealed with another key. The connection is
+// closed.
+var errFrameAuth = errors.New("mesh: frame failed authentication")
 
 // notOwnerError is errNotOwner with the node the answerer believes orders
 // the channel (the owner in its view, or the node it handed the channel

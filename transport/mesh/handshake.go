@@ -19,9 +19,12 @@ import (
 // The handshake that opens every node-to-node connection, both ends of
 // it: the dialler signs (from, to, time, nonce) with the mesh key, the
 // accepting node checks the signature, the clock skew, the nonce and the
-// addressee (authenticate), and answers with its own proof over the
-// nonce, which the dialler checks (dial). Nothing after the handshake is
-// signed.
+// addressee (authenticate), and answers with a nonce of its own and a
+// proof over both nonces, which the dialler checks (dial). Every MAC
+// covers the cluster name, so nodes of two clusters that share a secret
+// never link. Both ends then derive the connection's frame keys from the
+// two nonces (seal.go): everything after the handshake is encrypted and
+// authenticated.
 
 // maxClockSkew bounds how far a handshake's timestamp may be from this
 // node's clock, either way.
@@ -35,11 +38,18 @@ const (
 	hdrNonce = "X-Mesh-Nonce"
 	hdrSig   = "X-Mesh-Sig"
 	hdrProof = "X-Mesh-Proof"
+	// hdrAccept carries the accepting node's nonce, in its answer.
+	hdrAccept = "X-Mesh-Accept-Nonce"
 )
 
+// mac signs parts with the mesh key, under this version's label and the
+// cluster name. Version 1 (plaintext frames) used another label, so a
+// node of that version and one of this never link.
 func (b *Broker) mac(parts ...string) string {
 	m := hmac.New(sha256.New, b.cfg.Key)
-	m.Write([]byte("meshchat-mesh-v1"))
+	m.Write([]byte("meshchat-mesh-v2"))
+	m.Write([]byte{0})
+	m.Write([]byte(b.cfg.ClusterName))
 	for _, p := range parts {
 		m.Write([]byte{0})
 		m.Write([]byte(p))
@@ -71,30 +81,46 @@ func (c *nonceCache) fresh(nonce string, now int64) bool {
 	return true
 }
 
-// authenticate checks a dialling peer's handshake and returns its name
-// and the proof this node answers with.
-func (b *Broker) authenticate(h http.Header) (peer, proof string, err error) {
+func newNonce() string {
+	var nb [16]byte
+	_, _ = rand.Read(nb[:])
+	return hex.EncodeToString(nb[:])
+}
+
+// authenticate checks a dialling peer's handshake and returns its name,
+// the headers this node answers with (its nonce and proof) and the
+// connection's frame ciphers.
+func (b *Broker) authenticate(h http.Header) (peer string, answer http.Header, fc frameCiphers, err error) {
 	from, to, ts, nonce, sig := h.Get(hdrFrom), h.Get(hdrTo), h.Get(hdrTime), h.Get(hdrNonce), h.Get(hdrSig)
 	if from == "" || to != b.cfg.Self.Name || len(nonce) < 16 || sig == "" {
-		return "", "", fmt.Errorf("%w: missing or misaddressed handshake", ErrAuth)
+		return "", nil, fc, fmt.Errorf("%w: missing or misaddressed handshake", ErrAuth)
 	}
 	t, err := strconv.ParseInt(ts, 10, 64)
 	now := time.Now().UnixMilli()
 	if err != nil || now-t > maxClockSkew.Milliseconds() || t-now > maxClockSkew.Milliseconds() {
-		return "", "", fmt.Errorf("%w: stale or bad timestamp", ErrAuth)
+		return "", nil, fc, fmt.Errorf("%w: stale or bad timestamp", ErrAuth)
 	}
 	if !hmac.Equal([]byte(sig), []byte(b.mac("dial", from, to, ts, nonce))) {
-		return "", "", fmt.Errorf("%w: bad signature from %q", ErrAuth, from)
+		return "", nil, fc, fmt.Errorf("%w: bad signature from %q (another secret or cluster name)", ErrAuth, from)
 	}
 	if !b.nonces.fresh(nonce, now) {
-		return "", "", fmt.Errorf("%w: replayed nonce", ErrAuth)
+		return "", nil, fc, fmt.Errorf("%w: replayed nonce", ErrAuth)
 	}
-	return from, b.mac("proof", to, from, nonce), nil
+	accept := newNonce()
+	if fc, err = newFrameCiphers(b.cfg.Key, b.cfg.ClusterName, from, to, nonce, accept, false); err != nil {
+		return "", nil, fc, err
+	}
+	answer = http.Header{
+		hdrAccept: {accept},
+		hdrProof:  {b.mac("proof", to, from, nonce, accept)},
+	}
+	return from, answer, fc, nil
 }
 
-// dial opens a connection to the link's peer: it signs the handshake and
-// checks the peer's proof that it holds the key too.
-func (l *link) dial() (*websocket.Conn, error) {
+// dial opens a connection to the link's peer: it signs the handshake,
+// checks the peer's proof that it holds the key too, and derives the
+// connection's frame ciphers.
+func (l *link) dial() (*websocket.Conn, frameCiphers, error) {
 	u := strings.TrimSuffix(l.peer.Addr, "/") + MountPath + "ws"
 	switch {
 	case strings.HasPrefix(u, "https://"):
@@ -102,9 +128,7 @@ func (l *link) dial() (*websocket.Conn, error) {
 	case strings.HasPrefix(u, "http://"):
 		u = "ws://" + strings.TrimPrefix(u, "http://")
 	}
-	var nb [16]byte
-	_, _ = rand.Read(nb[:])
-	nonce := hex.EncodeToString(nb[:])
+	nonce := newNonce()
 	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	self := l.b.cfg.Self.Name
 	h := http.Header{
@@ -114,20 +138,31 @@ func (l *link) dial() (*websocket.Conn, error) {
 		hdrNonce: {nonce},
 		hdrSig:   {l.b.mac("dial", self, l.peer.Name, ts, nonce)},
 	}
-	d := websocket.Dialer{HandshakeTimeout: l.b.cfg.DialTimeout, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10}
+	d := websocket.Dialer{
+		HandshakeTimeout: l.b.cfg.DialTimeout,
+		ReadBufferSize:   32 << 10,
+		WriteBufferSize:  32 << 10,
+		TLSClientConfig:  l.b.cfg.TLS,
+	}
 	ctx, cancel := context.WithTimeout(l.b.ctx, l.b.cfg.DialTimeout)
 	defer cancel()
 	ws, resp, err := d.DialContext(ctx, u, h)
 	if err != nil {
 		if resp != nil {
-			return nil, fmt.Errorf("dial %s: %w (HTTP %d)", u, err, resp.StatusCode)
+			return nil, frameCiphers{}, fmt.Errorf("dial %s: %w (HTTP %d)", u, err, resp.StatusCode)
 		}
-		return nil, fmt.Errorf("dial %s: %w", u, err)
+		return nil, frameCiphers{}, fmt.Errorf("dial %s: %w", u, err)
 	}
-	want := l.b.mac("proof", l.peer.Name, self, nonce)
-	if !hmac.Equal([]byte(resp.Header.Get(hdrProof)), []byte(want)) {
+	accept := resp.Header.Get(hdrAccept)
+	want := l.b.mac("proof", l.peer.Name, self, nonce, accept)
+	if len(accept) < 16 || !hmac.Equal([]byte(resp.Header.Get(hdrProof)), []byte(want)) {
 		ws.Close()
-		return nil, fmt.Errorf("%w: %s did not prove the key", ErrAuth, l.peer.Name)
+		return nil, frameCiphers{}, fmt.Errorf("%w: %s did not prove the key", ErrAuth, l.peer.Name)
 	}
-	return ws, nil
+	fc, err := newFrameCiphers(l.b.cfg.Key, l.b.cfg.ClusterName, self, l.peer.Name, nonce, accept, true)
+	if err != nil {
+		ws.Close()
+		return nil, frameCiphers{}, err
+	}
+	return ws, fc, nil
 }

@@ -47,7 +47,7 @@ func (b *Broker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "mesh broker not running", http.StatusServiceUnavailable)
 		return
 	}
-	peer, proof, err := b.authenticate(r.Header)
+	peer, answer, fc, err := b.authenticate(r.Header)
 	if err != nil {
 		// Anyone who can reach the HTTP port can send these: counted
 		// always, logged a few times a second at most.
@@ -63,11 +63,11 @@ func (b *Broker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer b.wg.Done()
-	ws, err := b.upgrader.Upgrade(w, r, http.Header{hdrProof: {proof}})
+	ws, err := b.upgrader.Upgrade(w, r, answer)
 	if err != nil {
 		return // Upgrade answered the client
 	}
-	ic := &inConn{b: b, peer: peer, ws: ws, q: newSendQueue(b.cfg.QueueBytes)}
+	ic := &inConn{b: b, peer: peer, ws: ws, fc: fc, q: newSendQueue(b.cfg.QueueBytes)}
 	ic.ctx, ic.cancel = context.WithCancel(b.ctx)
 	b.linkMu.Lock()
 	if b.closed.Load() {
@@ -90,6 +90,7 @@ type inConn struct {
 	b      *Broker
 	peer   string
 	ws     *websocket.Conn
+	fc     frameCiphers
 	q      *sendQueue
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -102,13 +103,14 @@ func (ic *inConn) run() {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		if err := writeLoop(ic.ws, ic.q, ic.ctx.Done(), nil); err != nil {
+		if err := writeLoop(ic.ws, ic.fc.seal, ic.q, ic.ctx.Done(), nil); err != nil {
 			ic.b.log.Debug("peer connection write failed", "peer", ic.peer, "err", err)
 		}
 		ic.ws.Close() // unblocks the reader
 	}()
 	sem := make(chan struct{}, inboundWorkers)
-	err := readLoop(ic.ws, func(msg []byte) { ic.handle(msg, sem) })
+	err := readLoop(ic.ws, ic.fc.open, func(msg []byte) { ic.handle(msg, sem) })
+	ic.b.readFailed(ic.peer, err)
 	ic.b.log.Debug("peer connection closed", "peer", ic.peer, "err", err)
 	ic.cancel()
 	<-writerDone

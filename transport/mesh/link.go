@@ -180,7 +180,7 @@ func (l *link) run() {
 			return
 		case <-l.q.wake:
 		}
-		ws, err := l.dial()
+		ws, fc, err := l.dial()
 		if err != nil {
 			l.b.counts.dialFailures.Add(1)
 			l.b.log.Debug("dial peer failed", "peer", l.peer.Name, "err", err, "retry_in", backoff)
@@ -224,7 +224,7 @@ func (l *link) run() {
 		case l.q.wake <- struct{}{}:
 		default:
 		}
-		err = l.serve(ws)
+		err = l.serve(ws, fc)
 		l.mu.Lock()
 		l.ws = nil
 		l.mu.Unlock()
@@ -238,15 +238,17 @@ func (l *link) run() {
 
 // serve runs the connection until it fails or the link stops: a writer
 // drains the queue, this goroutine's reader takes responses.
-func (l *link) serve(ws *websocket.Conn) error {
+func (l *link) serve(ws *websocket.Conn, fc frameCiphers) error {
 	readDone := make(chan error, 1)
 	go func() {
-		readDone <- readLoop(ws, l.handleResponse)
+		err := readLoop(ws, fc.open, l.handleResponse)
+		l.b.readFailed(l.peer.Name, err)
+		readDone <- err
 	}()
 	stop := make(chan struct{})
 	writeDone := make(chan error, 1)
 	go func() {
-		writeDone <- writeLoop(ws, l.q, stop, l.lost)
+		writeDone <- writeLoop(ws, fc.seal, l.q, stop, l.lost)
 	}()
 	var err error
 	select {

@@ -95,9 +95,12 @@ func TestFailoverWithoutReplicaStartsNewEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Both leave the membership as nodes that left (two deaths of three
+	// would leave the survivor without the quorum), without handing
+	// anything over.
 	for _, n := range []string{"n0", bs[backup].cfg.Self.Name} {
 		c.kill(t, n)
-		c.remove(n)
+		c.leave(n)
 	}
 	p2, err := bs[other].Publish(ctx, ch, []byte("y"), transport.PublishOptions{})
 	if err != nil {
@@ -142,13 +145,16 @@ func TestAuthenticate(t *testing.T) {
 	_, bs := newTestCluster(t, 1, nil)
 	b := bs[0]
 	now := time.Now().UnixMilli()
-	sign := func(key []byte, from, to string, ts int64, nonce string) http.Header {
-		signer := &Broker{cfg: Config{Key: key}}
+	signAs := func(key []byte, cluster, from, to string, ts int64, nonce string) http.Header {
+		signer := &Broker{cfg: Config{Key: key, ClusterName: cluster}}
 		t := strconv.FormatInt(ts, 10)
 		return http.Header{
 			hdrFrom: {from}, hdrTo: {to}, hdrTime: {t}, hdrNonce: {nonce},
 			hdrSig: {signer.mac("dial", from, to, t, nonce)},
 		}
+	}
+	sign := func(key []byte, from, to string, ts int64, nonce string) http.Header {
+		return signAs(key, "", from, to, ts, nonce)
 	}
 	tests := []struct {
 		name string
@@ -162,11 +168,12 @@ func TestAuthenticate(t *testing.T) {
 		{"future", sign(testKey, "peer", "n0", now+time.Minute.Milliseconds(), "0123456789abcdef3"), false},
 		{"addressed to another node", sign(testKey, "peer", "n9", now, "0123456789abcdef4"), false},
 		{"short nonce", sign(testKey, "peer", "n0", now, "x"), false},
+		{"another cluster, same key", signAs(testKey, "other", "peer", "n0", now, "0123456789abcdef5"), false},
 		{"no headers", http.Header{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := b.authenticate(tt.h)
+			_, _, _, err := b.authenticate(tt.h)
 			if tt.ok != (err == nil) {
 				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
 			}

@@ -121,7 +121,7 @@ func TestOwnerLeavesMidPublish(t *testing.T) {
 	const perNode = 40
 	load := startPublishers(t, bs, ch, subs, 1, perNode, nil)
 	brokertest.Eventually(t, "some publications before the leave", func() bool { return load.published.Load() >= perNode/2 })
-	c.remove("n0")
+	c.leave("n0")
 	cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if err := bs[0].Close(cctx); err != nil {

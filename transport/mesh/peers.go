@@ -26,8 +26,15 @@ type peerSet struct {
 }
 
 // refreshPeers reads Config.Peers and installs it as the current view,
-// unless it equals the current one. It returns the view now in place.
+// unless it equals the current one, and counts the quorum in it. It
+// returns the view now in place.
 func (b *Broker) refreshPeers() *peerSet {
+	ps := b.installPeers()
+	b.updateQuorum(ps)
+	return ps
+}
+
+func (b *Broker) installPeers() *peerSet {
 	var ps []transport.Peer
 	if b.cfg.Peers != nil {
 		ps = slices.Clone(b.cfg.Peers())
@@ -201,6 +208,8 @@ func (b *Broker) PeersChanged() {
 
 func (b *Broker) membershipLoop() {
 	var retry <-chan time.Time
+	recount := time.NewTicker(recountEvery(b.cfg.ForgetAfter))
+	defer recount.Stop()
 	for {
 		full := true
 		select {
@@ -209,6 +218,11 @@ func (b *Broker) membershipLoop() {
 		case <-b.changed:
 		case <-retry:
 			full = false
+		case <-recount.C:
+			// Forgetting the dead is a matter of time, not of views:
+			// count again (a change wakes this loop through changed).
+			b.livePeers()
+			continue
 		}
 		retry = nil
 		if busy := b.onPeersChanged(full); busy {
@@ -250,7 +264,9 @@ func (b *Broker) onPeersChanged(full bool) (busy bool) {
 			continue
 		}
 		if s.owned {
-			if o := b.ownerOf(s.name); o.Name != b.cfg.Self.Name {
+			if !b.quorate() {
+				b.stopOrdering(s)
+			} else if o := b.ownerOf(s.name); o.Name != b.cfg.Self.Name {
 				b.disown(s, o)
 			} else {
 				b.dropGone(s)

@@ -28,9 +28,9 @@ import (
 // before.
 //
 // A batch that cannot be confirmed is abandoned (abandon): when this node
-// stops ordering the channel (a handover, a view change, a backup that
-// orders it), when the owner's own Log write fails, or when the stream is
-// restarted. Every unconfirmed publication of the channel is then failed,
+// stops ordering the channel (a handover, a view change, the quorum lost,
+// a backup that orders it), when the copy to the backup or the owner's
+// own Log write fails, or when the stream is restarted. Every unconfirmed publication of the channel is then failed,
 // the next offset goes back to the last confirmed one, and the backup,
 // which may hold copies of the abandoned publications, gets a full
 // snapshot before any new copy, so an abandoned offset reused for other
@@ -112,6 +112,15 @@ func (b *Broker) disown(s *chanState, hint transport.Peer) {
 	b.abandon(s, notOwner(hint))
 }
 
+// stopOrdering stops ordering s here because this node lost the quorum;
+// s is locked. Its unconfirmed publications fail with ErrNoQuorum: their
+// publishers retry at a node of the majority, with their idempotency
+// keys.
+func (b *Broker) stopOrdering(s *chanState) {
+	s.owned = false
+	b.abandon(s, ErrNoQuorum)
+}
+
 // flushLoop confirms s's queued publications batch by batch until none is
 // left. It runs on a goroutine started by enqueue; s.flushing says one
 // runs.
@@ -124,6 +133,11 @@ func (b *Broker) flushLoop(s *chanState) {
 			s.flushing = false
 			s.unlock()
 			return
+		}
+		if !b.quorate() {
+			b.stopOrdering(s)
+			s.unlock()
+			continue
 		}
 		owner, backup, hasBackup := b.ranked(s.name)
 		if owner.Name != b.cfg.Self.Name {
@@ -171,11 +185,17 @@ func (b *Broker) flushLoop(s *chanState) {
 			s.unlock()
 			continue
 		case copyErr != nil:
-			// A backup that cannot be reached is not waited for (membership
-			// replaces it); the window until the next copy is the
-			// documented loss case.
-			b.log.Warn("replication to backup failed", "channel", s.name, "backup", backup.Name,
+			// Nothing is acknowledged that the owner alone holds: an owner
+			// cut off from its backup may be the minority side of a
+			// partition, whose copy the majority never sees. The
+			// publishers retry (with their idempotency keys) until the
+			// backup answers again or membership replaces it, which takes
+			// failure detection's few seconds.
+			b.log.Warn("replication to backup failed, publications refused", "channel", s.name, "backup", backup.Name,
 				"offsets", fmt.Sprintf("%d-%d", batch[0].pub.Offset, batch[len(batch)-1].pub.Offset), "err", copyErr)
+			b.abandon(s, fmt.Errorf("%w: channel %s: no copy at its backup %s: %w", transport.ErrUnavailable, s.name, backup.Name, copyErr))
+			s.unlock()
+			continue
 		case snapped:
 			s.needSnap = false
 		}

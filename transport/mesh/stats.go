@@ -20,6 +20,10 @@ type Stats struct {
 	// RejectedPeers counts connections to /_mesh/ that failed the
 	// handshake: junk, or a node with another secret.
 	RejectedPeers uint64
+	// FrameAuthFailures counts connections closed because a frame
+	// failed to decrypt: altered on the way, replayed, or not sealed with
+	// the connection's key.
+	FrameAuthFailures uint64
 	// Owned and Replicas are the channels this node orders and those it
 	// keeps a replica of as backup; Retained is the publications their
 	// histories retain in memory, both kinds together. Channels busy at
@@ -30,7 +34,7 @@ type Stats struct {
 
 // linkCounters are counted by the links (link.go) and takeovers.
 type linkCounters struct {
-	takeovers, created, connects, dialFailures, drops, rejected atomic.Uint64
+	takeovers, created, connects, dialFailures, drops, rejected, frameAuth atomic.Uint64
 }
 
 // Stats returns the broker's counters, and walks the channel states for
@@ -38,12 +42,13 @@ type linkCounters struct {
 // scrape never holds up a publication for long, nor waits for a takeover.
 func (b *Broker) Stats() Stats {
 	st := Stats{
-		Takeovers:        b.counts.takeovers.Load(),
-		Created:          b.counts.created.Load(),
-		LinkConnects:     b.counts.connects.Load(),
-		LinkDialFailures: b.counts.dialFailures.Load(),
-		LinkDrops:        b.counts.drops.Load(),
-		RejectedPeers:    b.counts.rejected.Load(),
+		Takeovers:         b.counts.takeovers.Load(),
+		Created:           b.counts.created.Load(),
+		LinkConnects:      b.counts.connects.Load(),
+		LinkDialFailures:  b.counts.dialFailures.Load(),
+		LinkDrops:         b.counts.drops.Load(),
+		RejectedPeers:     b.counts.rejected.Load(),
+		FrameAuthFailures: b.counts.frameAuth.Load(),
 	}
 	b.chMu.RLock()
 	states := slices.Collect(maps.Values(b.chans))

@@ -41,6 +41,13 @@ func better(a, b *snapshot) bool {
 // this node's view says another node owns ch, or when a peer refused the
 // takeover.
 func (b *Broker) acquireOwned(ctx context.Context, ch string) (*chanState, error) {
+	if !b.quorate() {
+		// The cached quorum may lag the cluster's table (a partition
+		// that just healed): count again before refusing.
+		if b.livePeers(); !b.quorate() {
+			return nil, ErrNoQuorum
+		}
+	}
 	if o := b.ownerOf(ch); o.Name != b.cfg.Self.Name {
 		// The cached view may lag the cluster's table: look again before
 		// turning the request away.
@@ -51,6 +58,12 @@ func (b *Broker) acquireOwned(ctx context.Context, ch string) (*chanState, error
 	s := b.chanFor(ch)
 	if err := s.lock(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", transport.ErrUnavailable, err)
+	}
+	if !b.quorate() {
+		// Lost while this request waited for the lock.
+		b.stopOrdering(s)
+		s.unlock()
+		return nil, ErrNoQuorum
 	}
 	if s.owned {
 		return s, nil
@@ -250,7 +263,9 @@ func (b *Broker) serveState(ctx context.Context, from, ch string, d *dec) ([]byt
 	// hint; once the views agree, the takeover succeeds. Decided
 	// before taking the lock, so two nodes taking over at once never
 	// wait on each other.
-	if o := ownerIn(b.livePeers(), ch); o.Name == b.cfg.Self.Name {
+	// A node without the quorum orders nothing, whatever its view: it
+	// hands its copy over to the side that has it.
+	if o := ownerIn(b.livePeers(), ch); o.Name == b.cfg.Self.Name && b.quorate() {
 		return nil, notOwner(b.cfg.Self)
 	}
 	// A node taking a channel over asks every peer for its copy.

@@ -2,6 +2,7 @@ package webtest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,9 @@ type DialOptions struct {
 	// OnPing, when set, is called with each ping the server sends, before
 	// the pong that answers it.
 	OnPing func(data string)
+	// TLS verifies a wss:// server (base https://); nil means the
+	// system roots.
+	TLS *tls.Config
 }
 
 // Dial opens /ws on base with the session's cookies, reads the welcome
@@ -64,7 +68,7 @@ func TryDial(base string, s Session, o DialOptions) (*websocket.Conn, *http.Resp
 	if o.Origin != "" {
 		h.Set("Origin", o.Origin)
 	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: o.dial}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: o.dial, TLSClientConfig: o.TLS}
 	u := "ws" + strings.TrimPrefix(base, "http") + "/ws"
 	if o.Query != "" {
 		u += "?" + o.Query

@@ -8,6 +8,7 @@
 package webtest
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -23,7 +24,13 @@ import (
 // Client is an HTTP client without shared idle connections, closed with
 // the test so that no keep-alive goroutine outlives it.
 func Client(tb testing.TB, jar http.CookieJar) *http.Client {
-	tr := &http.Transport{DisableKeepAlives: true}
+	return TLSClient(tb, jar, nil)
+}
+
+// TLSClient is Client verifying https servers with cfg (nil: the
+// system roots), for nodes serving a certificate the test made.
+func TLSClient(tb testing.TB, jar http.CookieJar, cfg *tls.Config) *http.Client {
+	tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: cfg}
 	tb.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Jar: jar, Timeout: 10 * time.Second}
 }
@@ -90,11 +97,22 @@ func LoginPassword(tb testing.TB, base, user, password string) Session {
 	return Post(tb, base, "/api/login", user, string(body))
 }
 
+// LoginTLS is Login on an https node whose certificate cfg verifies.
+func LoginTLS(tb testing.TB, cfg *tls.Config, base, user string) Session {
+	tb.Helper()
+	return post(tb, TLSClient(tb, nil, cfg), base, "/api/login", user, `{"name":"`+user+`"}`)
+}
+
 // Post posts body to an endpoint that logs user in (path: /api/login,
 // /api/register) and returns the session; anything but 200 fails tb.
 func Post(tb testing.TB, base, path, user, body string) Session {
 	tb.Helper()
-	resp, err := CookieClient(tb).Post(base+path, "application/json", strings.NewReader(body))
+	return post(tb, CookieClient(tb), base, path, user, body)
+}
+
+func post(tb testing.TB, c *http.Client, base, path, user, body string) Session {
+	tb.Helper()
+	resp, err := c.Post(base+path, "application/json", strings.NewReader(body))
 	if err != nil {
 		tb.Fatalf("%s %s at %s: %v", path, user, base, err)
 	}

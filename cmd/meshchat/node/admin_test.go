@@ -1,8 +1,10 @@
 package node_test
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +91,17 @@ func testAdminReport(t *testing.T, broker string, redis *redistest.Server) {
 		clustertest.WaitFor(t, wait, "n1's link to n2", func() bool {
 			l := adminReport(t, n1).BrokerHealth.Links
 			return len(l) == 1 && l[0].Node == "n2" && l[0].State == "up"
+		})
+		// Of two, the higher-named node left alone has no quorum, and its
+		// report says so.
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := nodes[0].Kill(ctx); err != nil {
+			t.Logf("kill n1: %v", err)
+		}
+		clustertest.WaitFor(t, 30*time.Second, "n2 to report that it has no quorum", func() bool {
+			h := adminReport(t, n2).BrokerHealth
+			return !h.OK && strings.Contains(h.Error, "no quorum")
 		})
 		return
 	}

@@ -110,6 +110,23 @@ type Config struct {
 	// joins them at the next start, with or without Join. Empty: memory
 	// only.
 	DataDir string
+	// TLSCert and TLSKey, both or neither, are PEM files: the HTTP
+	// listener then serves HTTPS and WSS (UI, API, /ws, /api/events and
+	// the mesh under /_mesh/), the advertised URL is https://, and mesh
+	// links dial their peers over TLS. Either file changing is noticed
+	// within seconds and the new pair served to new connections; a pair
+	// that fails to load keeps the old one. Empty: plain HTTP. The
+	// metrics and debug listeners stay plain HTTP.
+	TLSCert, TLSKey string
+	// TLSCA is a PEM file of CAs that, with the system roots, verify the
+	// certificates of peers a mesh link dials; with it, a certificate
+	// that does not verify fails the link. Empty: such a certificate is
+	// accepted with a warning (see peerTLSConfig). Needs TLSCert.
+	TLSCA string
+	// ClusterName tells clusters apart: nodes with another name never
+	// join this one nor link to it, even with the same Secret. Every
+	// node of a cluster has the same one. Empty is a name too.
+	ClusterName string
 	// DebugAddr, when set, serves the Go profiler (net/http/pprof) on a
 	// listener of its own, apart from the public HTTP one. It must be a
 	// loopback address unless DebugPublic is set. Empty: off.
@@ -250,6 +267,15 @@ func (c *Config) Validate() error {
 		if _, err := goredis.ParseURL(c.RedisURL); err != nil {
 			return fmt.Errorf("config: --redis %q: %w", c.RedisURL, err)
 		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("config: --tls-cert and --tls-key go together: give both files, or neither for plain HTTP")
+	}
+	if c.TLSCA != "" && c.TLSCert == "" {
+		return errors.New("config: --tls-ca needs --tls-cert and --tls-key: it verifies peers reached over TLS")
+	}
+	if c.ClusterName != "" && !nodeNameRE.MatchString(c.ClusterName) {
+		return fmt.Errorf("config: --cluster-name %q: want 1-64 of letters, digits, '_', '.', ':', '-'", c.ClusterName)
 	}
 	if c.Name != "" && !nodeNameRE.MatchString(c.Name) {
 		return fmt.Errorf("config: --name %q: want 1-64 of letters, digits, '_', '.', ':', '-'", c.Name)

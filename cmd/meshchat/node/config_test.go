@@ -53,6 +53,10 @@ func TestValidate(t *testing.T) {
 		{"queue below default frame", Config{QueueBytes: 1000}, "--queue-bytes 1000"},
 		{"nan rate", Config{RateLimit: math.NaN()}, "--rate-limit"},
 		{"bad name", Config{Name: "a b"}, "--name"},
+		{"tls cert without key", Config{TLSCert: "c.pem"}, "--tls-cert and --tls-key"},
+		{"tls key without cert", Config{TLSKey: "k.pem"}, "--tls-cert and --tls-key"},
+		{"tls ca without tls", Config{TLSCA: "ca.pem"}, "--tls-ca needs"},
+		{"bad cluster name", Config{ClusterName: "a b"}, "--cluster-name"},
 		{"profiler on every interface", Config{DebugAddr: ":6060"}, "--debug-addr"},
 		{"profiler on a public address", Config{DebugAddr: "192.0.2.1:6060"}, "--debug-public"},
 	}

@@ -24,6 +24,9 @@ func (i inspector) BrokerHealth(ctx context.Context) web.BrokerHealth {
 				h.OK, h.Error = false, "no link to "+l.Peer
 			}
 		}
+		if q := i.n.mesh.Quorum(); !q.Has {
+			h.OK, h.Error = false, q.String()
+		}
 		return h
 	}
 	if p, ok := i.n.broker.(transport.Pinger); ok {

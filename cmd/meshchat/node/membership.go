@@ -24,7 +24,7 @@ func (n *Node) onClusterEvent(ev cluster.Event) {
 }
 
 // Ready reports whether the node can serve (it is /readyz): the cluster
-// is joined, logouts are loaded, the first membership view has reached
+// is joined, the mesh broker has the quorum, logouts are loaded, the first membership view has reached
 // the broker and hub, and the broker answers. The error says what is
 // missing; it wraps ErrNotReady or ErrStopping.
 func (n *Node) Ready(ctx context.Context) error {
@@ -36,6 +36,11 @@ func (n *Node) Ready(ctx context.Context) error {
 	}
 	if !n.cluster.Joined() {
 		return fmt.Errorf("%w: cluster not joined", ErrNotReady)
+	}
+	if n.mesh != nil {
+		if q := n.mesh.Quorum(); !q.Has {
+			return fmt.Errorf("%w: %s", ErrNotReady, q)
+		}
 	}
 	if alive, want := len(n.cluster.Alive()), n.expected(); alive < want {
 		return fmt.Errorf("%w: %d of %d expected nodes alive", ErrNotReady, alive, want)
@@ -101,6 +106,25 @@ func (n *Node) alivePeers() []transport.Peer {
 		out[i] = transport.Peer{Name: m.Name, Addr: m.HTTP}
 	}
 	return out
+}
+
+// departedNames are the nodes that left the cluster gracefully: the mesh
+// broker's quorum no longer counts them.
+func (n *Node) departedNames() []string {
+	var out []string
+	for _, m := range n.cluster.Members() {
+		if m.State == cluster.StateLeft {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+// minVoters is how many voting nodes the mesh broker counts until it has
+// seen them: this node and its seeds (a node given the cluster's seed
+// list counts the whole cluster), or Config.Expect when that is more.
+func (n *Node) minVoters() int {
+	return max(n.cfg.Expect, 1+len(n.cluster.Seeds()))
 }
 
 // members is the membership as package web shows it (/api/cluster).

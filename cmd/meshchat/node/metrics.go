@@ -63,6 +63,7 @@ func (m *metrics) handler() http.Handler {
 type nodeCollector struct {
 	n    *Node
 	mesh bool
+	tls  bool
 }
 
 // The descriptions of what nodeCollector reports. Labels take bounded
@@ -92,10 +93,14 @@ var (
 	descLinkFailures  = desc("meshchat_mesh_link_dial_failures_total", "Dials to peers that failed.")
 	descLinkDrops     = desc("meshchat_mesh_link_drops_total", "Connections to peers that were lost or cut.")
 	descRejectedPeers = desc("meshchat_mesh_rejected_connections_total", "Connections to /_mesh/ that failed the handshake (junk, or another secret).")
+	descFrameAuth     = desc("meshchat_mesh_frame_auth_failures_total", "Peer connections closed because a frame failed to decrypt (altered, replayed, or another key).")
+	descTLSReloads    = desc("meshchat_tls_certificate_reloads_total", "Reloads of the TLS certificate after its files changed, by result: ok, or error (the previous certificate stays).", "result")
+	descQuorum        = desc("meshchat_cluster_quorum", "1 while this node sees a majority of the cluster's voting nodes and may order rooms (mesh broker), else 0.")
+	descVoters        = desc("meshchat_cluster_voters", "Voting nodes this node counts for the quorum, by state: alive or total.", "state")
 	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
 	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
-	meshDescriptions  = []*prometheus.Desc{descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descChannels, descRetained, descBusy}
+	meshDescriptions  = []*prometheus.Desc{descQuorum, descVoters, descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
 		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descHTTPConns, descHTTPRefused,
 		descMembers, descHealth, descGossip}
@@ -106,7 +111,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 func newNodeCollector(n *Node) *nodeCollector {
-	return &nodeCollector{n: n, mesh: n.cfg.Broker == "mesh"}
+	return &nodeCollector{n: n, mesh: n.cfg.Broker == "mesh", tls: n.cfg.TLSCert != ""}
 }
 
 // Describe implements prometheus.Collector.
@@ -118,6 +123,9 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		for _, d := range meshDescriptions {
 			ch <- d
 		}
+	}
+	if c.tls {
+		ch <- descTLSReloads
 	}
 }
 
@@ -170,10 +178,18 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descMembers, float64(len(n.cluster.Alive())))
 	gauge(descHealth, float64(n.cluster.HealthScore()))
 	counter(descGossip, n.cluster.GossipProblems())
+	if c.tls {
+		counter(descTLSReloads, n.certs.loaded.Load(), "ok")
+		counter(descTLSReloads, n.certs.fail.Load(), "error")
+	}
 
 	if !c.mesh {
 		return
 	}
+	q := n.mesh.Quorum()
+	gauge(descQuorum, boolGauge(q.Has))
+	gauge(descVoters, float64(q.Alive), "alive")
+	gauge(descVoters, float64(q.Voters), "total")
 	ms := n.mesh.Stats()
 	counter(descTakeovers, ms.Takeovers)
 	counter(descCreated, ms.Created)
@@ -181,8 +197,16 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLinkFailures, ms.LinkDialFailures)
 	counter(descLinkDrops, ms.LinkDrops)
 	counter(descRejectedPeers, ms.RejectedPeers)
+	counter(descFrameAuth, ms.FrameAuthFailures)
 	gauge(descChannels, float64(ms.Owned), "owner")
 	gauge(descChannels, float64(ms.Replicas), "replica")
 	gauge(descRetained, float64(ms.Retained))
 	gauge(descBusy, float64(ms.Busy))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

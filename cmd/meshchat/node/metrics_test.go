@@ -92,6 +92,13 @@ func testMetricsMove(t *testing.T, broker, redisURL string) {
 		if m["meshchat_cluster_members"] != 2 {
 			t.Errorf("cluster members = %v, want 2", m["meshchat_cluster_members"])
 		}
+		if broker != "mesh" {
+			continue
+		}
+		if m["meshchat_cluster_quorum"] != 1 || m[`meshchat_cluster_voters{state="total"}`] != 2 || m[`meshchat_cluster_voters{state="alive"}`] != 2 {
+			t.Errorf("quorum = %v, voters %v of %v; want 1, 2 of 2", m["meshchat_cluster_quorum"],
+				m[`meshchat_cluster_voters{state="alive"}`], m[`meshchat_cluster_voters{state="total"}`])
+		}
 	}
 
 	alice := webtest.Dial(t, n1, webtest.Login(t, n1, "alice"), webtest.DialOptions{})

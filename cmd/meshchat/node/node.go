@@ -43,6 +43,7 @@ type Node struct {
 	keys     keys // from the secret, given or the node's own
 	ln       *closeNotifyListener
 	limit    *web.ConnLimiter // under ln: the per-address connection cap
+	certs    *certReloader    // --tls-cert, or nil
 	debug    *sideServer      // --debug-addr, or nil
 	metrics  *metrics
 	url      string

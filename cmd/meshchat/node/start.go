@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -44,6 +46,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	steps := []func(context.Context) error{
 		n.deriveKeys,     // from the secret, given or the node's own
 		n.listen,         // the HTTP port goes into the name and URL
+		n.loadTLS,        // --tls-cert: https:// goes into the URL
 		n.startDebug,     // --debug-addr
 		n.identify,       // advertised URL and node name
 		n.newMetrics,     // the registry the parts observe into
@@ -113,6 +116,19 @@ func (n *Node) listen(context.Context) error {
 	return nil
 }
 
+// loadTLS reads the certificate pair and starts watching the files.
+func (n *Node) loadTLS(context.Context) error {
+	if n.cfg.TLSCert == "" {
+		return nil
+	}
+	var err error
+	if n.certs, err = newCertReloader(n.cfg.TLSCert, n.cfg.TLSKey, n.log); err != nil {
+		return err
+	}
+	go n.certs.run()
+	return nil
+}
+
 func (n *Node) startDebug(context.Context) error {
 	if n.cfg.DebugAddr == "" {
 		return nil
@@ -131,6 +147,9 @@ func (n *Node) identify(context.Context) error {
 	if n.url == "" {
 		if n.url, err = advertiseURL(n.ln.Addr().String(), os.Hostname, net.LookupHost); err != nil {
 			return fmt.Errorf("node: advertise url: %w", err)
+		}
+		if n.certs != nil {
+			n.url = "https://" + strings.TrimPrefix(n.url, "http://")
 		}
 	}
 	n.gossip = n.cfg.GossipAddr
@@ -168,6 +187,7 @@ func (n *Node) newCluster(context.Context) error {
 		HTTPURL:  n.url,
 		Join:     n.cfg.Join,
 		Key:      n.keys.Gossip,
+		Label:    n.cfg.ClusterName,
 		Logger:   n.log,
 	}
 	if n.cfg.DataDir != "" {
@@ -195,12 +215,21 @@ func (n *Node) newBroker(context.Context) error {
 		mc := mesh.Config{
 			Self:            transport.Peer{Name: n.name, Addr: n.url},
 			Key:             n.keys.Mesh,
+			ClusterName:     n.cfg.ClusterName,
 			Peers:           n.alivePeers,
+			Departed:        n.departedNames,
+			MinVoters:       n.minVoters,
 			HistorySize:     n.cfg.History,
 			HistoryMaxAge:   n.cfg.HistoryAge,
 			RequestSeconds:  n.metrics.requestSeconds,
 			TakeoverSeconds: n.metrics.takeoverSeconds,
 			Logger:          n.log,
+		}
+		if n.certs != nil {
+			var err error
+			if mc.TLS, err = peerTLSConfig(n.cfg.TLSCA, n.log); err != nil {
+				return err
+			}
 		}
 		if n.cfg.DataDir != "" {
 			// Same retention as the broker's ring (docs/storage.md).
@@ -325,7 +354,7 @@ func (t systemTables) HandlePublication(channel string, pub transport.Publicatio
 }
 
 func (n *Node) newSessions(ctx context.Context) error {
-	opts := store.SessionOptions{Domain: n.cfg.CookieDomain}
+	opts := store.SessionOptions{Domain: n.cfg.CookieDomain, Secure: n.certs != nil}
 	if n.rdb == nil {
 		n.sessions = store.NewCookieStore(n.keys.SessionHash, n.keys.SessionBlock, opts)
 		return nil
@@ -420,10 +449,14 @@ func (n *Node) serve(context.Context) error {
 		IdleTimeout:       DefaultIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
+	var ln net.Listener = n.ln
+	if n.certs != nil {
+		ln = tls.NewListener(ln, n.certs.serverConfig())
+	}
 	n.serveWG.Add(1)
 	go func() {
 		defer n.serveWG.Done()
-		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.served <- fmt.Errorf("node: http: %w", err)
 		}
 	}()

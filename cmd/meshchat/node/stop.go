@@ -124,6 +124,9 @@ func (n *Node) stop(ctx context.Context, graceful bool) error {
 	if n.metricsSrv != nil {
 		step("metrics close", n.metricsSrv.close)
 	}
+	if n.certs != nil {
+		step("tls reload stop", func() error { n.certs.close(); return nil })
+	}
 	n.log.Debug("node stopped", "graceful", graceful, "took", time.Since(began))
 	return errors.Join(errs...)
 }

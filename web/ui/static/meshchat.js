@@ -66,6 +66,13 @@
  *    MeshchatError, except for codes in `retryCodes` (default
  *    ["unavailable", "rate_limited"]: the server dropped the frame without
  *    acting on it), which are retried with backoff.
+ *  - A node that keeps answering "unavailable" (`failoverAfter` answers in
+ *    a row, default 2, to sends, joins or the DM inbox request, each after
+ *    the server's own few seconds of retrying) cannot serve: it may be on
+ *    the minority side of a network partition. The client then leaves it
+ *    as it leaves a node that announced a restart (1012): it reconnects
+ *    to the other nodes first, resumes its rooms and sends again what is
+ *    pending, with the same refs.
  *
  *  - When WebSockets are blocked on the way (a proxy that refuses the
  *    upgrade: `sseAfter` attempts in a row fail before the socket opens),
@@ -245,6 +252,8 @@ export class MeshchatClient {
     this._backoffCap = opts.backoffCap ?? 5000;
     this._typingInterval = opts.typingInterval ?? 2000;
     this._retryCodes = new Set(opts.retryCodes || ["unavailable", "rate_limited"]);
+    this._failoverAfter = opts.failoverAfter ?? 2;
+    this._unavailable = 0; // "unavailable" answers in a row on this connection
     this._loadDms = opts.loadDms ?? true;
     this._WebSocket = opts.WebSocket || globalThis.WebSocket;
     this._fetch = opts.fetch || (globalThis.fetch && globalThis.fetch.bind(globalThis));
@@ -676,7 +685,7 @@ export class MeshchatClient {
       // removal from a private room (4004): the rooms resume, and the one
       // the user was removed from refuses the join and is dropped.
       this._attempt = 0;
-      this._cands = this._candidates(code === CLOSE_SERVICE_RESTART);
+      this._cands = this._candidates(code === CLOSE_SERVICE_RESTART || conn.elsewhere);
       this._candIdx = 0;
     } else {
       this._candIdx += 1;
@@ -684,6 +693,24 @@ export class MeshchatClient {
     }
     this._setState(State.RECONNECTING, { code, node: conn.base });
     this._schedule();
+  }
+
+  // _unavailableAnswer counts an "unavailable" answer to a request of the
+  // live connection, and reports whether it made the client leave the
+  // node (then the new connection repeats what is pending). Any other
+  // answer resets the count (_served).
+  _unavailableAnswer(f) {
+    if (f.code !== "unavailable") return false;
+    this._unavailable += 1;
+    const conn = this._conn;
+    if (this._unavailable < this._failoverAfter || !conn || conn.ended || conn.sse) return false;
+    conn.elsewhere = true;
+    this._abandon(conn, CLOSE_SERVICE_RESTART);
+    return true;
+  }
+
+  _served() {
+    this._unavailable = 0;
   }
 
   // _candidates lists where to try next: the current node, the nodes of the
@@ -952,6 +979,7 @@ export class MeshchatClient {
       this._emit({ ...f, room, rejoin: r.everJoined });
       return;
     }
+    if (this._unavailableAnswer(f)) return;
     r.joinTries = (r.joinTries || 0) + 1;
     const delay = Math.random() * Math.min(this._backoffCap, 100 * 2 ** r.joinTries);
     clearTimeout(r.joinTimer);
@@ -993,6 +1021,7 @@ export class MeshchatClient {
   _welcome(f, base) {
     this._welcomed = true;
     this._attempt = 0;
+    this._served();
     this._current = base;
     this.user = f.user || "";
     this.node = f.node || "";
@@ -1019,6 +1048,7 @@ export class MeshchatClient {
     const rejoin = r.everJoined;
     r.joined = true;
     r.joinTries = 0;
+    this._served();
     clearTimeout(r.joinTimer);
     if (r.joinRef) this._joinRefs.delete(r.joinRef);
     r.everJoined = true;
@@ -1084,6 +1114,7 @@ export class MeshchatClient {
       this._emit({ type: "error", code: f.code, message: f.message || "" });
       return;
     }
+    if (this._unavailableAnswer(f)) return;
     this._dms.tries += 1;
     const conn = this._conn;
     const delay = Math.random() * Math.min(this._backoffCap, 250 * 2 ** this._dms.tries);
@@ -1098,6 +1129,7 @@ export class MeshchatClient {
     if (f.ref && f.ref === this._dms.ref) {
       this._dms.ref = "";
       this._dms.tries = 0;
+      this._served();
     }
     const list = Array.isArray(f.history) ? f.history : [];
     let count = 0;
@@ -1140,6 +1172,7 @@ export class MeshchatClient {
       return;
     }
     if (this._retryCodes.has(f.code)) {
+      if (this._unavailableAnswer(f)) return;
       p.tries += 1;
       p.sentAt = 0;
       clearTimeout(p.timer);
@@ -1215,6 +1248,7 @@ export class MeshchatClient {
     if (!p) return;
     clearTimeout(p.timer);
     this._pending.delete(f.ref);
+    this._served();
     p.resolve(f);
   }
 

@@ -239,6 +239,33 @@ const tests = {
     t.client.close();
   },
 
+  async "a node that keeps answering unavailable is left for another"() {
+    const { t, ws } = await welcomedInGeneral();
+    ws.recv({ type: "joined", room: "general", members: [], history: [msg("1-e", "a")], recovered: false });
+    const p = t.client.send("general", "hi");
+    const ref = ws.last("send").ref;
+    ws.recv({ type: "error", code: "unavailable", message: "no quorum", ref });
+    await until("retried on the same node", () => ws.sent.filter((f) => f.ref === ref).length === 2);
+    eq("still on it", FakeSocket.all.length, 1);
+    ws.recv({ type: "error", code: "unavailable", message: "no quorum", ref });
+    const ws2 = await until("failed over", () => FakeSocket.all[1]);
+    eq("other node first", ws2.url, "ws://127.0.0.1:1/ws?token=tok");
+    ws2.open();
+    ws2.recv({ type: "welcome", user: "alice", node: "n2", nodes: [origin, other] });
+    eq("rejoin after", noRef(ws2.last("join")), { type: "join", room: "general", after: "1-e" });
+    ws2.recv({ type: "joined", room: "general", members: ["alice"], history: [], recovered: true });
+    eq("resent with same ref", ws2.last("send"), { type: "send", room: "general", text: "hi", ref });
+    ws2.recv(msg("2-e", "hi", { from: "alice", ref }));
+    eq("acked on the other node", (await p).id, "2-e");
+    // An answer in between resets the count: one more unavailable does
+    // not move the client again.
+    const q = t.client.send("general", "again");
+    ws2.recv({ type: "error", code: "unavailable", message: "moving", ref: q.ref });
+    await until("retried", () => ws2.sent.filter((f) => f.ref === q.ref).length === 2);
+    eq("stays", FakeSocket.all.length, 2);
+    t.client.close();
+  },
+
   async "4001 logs out"() {
     const { t, ws } = await welcomedInGeneral();
     const p = t.client.dm("bob", "x");

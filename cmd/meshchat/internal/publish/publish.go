@@ -130,16 +130,31 @@ func post(ctx context.Context, c config, text string) (string, error) {
 	client := &http.Client{Transport: tr}
 	endpoint := strings.TrimRight(c.url, "/") + "/api/server/publish"
 	delay := 100 * time.Millisecond
+	var last error // the answer of the last attempt that got one
+	giveUp := func(err error) error {
+		if last != nil {
+			err = last
+		}
+		return fmt.Errorf("%w (gave up after --timeout %v)", err, c.timeout)
+	}
 	for {
 		id, retry, err := postOnce(ctx, client, endpoint, c.key, body)
-		if err == nil || !retry {
-			return id, err
+		switch {
+		case err == nil:
+			return id, nil
+		case ctx.Err() != nil:
+			// The timeout cut this attempt short: what the earlier ones
+			// were told says more than "context deadline exceeded".
+			return "", giveUp(err)
+		case !retry:
+			return "", err
 		}
+		last = err
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return "", fmt.Errorf("%w (gave up after --timeout %v)", err, c.timeout)
+			return "", giveUp(err)
 		case <-t.C:
 		}
 		delay = min(2*delay, 2*time.Second)

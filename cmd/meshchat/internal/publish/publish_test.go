@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -92,6 +93,33 @@ func TestGivesUpAtTimeout(t *testing.T) {
 	}
 	if errors.Is(err, ErrUsage) {
 		t.Fatal("a refused post is not a usage error")
+	}
+}
+
+// An attempt the timeout cuts short (the node hangs on the second) still
+// gives up with what the node answered before, not a bare deadline.
+func TestGivesUpMidAttempt(t *testing.T) {
+	var n sync.Mutex
+	calls := 0
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Lock()
+		calls++
+		first := calls == 1
+		n.Unlock()
+		if !first {
+			_, _ = io.Copy(io.Discard, r.Body) // then the server sees the client go
+			<-r.Context().Done()               // hangs until the client gives up
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"retry later"}}`))
+	}))
+	t.Cleanup(ts.Close)
+	args := []string{"--url", ts.URL, "--api-key", "k", "--room", "ops", "--from", "cron", "--timeout", "300ms", "hello"}
+	err := Main(context.Background(), args, noEnv, nil, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "unavailable") || !strings.Contains(err.Error(), "--timeout") {
+		t.Fatalf("err = %v", err)
 	}
 }
 
