@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/sessions"
 
 	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/store"
 )
 
 // Session values.
@@ -45,11 +46,12 @@ type Revocations interface {
 	// Loaded reports whether the record is loaded; until it is, sessions
 	// cannot be checked and are refused with 503.
 	Loaded() bool
-	// Revoked reports whether the session was logged out on any node.
-	Revoked(session string) bool
-	// Revoke records a logout cluster-wide; until is when the session
+	// SessionRevoked reports whether the session was logged out on any
+	// node, itself or among its user's many logouts.
+	SessionRevoked(s store.Session) bool
+	// Revoke records a logout cluster-wide; s.Until is when the session
 	// would have expired anyway. The session's connections are closed.
-	Revoke(ctx context.Context, session string, until time.Time) error
+	Revoke(ctx context.Context, s store.Session) error
 }
 
 // sessionChecker is implemented by session stores that keep sessions
@@ -77,6 +79,11 @@ func (s *Server) sessionIdentity(r *http.Request) (identity, bool) {
 	return id, wellFormed(id)
 }
 
+// revocation is the session as the revocation record takes it.
+func (id identity) revocation() store.Session {
+	return store.Session{ID: id.sid, User: id.user, Issued: id.issued, Until: id.exp}
+}
+
 func wellFormed(id identity) bool {
 	return chat.ValidName(id.user) && id.sid != "" && time.Now().Before(id.exp) && id.issued.UnixMilli() > 0
 }
@@ -88,7 +95,7 @@ func (s *Server) check(ctx context.Context, id identity, stream bool) error {
 	if !s.revocations.Loaded() {
 		return errRevocationsLoading
 	}
-	if s.revocations.Revoked(id.sid) {
+	if s.revocations.SessionRevoked(id.revocation()) {
 		return errNoSession
 	}
 	if err := s.checkAccount(id); err != nil {
@@ -303,8 +310,14 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, user strin
 	sess, _ := s.sessions.New(r, CookieName) // a bad cookie yields a fresh session
 	if old, _ := sess.Values[keySID].(string); old != "" {
 		// A login replaces whatever session the browser had.
+		user, _ := sess.Values[keyUser].(string)
 		exp, _ := sess.Values[keyExp].(int64)
-		if err := s.revocations.Revoke(r.Context(), old, time.Unix(exp, 0)); err != nil {
+		iat, _ := sess.Values[keyIssued].(int64)
+		replaced := store.Session{ID: old, User: user, Until: time.Unix(exp, 0)}
+		if iat > 0 {
+			replaced.Issued = time.UnixMilli(iat)
+		}
+		if err := s.revocations.Revoke(r.Context(), replaced); err != nil {
 			s.log.Warn("revoking replaced session", "err", err)
 		}
 	}
@@ -353,7 +366,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	// A well-formed session is revoked even when this node cannot tell
 	// yet whether it already was.
 	if id, _ := s.authenticate(r, false); id.sid != "" {
-		if err := s.revocations.Revoke(r.Context(), id.sid, id.exp); err != nil {
+		if err := s.revocations.Revoke(r.Context(), id.revocation()); err != nil {
 			// A cookie session lives on until its revocation is known
 			// cluster-wide; server-side sessions die with their key
 			// below.

@@ -68,4 +68,7 @@ const (
 	CodeBadTicket       = "bad_ticket"
 	CodeTicketExpired   = "ticket_expired"
 	CodeTicketUsed      = "ticket_used"
+	// CodeTooManyConnections answers a connection over the per-address
+	// cap (LimitListener), before any request is read.
+	CodeTooManyConnections = "too_many_connections"
 )

@@ -516,10 +516,33 @@ func TestLogoutClosesSockets(t *testing.T) {
 	}
 }
 
+// A user who logs out more often than the revocation record keeps one
+// by one has the older logouts folded into "sessions issued until then":
+// a logged-out session stays refused after its fold.
+func TestLogoutsFoldedStayRevoked(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	var tokens []string
+	for range store.DefaultMaxRevocationsPerUser + 2 {
+		c, tok := e.login("mallory")
+		tokens = append(tokens, tok)
+		if resp := e.do(c, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+			t.Fatalf("logout: %d", resp.StatusCode)
+		}
+	}
+	if live, _ := e.rev.Stats(); live >= len(tokens) {
+		t.Fatalf("%d records for %d logouts of one user: nothing folded", live, len(tokens))
+	}
+	for i, tok := range tokens {
+		if resp := e.do(newClient(t), "GET", "/api/me", "", hdr("Authorization", "Bearer "+tok), nil); resp.StatusCode != 401 {
+			t.Fatalf("logged-out session %d answers %d", i, resp.StatusCode)
+		}
+	}
+}
+
 // failingRevoke cannot record a logout: the broker is unavailable.
 type failingRevoke struct{ Revocations }
 
-func (failingRevoke) Revoke(context.Context, string, time.Time) error {
+func (failingRevoke) Revoke(context.Context, store.Session) error {
 	return transport.ErrUnavailable
 }
 

@@ -174,6 +174,16 @@ func TestParseServe(t *testing.T) {
 		{name: "jwt key without jwt", args: []string{"--jwt-key", "k"}, wantErr: "--jwt-key"},
 		{name: "bad admin name", args: []string{"--admins", "root,no way"}, wantErr: `--admins "no way"`},
 		{name: "negative login limit", args: []string{"--login-limit", "-1"}, wantErr: "--login-limit -1"},
+		{name: "negative connection cap", args: []string{"--max-conns-per-ip", "-1"}, wantErr: "--max-conns-per-ip -1"},
+		{
+			name: "connection cap off",
+			env:  map[string]string{"MESHCHAT_MAX_CONNS_PER_IP": "0"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.MaxConnsPerIP != node.NoConnLimit {
+					t.Errorf("--max-conns-per-ip 0 gave %d", c.MaxConnsPerIP)
+				}
+			},
+		},
 		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
 		{name: "zero history from env", env: map[string]string{"MESHCHAT_HISTORY": "0"}, wantErr: "--history 0"},
 		{name: "zero frame", args: []string{"--max-frame", "0"}, wantErr: "--max-frame 0"},

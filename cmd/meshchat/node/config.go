@@ -37,6 +37,10 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 )
 
+// NoConnLimit, as Config.MaxConnsPerIP, turns the per-address connection
+// cap off (the command line's --max-conns-per-ip 0).
+const NoConnLimit = -1
+
 // NoRateLimit, as Config.RateLimit, turns the per-connection frame limit
 // off (the command line's --rate-limit 0); as Config.RoomsPerHour, the
 // room creation limit (--room-limit 0).
@@ -112,7 +116,10 @@ type Config struct {
 	AdvertiseHTTP string
 	// DataDir, when set with the mesh broker, keeps the history of the
 	// channels this node owns or backs up in DataDir/history.db, so a
-	// restart of the whole cluster keeps it. Empty: memory only.
+	// restart of the whole cluster keeps it. With any broker, the node
+	// keeps the gossip addresses of its peers in DataDir/peers.json and
+	// joins them at the next start, with or without Join. Empty: memory
+	// only.
 	DataDir string
 	// TLSCert and TLSKey, both or neither, are PEM files: the HTTP
 	// listener then serves HTTPS and WSS (UI, API, /ws, /api/events and
@@ -180,6 +187,13 @@ type Config struct {
 	// bounded by it). 0 means DefaultRequestTimeout (30s); headers alone
 	// get at most 10s.
 	RequestTimeout time.Duration
+	// MaxConnsPerIP caps the TCP connections one remote IP address may
+	// hold open on the HTTP listener; those over it are answered 429 and
+	// closed at accept. The cluster's other nodes are exempt. Behind a
+	// proxy every client shares the proxy's address: raise it or turn it
+	// off there. 0 means web.DefaultMaxConnsPerIP (256); a negative
+	// value (NoConnLimit) turns the cap off.
+	MaxConnsPerIP int
 	// ShutdownTimeout bounds a graceful stop that a signal started (see
 	// Node.ShutdownTimeout). 0 or less means DefaultShutdownTimeout (20s).
 	ShutdownTimeout time.Duration
@@ -208,6 +222,7 @@ func (c *Config) fill() {
 	c.RoomsPerHour = cmp.Or(c.RoomsPerHour, chat.DefaultRoomsPerHour)
 	c.MaxFrame = cmp.Or(c.MaxFrame, web.DefaultMaxFrameBytes)
 	c.QueueBytes = cmp.Or(c.QueueBytes, chat.DefaultQueueBytes)
+	c.MaxConnsPerIP = cmp.Or(c.MaxConnsPerIP, web.DefaultMaxConnsPerIP)
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}

@@ -15,6 +15,7 @@ func (n *Node) onClusterEvent(ev cluster.Event) {
 	n.seenMu.Lock()
 	n.seen[ev.Node.Name] = ev.Kind == cluster.EventJoin || ev.Kind == cluster.EventUpdate
 	n.seenMu.Unlock()
+	n.updatePeerIPs()
 	if n.mesh != nil {
 		n.mesh.PeersChanged()
 	}

@@ -82,6 +82,8 @@ var (
 	descCloses        = desc("meshchat_connections_closed_total", "Connections ended, by WebSocket close code.", "code")
 	descBrokerErrors  = desc("meshchat_broker_errors_total", "Broker calls for a client's frame that failed, by operation.", "op")
 	descLogins        = desc("meshchat_logins_total", "Login attempts, by outcome: ok or the error code.", "outcome")
+	descHTTPConns     = desc("meshchat_http_connections", "TCP connections open on the HTTP listener (WebSocket, event streams, keep-alive, mesh links).")
+	descHTTPRefused   = desc("meshchat_http_connections_refused_total", "TCP connections to the HTTP listener closed at accept, by reason: per_ip (the address was at --max-conns-per-ip).", "reason")
 	descMembers       = desc("meshchat_cluster_members", "Nodes of the cluster alive in this node's view, this one included.")
 	descHealth        = desc("meshchat_memberlist_health_score", "memberlist's awareness of this node's health: 0 is healthy, higher means missed probes.")
 	descGossip        = desc("meshchat_gossip_problems_total", "Warnings and errors memberlist reported (junk on the gossip port, a node with another key).")
@@ -102,7 +104,8 @@ var (
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
 	meshDescriptions  = []*prometheus.Desc{descQuorum, descVoters, descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descRetainedBytes, descEvictions, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
-		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
+		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descHTTPConns, descHTTPRefused,
+		descMembers, descHealth, descGossip}
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -169,6 +172,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for outcome, v := range logins {
 		counter(descLogins, v, outcome)
 	}
+
+	ls := n.limit.Stats()
+	gauge(descHTTPConns, float64(ls.Open))
+	counter(descHTTPRefused, ls.RefusedPerIP, "per_ip")
 
 	gauge(descMembers, float64(len(n.cluster.Alive())))
 	gauge(descHealth, float64(n.cluster.HealthScore()))

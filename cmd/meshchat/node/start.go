@@ -107,7 +107,12 @@ func (n *Node) listen(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: listen http: %w", err)
 	}
-	n.ln = &closeNotifyListener{Listener: ln, closed: make(chan struct{})}
+	perIP := n.cfg.MaxConnsPerIP
+	if perIP < 0 {
+		perIP = 0 // no cap: connections are only counted
+	}
+	n.limit = web.LimitListener(ln, perIP, n.isPeer)
+	n.ln = &closeNotifyListener{Listener: n.limit, closed: make(chan struct{})}
 	return nil
 }
 
@@ -170,9 +175,13 @@ func (n *Node) newMetrics(context.Context) error {
 	return nil
 }
 
+// peersFile is where, in Config.DataDir, the cluster keeps the gossip
+// addresses of the peers it knew, so that a restart finds them again.
+const peersFile = "peers.json"
+
 func (n *Node) newCluster(context.Context) error {
 	var err error
-	n.cluster, err = cluster.New(cluster.Config{
+	cc := cluster.Config{
 		Name:     n.name,
 		BindAddr: n.gossip,
 		HTTPURL:  n.url,
@@ -180,7 +189,11 @@ func (n *Node) newCluster(context.Context) error {
 		Key:      n.keys.Gossip,
 		Label:    n.cfg.ClusterName,
 		Logger:   n.log,
-	})
+	}
+	if n.cfg.DataDir != "" {
+		cc.PeersFile = filepath.Join(n.cfg.DataDir, peersFile)
+	}
+	n.cluster, err = cluster.New(cc)
 	return err
 }
 
