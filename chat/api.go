@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/meshchat/meshchat/transport"
 )
@@ -22,10 +20,6 @@ import (
 
 // MaxHistoryLimit bounds History's limit.
 const MaxHistoryLimit = 1000
-
-// maxSenders bounds how many senders' rate limits the hub keeps for the
-// server API.
-const maxSenders = 10_000
 
 // RoomInfo is a room as Rooms lists it.
 type RoomInfo struct {
@@ -120,8 +114,9 @@ func (h *Hub) apiKey(from, ref, to, text string) string {
 }
 
 // History returns room's latest limit retained messages, oldest first,
-// each encoded as a "message" frame. limit 0 means Config.HistoryPage;
-// it is capped at MaxHistoryLimit.
+// each encoded as a "message" frame, at most Config.HistoryBytes of
+// them. limit 0 means Config.HistoryPage; it is capped at
+// MaxHistoryLimit.
 func (h *Hub) History(ctx context.Context, room string, limit int) ([][]byte, error) {
 	if !ValidName(room) {
 		return nil, errf(CodeBadRoom, "invalid room name").public()
@@ -143,7 +138,7 @@ func (h *Hub) History(ctx context.Context, room string, limit int) ([][]byte, er
 		pubs = pubs[len(pubs)-limit:]
 	}
 	hist, _ := historyFrames(roomKindRoom, room, pubs, false)
-	return hist, nil
+	return fitNewest(hist, h.histBytes), nil
 }
 
 // Presence returns the users online in room on any node, sorted, as the
@@ -220,53 +215,14 @@ func (r *room) disconnectAll() {
 	}
 }
 
-// senderLimits are the server API's rate limits: a token bucket per
-// sender name, with a connection's rate and burst, so that a program
-// posting as a user gets no more than one connection of the user would.
-// They are per node.
-type senderLimits struct {
-	mu sync.Mutex
-	m  map[string]*limiter
-}
-
-// allowSender takes a token from from's bucket, or answers rate_limited.
+// allowSender takes a token from from's bucket, or answers rate_limited:
+// a program posting as a user gets no more than one connection of the
+// user would.
 func (h *Hub) allowSender(from string) *frameError {
-	if h.rate <= 0 {
-		return nil
-	}
-	s := &h.senders
-	now := h.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.m[from]
-	if l == nil {
-		if s.m == nil {
-			s.m = make(map[string]*limiter)
-		}
-		if len(s.m) >= maxSenders {
-			s.pruneLocked(now)
-		}
-		l = &limiter{rate: h.rate, burst: float64(h.burst), tokens: float64(h.burst)}
-		s.m[from] = l
-	}
-	if !l.allow(now) {
+	if !h.senders.allow(h.now(), from, h.rate, h.burst) {
 		return errf(CodeRateLimited, "too many messages from "+from+", slow down")
 	}
 	return nil
-}
-
-// pruneLocked forgets the buckets that have refilled (forgetting them
-// changes nothing), and, if that is not enough, all of them: a moment's
-// looser limit rather than unbounded memory.
-func (s *senderLimits) pruneLocked(now time.Time) {
-	for k, l := range s.m {
-		if l.tokens+now.Sub(l.last).Seconds()*l.rate >= l.burst {
-			delete(s.m, k)
-		}
-	}
-	if len(s.m) >= maxSenders {
-		clear(s.m)
-	}
 }
 
 // public turns a frame error into the Go API's *Error.

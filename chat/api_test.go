@@ -232,12 +232,10 @@ func TestPublishAsRateLimitPerSender(t *testing.T) {
 	// The buckets are bounded: a full table forgets those that refilled,
 	// and when none has, all of them.
 	buckets := func() int {
-		h.senders.mu.Lock()
-		defer h.senders.mu.Unlock()
-		return len(h.senders.m)
+		return h.senders.len()
 	}
 	fill := func() {
-		for i := buckets(); i < maxSenders; i++ {
+		for i := buckets(); i < limitsMost; i++ {
 			_, _ = h.PublishAs(ctx, fmt.Sprint("s", i), "general", "hi", "")
 		}
 	}

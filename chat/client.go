@@ -303,30 +303,3 @@ func (c *Client) Close(ctx context.Context) error {
 	h.unregister(c)
 	return nil
 }
-
-// limiter is a token bucket; rate <= 0 means unlimited. It is used only
-// under Client.op.
-type limiter struct {
-	rate   float64 // tokens per second
-	burst  float64
-	tokens float64
-	last   time.Time
-}
-
-func (l *limiter) allow(now time.Time) bool {
-	if l.rate <= 0 {
-		return true
-	}
-	if !l.last.IsZero() {
-		l.tokens += now.Sub(l.last).Seconds() * l.rate
-		if l.tokens > l.burst {
-			l.tokens = l.burst
-		}
-	}
-	l.last = now
-	if l.tokens < 1 {
-		return false
-	}
-	l.tokens--
-	return true
-}

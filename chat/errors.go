@@ -39,7 +39,8 @@ const (
 	// CodeNotJoined: send, typing or leave for a room the connection has
 	// not joined.
 	CodeNotJoined = "not_joined"
-	// CodeTooManyRooms: the connection already holds MaxRooms rooms.
+	// CodeTooManyRooms: the connection already holds MaxRooms rooms, or
+	// its user created RoomsPerHour new rooms within the hour.
 	CodeTooManyRooms = "too_many_rooms"
 	// CodeRateLimited: the connection sends faster than its rate limit;
 	// the frame was dropped.
@@ -61,6 +62,8 @@ const (
 	CodeNotFound = "not_found"
 	// CodeRoomExists: a room with messages cannot be made private.
 	CodeRoomExists = "room_exists"
+	// CodeNoSuchUser: a DM to a name no account holds (accounts only).
+	CodeNoSuchUser = "no_such_user"
 )
 
 // WebSocket close codes the server uses. A client reconnects on all of

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/meshchat/meshchat/transport"
 )
@@ -35,6 +36,10 @@ const (
 	inboxPrefix  = "u:"
 	systemPrefix = "s:"
 )
+
+// IsSystemChannel reports whether channel holds one of the node's own
+// tables (logouts, accounts, private rooms) rather than chat traffic.
+func IsSystemChannel(channel string) bool { return strings.HasPrefix(channel, systemPrefix) }
 
 // event is the payload the hub publishes. Field names are short because
 // every stored message carries them in every channel's history.

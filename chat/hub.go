@@ -29,10 +29,16 @@ const (
 	DefaultMinBurst     = 110
 	DefaultMaxTextBytes = 4096
 	DefaultHistoryPage  = 100
+	// DefaultHistoryBytes bounds the message frames of one joined.history.
+	DefaultHistoryBytes = 64 << 10
 	DefaultMaxRooms     = 100
+	// DefaultRoomsPerHour is how many new rooms one user may create per
+	// hour on one node.
+	DefaultRoomsPerHour = 100
 	DefaultShards       = 64
 	// NoRateLimit, as Config.RateLimit, turns the per-connection frame
-	// limit off (what the command line's --rate-limit 0 means).
+	// limit off (what the command line's --rate-limit 0 means); as
+	// Config.RoomsPerHour, the room creation limit.
 	NoRateLimit = -1
 	// typingInterval is the least time between two typing notices of one
 	// connection in one room; more frequent ones are dropped silently.
@@ -67,6 +73,18 @@ type Config struct {
 	// join does not resume (no "after", or it cannot be recovered).
 	// Default 100.
 	HistoryPage int
+	// HistoryBytes bounds the message frames joined.history (and
+	// dm_history, and History) holds, in bytes: the newest that fit, or,
+	// on a resume, the oldest after the id, the rest following as
+	// "message" frames (docs/protocol.md). Every HistoryBytesPerToken
+	// bytes of history a connection is sent cost it one frame of its
+	// rate limit. Default DefaultHistoryBytes (64 KiB).
+	HistoryBytes int
+	// RoomsPerHour is how many new rooms (no retained history, not
+	// private) one user may create per hour on this node, in bursts of
+	// as many; over it a join answers too_many_rooms. 0 means
+	// DefaultRoomsPerHour; a negative value (NoRateLimit) means no limit.
+	RoomsPerHour int
 	// MaxRooms bounds the rooms one connection may hold. Default 100.
 	MaxRooms int
 	// Shards is how many shards the channel table is split into.
@@ -79,6 +97,10 @@ type Config struct {
 	// Rooms is the cluster's record of private rooms (store.Rooms). Nil
 	// means every room is public.
 	Rooms RoomAccess
+	// Users is the cluster's table of user names, where there is one
+	// (accounts): a DM to a name it does not know answers no_such_user.
+	// Nil means every valid name may get DMs.
+	Users Users
 	// IsAdmin reports whether user holds the admin role: admins may
 	// join any private room and invite or remove its members, and
 	// delete any message. Nil means nobody does.
@@ -104,6 +126,14 @@ type Revocations interface {
 	Revoked(session string) bool
 }
 
+// Users is what the hub needs from the table of accounts, which package
+// store keeps (store.Accounts, wrapped by the node).
+type Users interface {
+	// Exists reports whether user may be sent DMs: an account holds
+	// the name.
+	Exists(user string) bool
+}
+
 // Hub is the chat domain of one node. It is the transport.Handler of its
 // broker. Create it with New, then Start it.
 type Hub struct {
@@ -116,6 +146,7 @@ type Hub struct {
 	burst      int
 	maxText    int
 	page       int
+	histBytes  int
 	maxRooms   int
 	log        *slog.Logger
 	now        func() time.Time
@@ -136,17 +167,22 @@ type Hub struct {
 	system      transport.Handler // or nil
 	rooms       RoomAccess        // or nil
 	admin       func(string) bool // or nil
+	users       Users             // or nil
 
 	stats          counters
 	publishSeconds transport.Observer // or nil
 	slow           slowLog            // the latest slow consumers (slow.go)
 
-	senders senderLimits // the server API's rate limits (api.go)
+	senders userLimits // the server API's rate limits, per sender (api.go)
 
 	ctx    context.Context // cancelled by Shutdown
 	cancel context.CancelFunc
 	// posters rate-limits one-shot requests per user (oneshot.go).
-	posters posters
+	posters userLimits
+	// creations limits the rooms each user creates (join.go's
+	// allowCreate); roomsPerHour <= 0 turns it off.
+	creations    userLimits
+	roomsPerHour int
 
 	started  atomic.Bool
 	shutOnce sync.Once
@@ -168,7 +204,7 @@ func New(cfg Config) (*Hub, error) {
 		return nil, ErrNoPresence
 	}
 	if cfg.QueueBytes < 0 || cfg.RateBurst < 0 || cfg.MaxTextBytes < 0 || cfg.HistoryPage < 0 ||
-		cfg.MaxRooms < 0 || cfg.Shards < 0 {
+		cfg.HistoryBytes < 0 || cfg.MaxRooms < 0 || cfg.Shards < 0 {
 		return nil, ErrNegativeConfig
 	}
 	if math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) {
@@ -183,9 +219,12 @@ func New(cfg Config) (*Hub, error) {
 		system:         cfg.System,
 		rooms:          cfg.Rooms,
 		admin:          cfg.IsAdmin,
+		users:          cfg.Users,
 		queueBytes:     orDefault(cfg.QueueBytes, DefaultQueueBytes),
 		maxText:        orDefault(cfg.MaxTextBytes, DefaultMaxTextBytes),
 		page:           orDefault(cfg.HistoryPage, DefaultHistoryPage),
+		histBytes:      orDefault(cfg.HistoryBytes, DefaultHistoryBytes),
+		roomsPerHour:   orDefault(cfg.RoomsPerHour, DefaultRoomsPerHour),
 		maxRooms:       orDefault(cfg.MaxRooms, DefaultMaxRooms),
 		log:            cfg.Logger,
 		now:            cfg.Now,

@@ -2,8 +2,6 @@ package chat
 
 import (
 	"context"
-	"sync"
-	"time"
 )
 
 // One-shot requests: a send, a DM or a typing notice by a user who has
@@ -76,7 +74,7 @@ func (h *Hub) oneShot(user string, f inFrame) (*Client, error) {
 	if !ValidName(user) {
 		return nil, &Error{Code: CodeBadName, Message: "invalid user name"}
 	}
-	if !h.posters.allow(h, user) {
+	if !h.posters.allow(h.now(), user, h.rate, h.burst) {
 		return nil, &Error{Code: CodeRateLimited, Message: "too many requests, slow down"}
 	}
 	if ferr := f.validate(h.maxText); ferr != nil {
@@ -86,50 +84,4 @@ func (h *Hub) oneShot(user string, f inFrame) (*Client, error) {
 		return nil, &Error{Code: CodeUnavailable, Message: "server is shutting down"}
 	}
 	return &Client{hub: h, id: h.newConnID(), user: user}, nil
-}
-
-// postersKeep is how many users' limiters posters keeps before it
-// forgets those that have filled up again.
-const postersKeep = 4096
-
-// posters holds a rate limiter per user for one-shot requests, with the
-// rate and burst of a connection. A user who posts to several nodes (a
-// load balancer spreads the requests) gets that much on each.
-type posters struct {
-	mu    sync.Mutex
-	m     map[string]*limiter
-	limit int // sweep when m reaches it
-}
-
-func (p *posters) allow(h *Hub, user string) bool {
-	if h.rate <= 0 {
-		return true
-	}
-	now := h.now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	l := p.m[user]
-	if l == nil {
-		if p.m == nil {
-			p.m = make(map[string]*limiter)
-		}
-		if len(p.m) >= max(p.limit, postersKeep) {
-			p.sweep(now)
-		}
-		l = &limiter{rate: h.rate, burst: float64(h.burst), tokens: float64(h.burst)}
-		p.m[user] = l
-	}
-	return l.allow(now)
-}
-
-// sweep forgets the limiters that are full again: a new one is the same.
-// When most are not, the next sweep waits until the map has doubled, so
-// that sweeping stays linear overall.
-func (p *posters) sweep(now time.Time) {
-	for u, l := range p.m {
-		if l.tokens+now.Sub(l.last).Seconds()*l.rate >= l.burst {
-			delete(p.m, u)
-		}
-	}
-	p.limit = 2 * len(p.m)
 }

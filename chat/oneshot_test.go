@@ -127,17 +127,14 @@ func TestOneShotRateLimit(t *testing.T) {
 func TestPostersForgetFullLimiters(t *testing.T) {
 	now := time.Unix(1000, 0)
 	h := newHub(t, nil, "n1", func(c *Config) { c.Now = func() time.Time { return now } })
-	for i := range postersKeep {
-		if !h.posters.allow(h, "u"+strconv.Itoa(i)) {
+	for i := range limitsKeep {
+		if !h.posters.allow(now, "u"+strconv.Itoa(i), h.rate, h.burst) {
 			t.Fatal("refused a fresh user")
 		}
 	}
 	now = now.Add(time.Minute)
-	h.posters.allow(h, "late")
-	h.posters.mu.Lock()
-	n := len(h.posters.m)
-	h.posters.mu.Unlock()
-	if n != 1 {
+	h.posters.allow(now, "late", h.rate, h.burst)
+	if n := h.posters.len(); n != 1 {
 		t.Fatalf("%d limiters kept, want only the new one", n)
 	}
 }

@@ -420,6 +420,9 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 		}
 		return h.brokerErr("history", err)
 	}
+	if fresh && r.kind == roomKindRoom && res.Latest.Offset == 0 && !h.allowCreate(c.user, r.name) {
+		return errf(CodeTooManyRooms, "too many new rooms, retry later or join one that exists")
+	}
 	pubs := res.Publications
 	recovered := since != nil && res.Recovered
 	if since != nil && !recovered && r.kind == roomKindInbox && res.Latest.Epoch != since.Epoch {
@@ -443,10 +446,71 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 		cut, cutEpoch = since.Offset, since.Epoch
 	}
 	hist, later := historyFrames(r.kind, r.name, pubs, after != "")
+	var rest [][]byte
+	if recovered && framesBytes(hist)+frameOverhead*len(hist) > h.resumeBytes() {
+		// More than the outbound queue could take: the client reloads
+		// the latest instead, as if the id were no longer retained.
+		recovered = false
+		hist = hist[max(0, len(hist)-h.page):]
+	}
+	if recovered {
+		hist, rest = fitOldest(hist, h.histBytes)
+	} else {
+		hist = fitNewest(hist, h.histBytes)
+	}
+	c.limiter.charge(float64(framesBytes(hist)+framesBytes(rest)) / HistoryBytesPerToken)
+	frames := make([][]byte, 0, 1+len(rest)+len(later))
+	frames = append(append(append(frames, first(hist, recovered)), rest...), later...)
 	r.mu.Lock()
-	r.goLiveLocked(c, m, cut, cutEpoch, append([][]byte{first(hist, recovered)}, later...)...)
+	r.goLiveLocked(c, m, cut, cutEpoch, frames...)
 	r.mu.Unlock()
 	return nil
+}
+
+// HistoryBytesPerToken is how many bytes of history (joined.history and
+// the messages that follow it) cost a connection one frame of its rate
+// limit: a join that sends a full 64 KiB page costs 4 frames more, so
+// repeated joins send at most 16 KiB per frame of the rate, while a
+// client catching up after a reconnect is barely slowed.
+const HistoryBytesPerToken = 16 << 10
+
+// resumeBytes bounds what one resume queues, history and the messages
+// after it: the outbound queue, less a margin for what is queued
+// already. More would cut the connection off as a slow consumer, with
+// what it was sent dropped, and its next resume would fare no better.
+func (h *Hub) resumeBytes() int { return h.queueBytes - h.queueBytes/8 }
+
+func framesBytes(fs [][]byte) int {
+	n := 0
+	for _, f := range fs {
+		n += len(f)
+	}
+	return n
+}
+
+// fitOldest splits fs, oldest first, into the first frames whose bytes
+// fit in limit (at least one, so that a resume always moves on) and the
+// rest.
+func fitOldest(fs [][]byte, limit int) (fit, rest [][]byte) {
+	n, i := 0, 0
+	for ; i < len(fs); i++ {
+		n += len(fs[i])
+		if n > limit && i > 0 {
+			break
+		}
+	}
+	return fs[:i], fs[i:]
+}
+
+// fitNewest returns the newest frames of fs, oldest first, whose bytes
+// fit in limit.
+func fitNewest(fs [][]byte, limit int) [][]byte {
+	n, i := 0, len(fs)
+	for i > 0 && n+len(fs[i-1]) <= limit {
+		i--
+		n += len(fs[i])
+	}
+	return fs[i:]
 }
 
 // historyFrames encodes the stored publications of a channel of kind
@@ -636,6 +700,9 @@ func (h *Hub) postMessage(ctx context.Context, c *Client, channel string, ev eve
 // Every DM takes this path: a connection's dm (c its client) and the
 // server API's DMAs (c nil).
 func (h *Hub) postDM(ctx context.Context, c *Client, ev *event, key string) (transport.Publication, *frameError) {
+	if h.users != nil && !h.users.Exists(ev.To) {
+		return transport.Publication{}, errf(CodeNoSuchUser, "no user is called "+ev.To)
+	}
 	opts := transport.PublishOptions{IdempotencyKey: key}
 	// The recipient's copy first: when the sender's copy (the ack) then
 	// fails, a retry with the same ref does not deliver the DM twice. Its

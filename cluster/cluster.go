@@ -98,6 +98,12 @@ type Config struct {
 	// another node joins this one. A seed that is this node itself is
 	// ignored, so every node can be given the same list.
 	Join []string
+	// PeersFile, when set, is where the node keeps the gossip addresses
+	// of the other nodes it knows (a small JSON file, rewritten when
+	// membership changes). At Start they are join targets along with
+	// Join, so a restarted node finds the cluster it left even when it
+	// is given no seeds, or only seeds that are down. Empty: none kept.
+	PeersFile string
 	// Key encrypts and authenticates gossip. Required, KeySize bytes.
 	Key []byte
 	// Label is the cluster's name: memberlist puts it on every packet
@@ -131,6 +137,7 @@ type Cluster struct {
 	ml      *memberlist.Memberlist // set by Start, then read-only
 	mlog    *logWriter             // memberlist's log, rate-limited
 	seeds   []string               // Config.Join less this node; set by Start
+	known   []string               // from PeersFile, less seeds and this node; set by Start
 	started atomic.Bool
 	joined  atomic.Bool
 	left    atomic.Bool
@@ -275,18 +282,30 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.ml = ml
 	bindHost, _, _ := splitHostPort(c.cfg.BindAddr)
-	c.seeds = otherSeeds(ctx, c.cfg.Join, bindHost, int(ml.LocalNode().Port))
+	port := int(ml.LocalNode().Port)
+	c.seeds = otherSeeds(ctx, c.cfg.Join, bindHost, port)
+	kept, err := readPeers(c.cfg.PeersFile)
+	if err != nil {
+		// Damaged: the node still has its seeds.
+		c.log.Warn("ignoring the file of known peers", "file", c.cfg.PeersFile, "err", err)
+	}
+	for _, p := range otherSeeds(ctx, kept, bindHost, port) {
+		if !slices.Contains(c.seeds, p) {
+			c.known = append(c.known, p)
+		}
+	}
 	c.started.Store(true)
 	c.goFn(c.coalesce)
 	if len(c.seeds) == 0 {
 		c.joined.Store(true)
-	} else {
+	}
+	if len(c.seeds)+len(c.known) > 0 {
 		c.goFn(c.joinSeeds)
 	}
 	if c.cfg.RejoinInterval > 0 {
 		c.goFn(c.rejoinLoop)
 	}
-	c.log.Info("gossip up", "name", c.cfg.Name, "addr", c.BindAddr(), "seeds", c.seeds)
+	c.log.Info("gossip up", "name", c.cfg.Name, "addr", c.BindAddr(), "seeds", c.seeds, "known_peers", c.known)
 	return nil
 }
 
@@ -309,22 +328,25 @@ func (c *Cluster) BindAddr() string {
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
-// joinSeeds tries the seeds with capped exponential backoff until one
-// answers or the cluster stops.
+// joinSeeds tries the seeds and the peers kept from an earlier run with
+// capped exponential backoff until one answers or the cluster stops.
+// Without seeds the node is a cluster of one meanwhile, and only says so
+// at debug level: the peers it knew may be gone for good.
 func (c *Cluster) joinSeeds() {
+	targets := append(slices.Clone(c.seeds), c.known...)
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		n, err := c.ml.Join(c.seeds)
+		n, err := c.ml.Join(targets)
 		if n > 0 {
 			c.joined.Store(true)
 			c.log.Info("joined cluster", "seeds_answered", n, "attempts", attempt)
 			return
 		}
 		lvl := slog.LevelDebug
-		if attempt%10 == 1 {
+		if attempt%10 == 1 && len(c.seeds) > 0 {
 			lvl = slog.LevelWarn
 		}
-		c.log.Log(context.Background(), lvl, "join failed, will retry", "seeds", c.seeds, "attempt", attempt, "err", err)
+		c.log.Log(context.Background(), lvl, "join failed, will retry", "seeds", c.seeds, "known_peers", c.known, "attempt", attempt, "err", err)
 		select {
 		case <-c.stop:
 			return
@@ -376,6 +398,7 @@ func (c *Cluster) rejoinTargets() []string {
 	// hammer its seeds.
 	if len(targets) > 0 || !c.joined.Load() {
 		targets = append(targets, c.seeds...)
+		targets = append(targets, c.known...)
 	}
 	return targets
 }
@@ -606,6 +629,7 @@ const (
 // and a notification can never be lost to a full channel.
 func (c *Cluster) coalesce() {
 	reported := make(map[string]member)
+	var saved []string // the peers last written to PeersFile
 	for {
 		select {
 		case <-c.stop:
@@ -632,6 +656,7 @@ func (c *Cluster) coalesce() {
 		quiet.Stop()
 		deadline.Stop()
 		c.emit(c.diff(reported))
+		c.savePeers(&saved)
 	}
 }
 

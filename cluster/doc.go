@@ -1,7 +1,10 @@
 // Package cluster owns gossip membership for a meshchat node: it runs
 // hashicorp/memberlist, joins the configured seeds (retrying in the
 // background), re-joins known peers so that a healed partition merges, and
-// tells subscribers which nodes are alive, dead or gone.
+// tells subscribers which nodes are alive, dead or gone. With
+// Config.PeersFile it keeps the other nodes' gossip addresses on disk
+// (peers.go, written by the coalescing goroutine) and joins them at the
+// next start, along with the seeds.
 //
 // Each node advertises a small, versioned metadata record (NodeMeta) with
 // its name, its HTTP base URL and an opaque field for the broker.

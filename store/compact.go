@@ -43,9 +43,12 @@ type logEvent struct {
 	AtEpoch string `json:"ae,omitempty"`
 
 	// Revocations (s:revoked).
-	Session string           `json:"s,omitempty"` // revocation: session id
-	Until   int64            `json:"e,omitempty"` // revocation: Unix ms it matters until
-	Revoked map[string]int64 `json:"l,omitempty"` // snapshot: session id -> until
+	Session string           `json:"s,omitempty"`  // revocation: session id
+	User    string           `json:"u,omitempty"`  // revocation: the session's user
+	Issued  int64            `json:"t,omitempty"`  // revocation: Unix ms the session was issued at
+	Until   int64            `json:"e,omitempty"`  // revocation: Unix ms it matters until
+	Records []revRecord      `json:"lr,omitempty"` // snapshot part
+	Revoked map[string]int64 `json:"l,omitempty"`  // snapshot part of old: session id -> until
 
 	// Accounts (s:accounts).
 	Account  *Account  `json:"a,omitempty"`  // the change, or the claim

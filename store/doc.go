@@ -24,12 +24,21 @@
 // unexpired revocation; a logout that finds the latest snapshot more
 // than 2*SnapshotEvery publications back takes one itself.
 //
+// The table is bounded per user (revoketable.go): a user over
+// MaxPerUser revocations has all but the newest folded into one record
+// that revokes the user's sessions issued until the latest of them, and
+// a full table folds the user with the most records before it forgets
+// anything, so one user's logouts never push out another's. Records sit
+// in a heap by expiry and users in a heap by record count: insertion,
+// pruning and eviction are O(log n) under the lock every session check
+// takes.
+//
 // The record does not own the broker: the chat hub is the broker's
 // handler and hands it the publications on "s:" channels
 // (HandlePublication). The node wires the two: chat.Config.Revocations
 // is the record, and Start is given chat.Hub.DisconnectSession, called
 // for each session the node learns is revoked. Package web asks it
-// whether a session is revoked (Revoked, once Loaded) and records
+// whether a session is revoked (SessionRevoked, once Loaded) and records
 // logouts (Revoke).
 //
 // # Concurrency

@@ -63,10 +63,17 @@ type RevocationConfig struct {
 	// unexpired ones). Default 5 minutes, and never more than
 	// HistoryMaxAge/2.
 	SnapshotInterval time.Duration
-	// MaxRevocations caps the revocations a node remembers. Beyond it the
-	// one closest to expiry is forgotten and counted (Stats). Default
-	// DefaultMaxRevocations.
+	// MaxRevocations caps the records a node keeps. A full table first
+	// folds the sessions of the user with the most records into one;
+	// only when every user has one record is the one closest to expiry
+	// forgotten, and counted (Stats). Default DefaultMaxRevocations.
 	MaxRevocations int
+	// MaxPerUser is K: a user with more than K revoked sessions has all
+	// but the newest folded into one record that revokes every session
+	// of the user issued until the latest of them, so that one user's
+	// logouts cannot push out anyone else's. Every node of a cluster
+	// must have the same value. Default DefaultMaxRevocationsPerUser.
+	MaxPerUser int
 	// Logger receives the logs. Nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. For tests.
@@ -80,12 +87,23 @@ type RevocationConfig struct {
 type Revocations struct {
 	table
 	disconnect func(session string) // set by Start
-	max        int
 
 	// Guarded by log.mu.
-	m       map[string]int64
-	dropped uint64
-	dropLog time.Time // last warning about dropped revocations
+	t          *revTable
+	dropLog    time.Time // last warning about dropped revocations
+	dropWarned uint64    // t.dropped at that warning
+}
+
+// Session is a session as the revocation record knows it.
+type Session struct {
+	ID string
+	// User and Issued let the record fold a user's many revocations
+	// into one; a session without them is kept on its own.
+	User   string
+	Issued time.Time
+	// Until is when the session expires anyway: its revocation is
+	// forgotten then.
+	Until time.Time
 }
 
 var _ transport.Handler = (*Revocations)(nil)
@@ -98,12 +116,12 @@ func NewRevocations(cfg RevocationConfig) (*Revocations, error) {
 	if cfg.Broker == nil {
 		return nil, ErrRevocationsNoBroker
 	}
-	if cfg.HistoryMaxAge < 0 || cfg.HistorySize < 0 || cfg.SnapshotEvery < 0 || cfg.SnapshotInterval < 0 || cfg.MaxRevocations < 0 {
+	if cfg.HistoryMaxAge < 0 || cfg.HistorySize < 0 || cfg.SnapshotEvery < 0 || cfg.SnapshotInterval < 0 || cfg.MaxRevocations < 0 || cfg.MaxPerUser < 0 {
 		return nil, ErrRevocationsNegative
 	}
 	rv := &Revocations{
-		max: orDefault(cfg.MaxRevocations, DefaultMaxRevocations),
-		m:   make(map[string]int64),
+		t: newRevTable(orDefault(cfg.MaxRevocations, DefaultMaxRevocations),
+			orDefault(cfg.MaxPerUser, DefaultMaxRevocationsPerUser)),
 	}
 	rv.table = table{newCompactLog(logConfig{
 		name:     "revocations",
@@ -138,89 +156,73 @@ func (rv *Revocations) Start(ctx context.Context, disconnect func(session string
 	return rv.begin(ctx, ErrRevocationsStarted)
 }
 
-// Stats returns how many revocations the node remembers and how many it
-// had to forget early because of RevocationConfig.MaxRevocations.
+// Stats returns how many records (revoked sessions and users' folds) the
+// node keeps, and how many revocations it had to forget early because of
+// RevocationConfig.MaxRevocations.
 func (rv *Revocations) Stats() (live int, dropped uint64) {
 	rv.log.mu.Lock()
 	defer rv.log.mu.Unlock()
-	return len(rv.m), rv.dropped
+	return rv.t.len(), rv.t.dropped
 }
 
-// Revoke records, cluster-wide, that session id must no longer be
-// accepted; until is when the session would have expired anyway. Open
-// connections of that session are disconnected.
-func (rv *Revocations) Revoke(ctx context.Context, id string, until time.Time) error {
-	if id == "" {
+// Revoke records, cluster-wide, that session s must no longer be
+// accepted. Open connections of that session are disconnected.
+func (rv *Revocations) Revoke(ctx context.Context, s Session) error {
+	if s.ID == "" {
 		return ErrEmptySession
 	}
-	ev := logEvent{Kind: kindRevoke, Session: id, Until: until.UnixMilli()}
+	ev := logEvent{Kind: kindRevoke, Session: s.ID, User: s.User, Until: s.Until.UnixMilli()}
+	if !s.Issued.IsZero() {
+		ev.Issued = s.Issued.UnixMilli()
+	}
 	if _, err := rv.log.publish(ctx, &ev); err != nil {
 		return err
 	}
 	rv.log.mu.Lock()
-	fresh := rv.insertLocked(id, ev.Until, rv.log.now())
+	fresh := rv.insertLocked(&ev, rv.log.now())
 	rv.log.mu.Unlock()
 	if fresh {
-		rv.disconnectSession(id)
+		rv.disconnectSession(s.ID)
 	}
 	return nil
 }
 
-// Revoked reports whether session id was revoked on any node.
+// Revoked reports whether session id itself was revoked on any node. A
+// session that only its user's fold revokes is not: SessionRevoked asks
+// for both.
 func (rv *Revocations) Revoked(id string) bool {
+	now := rv.log.now().UnixMilli()
 	rv.log.mu.Lock()
-	until, ok := rv.m[id]
-	rv.log.mu.Unlock()
-	return ok && until > rv.log.now().UnixMilli()
+	defer rv.log.mu.Unlock()
+	return rv.t.revoked(id, now)
 }
 
-func (rv *Revocations) insertLocked(id string, until int64, now time.Time) bool {
-	if until <= now.UnixMilli() {
-		return false
-	}
-	old, ok := rv.m[id]
-	if ok && old >= until {
-		return false
-	}
-	if !ok && len(rv.m) >= rv.max {
-		rv.makeRoomLocked(now)
-	}
-	rv.m[id] = until
-	return !ok
+// SessionRevoked reports whether session s was revoked on any node,
+// itself or by its user's fold (s.User and s.Issued; Until is unused).
+func (rv *Revocations) SessionRevoked(s Session) bool {
+	now := rv.log.now().UnixMilli()
+	rv.log.mu.Lock()
+	defer rv.log.mu.Unlock()
+	return rv.t.revoked(s.ID, now) || rv.t.covers(s.User, s.Issued.UnixMilli(), now)
 }
 
-// makeRoomLocked frees one place in a full map: expired entries go first;
-// failing that, the one closest to its expiry is forgotten, and counted.
-func (rv *Revocations) makeRoomLocked(now time.Time) {
-	if rv.pruneLocked(now) > 0 {
+// insertLocked applies a revocation event and reports whether its
+// session is newly revoked.
+func (rv *Revocations) insertLocked(ev *logEvent, now time.Time) bool {
+	fresh := rv.t.insert(ev.Session, ev.User, ev.Issued, ev.Until, now.UnixMilli())
+	rv.warnDroppedLocked(now)
+	return fresh
+}
+
+// warnDroppedLocked warns, at most once a minute, while the table
+// forgets revocations for want of room.
+func (rv *Revocations) warnDroppedLocked(now time.Time) {
+	if rv.t.dropped == rv.dropWarned || now.Sub(rv.dropLog) < time.Minute {
 		return
 	}
-	var victim string
-	var soonest int64
-	for k, v := range rv.m {
-		if victim == "" || v < soonest {
-			victim, soonest = k, v
-		}
-	}
-	delete(rv.m, victim)
-	rv.dropped++
-	if now.Sub(rv.dropLog) >= time.Minute {
-		rv.dropLog = now
-		rv.log.log.Warn("revocation table full: forgetting the revocations closest to expiry",
-			"max", rv.max, "dropped_total", rv.dropped)
-	}
-}
-
-func (rv *Revocations) pruneLocked(now time.Time) int {
-	ms := now.UnixMilli()
-	n := 0
-	for k, v := range rv.m {
-		if v <= ms {
-			delete(rv.m, k)
-			n++
-		}
-	}
-	return n
+	rv.dropLog, rv.dropWarned = now, rv.t.dropped
+	rv.log.log.Warn("revocation table full of single logouts: forgetting the ones closest to expiry",
+		"max", rv.t.max, "dropped_total", rv.t.dropped)
 }
 
 // disconnectSession hands a newly revoked session to the disconnect
@@ -242,16 +244,27 @@ func (t *revocationTable) applyLocked(ev *logEvent, now time.Time) (entry bool, 
 		if ev.Session == "" {
 			return false, nil
 		}
-		if rv.insertLocked(ev.Session, ev.Until, now) {
+		if rv.insertLocked(ev, now) {
 			fresh = append(fresh, ev.Session)
 		}
 		entry = true
 	case kindRevokeSnapshot:
+		ms := now.UnixMilli()
+		// Snapshots from before records carried their user.
 		for id, until := range ev.Revoked {
-			if rv.insertLocked(id, until, now) {
+			if rv.t.insert(id, "", 0, until, ms) {
 				fresh = append(fresh, id)
 			}
 		}
+		for _, r := range ev.Records {
+			switch {
+			case r.Session == "":
+				rv.t.insertFold(r.User, r.Issued, r.Until, ms)
+			case rv.t.insert(r.Session, r.User, r.Issued, r.Until, ms):
+				fresh = append(fresh, r.Session)
+			}
+		}
+		rv.warnDroppedLocked(now)
 	}
 	if len(fresh) == 0 {
 		return entry, nil
@@ -264,22 +277,18 @@ func (t *revocationTable) applyLocked(ev *logEvent, now time.Time) (entry bool, 
 }
 
 func (t *revocationTable) snapshotLocked(now time.Time) []logEvent {
-	ms := now.UnixMilli()
 	var parts []logEvent
-	cur := make(map[string]int64, min(len(t.m), snapshotPartSize))
-	for id, until := range t.m {
-		if until <= ms {
-			continue
-		}
+	cur := make([]revRecord, 0, min(t.t.len(), snapshotPartSize))
+	t.t.records(now.UnixMilli(), func(r revRecord) {
 		if len(cur) == snapshotPartSize {
-			parts = append(parts, logEvent{Revoked: cur})
-			cur = make(map[string]int64, snapshotPartSize)
+			parts = append(parts, logEvent{Records: cur})
+			cur = make([]revRecord, 0, snapshotPartSize)
 		}
-		cur[id] = until
-	}
-	return append(parts, logEvent{Revoked: cur})
+		cur = append(cur, r)
+	})
+	return append(parts, logEvent{Records: cur})
 }
 
-func (t *revocationTable) pruneLocked(now time.Time) { (*Revocations)(t).pruneLocked(now) }
+func (t *revocationTable) pruneLocked(now time.Time) { t.t.prune(now.UnixMilli()) }
 
-func (t *revocationTable) aliveLocked() bool { return len(t.m) > 0 }
+func (t *revocationTable) aliveLocked() bool { return t.t.len() > 0 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -107,7 +108,7 @@ func TestRevokeSession(t *testing.T) {
 	n1, n2 := startRevocations(t, smallBroker(t, net, "n1", 0), "n1", nil), startRevocations(t, smallBroker(t, net, "n2", 0), "n2", nil)
 	// n2 loads revocations in the background; wait until it listens.
 	brokertest.Eventually(t, "n2 subscribed to revocations", n2.live)
-	if err := n1.Revoke(context.Background(), "sess1", time.Now().Add(time.Hour)); err != nil {
+	if err := n1.revoke(context.Background(), "sess1", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if !n1.Revoked("sess1") || !n1.disconnected("sess1") {
@@ -121,7 +122,7 @@ func TestRevokeSession(t *testing.T) {
 	}
 	// Expired revocations do not matter; a node started later loads the
 	// retained ones.
-	if err := n1.Revoke(context.Background(), "old", time.Now().Add(-time.Second)); err != nil {
+	if err := n1.revoke(context.Background(), "old", time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	n3 := startRevocations(t, smallBroker(t, net, "n3", 0), "n3", nil)
@@ -129,7 +130,7 @@ func TestRevokeSession(t *testing.T) {
 	if n3.Revoked("old") {
 		t.Fatal("expired revocation counted")
 	}
-	if err := n1.Revoke(context.Background(), "", time.Now().Add(time.Hour)); !errors.Is(err, ErrEmptySession) {
+	if err := n1.revoke(context.Background(), "", time.Now().Add(time.Hour)); !errors.Is(err, ErrEmptySession) {
 		t.Fatalf("empty session: %v", err)
 	}
 }
@@ -146,7 +147,7 @@ func TestRevocationsWithRedisBroker(t *testing.T) {
 		return startRevocations(t, b, name, nil)
 	}
 	n1, n2 := node("n1"), node("n2")
-	if err := n1.Revoke(context.Background(), "s1", time.Now().Add(time.Hour)); err != nil {
+	if err := n1.revoke(context.Background(), "s1", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	brokertest.Eventually(t, "revocation on n2", func() bool { return n2.Revoked("s1") })
@@ -163,11 +164,11 @@ func TestRevocationOutlivesRetention(t *testing.T) {
 	brokertest.Eventually(t, "n1 loaded", n1.Loaded)
 	ctx := context.Background()
 	until := time.Now().Add(time.Hour)
-	if err := n1.Revoke(ctx, "victim", until); err != nil {
+	if err := n1.revoke(ctx, "victim", until); err != nil {
 		t.Fatal(err)
 	}
 	for i := range later {
-		if err := n1.Revoke(ctx, fmt.Sprintf("s%d", i), until); err != nil {
+		if err := n1.revoke(ctx, fmt.Sprintf("s%d", i), until); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -223,7 +224,7 @@ func TestRevocationSnapshotInterval(t *testing.T) {
 		t.Fatalf("interval %v, want HistoryMaxAge/2", n.log.interval)
 	}
 	brokertest.Eventually(t, "loaded", n.Loaded)
-	if err := n.Revoke(context.Background(), "x", time.Now().Add(time.Hour)); err != nil {
+	if err := n.revoke(context.Background(), "x", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	count := func() int {
@@ -233,7 +234,7 @@ func TestRevocationSnapshotInterval(t *testing.T) {
 		}
 		c := 0
 		for _, p := range res.Publications {
-			if ev, _ := decodeLogEvent(p.Data); ev.Kind == kindRevokeSnapshot && ev.Revoked["x"] > 0 {
+			if ev, _ := decodeLogEvent(p.Data); ev.Kind == kindRevokeSnapshot && slices.ContainsFunc(ev.Records, func(r revRecord) bool { return r.Session == "x" }) {
 				c++
 			}
 		}
@@ -296,13 +297,13 @@ func TestRevocationsLoaded(t *testing.T) {
 	net := inproc.NewNetwork()
 	n1 := startRevocations(t, smallBroker(t, net, "n1", 0), "n1", nil)
 	brokertest.Eventually(t, "n1 loaded", n1.Loaded)
-	if err := n1.Revoke(context.Background(), "gone", time.Now().Add(time.Hour)); err != nil {
+	if err := n1.revoke(context.Background(), "gone", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	fb := &historyGate{Broker: smallBroker(t, net, "n2", 0)}
 	n2 := startRevocations(t, fb, "n2", nil)
 	// Delivered live while loading: kept, and applied once loaded.
-	if err := n1.Revoke(context.Background(), "live", time.Now().Add(time.Hour)); err != nil {
+	if err := n1.revoke(context.Background(), "live", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if n2.Loaded() {
@@ -339,16 +340,22 @@ func TestNewRevocationsValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rv.log.every != DefaultRevocationSnapshotEvery || rv.log.interval != DefaultRevocationSnapshotInterval || rv.max != DefaultMaxRevocations {
-		t.Fatalf("defaults: every %d interval %v max %d", rv.log.every, rv.log.interval, rv.max)
+	if rv.log.every != DefaultRevocationSnapshotEvery || rv.log.interval != DefaultRevocationSnapshotInterval || rv.t.max != DefaultMaxRevocations || rv.t.perUser != DefaultMaxRevocationsPerUser {
+		t.Fatalf("defaults: every %d interval %v max %d", rv.log.every, rv.log.interval, rv.t.max)
 	}
 }
 
-// insert records one revocation on this node alone.
+// insert records one revocation on this node alone, of a user of its
+// own.
 func (n *revNode) insert(id string, until int64) {
 	n.log.mu.Lock()
 	defer n.log.mu.Unlock()
-	n.insertLocked(id, until, n.log.now())
+	n.insertLocked(&logEvent{Session: id, User: "u-" + id, Issued: n.log.now().UnixMilli(), Until: until}, n.log.now())
+}
+
+// revoke logs session id out, a user's only session.
+func (n *revNode) revoke(ctx context.Context, id string, until time.Time) error {
+	return n.Revoke(ctx, Session{ID: id, User: "u-" + id, Issued: time.Now(), Until: until})
 }
 
 // With a retention below the default snapshot cadence (--history 20 and
@@ -362,7 +369,7 @@ func TestRevocationsFollowSmallRetention(t *testing.T) {
 	brokertest.Eventually(t, "loaded", n1.Loaded)
 	ctx := context.Background()
 	for i := range 200 {
-		if err := n1.Revoke(ctx, fmt.Sprintf("s%d", i), time.Now().Add(time.Hour)); err != nil {
+		if err := n1.revoke(ctx, fmt.Sprintf("s%d", i), time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -372,5 +379,122 @@ func TestRevocationsFollowSmallRetention(t *testing.T) {
 		if !n2.Revoked(fmt.Sprintf("s%d", i)) {
 			t.Fatalf("a node started later forgot logout s%d of 200 (retention %d)", i, retained)
 		}
+	}
+}
+
+// One user's flood of logouts (anonymous logins under --auth open cost
+// nothing) pushes no other user's logout out of a full table: the
+// flooder's sessions fold into one record that still revokes each of
+// them, and a node started later knows the same.
+func TestRevocationFloodKeepsOthersLogouts(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		perUser int // K; a large one leaves the full table to fold
+	}{
+		{"per-user bound", 0},
+		{"full table", 1000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const max, flood = 50, 300
+			net := inproc.NewNetwork()
+			small := func(c *RevocationConfig) { c.MaxRevocations, c.MaxPerUser = max, tt.perUser }
+			n1 := startRevocations(t, smallBroker(t, net, "n1", 0), "n1", small)
+			brokertest.Eventually(t, "n1 loaded", n1.Loaded)
+			ctx := context.Background()
+			now := time.Now()
+			// The victim's logout expires before any of the flood's:
+			// the oldest goes first was the old rule.
+			victim := Session{ID: "victim", User: "bob", Issued: now.Add(-time.Minute), Until: now.Add(time.Hour)}
+			if err := n1.Revoke(ctx, victim); err != nil {
+				t.Fatal(err)
+			}
+			var sessions []Session
+			for i := range flood {
+				s := Session{ID: fmt.Sprintf("m%d", i), User: "mallory", Issued: now.Add(time.Duration(i) * time.Millisecond), Until: now.Add(2 * time.Hour)}
+				sessions = append(sessions, s)
+				if err := n1.Revoke(ctx, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n2 := startRevocations(t, smallBroker(t, net, "n2", 0), "n2", small)
+			brokertest.Eventually(t, "n2 loaded", n2.Loaded)
+			for _, n := range []*revNode{n1, n2} {
+				if !n.SessionRevoked(victim) || !n.Revoked("victim") {
+					t.Fatalf("%s: another user's logout was pushed out by a flood", n.log.node)
+				}
+				for _, s := range sessions {
+					if !n.SessionRevoked(s) {
+						t.Fatalf("%s: flooded session %s accepted again", n.log.node, s.ID)
+					}
+				}
+				if live, dropped := n.Stats(); live > max || dropped != 0 {
+					t.Errorf("%s: %d records (max %d), %d dropped", n.log.node, live, max, dropped)
+				}
+			}
+			// A session of the flooder's issued after the folded ones is
+			// not revoked by the fold.
+			later := Session{ID: "fresh", User: "mallory", Issued: now.Add(time.Hour)}
+			if n1.SessionRevoked(later) {
+				t.Fatal("a fold revokes a session issued after every folded one")
+			}
+		})
+	}
+}
+
+// When every user has a single logout and the table is full, the one
+// closest to expiry goes, and only one.
+func TestRevocationTableSingles(t *testing.T) {
+	tb := newRevTable(3, 2)
+	now := time.Now().UnixMilli()
+	for i, until := range []int64{now + 300, now + 100, now + 200, now + 400} {
+		tb.insert(fmt.Sprintf("s%d", i), fmt.Sprintf("u%d", i), now, until, now)
+	}
+	if tb.len() != 3 || tb.dropped != 1 || tb.revoked("s1", now) {
+		t.Fatalf("len %d dropped %d, s1 kept %v", tb.len(), tb.dropped, tb.revoked("s1", now))
+	}
+	// A user over K keeps its newest session exactly and folds the rest.
+	tb = newRevTable(100, 2)
+	for i := range 3 {
+		tb.insert(fmt.Sprintf("s%d", i), "u", now+int64(i), now+1000, now)
+	}
+	u := tb.users["u"]
+	if len(u.sessions) != 1 || u.sessions["s2"] == nil || u.fold == nil || u.fold.issued != now+1 || tb.len() != 2 {
+		t.Fatalf("after a fold: sessions %v fold %+v len %d", u.sessions, u.fold, tb.len())
+	}
+	if !tb.covers("u", now, now) || tb.covers("u", now+2, now) || !tb.revoked("s2", now) {
+		t.Fatal("fold covers the wrong sessions")
+	}
+	// Expiry prunes folds and users alike.
+	if n := tb.prune(now + 1000); n != 2 || tb.len() != 0 || len(tb.users) != 0 || len(tb.crowded) != 0 {
+		t.Fatalf("pruned %d, left %d records, %d users", n, tb.len(), len(tb.users))
+	}
+}
+
+// BenchmarkRevocationInsertFull inserts into a full table of the default
+// size: every insertion first makes room.
+func BenchmarkRevocationInsertFull(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		users int // distinct users the revocations spread over
+	}{
+		{"singles", DefaultMaxRevocations},
+		{"one-flooder", 1},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tb := newRevTable(DefaultMaxRevocations, DefaultMaxRevocationsPerUser)
+			now := time.Now().UnixMilli()
+			for i := range DefaultMaxRevocations {
+				tb.insert(fmt.Sprintf("fill%d", i), fmt.Sprintf("u%d", i), now, now+int64(time.Hour/time.Millisecond)+int64(i), now)
+			}
+			ids := make([]string, b.N)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("new%d", i)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				tb.insert(ids[i], fmt.Sprintf("x%d", i%bc.users), now+int64(i), now+int64(2*time.Hour/time.Millisecond), now)
+			}
+		})
 	}
 }

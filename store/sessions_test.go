@@ -115,8 +115,9 @@ func TestRedisSessions(t *testing.T) {
 	if err != nil || len(keys) != 1 || keys[0] != store.RedisKeyPrefix+c.Value {
 		t.Fatalf("keys %v, %v", keys, err)
 	}
-	if ttl := client.TTL(ctx, keys[0]).Val(); ttl <= 0 || ttl > time.Hour {
-		t.Fatalf("ttl %v", ttl)
+	// Until a connection uses it, a new session's key lives briefly.
+	if ttl := client.TTL(ctx, keys[0]).Val(); ttl <= 0 || ttl > store.DefaultSessionFreshTTL {
+		t.Fatalf("ttl of a new session %v, want at most %v", ttl, store.DefaultSessionFreshTTL)
 	}
 
 	// A second store (another node) on the same Redis sees the session.
@@ -128,15 +129,19 @@ func TestRedisSessions(t *testing.T) {
 	if sess.IsNew || sess.Values["user"] != "alice" {
 		t.Fatalf("session %+v", sess)
 	}
-	type existser interface {
-		SessionExists(ctx context.Context, id string) (bool, error)
+	type confirmer interface {
+		ConfirmSession(ctx context.Context, id string, until time.Time) (bool, error)
 	}
-	ex, ok := s2.(existser)
+	ex, ok := s2.(confirmer)
 	if !ok {
-		t.Fatal("redis sessions have no SessionExists")
+		t.Fatal("redis sessions have no ConfirmSession")
 	}
-	if ok, err := ex.SessionExists(ctx, c.Value); !ok || err != nil {
-		t.Fatalf("SessionExists before logout = %v, %v", ok, err)
+	// Confirming makes it live until the session's end.
+	if ok, err := ex.ConfirmSession(ctx, c.Value, time.Now().Add(time.Hour)); !ok || err != nil {
+		t.Fatalf("ConfirmSession before logout = %v, %v", ok, err)
+	}
+	if ttl := client.TTL(ctx, keys[0]).Val(); ttl <= 50*time.Minute || ttl > time.Hour {
+		t.Fatalf("ttl of a confirmed session %v, want about an hour", ttl)
 	}
 
 	// MaxAge < 0 deletes the key: the cookie is dead everywhere.
@@ -151,15 +156,55 @@ func TestRedisSessions(t *testing.T) {
 	if n := client.Exists(ctx, keys[0]).Val(); n != 0 {
 		t.Fatal("key survived logout")
 	}
-	if ok, err := ex.SessionExists(ctx, c.Value); ok || err != nil {
-		t.Fatalf("SessionExists after logout = %v, %v", ok, err)
+	if ok, err := ex.ConfirmSession(ctx, c.Value, time.Now().Add(time.Hour)); ok || err != nil {
+		t.Fatalf("ConfirmSession after logout = %v, %v", ok, err)
 	}
 	if sess := load(t, s, c); !sess.IsNew || len(sess.Values) != 0 {
 		t.Fatalf("deleted session still loads: %+v", sess.Values)
 	}
 
+	// With Redis down the store is made (a node boots during an
+	// outage), and a login fails until Redis is back.
 	srv.Stop()
-	if _, err := store.NewRedisSessions(ctx, client, store.SessionOptions{}); err == nil {
-		t.Fatal("no error with redis down")
+	s3, err := store.NewRedisSessions(ctx, client, store.SessionOptions{})
+	if err != nil {
+		t.Fatalf("NewRedisSessions with Redis down: %v", err)
+	}
+	r = httptest.NewRequest("POST", "/", nil)
+	sess, _ = s3.New(r, name)
+	sess.Values["user"] = "bob"
+	if err := sess.Save(r, httptest.NewRecorder()); err == nil {
+		t.Fatal("a session saved with Redis down")
+	}
+	srv.Restart()
+	save(t, s3, map[any]any{"user": "bob"})
+}
+
+func TestRedisSessionsFreshTTL(t *testing.T) {
+	srv := redistest.Start(t)
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { client.Close() })
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		o        store.SessionOptions
+		min, max time.Duration
+	}{
+		{"default", store.SessionOptions{}, time.Minute, store.DefaultSessionFreshTTL},
+		{"set", store.SessionOptions{FreshTTL: 90 * time.Second}, time.Minute, 90 * time.Second},
+		{"off", store.SessionOptions{FreshTTL: -1, MaxAge: 2 * time.Hour}, time.Hour, 2 * time.Hour},
+		{"above MaxAge", store.SessionOptions{FreshTTL: 3 * time.Hour, MaxAge: 2 * time.Hour}, time.Hour, 2 * time.Hour},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := store.NewRedisSessions(ctx, client, tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := save(t, s, map[any]any{"user": "alice"})
+			if ttl := client.TTL(ctx, store.RedisKeyPrefix+c.Value).Val(); ttl < tc.min || ttl > tc.max {
+				t.Fatalf("ttl %v, want %v..%v", ttl, tc.min, tc.max)
+			}
+		})
 	}
 }

@@ -131,33 +131,6 @@ func (s *Server) handleAdminDisconnect(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// corsAllowed answers a cross-origin request's CORS headers when its
-// origin is allowed (originAllowed), and refuses it otherwise.
-func (s *Server) corsAllowed(w http.ResponseWriter, r *http.Request) bool {
-	w.Header().Add("Vary", "Origin")
-	if !s.originAllowed(r) {
-		writeError(w, http.StatusForbidden, CodeForbiddenOrigin, "origin not allowed")
-		return false
-	}
-	if o := r.Header.Get("Origin"); o != "" {
-		w.Header().Set("Access-Control-Allow-Origin", o)
-		w.Header().Set("Access-Control-Allow-Credentials", "true")
-	}
-	return true
-}
-
-// handleAdminPreflight answers the browser's preflight of a report
-// request that carries the API key.
-func (s *Server) handleAdminPreflight(w http.ResponseWriter, r *http.Request) {
-	if !s.corsAllowed(w, r) {
-		return
-	}
-	w.Header().Set("Access-Control-Allow-Methods", "GET")
-	w.Header().Set("Access-Control-Allow-Headers", "Authorization")
-	w.Header().Set("Access-Control-Max-Age", "600")
-	w.WriteHeader(http.StatusNoContent)
-}
-
 func (s *Server) handleAdminNode(w http.ResponseWriter, r *http.Request) {
 	if !s.corsAllowed(w, r) {
 		return

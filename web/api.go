@@ -97,8 +97,9 @@ func readAPIBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// writeChatError answers a failure of the hub's Go API: its code, with
-// the HTTP status that fits.
+// writeChatError answers a failure of the hub's Go API (the server API,
+// one-shot posts): the code an error frame would carry, under the HTTP
+// status that fits it.
 func (s *Server) writeChatError(w http.ResponseWriter, err error) {
 	var e *chat.Error
 	if !errors.As(err, &e) {
@@ -110,7 +111,7 @@ func (s *Server) writeChatError(w http.ResponseWriter, err error) {
 	switch e.Code {
 	case chat.CodeForbidden:
 		status = http.StatusForbidden
-	case chat.CodeNotFound:
+	case chat.CodeNotFound, chat.CodeNoSuchUser:
 		status = http.StatusNotFound
 	case chat.CodeRateLimited:
 		w.Header().Set("Retry-After", "1")

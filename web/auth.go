@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/sessions"
 
 	"github.com/meshchat/meshchat/chat"
+	"github.com/meshchat/meshchat/store"
 )
 
 // Session values.
@@ -45,20 +46,23 @@ type Revocations interface {
 	// Loaded reports whether the record is loaded; until it is, sessions
 	// cannot be checked and are refused with 503.
 	Loaded() bool
-	// Revoked reports whether the session was logged out on any node.
-	Revoked(session string) bool
-	// Revoke records a logout cluster-wide; until is when the session
+	// SessionRevoked reports whether the session was logged out on any
+	// node, itself or among its user's many logouts.
+	SessionRevoked(s store.Session) bool
+	// Revoke records a logout cluster-wide; s.Until is when the session
 	// would have expired anyway. The session's connections are closed.
-	Revoke(ctx context.Context, session string, until time.Time) error
+	Revoke(ctx context.Context, s store.Session) error
 }
 
 // sessionChecker is implemented by session stores that keep sessions
-// server-side (store.NewRedisSessions): a bearer token is then honoured
-// only while its session is still stored, and deleting the session on
-// logout ends it everywhere. A store without it keeps the session in the
-// cookie alone, which only the revocation record can end.
+// server-side (store.NewRedisSessions): a bearer token or a ticket is
+// then honoured only while its session is still stored, and deleting the
+// session on logout ends it everywhere. Confirming a session also keeps
+// it until its end: a new one is stored only briefly, so that logins
+// that never connect do not pile up. A store without it keeps the
+// session in the cookie alone, which only the revocation record can end.
 type sessionChecker interface {
-	SessionExists(ctx context.Context, id string) (bool, error)
+	ConfirmSession(ctx context.Context, id string, until time.Time) (bool, error)
 }
 
 // sessionIdentity reads the session cookie.
@@ -75,24 +79,30 @@ func (s *Server) sessionIdentity(r *http.Request) (identity, bool) {
 	return id, wellFormed(id)
 }
 
+// revocation is the session as the revocation record takes it.
+func (id identity) revocation() store.Session {
+	return store.Session{ID: id.sid, User: id.user, Issued: id.issued, Until: id.exp}
+}
+
 func wellFormed(id identity) bool {
 	return chat.ValidName(id.user) && id.sid != "" && time.Now().Before(id.exp) && id.issued.UnixMilli() > 0
 }
 
 // check confirms a well-formed identity against the cluster's logouts
-// and, for a token with server-side sessions, the session store.
-func (s *Server) check(ctx context.Context, id identity) error {
+// and, with server-side sessions, for a token, a ticket or a request
+// that opens a stream (stream), the session store.
+func (s *Server) check(ctx context.Context, id identity, stream bool) error {
 	if !s.revocations.Loaded() {
 		return errRevocationsLoading
 	}
-	if s.revocations.Revoked(id.sid) {
+	if s.revocations.SessionRevoked(id.revocation()) {
 		return errNoSession
 	}
 	if err := s.checkAccount(id); err != nil {
 		return err
 	}
-	if id.token && s.checker != nil {
-		ok, err := s.checker.SessionExists(ctx, s.storeKey(id.sid))
+	if (id.token || stream) && s.checker != nil {
+		ok, err := s.checker.ConfirmSession(ctx, s.storeKey(id.sid), id.exp)
 		if err != nil {
 			s.log.Warn("checking a token's session", "err", err)
 			return errSessionStore
@@ -105,12 +115,24 @@ func (s *Server) check(ctx context.Context, id identity) error {
 }
 
 // authenticate accepts the session cookie, an Authorization: Bearer
-// token, and, when query is set (for /ws, where browsers cannot set
-// headers), ?token=. The first that checks out wins. On failure the
-// error says why (errNoSession, errRevocationsLoading, errSessionStore),
-// and the identity is the last well-formed one seen, if any (logout
-// revokes it regardless).
-func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
+// token, and, when stream is set (/ws and /api/events, which browsers
+// open without headers of their own), ?ticket= and ?token=. A ticket
+// for this node decides alone (ticket.go); otherwise the first that
+// checks out wins. On failure the error says why (errNoSession,
+// errRevocationsLoading, errSessionStore, a ticket's), and the identity
+// is the last well-formed one seen, if any (logout revokes it
+// regardless).
+func (s *Server) authenticate(r *http.Request, stream bool) (identity, error) {
+	otherNode := false
+	if stream {
+		if t := r.URL.Query().Get("ticket"); t != "" {
+			id, err := s.redeemTicket(r.Context(), t)
+			if !errors.Is(err, errOtherNode) {
+				return id, err
+			}
+			otherNode = true
+		}
+	}
 	var cands []identity
 	if id, ok := s.sessionIdentity(r); ok {
 		cands = append(cands, id)
@@ -120,7 +142,7 @@ func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
 			cands = append(cands, id)
 		}
 	}
-	if query {
+	if stream {
 		if tok := r.URL.Query().Get("token"); tok != "" {
 			if id, ok := s.parseAnyToken(tok); ok {
 				cands = append(cands, id)
@@ -128,9 +150,12 @@ func (s *Server) authenticate(r *http.Request, query bool) (identity, error) {
 		}
 	}
 	err := errNoSession
+	if otherNode && len(cands) == 0 {
+		err = errOtherNode
+	}
 	var last identity
 	for _, id := range cands {
-		e := s.check(r.Context(), id)
+		e := s.check(r.Context(), id, stream)
 		if e == nil {
 			return id, nil
 		}
@@ -152,6 +177,12 @@ func authFailed(w http.ResponseWriter, err error, message string) {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "cannot check the session right now, retry")
 	case errors.Is(err, errBanned):
 		writeError(w, http.StatusForbidden, CodeBanned, "this user is banned")
+	case errors.Is(err, errTicketUsed):
+		writeError(w, http.StatusUnauthorized, CodeTicketUsed, "this ticket was used already; fetch a new one")
+	case errors.Is(err, errTicketExpired):
+		writeError(w, http.StatusUnauthorized, CodeTicketExpired, "this ticket has expired; fetch a new one")
+	case errors.Is(err, errBadTicket), errors.Is(err, errOtherNode):
+		writeError(w, http.StatusUnauthorized, CodeBadTicket, "this ticket is not valid here")
 	default:
 		writeError(w, http.StatusUnauthorized, CodeUnauthorized, message)
 	}
@@ -175,31 +206,13 @@ func (s *Server) makeToken(id identity) string {
 	if id.exp.Before(exp) {
 		exp = id.exp
 	}
-	payload := id.user + "|" + id.sid + "|" + strconv.FormatInt(exp.Unix(), 10) + "|" +
-		strconv.FormatInt(id.issued.UnixMilli(), 10)
-	mac := hmac.New(sha256.New, s.tokenKey)
-	mac.Write([]byte(payload))
-	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
-		base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	return s.seal("", id.user, id.sid, strconv.FormatInt(exp.Unix(), 10),
+		strconv.FormatInt(id.issued.UnixMilli(), 10))
 }
 
 func (s *Server) parseToken(tok string) (identity, bool) {
-	p64, m64, ok := strings.Cut(tok, ".")
-	if !ok || len(tok) > 512 {
-		return identity{}, false
-	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
-	sum, err2 := base64.RawURLEncoding.DecodeString(m64)
-	if err1 != nil || err2 != nil {
-		return identity{}, false
-	}
-	mac := hmac.New(sha256.New, s.tokenKey)
-	mac.Write(payload)
-	if !hmac.Equal(sum, mac.Sum(nil)) {
-		return identity{}, false
-	}
-	parts := strings.Split(string(payload), "|")
-	if len(parts) != 4 {
+	parts, ok := s.unseal("", tok, 4)
+	if !ok {
 		return identity{}, false
 	}
 	exp, err1 := strconv.ParseInt(parts[2], 10, 64)
@@ -209,6 +222,43 @@ func (s *Server) parseToken(tok string) (identity, bool) {
 	}
 	id := identity{user: parts[0], sid: parts[1], exp: time.Unix(exp, 0), issued: time.UnixMilli(iat), token: true}
 	return id, wellFormed(id)
+}
+
+// seal signs the fields, joined with "|", under the token key; purpose
+// ("" for tokens, "ticket" for tickets) keeps one kind from passing for
+// another. The result is "<payload>.<mac>", both base64url.
+func (s *Server) seal(purpose string, fields ...string) string {
+	payload := []byte(strings.Join(fields, "|"))
+	return base64.RawURLEncoding.EncodeToString(payload) + "." +
+		base64.RawURLEncoding.EncodeToString(s.mac(purpose, payload))
+}
+
+// unseal checks what seal made for purpose and returns its n fields.
+func (s *Server) unseal(purpose, sealed string, n int) ([]string, bool) {
+	p64, m64, ok := strings.Cut(sealed, ".")
+	if !ok || len(sealed) > 512 {
+		return nil, false
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
+	sum, err2 := base64.RawURLEncoding.DecodeString(m64)
+	if err1 != nil || err2 != nil || !hmac.Equal(sum, s.mac(purpose, payload)) {
+		return nil, false
+	}
+	parts := strings.Split(string(payload), "|")
+	if len(parts) != n {
+		return nil, false
+	}
+	return parts, true
+}
+
+func (s *Server) mac(purpose string, payload []byte) []byte {
+	mac := hmac.New(sha256.New, s.tokenKey)
+	if purpose != "" {
+		// Tokens sign the payload alone, as they always have.
+		mac.Write([]byte(purpose + "|"))
+	}
+	mac.Write(payload)
+	return mac.Sum(nil)
 }
 
 func newSessionID() string {
@@ -260,8 +310,14 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, user strin
 	sess, _ := s.sessions.New(r, CookieName) // a bad cookie yields a fresh session
 	if old, _ := sess.Values[keySID].(string); old != "" {
 		// A login replaces whatever session the browser had.
+		user, _ := sess.Values[keyUser].(string)
 		exp, _ := sess.Values[keyExp].(int64)
-		if err := s.revocations.Revoke(r.Context(), old, time.Unix(exp, 0)); err != nil {
+		iat, _ := sess.Values[keyIssued].(int64)
+		replaced := store.Session{ID: old, User: user, Until: time.Unix(exp, 0)}
+		if iat > 0 {
+			replaced.Issued = time.UnixMilli(iat)
+		}
+		if err := s.revocations.Revoke(r.Context(), replaced); err != nil {
 			s.log.Warn("revoking replaced session", "err", err)
 		}
 	}
@@ -310,7 +366,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	// A well-formed session is revoked even when this node cannot tell
 	// yet whether it already was.
 	if id, _ := s.authenticate(r, false); id.sid != "" {
-		if err := s.revocations.Revoke(r.Context(), id.sid, id.exp); err != nil {
+		if err := s.revocations.Revoke(r.Context(), id.revocation()); err != nil {
 			// A cookie session lives on until its revocation is known
 			// cluster-wide; server-side sessions die with their key
 			// below.

@@ -34,6 +34,16 @@ var (
 	errBanned = errors.New("web: user banned")
 	// errAccountsOff: no account table (--auth open or jwt without one).
 	errAccountsOff = errors.New("web: no account table")
+	// errBadTicket: a ticket that is malformed or not signed by the
+	// cluster (401).
+	errBadTicket = errors.New("web: bad ticket")
+	// errOtherNode: a ticket for another node: the request's other
+	// credentials decide, and without any it is refused as a bad ticket.
+	errOtherNode = errors.New("web: ticket for another node")
+	// errTicketExpired: a ticket past its expiry (401).
+	errTicketExpired = errors.New("web: ticket expired")
+	// errTicketUsed: a ticket presented a second time (401).
+	errTicketUsed = errors.New("web: ticket used")
 )
 
 // Error codes of JSON error answers: {"error":{"code":..,"message":..}}.
@@ -55,4 +65,10 @@ const (
 	CodeForbidden       = "forbidden"
 	CodeTooManyAttempts = "too_many_attempts"
 	CodeAccountsFull    = "accounts_full"
+	CodeBadTicket       = "bad_ticket"
+	CodeTicketExpired   = "ticket_expired"
+	CodeTicketUsed      = "ticket_used"
+	// CodeTooManyConnections answers a connection over the per-address
+	// cap (LimitListener), before any request is read.
+	CodeTooManyConnections = "too_many_connections"
 )

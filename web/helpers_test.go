@@ -41,6 +41,8 @@ type envOpts struct {
 	node string
 	hub  func(*chat.Config)
 	web  func(*Config)
+	// srv, when set, adjusts the server before it serves (its clock).
+	srv func(*Server)
 	// loading: do not wait for the node to load revocations (sessions
 	// are refused with 503 until it has).
 	loading bool
@@ -110,6 +112,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	srv, err := New(wc)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.srv != nil {
+		o.srv(srv)
 	}
 	ts := httptest.NewServer(srv.Handler())
 	e := &env{t: t, hub: hub, rev: rev, acc: acc, srv: srv, ts: ts}

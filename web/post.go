@@ -52,7 +52,7 @@ func (s *Server) handleTyping(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.hub.Typing(r.Context(), id.user, b.Room); err != nil {
-		writeChatError(w, err)
+		s.writeChatError(w, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -93,31 +93,11 @@ func (s *Server) readPost(w http.ResponseWriter, r *http.Request) (identity, pos
 // answerAck answers a one-shot send or DM.
 func (s *Server) answerAck(w http.ResponseWriter, ack chat.Ack, err error) {
 	if err != nil {
-		writeChatError(w, err)
+		s.writeChatError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(ack.Frame)
-}
-
-// writeChatError answers a failed one-shot request with the code an
-// error frame would carry, under the HTTP status that fits it.
-func writeChatError(w http.ResponseWriter, err error) {
-	var e *chat.Error
-	if !errors.As(err, &e) {
-		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
-		return
-	}
-	status := http.StatusBadRequest
-	switch e.Code {
-	case chat.CodeRateLimited:
-		status = http.StatusTooManyRequests
-	case chat.CodeUnavailable:
-		status = http.StatusServiceUnavailable
-	case chat.CodeInternal:
-		status = http.StatusInternalServerError
-	}
-	writeError(w, status, e.Code, e.Message)
 }

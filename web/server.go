@@ -107,6 +107,9 @@ type Config struct {
 	// TokenTTL is how long a bearer token is valid (never longer than its
 	// session). Default 12h.
 	TokenTTL time.Duration
+	// TicketTTL is how long a ticket (POST /api/ticket) may wait to be
+	// used. Default DefaultTicketTTL (30s).
+	TicketTTL time.Duration
 	// PingInterval, PongTimeout and WriteTimeout govern WebSocket
 	// keepalive: a ping every PingInterval (default 20s), the connection
 	// is dropped when nothing arrives for PongTimeout (default 45s) or a
@@ -141,6 +144,8 @@ type Server struct {
 	node        string
 	allowed     map[string]bool // normalised origins
 	tokenKey    []byte
+	tickets     *usedTickets
+	now         func() time.Time  // the tickets' clock; tests set it
 	apiKeySum   [sha256.Size]byte // of Config.APIKey
 	log         *slog.Logger
 	handler     http.Handler
@@ -173,7 +178,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, ErrNoRevocations
 	}
 	if cfg.MaxFrameBytes < 0 || cfg.HardFrameBytes < 0 || cfg.TokenTTL < 0 ||
-		cfg.PingInterval < 0 || cfg.PongTimeout < 0 || cfg.WriteTimeout < 0 {
+		cfg.PingInterval < 0 || cfg.PongTimeout < 0 || cfg.WriteTimeout < 0 || cfg.TicketTTL < 0 {
 		return nil, ErrNegativeConfig
 	}
 	mode, err := ParseAuthMode(string(cfg.Auth))
@@ -203,6 +208,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = DefaultTokenTTL
 	}
+	if cfg.TicketTTL == 0 {
+		cfg.TicketTTL = DefaultTicketTTL
+	}
 	if cfg.PingInterval == 0 {
 		cfg.PingInterval = DefaultPingInterval
 	}
@@ -228,6 +236,8 @@ func New(cfg Config) (*Server, error) {
 		node:        cfg.Node,
 		allowed:     make(map[string]bool),
 		tokenKey:    cfg.TokenKey,
+		tickets:     newUsedTickets(cfg.TicketTTL),
+		now:         time.Now,
 		log:         cfg.Logger,
 		conns:       make(map[*websocket.Conn]struct{}),
 	}
@@ -294,7 +304,9 @@ func (s *Server) routes() http.Handler {
 	api.Post("/admin/unban", s.handleBan(false))
 	api.Post("/admin/disconnect", s.handleAdminDisconnect)
 	api.Get("/admin/node", s.handleAdminNode)
-	api.Options("/admin/node", s.handleAdminPreflight)
+	api.Options("/admin/node", s.handlePreflight(http.MethodGet))
+	api.Post("/ticket", s.handleTicket)
+	api.Options("/ticket", s.handlePreflight(http.MethodPost))
 	api.Get("/cluster", s.handleCluster)
 	api.Get("/events", s.handleEvents)
 	api.Post("/send", s.handleSend)

@@ -516,10 +516,33 @@ func TestLogoutClosesSockets(t *testing.T) {
 	}
 }
 
+// A user who logs out more often than the revocation record keeps one
+// by one has the older logouts folded into "sessions issued until then":
+// a logged-out session stays refused after its fold.
+func TestLogoutsFoldedStayRevoked(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	var tokens []string
+	for range store.DefaultMaxRevocationsPerUser + 2 {
+		c, tok := e.login("mallory")
+		tokens = append(tokens, tok)
+		if resp := e.do(c, "POST", "/api/logout", "", nil, nil); resp.StatusCode != 204 {
+			t.Fatalf("logout: %d", resp.StatusCode)
+		}
+	}
+	if live, _ := e.rev.Stats(); live >= len(tokens) {
+		t.Fatalf("%d records for %d logouts of one user: nothing folded", live, len(tokens))
+	}
+	for i, tok := range tokens {
+		if resp := e.do(newClient(t), "GET", "/api/me", "", hdr("Authorization", "Bearer "+tok), nil); resp.StatusCode != 401 {
+			t.Fatalf("logged-out session %d answers %d", i, resp.StatusCode)
+		}
+	}
+}
+
 // failingRevoke cannot record a logout: the broker is unavailable.
 type failingRevoke struct{ Revocations }
 
-func (failingRevoke) Revoke(context.Context, string, time.Time) error {
+func (failingRevoke) Revoke(context.Context, store.Session) error {
 	return transport.ErrUnavailable
 }
 
@@ -584,6 +607,41 @@ func TestRedisSessions(t *testing.T) {
 	if resp := e.do(replay, "GET", "/api/me", "", nil, nil); resp.StatusCode != 401 {
 		t.Fatalf("replayed: %d", resp.StatusCode)
 	}
+}
+
+// With sessions in Redis, a login that never connects leaves a key that
+// expires soon; a connection makes it live as long as the session.
+func TestRedisSessionKeptOnceConnected(t *testing.T) {
+	_, rdb, sessions := redisSessions(t)
+	e := newEnv(t, envOpts{web: func(c *Config) { c.Sessions = sessions }})
+	ttl := func(s webtest.Session) time.Duration {
+		t.Helper()
+		return rdb.TTL(context.Background(), store.RedisKeyPrefix+cookieValue(t, s)).Val()
+	}
+	idle, byCookie := webtest.Login(t, e.ts.URL, "idle"), webtest.Login(t, e.ts.URL, "alice")
+	for _, s := range []webtest.Session{idle, byCookie} {
+		if d := ttl(s); d <= 0 || d > store.DefaultSessionFreshTTL {
+			t.Fatalf("%s: a new session's key lives %v, want at most %v", s.User, d, store.DefaultSessionFreshTTL)
+		}
+	}
+	webtest.Dial(t, e.ts.URL, byCookie, webtest.DialOptions{})
+	if d := ttl(byCookie); d < store.DefaultSessionMaxAge-time.Hour {
+		t.Errorf("a connected session's key lives %v, want about %v", d, store.DefaultSessionMaxAge)
+	}
+	if d := ttl(idle); d <= 0 || d > store.DefaultSessionFreshTTL {
+		t.Errorf("idle: %v", d)
+	}
+}
+
+func cookieValue(t *testing.T, s webtest.Session) string {
+	t.Helper()
+	for _, c := range s.Cookies {
+		if c.Name == CookieName {
+			return c.Value
+		}
+	}
+	t.Fatalf("%s has no session cookie", s.User)
+	return ""
 }
 
 // With sessions in Redis, a logged-out token is refused even by a node

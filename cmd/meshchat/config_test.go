@@ -51,6 +51,7 @@ func TestParseServe(t *testing.T) {
 				"MESHCHAT_DATA": "/var/lib/meshchat", "MESHCHAT_LOG_LEVEL": "debug", "MESHCHAT_LOG_FORMAT": "json",
 				"MESHCHAT_DEBUG_ADDR": "127.0.0.1:6060", "MESHCHAT_METRICS_ADDR": ":9100", "MESHCHAT_API_KEY": "k-0123456789abcdef",
 				"MESHCHAT_AUTH": "open", "MESHCHAT_ADMINS": "root,ops", "MESHCHAT_LOGIN_LIMIT": "100", "MESHCHAT_REGISTER_LIMIT": "4",
+				"MESHCHAT_HISTORY_BUDGET": "512MiB", "MESHCHAT_ROOM_LIMIT": "0",
 			},
 			check: func(t *testing.T, c serveConfig) {
 				if c.HTTPAddr != "127.0.0.1:9000" || c.GossipAddr != "127.0.0.1:9001" || c.Name != "n1" ||
@@ -60,7 +61,8 @@ func TestParseServe(t *testing.T) {
 					c.DebugAddr != "127.0.0.1:6060" || c.MetricsAddr != ":9100" || c.APIKey != "k-0123456789abcdef" ||
 					c.Auth != "open" || !slices.Equal(c.Admins, []string{"root", "ops"}) ||
 					c.AuthLimits.AttemptsPerMinute != 100 || c.AuthLimits.AttemptBurst != 100 ||
-					c.AuthLimits.RegistrationsPerMinute != 4 || c.AuthLimits.RegistrationBurst != 20 {
+					c.AuthLimits.RegistrationsPerMinute != 4 || c.AuthLimits.RegistrationBurst != 20 ||
+					c.HistoryBudget != 512<<20 || c.RoomsPerHour != node.NoRateLimit {
 					t.Errorf("got %+v", c)
 				}
 				if !slices.Equal(c.Join, []string{"10.0.0.1:7946", "10.0.0.2:7946"}) {
@@ -172,6 +174,16 @@ func TestParseServe(t *testing.T) {
 		{name: "jwt key without jwt", args: []string{"--jwt-key", "k"}, wantErr: "--jwt-key"},
 		{name: "bad admin name", args: []string{"--admins", "root,no way"}, wantErr: `--admins "no way"`},
 		{name: "negative login limit", args: []string{"--login-limit", "-1"}, wantErr: "--login-limit -1"},
+		{name: "negative connection cap", args: []string{"--max-conns-per-ip", "-1"}, wantErr: "--max-conns-per-ip -1"},
+		{
+			name: "connection cap off",
+			env:  map[string]string{"MESHCHAT_MAX_CONNS_PER_IP": "0"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.MaxConnsPerIP != node.NoConnLimit {
+					t.Errorf("--max-conns-per-ip 0 gave %d", c.MaxConnsPerIP)
+				}
+			},
+		},
 		{name: "zero history", args: []string{"--history", "0"}, wantErr: "--history 0"},
 		{name: "zero history from env", env: map[string]string{"MESHCHAT_HISTORY": "0"}, wantErr: "--history 0"},
 		{name: "zero frame", args: []string{"--max-frame", "0"}, wantErr: "--max-frame 0"},

@@ -139,3 +139,46 @@ func TestEndToEndSeedRestart(t *testing.T) {
 		t.Fatalf("a user on the restarted seed sees the room's history as %q", texts)
 	}
 }
+
+// TestEndToEndRestartFindsKnownPeers: a node with --data keeps the peers
+// it knew, so that after every node restarted, the seed fresh and
+// knowing no one, the node started again without --join finds it.
+func TestEndToEndRestartFindsKnownPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two processes twice; skipped with -short")
+	}
+	h1, g1 := clustertest.FreeAddr(t, false), clustertest.FreeAddr(t, true)
+	h2, g2 := clustertest.FreeAddr(t, false), clustertest.FreeAddr(t, true)
+	data := "--data=" + t.TempDir()
+	alive := func(procs ...*proc) func() bool {
+		return func() bool {
+			for _, p := range procs {
+				v, ok := webtest.GetCluster(t, p.url)
+				n := 0
+				for _, m := range v.Nodes {
+					if m.State == "alive" {
+						n++
+					}
+				}
+				if !ok || n != len(procs) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	p1 := startProcOn(t, "k1", h1, g1, "")
+	p2 := startProcOn(t, "k2", h2, g2, p1.gossip, data)
+	clustertest.WaitFor(t, 30*time.Second, "two nodes alive in both views", alive(p1, p2))
+
+	for _, p := range []*proc{p2, p1} {
+		p.Stop(syscall.SIGTERM, 20*time.Second)
+		if err := p.Err(); err != nil {
+			t.Fatalf("%s exit after SIGTERM: %v", p.name, err)
+		}
+	}
+	p1 = startProcOn(t, "k1", h1, g1, "")
+	p2 = startProcOn(t, "k2", h2, g2, "", data)
+	took := clustertest.WaitFor(t, 30*time.Second, "the node without --join back with the peer it knew", alive(p1, p2))
+	t.Logf("found again after %v", took.Round(time.Millisecond))
+}

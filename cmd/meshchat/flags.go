@@ -24,6 +24,9 @@ type serveConfig struct {
 	// RateFlag is --rate-limit as typed, where 0 turns the limit off;
 	// parseServe turns it into Config.RateLimit.
 	RateFlag float64
+	// RoomFlag is --room-limit as typed, where 0 turns the limit off;
+	// parseServe turns it into Config.RoomsPerHour.
+	RoomFlag int
 	// LogLevel and LogFormat ("text" or "json") shape the logger that
 	// newLogger builds.
 	LogLevel  slog.Level
@@ -169,12 +172,18 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("register-limit", "N", "2")
 	fs.Float64Var(&cfg.RateFlag, "rate-limit", cfg.RateFlag, "frames per second a connection may send, bursts of max(110, 2N); 0 turns the limit off")
 	doc("rate-limit", "N", "")
+	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", cfg.MaxConnsPerIP, "TCP connections one client address may hold open on the HTTP listener (the cluster's nodes are exempt); behind a proxy every client shares its address: raise it or use 0; 0 turns the cap off")
+	doc("max-conns-per-ip", "N", "")
 	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "enables the server API (/api/server/...); requests carry Authorization: Bearer K")
 	doc("api-key", "K", "none (the server API is off)")
 	fs.IntVar(&cfg.History, "history", cfg.History, "messages retained per room and per DM inbox")
 	doc("history", "N", "")
 	fs.DurationVar(&cfg.HistoryAge, "history-age", cfg.HistoryAge, "also drop retained messages older than this, e.g. 72h")
 	doc("history-age", "DUR", "0 (no age limit)")
+	fs.Var(bytesValue[int64]{dst: &cfg.HistoryBudget}, "history-budget", "bytes of history the mesh broker keeps in memory, all rooms and inboxes together; over it the least recently used are evicted (to disk with --data, else dropped)")
+	doc("history-budget", "BYTES", "a quarter of the memory (cgroup limit or total), within 64MiB..4GiB")
+	fs.IntVar(&cfg.RoomFlag, "room-limit", cfg.RoomFlag, "new rooms one user may create per hour on this node; 0 turns the limit off")
+	doc("room-limit", "N", "")
 	fs.Var(bytesValue[int64]{dst: &cfg.MaxFrame}, "max-frame", "largest WebSocket frame a client may send (bytes, or with KiB/MiB)")
 	doc("max-frame", "BYTES", "")
 	fs.Var(bytesValue[int]{dst: &cfg.QueueBytes, max: math.MaxInt32}, "queue-bytes", "bound of each connection's outbound queue; a client this far behind is disconnected and resumes from history")
@@ -193,7 +202,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 	doc("cluster-name", "NAME", "none (an empty name)")
 	fs.StringVar(&cfg.AdvertiseHTTP, "advertise-http", cfg.AdvertiseHTTP, "HTTP base URL other nodes and clients use to reach this node")
 	doc("advertise-http", "URL", "from --http; a wildcard host becomes the hostname's first non-loopback IPv4, else 127.0.0.1")
-	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "mesh broker: keep history on disk in DIR/history.db, so a restart of the whole cluster keeps it")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "keep history on disk in DIR/history.db (mesh broker), so a restart of the whole cluster keeps it, and the peers the node knew, to rejoin them at start")
 	doc("data", "DIR", "none (history in memory only)")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve the Go profiler (/debug/pprof/) on this separate listener; keep it on loopback or a private network")
 	doc("debug-addr", "ADDR", "none (off)")
@@ -211,7 +220,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) []flagDoc {
 // defaultServeConfig is serveConfig with every flag at its default.
 func defaultServeConfig() serveConfig {
 	c := node.DefaultConfig()
-	return serveConfig{Config: c, RateFlag: c.RateLimit, LogLevel: slog.LevelInfo, LogFormat: "text"}
+	return serveConfig{Config: c, RateFlag: c.RateLimit, RoomFlag: c.RoomsPerHour, LogLevel: slog.LevelInfo, LogFormat: "text"}
 }
 
 // envName is the environment variable a flag reads.
@@ -252,10 +261,20 @@ func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Wri
 		return serveConfig{}, errors.New("config: --max-frame 0: want at least 256 bytes")
 	case cfg.QueueBytes == 0:
 		return serveConfig{}, fmt.Errorf("config: --queue-bytes 0: want at least --max-frame (%d)", cfg.MaxFrame)
+	case cfg.MaxConnsPerIP < 0:
+		return serveConfig{}, fmt.Errorf("config: --max-conns-per-ip %d: want a number >= 0", cfg.MaxConnsPerIP)
 	case math.IsNaN(cfg.RateFlag) || math.IsInf(cfg.RateFlag, 0) || cfg.RateFlag < 0:
 		return serveConfig{}, fmt.Errorf("config: --rate-limit %v: want a number >= 0", cfg.RateFlag)
 	}
 	cfg.RateLimit = cfg.RateFlag
+	switch {
+	case cfg.RoomFlag < 0:
+		return serveConfig{}, fmt.Errorf("config: --room-limit %d: want >= 0", cfg.RoomFlag)
+	case cfg.RoomFlag == 0:
+		cfg.RoomsPerHour = node.NoRateLimit
+	default:
+		cfg.RoomsPerHour = cfg.RoomFlag
+	}
 	for _, l := range []struct {
 		flag string
 		v    float64
@@ -268,6 +287,9 @@ func parseServe(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	cfg.AuthLimits.RegistrationBurst = 5 * cfg.AuthLimits.RegistrationsPerMinute
 	if cfg.RateFlag == 0 {
 		cfg.RateLimit = node.NoRateLimit // the contract's "0 turns the limit off"
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = node.NoConnLimit
 	}
 	if err := cfg.Validate(); err != nil {
 		return serveConfig{}, err

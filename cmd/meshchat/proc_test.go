@@ -41,9 +41,9 @@ func startProcOn(t *testing.T, name, httpAddr, gossipAddr, join string, extra ..
 func startProcWrapped(t *testing.T, wrap []string, name, httpAddr, gossipAddr, join string, extra ...string) *proc {
 	t.Helper()
 	bin := buildBinary(t)
-	// Users log in by name unless extra says otherwise (a later flag
-	// wins).
-	args := []string{"serve", "--http", httpAddr, "--gossip", gossipAddr, "--name", name, "--log-level", "debug", "--auth", "open"}
+	// Users log in by name, and every client comes from 127.0.0.1
+	// without a cap, unless extra says otherwise (a later flag wins).
+	args := []string{"serve", "--http", httpAddr, "--gossip", gossipAddr, "--name", name, "--log-level", "debug", "--auth", "open", "--max-conns-per-ip", "0"}
 	if join != "" {
 		args = append(args, "--join", join)
 	}

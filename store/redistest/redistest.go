@@ -78,6 +78,19 @@ func StartWith(tb testing.TB, opts Options) *Server {
 	return s
 }
 
+// Reserve returns a Server that is not running yet, on a port found
+// free: Addr and URL already name it, and Restart starts it there. It is
+// for tests of clients that start before their Redis does. Like Start,
+// it skips the test when redis-server is not installed (fails under
+// CI=true).
+func Reserve(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	bin := clustertest.RequireBinary(tb, "redis-server", "redis-server", "/usr/bin/redis-server")
+	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), opts: opts, port: clustertest.FreePort(tb, false)}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
 // start runs redis-server on port and waits until it answers PING.
 func (s *Server) start(port int) error {
 	args := []string{

@@ -73,3 +73,17 @@ func TestURL(t *testing.T) {
 		t.Fatalf("URL %s parsed to %s db %d", s.URL(), opt.Addr, opt.DB)
 	}
 }
+
+func TestReserve(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := redistest.Reserve(t, redistest.Options{})
+	c := client(t, s)
+	if s.Running() || c.Ping(ctx).Err() == nil {
+		t.Fatal("a reserved server answers before it is started")
+	}
+	s.Restart()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("ping after start: %v", err)
+	}
+}

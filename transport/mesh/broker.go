@@ -86,6 +86,17 @@ type Config struct {
 	// that has the quorum with it counted forgets it. Zero means
 	// DefaultForgetAfter; negative never forgets.
 	ForgetAfter time.Duration
+	// HistoryBudget bounds the bytes of history (message data and a
+	// small overhead each) that the channels this node orders or backs
+	// up retain in memory, all together. Over it, the histories of the
+	// channels used least recently are evicted: with a Log they stay on
+	// disk and are read back when next used; without one they are gone,
+	// and a resume from before them is not recovered. Zero means no
+	// bound.
+	HistoryBudget int64
+	// Pinned reports the channels whose history is never evicted (the
+	// node's own tables). Nil pins none.
+	Pinned func(channel string) bool
 	// Log, when set, keeps the streams this node orders or backs up on
 	// disk: an owner or backup writes each publication to it before
 	// acknowledging, and Start reads it back, so restarting every node
@@ -134,8 +145,12 @@ type Broker struct {
 	links   map[string]*link
 	inbound map[*inConn]struct{}
 
-	counts  linkCounters       // see Stats
-	junkLog transport.LogLimit // rejected peer connections, frames failing authentication
+	counts linkCounters // see Stats
+
+	retainedBytes atomic.Int64       // what the rings retain (budget.go)
+	useClock      atomic.Uint64      // orders chanState.used
+	evictKick     chan struct{}      // buffered 1: the total is over budget
+	junkLog       transport.LogLimit // rejected peer connections, frames failing authentication
 
 	nonces   nonceCache
 	upgrader *websocket.Upgrader // peer connections (serveHTTP)
@@ -167,7 +182,7 @@ func New(cfg Config) (*Broker, error) {
 	if err := transport.FillRetention("mesh broker", &cfg.HistorySize, &cfg.HistoryMaxAge, &cfg.DedupeWindow); err != nil {
 		return nil, err
 	}
-	if cfg.RequestTimeout < 0 || cfg.QueueBytes < 0 || cfg.DialTimeout < 0 {
+	if cfg.RequestTimeout < 0 || cfg.QueueBytes < 0 || cfg.DialTimeout < 0 || cfg.HistoryBudget < 0 {
 		return nil, errors.New("mesh broker: negative duration or size in Config")
 	}
 	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
@@ -178,17 +193,18 @@ func New(cfg Config) (*Broker, error) {
 	cfg.Key = slices.Clone(cfg.Key)
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "mesh", "node", cfg.Self.Name),
-		ctx:      ctx,
-		cancel:   cancel,
-		chans:    make(map[string]*chanState),
-		local:    make(map[string]*localChan),
-		links:    make(map[string]*link),
-		inbound:  make(map[*inConn]struct{}),
-		nonces:   nonceCache{seen: make(map[string]int64)},
-		upgrader: newUpgrader(),
-		changed:  make(chan struct{}, 1),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "mesh", "node", cfg.Self.Name),
+		ctx:       ctx,
+		cancel:    cancel,
+		chans:     make(map[string]*chanState),
+		local:     make(map[string]*localChan),
+		links:     make(map[string]*link),
+		inbound:   make(map[*inConn]struct{}),
+		nonces:    nonceCache{seen: make(map[string]int64)},
+		upgrader:  newUpgrader(),
+		changed:   make(chan struct{}, 1),
+		evictKick: make(chan struct{}, 1),
 	}
 	b.quorum.v = newVoters(cfg.Self.Name, cfg.ForgetAfter)
 	b.refreshPeers()
@@ -215,6 +231,9 @@ func (b *Broker) Start(ctx context.Context, h transport.Handler) error {
 	b.started.Store(true)
 	b.refreshPeers() // the quorum's floor is known from now on
 	b.goFn(b.membershipLoop)
+	if b.cfg.HistoryBudget > 0 {
+		b.goFn(b.evictLoop)
+	}
 	return nil
 }
 

@@ -14,7 +14,8 @@
 // the presence table, and sends each publication to every subscribed node
 // in offset order. A stored publication gets its offset at once but is
 // made readable, fanned out and acknowledged only once it and every
-// earlier one have been copied to the backup, which keeps a replica
+// earlier one have been copied to the backup (or, while the backup does
+// not answer, to a standby, the node ranked next), which keeps a replica
 // (copies travel in batches, one batch per channel in flight); when the
 // owner fails, the backup ranks first and continues the same epoch at the
 // next offset. Each node owns its local side of every channel it uses:
@@ -59,6 +60,7 @@
 //	inbound.go     connections peers dial here: deliveries, notices, requests
 //	owner.go       the owner's request handlers (one per op), ordering, fanout
 //	state.go       a channel's state as its owner or backup keeps it
+//	budget.go      the history budget: byte accounting, LRU eviction
 //	takeover.go    taking a channel over, and handing it over when asked
 //	pipeline.go    the owner's side of replication: batches, confirm, abandon
 //	replica.go     the backup's side: applying copies and snapshots
@@ -76,7 +78,9 @@
 // publication (and each new or adopted stream) to the log before they
 // acknowledge it, and Start reads the log back, so a restart of every node
 // keeps each channel's history, epoch and next offset. Memory stays the
-// read path. Bolt is the Log cmd wires in with --data (OpenBolt); the
+// read path, and, under Config.HistoryBudget, a cache of the Log: a
+// channel evicted from memory is read back from it when next used
+// (budget.go). Bolt is the Log cmd wires in with --data (OpenBolt); the
 // broker never closes it. docs/storage.md has the design.
 //
 // # Wiring
@@ -89,7 +93,7 @@
 // # Concurrency
 //
 // Every exported method is safe for concurrent use. Goroutines: one
-// membership goroutine; per outbound link a dialler/reader and a writer;
+// membership goroutine; with a HistoryBudget, one eviction goroutine; per outbound link a dialler/reader and a writer;
 // per inbound connection the HTTP handler's goroutine as reader, a writer,
 // and up to 64 request goroutines; per channel at most one resync
 // goroutine and, while it has unconfirmed publications, one flusher. All

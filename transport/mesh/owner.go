@@ -182,7 +182,7 @@ func (b *Broker) serveSubscribe(ctx context.Context, from, ch string, d *dec) ([
 		if since.Epoch == s.epoch {
 			pubs = b.history(s, transport.HistoryRequest{Since: &since}).Publications
 		} else {
-			pubs = s.hist.all(b.minTime())
+			pubs = b.retained(s, b.minTime())
 		}
 	}
 	return enc(nil).pos(transport.StreamPosition{Offset: s.offset, Epoch: s.epoch}).pubs(pubs), nil

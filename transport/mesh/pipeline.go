@@ -162,6 +162,14 @@ func (b *Broker) flushLoop(s *chanState) {
 		s.unlock()
 
 		logErr, copyErr, snapped := b.sendBatch(s, gen, batch, backup, hasBackup, snap, logDone)
+		standby := false
+		if copyErr != nil && !errors.Is(copyErr, errNotOwner) {
+			if err := b.copyToStandby(s, gen, batch, backup); err == nil {
+				standby, copyErr = true, nil
+			} else {
+				copyErr = fmt.Errorf("%w (and to a standby: %w)", copyErr, err)
+			}
+		}
 
 		if s.lock(b.ctx) != nil {
 			return
@@ -186,16 +194,19 @@ func (b *Broker) flushLoop(s *chanState) {
 			continue
 		case copyErr != nil:
 			// Nothing is acknowledged that the owner alone holds: an owner
-			// cut off from its backup may be the minority side of a
-			// partition, whose copy the majority never sees. The
-			// publishers retry (with their idempotency keys) until the
-			// backup answers again or membership replaces it, which takes
-			// failure detection's few seconds.
+			// cut off from its backup and every standby may be the
+			// minority side of a partition, whose copy the majority never
+			// sees. The publishers retry (with their idempotency keys)
+			// until a copy succeeds.
 			b.log.Warn("replication to backup failed, publications refused", "channel", s.name, "backup", backup.Name,
 				"offsets", fmt.Sprintf("%d-%d", batch[0].pub.Offset, batch[len(batch)-1].pub.Offset), "err", copyErr)
 			b.abandon(s, fmt.Errorf("%w: channel %s: no copy at its backup %s: %w", transport.ErrUnavailable, s.name, backup.Name, copyErr))
 			s.unlock()
 			continue
+		case standby:
+			// The backup missed this batch: it gets the whole stream with
+			// the next one, or membership replaces it.
+			s.needSnap = true
 		case snapped:
 			s.needSnap = false
 		}
@@ -210,6 +221,47 @@ func (b *Broker) flushLoop(s *chanState) {
 			close(p.done)
 		}
 	}
+}
+
+// errNoStandby means the view has no node to copy a batch to besides the
+// owner and its backup.
+var errNoStandby = errors.New("mesh: no standby node")
+
+// copyToStandby copies the channel's confirmed stream and batch, as a
+// snapshot, to the node ranked after the backup, when the backup could
+// not be reached: it is dead and membership has not noticed yet, or cut
+// off. Confirming on that copy keeps the channel going meanwhile, and
+// safe: the standby holds every acknowledged publication, and a takeover
+// collects the most recent copy wherever it is. An owner cut off from the
+// majority reaches no standby either, and acknowledges nothing. s is not
+// locked.
+func (b *Broker) copyToStandby(s *chanState, gen uint64, batch []*pendingPub, backup transport.Peer) error {
+	var standby transport.Peer
+	var best uint64
+	for _, p := range b.peers.Load().list {
+		if p.Name == b.cfg.Self.Name || p.Name == backup.Name {
+			continue
+		}
+		if sc := score(p.Name, s.name); standby.Name == "" || sc > best {
+			standby, best = p, sc
+		}
+	}
+	if standby.Name == "" {
+		return errNoStandby
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, replicateTimeout)
+	defer cancel()
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	if s.gen != gen {
+		s.unlock()
+		return fmt.Errorf("%w: batch abandoned", transport.ErrUnavailable)
+	}
+	snap := b.batchSnapshot(s, batch)
+	s.unlock()
+	_, err := b.call(ctx, standby, opSnapshot, s.name, enc(nil).snapshot(snap))
+	return err
 }
 
 // sendBatch makes batch durable here and copies it to the backup, at the
@@ -286,7 +338,7 @@ func (b *Broker) confirm(s *chanState, batch []*pendingPub) *localChan {
 	var local *localChan
 	for _, p := range batch {
 		s.offset, s.lastTime = p.pub.Offset, p.pub.Time
-		s.hist.push(p.pub)
+		b.keep(s, p.pub)
 		if p.key != "" {
 			d := dedupeEntry{key: p.key, at: p.pub.Time, pub: p.pub}
 			s.dedupe[d.key] = d
@@ -297,6 +349,7 @@ func (b *Broker) confirm(s *chanState, batch []*pendingPub) *localChan {
 			local = lc
 		}
 	}
+	b.account(s)
 	n := copy(s.pend, s.pend[len(batch):])
 	clear(s.pend[n:])
 	s.pend, s.sent = s.pend[:n], 0

@@ -169,12 +169,13 @@ func TestPartitionMinorityRefuses(t *testing.T) {
 	checkOneStream(t, bs, recs, all, ch, acked)
 }
 
-// TestUnreachableBackupAcksNothing: a publication that did not reach the
-// channel's backup is not acknowledged (its owner may be the minority of
-// a partition, whose copy the majority never sees); once membership
-// drops the backup, the retry is stored once.
+// TestUnreachableBackupAcksNothing: a publication that reached neither
+// the channel's backup nor a standby is not acknowledged (its owner may be
+// the minority of a partition, whose copy the majority never sees); once
+// membership drops the backup, the retry is stored once. Two nodes: there
+// is no standby, and n0, the lower name, goes on alone.
 func TestUnreachableBackupAcksNothing(t *testing.T) {
-	c, bs := newTestCluster(t, 3, nil)
+	c, bs := newTestCluster(t, 2, nil)
 	recs, ch, backup := startOnChannel(t, bs, 0)
 	ctx := t.Context()
 	name := bs[backup].cfg.Self.Name
@@ -216,5 +217,34 @@ func TestDeadForgottenByTheMajority(t *testing.T) {
 	}
 	if _, err := bs[0].Publish(t.Context(), "r:after", []byte("x"), transport.PublishOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStandbyTakesTheCopy: while the backup is unreachable (dead, not yet
+// declared so), the owner copies to the node ranked after it and goes on
+// acknowledging; that copy is what survives when the owner goes too.
+func TestStandbyTakesTheCopy(t *testing.T) {
+	c, bs := newTestCluster(t, 3, nil)
+	_, ch, backup := startOnChannel(t, bs)
+	ctx := t.Context()
+	standby := 3 - backup
+	c.kill(t, bs[backup].cfg.Self.Name) // still listed as alive
+	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	p, err := bs[0].Publish(actx, ch, []byte("k"), transport.PublishOptions{IdempotencyKey: "k"})
+	if err != nil {
+		t.Fatalf("publish with the backup unreachable and a standby up: %v", err)
+	}
+	// The owner goes too; both leave the membership as nodes that left,
+	// so that the standby, alone, has the quorum.
+	c.kill(t, "n0")
+	c.leave("n0")
+	c.leave(bs[backup].cfg.Self.Name)
+	res, err := bs[standby].History(ctx, ch, transport.HistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Publications) != 1 || !samePub(res.Publications[0], p) {
+		t.Fatalf("the standby holds %v, want the acknowledged %+v", brokertest.Offsets(res.Publications), p)
 	}
 }

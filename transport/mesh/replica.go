@@ -101,7 +101,7 @@ func (b *Broker) applyCopies(ctx context.Context, s *chanState, pubs []transport
 	}
 	for j, pub := range pubs {
 		s.offset, s.lastTime = pub.Offset, pub.Time
-		s.hist.push(pub)
+		b.keep(s, pub)
 		if keys[j] != "" {
 			de := dedupeEntry{key: keys[j], at: pub.Time, pub: pub}
 			s.dedupe[keys[j]] = de
@@ -109,6 +109,7 @@ func (b *Broker) applyCopies(ctx context.Context, s *chanState, pubs []transport
 		}
 	}
 	s.next = s.offset
+	b.account(s)
 	b.expireDedupe(s, pubs[len(pubs)-1].Time)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshchat/meshchat/transport"
@@ -40,6 +41,13 @@ type chanState struct {
 	offset   uint64
 	lastTime int64
 	hist     ring
+	// counted is hist.bytes as last added to the broker's total
+	// (budget.go); used orders channels for eviction, least recently
+	// used first; cold is set when hist was evicted while Config.Log
+	// keeps the history: the log is read (warm) before hist is.
+	counted int64
+	used    atomic.Uint64
+	cold    bool
 
 	// The owner's unconfirmed publications (pipeline.go). next is the last
 	// offset assigned (offset when none is pending); pend are the assigned
@@ -99,14 +107,22 @@ func (s *chanState) unlock() { <-s.lk }
 // the backup cost tens of KiB per user.
 type ring struct {
 	buf   []transport.Publication
-	size  int // retention; buf never grows beyond it
-	start int // index of the oldest once buf is full
+	size  int   // retention; buf never grows beyond it
+	start int   // index of the oldest once buf is full
+	bytes int64 // what buf retains, pubBytes each
 }
+
+// pubOverhead is what a retained publication costs besides its data:
+// the Publication in the ring, its epoch's string header.
+const pubOverhead = 64
+
+func pubBytes(p transport.Publication) int64 { return int64(len(p.Data)) + pubOverhead }
 
 func (r *ring) push(p transport.Publication) {
 	if r.size <= 0 {
 		return
 	}
+	r.bytes += pubBytes(p)
 	if len(r.buf) < r.size {
 		// Not full yet, so start is 0 and buf is in order.
 		if len(r.buf) == cap(r.buf) {
@@ -117,6 +133,7 @@ func (r *ring) push(p transport.Publication) {
 		r.buf = append(r.buf, p)
 		return
 	}
+	r.bytes -= pubBytes(r.buf[r.start])
 	r.buf[r.start] = p
 	r.start = (r.start + 1) % len(r.buf)
 }
@@ -127,7 +144,7 @@ func (r *ring) at(i int) transport.Publication { return r.buf[(r.start+i)%len(r.
 
 // reset empties the ring and gives its memory back.
 func (r *ring) reset() {
-	r.buf, r.start = nil, 0
+	r.buf, r.start, r.bytes = nil, 0, 0
 }
 
 // all returns the retained publications, dropping those older than
@@ -152,7 +169,7 @@ func (b *Broker) minTime() int64 {
 // history answers a HistoryRequest from s; s must be locked.
 func (b *Broker) history(s *chanState, req transport.HistoryRequest) transport.HistoryResult {
 	res := transport.HistoryResult{Latest: transport.StreamPosition{Offset: s.offset, Epoch: s.epoch}}
-	all := s.hist.all(b.minTime())
+	all := b.retained(s, b.minTime())
 	if req.Since != nil && req.Since.Epoch == s.epoch && req.Since.Epoch != "" && req.Since.Offset <= s.offset {
 		oldest := s.offset - uint64(len(all)) // offset just before the oldest retained
 		if req.Since.Offset >= oldest {
@@ -178,7 +195,7 @@ func (b *Broker) snapshotOf(s *chanState) *snapshot {
 		Epoch:    s.epoch,
 		Offset:   s.offset,
 		LastTime: s.lastTime,
-		Pubs:     s.hist.all(0),
+		Pubs:     b.retained(s, 0),
 		Dedupe:   slices.Clone(s.dedupeOrder),
 		Interest: slices.Collect(maps.Keys(s.interest)),
 		Presence: make(map[string][]string, len(s.presence)),
@@ -200,6 +217,8 @@ func (b *Broker) applySnapshot(s *chanState, snap *snapshot) {
 	for _, p := range snap.Pubs {
 		s.hist.push(p)
 	}
+	s.cold = false
+	b.account(s)
 	clear(s.dedupe)
 	s.dedupeOrder = s.dedupeOrder[:0]
 	for _, d := range snap.Dedupe {

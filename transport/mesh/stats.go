@@ -35,11 +35,17 @@ type Stats struct {
 	// copy to the backup (and the Log write). It is the replication lag
 	// in publications; the publishers wait for it.
 	Unconfirmed int
+	// RetainedBytes is what those histories take in memory, all channels
+	// counted (Config.HistoryBudget bounds it); Evictions counts the
+	// histories evicted to keep it under the budget.
+	RetainedBytes int64
+	Evictions     uint64
 }
 
-// linkCounters are counted by the links (link.go) and takeovers.
+// linkCounters are counted by the links (link.go), takeovers and
+// evictions (budget.go).
 type linkCounters struct {
-	takeovers, created, connects, dialFailures, drops, rejected, frameAuth atomic.Uint64
+	takeovers, created, connects, dialFailures, drops, rejected, frameAuth, evictions atomic.Uint64
 }
 
 // Stats returns the broker's counters, and walks the channel states for
@@ -54,6 +60,8 @@ func (b *Broker) Stats() Stats {
 		LinkDrops:         b.counts.drops.Load(),
 		RejectedPeers:     b.counts.rejected.Load(),
 		FrameAuthFailures: b.counts.frameAuth.Load(),
+		RetainedBytes:     b.retainedBytes.Load(),
+		Evictions:         b.counts.evictions.Load(),
 	}
 	b.chMu.RLock()
 	states := slices.Collect(maps.Values(b.chans))

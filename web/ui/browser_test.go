@@ -12,6 +12,7 @@ import (
 	"time"
 
 	cdplog "github.com/chromedp/cdproto/log"
+	cdpnetwork "github.com/chromedp/cdproto/network"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -73,35 +74,57 @@ func newBrowser(t *testing.T, execPath string) context.Context {
 // failed request among them). The result reads what came so far.
 func watchErrors(t *testing.T, ctx context.Context) func() []string {
 	t.Helper()
-	var mu sync.Mutex
-	var errs []string
-	err := chromedp.Listen(ctx, func(ev any) {
-		var msg string
+	return watch(t, ctx, func(ev any) (string, bool) {
 		switch ev := ev.(type) {
 		case *cdpruntime.EventExceptionThrown:
-			msg = "exception: " + ev.ExceptionDetails.Text
+			msg := "exception: " + ev.ExceptionDetails.Text
 			if ev.ExceptionDetails.Exception != nil {
 				msg += " " + ev.ExceptionDetails.Exception.Description
 			}
+			return msg, true
 		case *cdpruntime.EventConsoleAPICalled:
 			if ev.Type != cdpruntime.ConsoleAPICalledTypeError {
-				return
+				return "", false
 			}
-			msg = "console.error"
+			msg := "console.error"
 			for _, a := range ev.Args {
 				msg += " " + string(a.Value)
 			}
+			return msg, true
 		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level != cdplog.EntryLevelError {
-				return
-			}
-			msg = ev.Entry.Text + " " + ev.Entry.URL
-		default:
-			return
+			return ev.Entry.Text + " " + ev.Entry.URL, ev.Entry.Level == cdplog.EntryLevelError
 		}
-		mu.Lock()
-		errs = append(errs, msg)
-		mu.Unlock()
+		return "", false
+	})
+}
+
+// watchURLs collects the URLs of every request the page makes and of
+// every WebSocket it opens; the result reads what came so far.
+func watchURLs(t *testing.T, ctx context.Context) func() []string {
+	t.Helper()
+	return watch(t, ctx, func(ev any) (string, bool) {
+		switch ev := ev.(type) {
+		case *cdpnetwork.EventWebSocketCreated:
+			return ev.URL, true
+		case *cdpnetwork.EventRequestWillBeSent:
+			return ev.Request.URL, true
+		}
+		return "", false
+	})
+}
+
+// watch collects what pick takes from the page's events; the result
+// reads what came so far.
+func watch(t *testing.T, ctx context.Context, pick func(ev any) (string, bool)) func() []string {
+	t.Helper()
+	var mu sync.Mutex
+	var got []string
+	err := chromedp.Listen(ctx, func(ev any) {
+		if v, ok := pick(ev); ok {
+			mu.Lock()
+			got = append(got, v)
+			mu.Unlock()
+		}
 	})
 	if err != nil {
 		t.Fatalf("watch the page: %v", err)
@@ -109,7 +132,7 @@ func watchErrors(t *testing.T, ctx context.Context) func() []string {
 	return func() []string {
 		mu.Lock()
 		defer mu.Unlock()
-		return append([]string(nil), errs...)
+		return append([]string(nil), got...)
 	}
 }
 
@@ -371,13 +394,16 @@ func TestBrowserChat(t *testing.T) {
 }
 
 // TestBrowserFailover stops the node a page came from and checks that the
-// page carries on through another node (token auth, cross-origin /ws),
-// catches up on what it missed, and sends again.
+// page carries on through another node (a ticket fetched across origins
+// with the token, cross-origin /ws), catches up on what it missed, and
+// sends again; no long-lived token ever goes into a URL or into storage
+// that outlives the tab.
 func TestBrowserFailover(t *testing.T) {
 	exe := chromium(t)
 	nodes := startCluster(t, 2)
 	alice := newBrowser(t, exe)
 	bob := newBrowser(t, exe)
+	urls := watchURLs(t, alice)
 	login(t, alice, nodes[0].URL(), "alice")
 	login(t, bob, nodes[1].URL(), "bob")
 	joinRoom(t, alice, "general")
@@ -399,6 +425,33 @@ func TestBrowserFailover(t *testing.T) {
 		if dups != 0 {
 			t.Errorf("%s: %d duplicate messages", id, dups)
 		}
+	}
+
+	token := eval[string](t, alice, `JSON.parse(sessionStorage.getItem("meshchat.token") || '""')`)
+	if token == "" {
+		t.Fatal("the page holds no token to fail over with")
+	}
+	if leaked := eval[bool](t, alice, `Object.values(localStorage).some(v => v.includes(`+js(token)+`))`); leaked {
+		t.Error("the token is in localStorage")
+	}
+	wsOn := map[string]bool{}
+	for _, u := range urls() {
+		if strings.Contains(u, token) || strings.Contains(u, "token=") {
+			t.Errorf("a long-lived token in a URL: %s", u)
+		}
+		if strings.Contains(u, "/ws") {
+			if !strings.Contains(u, "/ws?ticket=") {
+				t.Errorf("a WebSocket without a ticket: %s", u)
+			}
+			for i, n := range nodes {
+				if strings.HasPrefix(u, "ws"+strings.TrimPrefix(n.URL(), "http")+"/ws") {
+					wsOn[fmt.Sprint("n", i+1)] = true
+				}
+			}
+		}
+	}
+	if !wsOn["n1"] || !wsOn["n2"] {
+		t.Errorf("WebSockets with tickets on %v, want n1 and n2 (urls %q)", wsOn, urls())
 	}
 }
 

@@ -110,7 +110,36 @@ func Post(tb testing.TB, base, path, user, body string) Session {
 	return post(tb, CookieClient(tb), base, path, user, body)
 }
 
+// post is Post through client c.
 func post(tb testing.TB, c *http.Client, base, path, user, body string) Session {
+	tb.Helper()
+	s, status, out := tryPost(tb, c, base, path, user, body)
+	if status != http.StatusOK {
+		tb.Fatalf("%s %s at %s: %d %s", path, user, base, status, out)
+	}
+	return s
+}
+
+// TryLogin posts /api/login {"name":user} on base (a node of --auth
+// open), as Login does, and returns the status and the body too: for
+// tests of a login refused. The session is set only with 200.
+func TryLogin(tb testing.TB, base, user string) (Session, int, Frame) {
+	tb.Helper()
+	s, status, out := TryPost(tb, base, "/api/login", user, `{"name":"`+user+`"}`)
+	var f Frame
+	_ = json.Unmarshal(out, &f)
+	return s, status, f
+}
+
+// TryPost is Post that returns the status and body instead of failing
+// tb when the answer is not 200 (a request that cannot be made still
+// fails it). The session is set only with 200.
+func TryPost(tb testing.TB, base, path, user, body string) (Session, int, []byte) {
+	tb.Helper()
+	return tryPost(tb, CookieClient(tb), base, path, user, body)
+}
+
+func tryPost(tb testing.TB, c *http.Client, base, path, user, body string) (Session, int, []byte) {
 	tb.Helper()
 	resp, err := c.Post(base+path, "application/json", strings.NewReader(body))
 	if err != nil {
@@ -119,7 +148,7 @@ func post(tb testing.TB, c *http.Client, base, path, user, body string) Session 
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("%s %s at %s: %d %s", path, user, base, resp.StatusCode, out)
+		return Session{}, resp.StatusCode, out
 	}
 	var v struct{ User, Node, Token string }
 	if err := json.Unmarshal(out, &v); err != nil || v.User != user || v.Node == "" {
@@ -128,7 +157,7 @@ func post(tb testing.TB, c *http.Client, base, path, user, body string) Session 
 	if len(resp.Cookies()) == 0 {
 		tb.Fatalf("%s %s: no cookie", path, user)
 	}
-	return Session{User: user, Node: v.Node, Token: v.Token, Cookies: resp.Cookies()}
+	return Session{User: user, Node: v.Node, Token: v.Token, Cookies: resp.Cookies()}, resp.StatusCode, out
 }
 
 // Do sends a request with the session's cookies and returns status and
@@ -143,6 +172,34 @@ func (s Session) Do(tb testing.TB, method, url string) (int, []byte) {
 		req.AddCookie(c)
 	}
 	return send(tb, req)
+}
+
+// Ticket fetches a one-time ticket for the session from base (POST
+// /api/ticket with the session's cookies, or with its bearer token when
+// bearer is set): the value for /ws?ticket= and /api/events?ticket=.
+// Anything but 200 fails tb.
+func (s Session) Ticket(tb testing.TB, base string, bearer bool) string {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/api/ticket", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if bearer {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+	} else {
+		for _, c := range s.Cookies {
+			req.AddCookie(c)
+		}
+	}
+	status, body := send(tb, req)
+	var v struct {
+		Ticket    string `json:"ticket"`
+		ExpiresIn int    `json:"expires_in"`
+	}
+	if err := json.Unmarshal(body, &v); status != http.StatusOK || err != nil || v.Ticket == "" || v.ExpiresIn <= 0 {
+		tb.Fatalf("ticket for %s at %s: %d %s", s.User, base, status, body)
+	}
+	return v.Ticket
 }
 
 // send makes the request and returns the status and body, failing the

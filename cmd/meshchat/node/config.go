@@ -37,8 +37,13 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 )
 
+// NoConnLimit, as Config.MaxConnsPerIP, turns the per-address connection
+// cap off (the command line's --max-conns-per-ip 0).
+const NoConnLimit = -1
+
 // NoRateLimit, as Config.RateLimit, turns the per-connection frame limit
-// off (the command line's --rate-limit 0).
+// off (the command line's --rate-limit 0); as Config.RoomsPerHour, the
+// room creation limit (--room-limit 0).
 const NoRateLimit = chat.NoRateLimit
 
 // Config is everything a node can be told. The zero value of every field
@@ -81,6 +86,16 @@ type Config struct {
 	// HistoryAge drops retained messages older than this; 0 keeps them
 	// until History pushes them out.
 	HistoryAge time.Duration
+	// HistoryBudget bounds the bytes of history the mesh broker keeps in
+	// memory, all rooms and inboxes together; over it the least recently
+	// used are evicted (to DataDir's log when there is one, else dropped).
+	// 0 means DefaultHistoryBudget(): a quarter of the memory the process
+	// may use, within [MinHistoryBudget, MaxHistoryBudget].
+	HistoryBudget int64
+	// RoomsPerHour is how many new rooms one user may create per hour on
+	// this node. 0 means chat.DefaultRoomsPerHour (100); a negative value
+	// (NoRateLimit) turns the limit off.
+	RoomsPerHour int
 	// MaxFrame is the largest WebSocket frame a client may send, in
 	// bytes. 0 means web.DefaultMaxFrameBytes (16 KiB).
 	MaxFrame int64
@@ -101,7 +116,10 @@ type Config struct {
 	AdvertiseHTTP string
 	// DataDir, when set with the mesh broker, keeps the history of the
 	// channels this node owns or backs up in DataDir/history.db, so a
-	// restart of the whole cluster keeps it. Empty: memory only.
+	// restart of the whole cluster keeps it. With any broker, the node
+	// keeps the gossip addresses of its peers in DataDir/peers.json and
+	// joins them at the next start, with or without Join. Empty: memory
+	// only.
 	DataDir string
 	// TLSCert and TLSKey, both or neither, are PEM files: the HTTP
 	// listener then serves HTTPS and WSS (UI, API, /ws, /api/events and
@@ -169,6 +187,13 @@ type Config struct {
 	// bounded by it). 0 means DefaultRequestTimeout (30s); headers alone
 	// get at most 10s.
 	RequestTimeout time.Duration
+	// MaxConnsPerIP caps the TCP connections one remote IP address may
+	// hold open on the HTTP listener; those over it are answered 429 and
+	// closed at accept. The cluster's other nodes are exempt. Behind a
+	// proxy every client shares the proxy's address: raise it or turn it
+	// off there. 0 means web.DefaultMaxConnsPerIP (256); a negative
+	// value (NoConnLimit) turns the cap off.
+	MaxConnsPerIP int
 	// ShutdownTimeout bounds a graceful stop that a signal started (see
 	// Node.ShutdownTimeout). 0 or less means DefaultShutdownTimeout (20s).
 	ShutdownTimeout time.Duration
@@ -191,8 +216,13 @@ func (c *Config) fill() {
 	c.Auth = cmp.Or(c.Auth, string(web.AuthPassword))
 	c.RateLimit = cmp.Or(c.RateLimit, chat.DefaultRateLimit)
 	c.History = cmp.Or(c.History, transport.DefaultHistorySize)
+	if c.HistoryBudget == 0 {
+		c.HistoryBudget = DefaultHistoryBudget()
+	}
+	c.RoomsPerHour = cmp.Or(c.RoomsPerHour, chat.DefaultRoomsPerHour)
 	c.MaxFrame = cmp.Or(c.MaxFrame, web.DefaultMaxFrameBytes)
 	c.QueueBytes = cmp.Or(c.QueueBytes, chat.DefaultQueueBytes)
+	c.MaxConnsPerIP = cmp.Or(c.MaxConnsPerIP, web.DefaultMaxConnsPerIP)
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
@@ -270,6 +300,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Expect < 0 {
 		return fmt.Errorf("config: --expect %d: want >= 0", c.Expect)
+	}
+	if c.HistoryBudget < 0 {
+		return fmt.Errorf("config: --history-budget %d: want > 0", c.HistoryBudget)
 	}
 	if c.History < 1 {
 		return fmt.Errorf("config: --history %d: want at least 1", c.History)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/meshchat/meshchat/cluster"
 	"github.com/meshchat/meshchat/transport"
@@ -14,6 +15,7 @@ func (n *Node) onClusterEvent(ev cluster.Event) {
 	n.seenMu.Lock()
 	n.seen[ev.Node.Name] = ev.Kind == cluster.EventJoin || ev.Kind == cluster.EventUpdate
 	n.seenMu.Unlock()
+	n.updatePeerIPs()
 	if n.mesh != nil {
 		n.mesh.PeersChanged()
 	}
@@ -22,8 +24,9 @@ func (n *Node) onClusterEvent(ev cluster.Event) {
 	}
 }
 
-// Ready reports whether the node can serve (it is /readyz): the cluster
-// is joined, the mesh broker has the quorum, logouts are loaded, the first membership view has reached
+// Ready reports whether the node can serve (it is /readyz): Redis (with
+// --redis) answers, the cluster is joined, the mesh broker has the
+// quorum, logouts are loaded, the first membership view has reached
 // the broker and hub, and the broker answers. The error says what is
 // missing; it wraps ErrNotReady or ErrStopping.
 func (n *Node) Ready(ctx context.Context) error {
@@ -32,6 +35,17 @@ func (n *Node) Ready(ctx context.Context) error {
 	}
 	if !n.running.Load() {
 		return fmt.Errorf("%w: not started", ErrNotReady)
+	}
+	if n.rdb != nil {
+		// Sessions live there (and with --broker redis everything else):
+		// a node that booted while Redis was down says so, and becomes
+		// ready when it comes back.
+		pctx, cancel := context.WithTimeout(ctx, redisPingTimeout)
+		err := n.rdb.Ping(pctx).Err()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: redis: %w", ErrNotReady, err)
+		}
 	}
 	if !n.cluster.Joined() {
 		return fmt.Errorf("%w: cluster not joined", ErrNotReady)
@@ -67,6 +81,9 @@ func (n *Node) Ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// redisPingTimeout bounds Ready's check of Redis.
+const redisPingTimeout = time.Second
 
 // expected is how many alive nodes readiness needs (Config.Expect).
 func (n *Node) expected() int {

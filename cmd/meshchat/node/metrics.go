@@ -99,6 +99,8 @@ var (
 	descCloses        = desc("meshchat_connections_closed_total", "Connections ended, by WebSocket close code.", "code")
 	descBrokerErrors  = desc("meshchat_broker_errors_total", "Broker calls for a client's frame that failed, by operation.", "op")
 	descLogins        = desc("meshchat_logins_total", "Login attempts, by outcome: ok or the error code.", "outcome")
+	descHTTPConns     = desc("meshchat_http_connections", "TCP connections open on the HTTP listener (WebSocket, event streams, keep-alive, mesh links).")
+	descHTTPRefused   = desc("meshchat_http_connections_refused_total", "TCP connections to the HTTP listener closed at accept, by reason: per_ip (the address was at --max-conns-per-ip).", "reason")
 	descMembers       = desc("meshchat_cluster_members", "Nodes of the cluster alive in this node's view, this one included.")
 	descHealth        = desc("meshchat_memberlist_health_score", "memberlist's awareness of this node's health: 0 is healthy, higher means missed probes.")
 	descGossip        = desc("meshchat_gossip_problems_total", "Warnings and errors memberlist reported (junk on the gossip port, a node with another key).")
@@ -114,11 +116,14 @@ var (
 	descVoters        = desc("meshchat_cluster_voters", "Voting nodes this node counts for the quorum, by state: alive or total.", "state")
 	descChannels      = desc("meshchat_mesh_channels", "Channels whose stream this node keeps, by role: owner or replica.", "role")
 	descRetained      = desc("meshchat_mesh_retained_messages", "Publications the channels this node keeps retain in memory (history size).")
+	descRetainedBytes = desc("meshchat_history_retained_bytes", "Bytes of history the channels this node keeps retain in memory, bounded by --history-budget.")
+	descEvictions     = desc("meshchat_history_evictions_total", "Channel histories evicted from memory to keep under --history-budget (to disk with --data, else dropped).")
 	descUnconfirmed   = desc("meshchat_mesh_unconfirmed_publications", "Publications of the channels this node orders that wait for their backup's copy (replication lag, in publications).")
 	descBusy          = desc("meshchat_mesh_busy_channels", "Channels left out of the channel and history gauges because they were busy at the scrape.")
-	meshDescriptions  = []*prometheus.Desc{descQuorum, descVoters, descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descUnconfirmed, descBusy}
+	meshDescriptions  = []*prometheus.Desc{descQuorum, descVoters, descTakeovers, descCreated, descLinkConnects, descLinkFailures, descLinkDrops, descRejectedPeers, descFrameAuth, descChannels, descRetained, descRetainedBytes, descEvictions, descUnconfirmed, descBusy}
 	commonDescription = []*prometheus.Desc{descInfo, descConnections, descQueueBytes, descPublished, descDMs, descJoins, descDeliveries,
-		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descMembers, descHealth, descGossip}
+		descSlow, descRejected, descRateLimited, descCloses, descBrokerErrors, descLogins, descHTTPConns, descHTTPRefused,
+		descMembers, descHealth, descGossip}
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -186,6 +191,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLogins, v, outcome)
 	}
 
+	ls := n.limit.Stats()
+	gauge(descHTTPConns, float64(ls.Open))
+	counter(descHTTPRefused, ls.RefusedPerIP, "per_ip")
+
 	gauge(descMembers, float64(len(n.cluster.Alive())))
 	gauge(descHealth, float64(n.cluster.HealthScore()))
 	counter(descGossip, n.cluster.GossipProblems())
@@ -213,6 +222,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descChannels, float64(ms.Replicas), "replica")
 	gauge(descRetained, float64(ms.Retained))
 	gauge(descUnconfirmed, float64(ms.Unconfirmed))
+	gauge(descRetainedBytes, float64(ms.RetainedBytes))
+	counter(descEvictions, ms.Evictions)
 	gauge(descBusy, float64(ms.Busy))
 }
 

@@ -42,8 +42,9 @@ type Node struct {
 	// Set by Start's steps, in this order, then read-only.
 	keys     keys // from the secret, given or the node's own
 	ln       *closeNotifyListener
-	certs    *certReloader // --tls-cert, or nil
-	debug    *sideServer   // --debug-addr, or nil
+	limit    *web.ConnLimiter // under ln: the per-address connection cap
+	certs    *certReloader    // --tls-cert, or nil
+	debug    *sideServer      // --debug-addr, or nil
 	metrics  *metrics
 	url      string
 	name     string
@@ -67,6 +68,9 @@ type Node struct {
 	// names), written by onClusterEvent on the cluster's event goroutine.
 	seenMu sync.Mutex
 	seen   map[string]bool
+	// peers are the other alive nodes' addresses, which the connection
+	// cap exempts (updatePeerIPs).
+	peers atomic.Pointer[peerIPs]
 
 	started  atomic.Bool // Start was called
 	running  atomic.Bool // Start returned without error

@@ -107,7 +107,12 @@ func (n *Node) listen(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: listen http: %w", err)
 	}
-	n.ln = &closeNotifyListener{Listener: ln, closed: make(chan struct{})}
+	perIP := n.cfg.MaxConnsPerIP
+	if perIP < 0 {
+		perIP = 0 // no cap: connections are only counted
+	}
+	n.limit = web.LimitListener(ln, perIP, n.isPeer)
+	n.ln = &closeNotifyListener{Listener: n.limit, closed: make(chan struct{})}
 	return nil
 }
 
@@ -170,9 +175,13 @@ func (n *Node) newMetrics(context.Context) error {
 	return nil
 }
 
+// peersFile is where, in Config.DataDir, the cluster keeps the gossip
+// addresses of the peers it knew, so that a restart finds them again.
+const peersFile = "peers.json"
+
 func (n *Node) newCluster(context.Context) error {
 	var err error
-	n.cluster, err = cluster.New(cluster.Config{
+	cc := cluster.Config{
 		Name:     n.name,
 		BindAddr: n.gossip,
 		HTTPURL:  n.url,
@@ -180,7 +189,11 @@ func (n *Node) newCluster(context.Context) error {
 		Key:      n.keys.Gossip,
 		Label:    n.cfg.ClusterName,
 		Logger:   n.log,
-	})
+	}
+	if n.cfg.DataDir != "" {
+		cc.PeersFile = filepath.Join(n.cfg.DataDir, peersFile)
+	}
+	n.cluster, err = cluster.New(cc)
 	return err
 }
 
@@ -209,6 +222,8 @@ func (n *Node) newBroker(context.Context) error {
 			MinVoters:        n.minVoters,
 			HistorySize:      n.cfg.History,
 			HistoryMaxAge:    n.cfg.HistoryAge,
+			HistoryBudget:    n.cfg.HistoryBudget,
+			Pinned:           chat.IsSystemChannel,
 			RequestSeconds:   n.metrics.requestSeconds,
 			TakeoverSeconds:  n.metrics.takeoverSeconds,
 			ReplicateSeconds: n.metrics.replicateSeconds,
@@ -305,6 +320,28 @@ func (n *Node) newRooms(context.Context) error {
 // isAdmin reports whether user was named by --admins.
 func (n *Node) isAdmin(user string) bool { return slices.Contains(n.cfg.Admins, user) }
 
+// users is the hub's view of the accounts under --auth password, where
+// a DM to a name no account holds is refused; the other modes have no
+// table of users (nil).
+func (n *Node) users() chat.Users {
+	if n.cfg.Auth != string(web.AuthPassword) {
+		return nil
+	}
+	return accountNames{n.accounts}
+}
+
+// accountNames answers chat.Users from the accounts. Until the table is
+// loaded every name exists: the node is not ready then anyway.
+type accountNames struct{ a *store.Accounts }
+
+func (u accountNames) Exists(user string) bool {
+	if !u.a.Loaded() {
+		return true
+	}
+	acc, ok := u.a.Lookup(user)
+	return ok && acc.Registered()
+}
+
 // disconnectUser ends a user's connections on this node when the
 // accounts say so: banned, or logged out everywhere.
 func (n *Node) disconnectUser(user string, banned bool) {
@@ -327,6 +364,8 @@ func (n *Node) newHub(context.Context) error {
 		System:         systemTables{n.revoked, n.accounts, n.rooms},
 		Rooms:          n.rooms,
 		IsAdmin:        n.isAdmin,
+		Users:          n.users(),
+		RoomsPerHour:   n.cfg.RoomsPerHour,
 		PublishSeconds: n.metrics.publishSeconds,
 		Logger:         n.log,
 	})

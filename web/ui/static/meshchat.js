@@ -20,12 +20,20 @@
  *
  * The session must exist before connecting: log in with POST /api/login
  * (the cookie covers the page's own node; the returned token, when there
- * is one, covers the others).
+ * is one, covers the others). Keep the token in memory or sessionStorage,
+ * never in storage that outlives the tab.
  *
  * What the client does for you
  *
- *  - Connects to ws(s)://<base>/ws (adding ?token= when a token is set) and
- *    remembers the node list of every `welcome`.
+ *  - Right before each connection attempt it fetches a one-time ticket
+ *    from the node it is about to connect to (POST <base>/api/ticket, with
+ *    the page's cookie on its own origin and the token as
+ *    "Authorization: Bearer" when it has one; across origins that is a
+ *    CORS request the node allows for cluster members and --origins), then
+ *    connects to ws(s)://<base>/ws?ticket=<ticket> and remembers the node
+ *    list of every `welcome`. The token itself never goes into a URL. A
+ *    node without tickets (404) is tried with the cookie alone; a ticket
+ *    request that fails counts as a failed attempt.
  *  - On a lost connection it reconnects with exponential backoff and full
  *    jitter (first retry after 100-300 ms, then random delays up to 5 s),
  *    trying the node it was on, then the other nodes from the last welcome,
@@ -198,12 +206,13 @@ function normBase(base, origin) {
   }
 }
 
-// sseURL is the events stream of base for rooms, resuming after resume.
-function sseURL(base, token, rooms, resume) {
+// sseURL is the events stream of base for rooms, resuming after resume,
+// opened with a one-time ticket.
+function sseURL(base, ticket, rooms, resume) {
   const u = new URL(base + "/api/events");
   for (const room of rooms) u.searchParams.append("room", room);
   if (resume) u.searchParams.set("lastEventId", resume);
-  if (token) u.searchParams.set("token", token);
+  if (ticket) u.searchParams.set("ticket", ticket);
   return u.toString();
 }
 
@@ -215,10 +224,10 @@ const POSTS = {
   typing: ["/api/typing", ["room"]],
 };
 
-function wsURL(base, token) {
+function wsURL(base, ticket) {
   const u = new URL(base + "/ws");
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-  if (token) u.searchParams.set("token", token);
+  if (ticket) u.searchParams.set("ticket", ticket);
   return u.toString();
 }
 
@@ -325,7 +334,7 @@ export class MeshchatClient {
     return `${this._refPrefix}-${this._refSeq}`;
   }
 
-  /** Sets the token used (as ?token=) on the next connection. */
+  /** Sets the token that fetches the tickets of the next connections. */
   setToken(token) {
     this._token = token || "";
   }
@@ -471,21 +480,40 @@ export class MeshchatClient {
     }
   }
 
+  // _open starts a connection attempt on base: it fetches a ticket, then
+  // opens a WebSocket or, on Server-Sent Events, the events stream of the
+  // joined rooms, resuming where the client stands. The attempt is
+  // abandoned unless it opens within connectTimeout, ticket included.
   _open(base) {
-    if (this.transport === Transport.SSE) {
-      this._openSSE(base);
-      return;
-    }
-    const conn = { id: ++this._connId, base, ws: null, opened: false, ended: false, timer: null };
+    const sse = this.transport === Transport.SSE;
+    const conn = { id: ++this._connId, base, ws: null, es: null, sse, opened: false, ended: false, timer: null };
+    if (sse) conn.rooms = Array.from(this._rooms.keys());
+    this._conn = conn;
+    this._ws = conn; // an attempt is under way; its socket comes with the ticket
+    this._welcomed = false;
+    this._lastRx = Date.now();
+    this._pingRef = "";
+    conn.timer = setTimeout(() => {
+      if (!conn.opened) this._abandon(conn, 1006);
+    }, this._connectTimeout);
+    this._ticket(base).then(
+      (ticket) => {
+        if (conn !== this._conn || conn.ended) return;
+        if (sse) this._openSSE(conn, ticket);
+        else this._openWS(conn, ticket);
+      },
+      () => this._ended(conn, 1006),
+    );
+  }
+
+  _openWS(conn, ticket) {
     try {
-      conn.ws = new this._WebSocket(wsURL(base, this._token));
+      conn.ws = new this._WebSocket(wsURL(conn.base, ticket));
     } catch {
       // A malformed node URL: count it as a failed attempt.
-      this._conn = conn;
       queueMicrotask(() => this._ended(conn, 1006));
       return;
     }
-    this._conn = conn;
     this._arm(conn, conn.ws);
     conn.ws.onmessage = (e) => {
       if (conn !== this._conn || conn.ended) return;
@@ -496,37 +524,51 @@ export class MeshchatClient {
       } catch {
         return;
       }
-      if (f && typeof f.type === "string") this._handle(f, base);
+      if (f && typeof f.type === "string") this._handle(f, conn.base);
     };
     conn.ws.onclose = (e) => this._ended(conn, e.code);
     conn.ws.onerror = noop; // onclose follows and carries what can be known
   }
 
-  // _arm starts a connection attempt on source (its WebSocket or
-  // EventSource): nothing received yet, and abandoned unless it opens
-  // within connectTimeout.
+  // _arm makes source (the attempt's WebSocket or EventSource) the live
+  // one: nothing received on it yet.
   _arm(conn, source) {
     this._ws = source;
-    this._welcomed = false;
     this._lastRx = Date.now();
-    this._pingRef = "";
-    conn.timer = setTimeout(() => {
-      if (!conn.opened) this._abandon(conn, 1006);
-    }, this._connectTimeout);
     source.onopen = () => {
       conn.opened = true;
       clearTimeout(conn.timer);
     };
   }
 
-  // _openSSE opens the events stream of the joined rooms, resuming where
-  // the client stands.
-  _openSSE(base) {
-    const rooms = Array.from(this._rooms.keys());
-    const conn = { id: ++this._connId, base, ws: null, es: null, sse: true, rooms, opened: false, ended: false, timer: null };
-    this._conn = conn;
+  // _ticket fetches a one-time ticket from base (POST /api/ticket): with
+  // the cookie on the page's own origin, and the token when there is one.
+  // It resolves with "" when there is no way to ask or the node has no
+  // tickets (404), and rejects when the node cannot be reached or refuses.
+  async _ticket(base) {
+    if (!this._fetch) return "";
+    const headers = {};
+    if (this._token) headers.Authorization = `Bearer ${this._token}`;
+    const own = normBase(base, this._origin) === normBase(this._origin, this._origin);
+    const res = await this._fetch(base + "/api/ticket", {
+      method: "POST",
+      headers,
+      // Across origins the cookie goes too where it is shared
+      // (--cookie-domain); the node answers with CORS for its peers.
+      credentials: own ? "same-origin" : "include",
+      cache: "no-store",
+    });
+    if (res.status === 404) return "";
+    if (!res.ok) throw new Error(`ticket: ${res.status}`);
+    const data = await res.json();
+    if (!data || typeof data.ticket !== "string" || !data.ticket) throw new Error("ticket: no ticket");
+    return data.ticket;
+  }
+
+  // _openSSE opens the events stream of conn.rooms.
+  _openSSE(conn, ticket) {
     try {
-      conn.es = new this._EventSource(sseURL(base, this._token, rooms, this._resumePoint()));
+      conn.es = new this._EventSource(sseURL(conn.base, ticket, conn.rooms, this._resumePoint()));
     } catch {
       queueMicrotask(() => this._ended(conn, 1006));
       return;
@@ -547,7 +589,7 @@ export class MeshchatClient {
         this._abandon(conn, f.code);
         return;
       }
-      this._handle(f, base);
+      this._handle(f, conn.base);
     };
     // The browser would reconnect to the same URL by itself; the client
     // reconnects as it does a WebSocket, with backoff and a fresh resume
@@ -616,11 +658,13 @@ export class MeshchatClient {
 
   // _probeWS tries a WebSocket while on Server-Sent Events, and switches
   // back when one opens.
-  _probeWS() {
+  async _probeWS() {
     this._sseSince = Date.now();
     let ws;
     try {
-      ws = new this._WebSocket(wsURL(this._base, this._token));
+      const ticket = await this._ticket(this._base);
+      if (this._stopped || this.transport !== Transport.SSE || this._probe) return;
+      ws = new this._WebSocket(wsURL(this._base, ticket));
     } catch {
       return;
     }

@@ -3,7 +3,7 @@
 // window.__results once window.__done is set.
 
 import { MeshchatClient, MeshchatError, State } from "/meshchat.js";
-import { FakeEventSource, FakeSocket, connectWelcome, eq, fakeFetch, origin, other, run, sleep, until } from "./harness.js";
+import { FakeEventSource, FakeSocket, connectWelcome, eq, fakeFetch, origin, other, run, sleep, ticketing, until } from "./harness.js";
 
 // noRef drops the ref a frame carries, for comparing its content.
 function noRef(f) {
@@ -14,6 +14,7 @@ function noRef(f) {
 
 function setup(extra = {}) {
   FakeSocket.all = [];
+  ticketing.calls = [];
   const events = [];
   const states = [];
   const client = new MeshchatClient({
@@ -23,6 +24,7 @@ function setup(extra = {}) {
     onState: (s) => states.push(s),
     pingInterval: 0,
     ...extra,
+    fetch: ticketing(extra.fetch),
   });
   return { client, events, states };
 }
@@ -56,7 +58,7 @@ const tests = {
     eq("transport", t.client.transport, "sse");
     eq("transport event", t.events.filter((e) => e.type === "transport"), [{ type: "transport", transport: "sse" }]);
     eq("rooms", es.param("room"), ["general"]);
-    eq("token", es.param("token"), ["tok"]);
+    eq("ticket", [es.param("ticket"), es.param("token")], [["tik.tok"], []]);
     es.open();
     es.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin] });
     es.recv({ type: "joined", room: "general", members: ["alice"], history: [msg("1-e", "a")], recovered: false }, "general:1-e");
@@ -109,7 +111,10 @@ const tests = {
     t.client.connect();
     eq("state", t.states, ["connecting"]);
     const ws = await connectWelcome();
-    eq("url", ws.url, origin.replace("http", "ws") + "/ws?token=tok");
+    eq("url", ws.url, origin.replace("http", "ws") + "/ws?ticket=tik.tok");
+    const asked = ticketing.calls[0];
+    eq("ticket request", [asked.url, asked.init.method, asked.init.headers.Authorization, asked.init.credentials],
+      [origin + "/api/ticket", "POST", "Bearer tok", "same-origin"]);
     eq("states", t.states, ["connecting", "connected"]);
     eq("join", noRef(ws.last("join")), { type: "join", room: "general" });
     ws.recv({ type: "joined", room: "general", members: ["alice", "bob"], history: [msg("1-e", "a"), msg("2-e", "b")], recovered: false });
@@ -232,7 +237,9 @@ const tests = {
     const ws = await connectWelcome([origin, other]);
     ws.drop(1012);
     const ws2 = await until("reconnect", () => FakeSocket.all[1]);
-    eq("other node first", ws2.url, "ws://127.0.0.1:1/ws?token=tok");
+    eq("other node first", ws2.url, "ws://127.0.0.1:1/ws?ticket=tik.tok");
+    const asked = ticketing.calls.at(-1);
+    eq("ticket from the other node", [asked.url, asked.init.credentials], [other + "/api/ticket", "include"]);
     ws2.drop(1006); // handshake failed
     const ws3 = await until("next candidate", () => FakeSocket.all[2]);
     eq("back to origin", ws3.url, ws.url);
@@ -249,7 +256,7 @@ const tests = {
     eq("still on it", FakeSocket.all.length, 1);
     ws.recv({ type: "error", code: "unavailable", message: "no quorum", ref });
     const ws2 = await until("failed over", () => FakeSocket.all[1]);
-    eq("other node first", ws2.url, "ws://127.0.0.1:1/ws?token=tok");
+    eq("other node first", ws2.url, "ws://127.0.0.1:1/ws?ticket=tik.tok");
     ws2.open();
     ws2.recv({ type: "welcome", user: "alice", node: "n2", nodes: [origin, other] });
     eq("rejoin after", noRef(ws2.last("join")), { type: "join", room: "general", after: "1-e" });
@@ -263,6 +270,26 @@ const tests = {
     ws2.recv({ type: "error", code: "unavailable", message: "moving", ref: q.ref });
     await until("retried", () => ws2.sent.filter((f) => f.ref === q.ref).length === 2);
     eq("stays", FakeSocket.all.length, 2);
+    t.client.close();
+  },
+
+  async "a ticket that cannot be had is a failed attempt"() {
+    const f = fakeFetch();
+    const t = setup({ fetch: f.fetch, backoffCap: 20 });
+    const tickets = [];
+    t.client._fetch = (url, init) => {
+      if (!url.endsWith("/api/ticket")) return f.fetch(url, init);
+      return new Promise((resolve, reject) => tickets.push({ url, resolve, reject }));
+    };
+    t.client.connect();
+    (await until("first ticket request", () => tickets[0])).resolve({ ok: false, status: 503, json: async () => ({}) });
+    (await until("second ticket request", () => tickets[1])).reject(new TypeError("network"));
+    eq("no socket without a ticket", FakeSocket.all.length, 0);
+    eq("reconnecting", t.client.state, State.RECONNECTING);
+    // An older node without tickets: the cookie alone.
+    (await until("third ticket request", () => tickets[2])).resolve({ ok: false, status: 404, json: async () => ({}) });
+    const ws = await until("socket", () => FakeSocket.all[0]);
+    eq("no credential in the URL", ws.url, origin.replace("http", "ws") + "/ws");
     t.client.close();
   },
 
@@ -317,7 +344,7 @@ const tests = {
     renewed("tok2");
     const ws2 = await until("reconnect", () => FakeSocket.all[1]);
     eq("asked once", asked, 1);
-    eq("new token", new URL(ws2.url).searchParams.get("token"), "tok2");
+    eq("new token", new URL(ws2.url).searchParams.get("ticket"), "tik.tok2");
     ws2.open();
     ws2.recv({ type: "welcome", user: "alice", node: "n1", nodes: [origin] });
     const sent = await until("pending resent", () => ws2.last("dm"));

@@ -80,6 +80,22 @@ export function fakeFetch() {
   return { fetch, calls };
 }
 
+// ticketing wraps fetch (the browser's when none is given): a POST
+// /api/ticket is answered at once with the ticket "tik.<bearer token>",
+// and recorded in ticketing.calls; every other request goes to fetch.
+export function ticketing(fetch) {
+  const inner = fetch || globalThis.fetch.bind(globalThis);
+  const wrapped = (url, init) => {
+    if (!String(url).endsWith("/api/ticket")) return inner(url, init);
+    const auth = (init && init.headers && init.headers.Authorization) || "";
+    ticketing.calls.push({ url, init });
+    const ticket = "tik." + auth.replace(/^Bearer /, "");
+    return Promise.resolve({ ok: true, status: 200, json: async () => ({ ticket, expires_in: 30 }) });
+  };
+  return wrapped;
+}
+ticketing.calls = [];
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export async function until(what, fn, ms = 3000) {

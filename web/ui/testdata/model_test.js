@@ -13,7 +13,7 @@ import {
   tokenFromHash,
   waitText,
 } from "/model.js";
-import { FakeSocket, connectWelcome, eq, run, until } from "./harness.js";
+import { FakeSocket, connectWelcome, eq, run, ticketing, until } from "./harness.js";
 
 // setup makes alice's model on a store (pass the one of an earlier model
 // for a reload) holding the given lists, and records its changes.
@@ -26,7 +26,7 @@ function setup({ store = memoryStore(), lists = {} } = {}) {
     token: "tok",
     store,
     onChange: (ch) => changes.push(ch),
-    client: { WebSocket: FakeSocket, pingInterval: 0 },
+    client: { WebSocket: FakeSocket, pingInterval: 0, fetch: ticketing() },
   });
   model.start();
   return { model, store, changes };

@@ -117,6 +117,7 @@ func startCluster(ctx context.Context, cfg Config, broker string, log *slog.Logg
 			"--rate-limit", "0",
 			"--auth", "open", // the bench logs its users in by name,
 			"--login-limit", "1000000", // all of them from this one address
+			"--max-conns-per-ip", "0", // and so are their connections
 			"--name", "bench" + strconv.Itoa(i),
 			"--secret", hex.EncodeToString(secret[:]),
 		}

@@ -38,7 +38,8 @@ func Logger(tb testing.TB) *slog.Logger {
 // Config is a node named name on 127.0.0.1 with free ports, the test
 // secret and a Logger, logging users in by name (--auth open; set Auth
 // to "password" for accounts, which then hash cheaply and allow many
-// attempts from one address); the rest is node's defaults.
+// attempts from one address), without the per-address connection cap
+// (every test client comes from 127.0.0.1); the rest is node's defaults.
 func Config(tb testing.TB, name, broker, redisURL string, join ...string) node.Config {
 	return node.Config{
 		HTTPAddr:        "127.0.0.1:0",
@@ -51,6 +52,7 @@ func Config(tb testing.TB, name, broker, redisURL string, join ...string) node.C
 		Logger:          Logger(tb),
 		ShutdownTimeout: 10 * time.Second,
 		Auth:            "open",
+		MaxConnsPerIP:   node.NoConnLimit,
 		PasswordParams:  store.TestPasswordParams,
 		AuthLimits: web.AuthLimits{
 			AttemptsPerMinute: 6000, AttemptBurst: 1000,
