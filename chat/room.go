@@ -447,12 +447,6 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	}
 	hist, later := historyFrames(r.kind, r.name, pubs, after != "")
 	var rest [][]byte
-	if recovered && framesBytes(hist)+frameOverhead*len(hist) > h.resumeBytes() {
-		// More than the outbound queue could take: the client reloads
-		// the latest instead, as if the id were no longer retained.
-		recovered = false
-		hist = hist[max(0, len(hist)-h.page):]
-	}
 	if recovered {
 		hist, rest = fitOldest(hist, h.histBytes)
 	} else {
@@ -461,11 +455,59 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	c.limiter.charge(float64(framesBytes(hist)+framesBytes(rest)) / HistoryBytesPerToken)
 	frames := make([][]byte, 0, 1+len(rest)+len(later))
 	frames = append(append(append(frames, first(hist, recovered)), rest...), later...)
+	if framesBytes(frames)+frameOverhead*len(frames) > h.resumeBytes() {
+		// More than the outbound queue takes at once (a resume after a
+		// long absence): the frames go out page by page as the client
+		// reads them, while m, still pending, buffers what comes live.
+		frames = h.sendPaged(ctx, c, frames)
+		if frames == nil {
+			return nil // c is gone: its rooms go with it
+		}
+	}
 	r.mu.Lock()
 	r.goLiveLocked(c, m, cut, cutEpoch, frames...)
 	r.mu.Unlock()
 	return nil
 }
+
+// sendPaged queues frames, oldest first, a queue's worth at a time, each once
+// c's reader has taken most of the one before, and returns the last page
+// (nil when c disconnected or ctx ended first), which the caller queues
+// with the frames buffered meanwhile. It runs on the goroutine that
+// handles c's frames, never on the one that writes them out.
+func (h *Hub) sendPaged(ctx context.Context, c *Client, frames [][]byte) [][]byte {
+	tick := time.NewTicker(pageWait)
+	defer tick.Stop()
+	for {
+		if room := h.resumeBytes() - c.Queued(); room >= h.resumeBytes()*3/4 {
+			n, i := 0, 0
+			for ; i < len(frames) && n+len(frames[i])+frameOverhead <= room; i++ {
+				n += len(frames[i]) + frameOverhead
+			}
+			if i == len(frames) {
+				return frames
+			}
+			for _, f := range frames[:max(i, 1)] {
+				c.enqueue(f)
+			}
+			frames = frames[max(i, 1):]
+		}
+		if c.isClosed() {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil
+		case <-h.ctx.Done():
+			return nil
+		}
+	}
+}
+
+// pageWait is how often a paged resume looks whether its client has read
+// the page before.
+const pageWait = 10 * time.Millisecond
 
 // HistoryBytesPerToken is how many bytes of history (joined.history and
 // the messages that follow it) cost a connection one frame of its rate
