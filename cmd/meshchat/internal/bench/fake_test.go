@@ -143,8 +143,13 @@ func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer close(writerDone)
 		for {
+			// A kicked connection writes nothing more: a frame queued
+			// after the one it was kicked for would open a gap.
 			select {
 			case b := <-c.out:
+				if c.kicked() {
+					continue
+				}
 				if ws.WriteMessage(websocket.TextMessage, b) != nil {
 					return
 				}
@@ -186,6 +191,16 @@ func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.Close()
 }
 
+// kicked reports whether the connection is being ended.
+func (c *fakeConn) kicked() bool {
+	select {
+	case <-c.quit:
+		return true
+	default:
+		return false
+	}
+}
+
 // kick ends the connection with code (0: going away).
 func (c *fakeConn) kick(code int) {
 	c.once.Do(func() {
@@ -195,6 +210,9 @@ func (c *fakeConn) kick(code int) {
 }
 
 func (s *fakeServer) enqueue(c *fakeConn, v any) {
+	if c.kicked() {
+		return
+	}
 	b, _ := json.Marshal(v)
 	select {
 	case c.out <- b:
