@@ -31,7 +31,7 @@ func fillRooms(t *testing.T, bs []*Broker, n, per, size int) []transport.Publica
 	return last
 }
 
-// The attack of issue 10: many channels, each filled to its retention
+// The attack this bounds: many channels, each filled to its retention
 // with large messages, on the owner and on its backup. With a budget,
 // each node's history in memory comes back under it (the least recently
 // used channels are evicted, pinned ones never), one order per channel
