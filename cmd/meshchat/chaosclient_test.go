@@ -572,19 +572,15 @@ func (c *chaosClient) handleLocked(f webtest.Frame, base string, connID int) []a
 			return nil
 		}
 		p := c.pending[ref]
-		if _, acked := c.acks[ref]; p == nil && acked && (code == "unavailable" || code == "rate_limited") {
-			// A resend's late refusal, after the send was acknowledged
-			// (an overloaded machine stretches the ack past its timeout).
-			c.lateErrors++
-			return nil
-		}
 		if p == nil {
 			_, acked := c.acks[ref]
 			_, dmAcked := c.dmAcks[ref]
 			if (acked || dmAcked) && (code == "unavailable" || code == "rate_limited") {
-				// A retry refused after an earlier try was acked: the
-				// message is stored, and the refusal changes nothing.
-				c.rateLimited++
+				// A resend's late refusal, after an earlier try was
+				// acknowledged (an overloaded machine stretches the ack
+				// past its timeout): the message is stored, and the
+				// refusal changes nothing.
+				c.lateErrors++
 				return nil
 			}
 			c.problemf("error frame not tied to a pending send: %v", f)
