@@ -448,9 +448,9 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	hist, later := historyFrames(r.kind, r.name, pubs, after != "")
 	var rest [][]byte
 	if recovered {
-		hist, rest = fitOldest(hist, h.histBytes)
+		hist, rest = fitOldest(hist, h.joinedBytes())
 	} else {
-		hist = fitNewest(hist, h.histBytes)
+		hist = fitNewest(hist, h.joinedBytes())
 	}
 	c.limiter.charge(float64(framesBytes(hist)+framesBytes(rest)) / HistoryBytesPerToken)
 	frames := make([][]byte, 0, 1+len(rest)+len(later))
@@ -470,7 +470,7 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	return nil
 }
 
-// sendPaged queues frames, oldest first, a queue's worth at a time, each once
+// sendPaged queues frames, oldest first, half a queue at a time, each once
 // c's reader has taken most of the one before, and returns the last page
 // (nil when c disconnected or ctx ended first), which the caller queues
 // with the frames buffered meanwhile. It runs on the goroutine that
@@ -479,7 +479,7 @@ func (h *Hub) sendPaged(ctx context.Context, c *Client, frames [][]byte) [][]byt
 	tick := time.NewTicker(pageWait)
 	defer tick.Stop()
 	for {
-		if room := h.resumeBytes() - c.Queued(); room >= h.resumeBytes()*3/4 {
+		if room := h.resumeBytes() - c.Queued(); room >= h.resumeBytes()/2 {
 			n, i := 0, 0
 			for ; i < len(frames) && n+len(frames[i])+frameOverhead <= room; i++ {
 				n += len(frames[i]) + frameOverhead
@@ -516,11 +516,16 @@ const pageWait = 10 * time.Millisecond
 // client catching up after a reconnect is barely slowed.
 const HistoryBytesPerToken = 16 << 10
 
-// resumeBytes bounds what one resume queues, history and the messages
-// after it: the outbound queue, less a margin for what is queued
-// already. More would cut the connection off as a slow consumer, with
-// what it was sent dropped, and its next resume would fare no better.
-func (h *Hub) resumeBytes() int { return h.queueBytes - h.queueBytes/8 }
+// resumeBytes bounds what one resume queues at once, history and the
+// messages after it: half the outbound queue, so that what the client's
+// other rooms send meanwhile still fits. More would cut the connection
+// off as a slow consumer, with what it was sent dropped, and its next
+// resume would fare no better; more goes out page by page (sendPaged).
+func (h *Hub) resumeBytes() int { return h.queueBytes / 2 }
+
+// joinedBytes bounds the history in one joined or dm_history frame:
+// HistoryBytes, and a quarter of the outbound queue when that is less.
+func (h *Hub) joinedBytes() int { return min(h.histBytes, h.queueBytes/4) }
 
 func framesBytes(fs [][]byte) int {
 	n := 0
