@@ -123,6 +123,50 @@ func TestResumeBeyondHistoryBytes(t *testing.T) {
 	}
 }
 
+// A paged resume in a busy room: what is published while the pages go
+// out overflows the member's buffer, and is read from the history again
+// instead of cutting the client off.
+func TestPagedResumeOutlastsBusyRoom(t *testing.T) {
+	h := newHub(t, nil, "n1", func(c *Config) { c.RateLimit = NoRateLimit; c.QueueBytes = 128 << 10 })
+	want := fill(t, h, "big", 200, 1000)
+	bob := connect(t, h, "bob")
+	done := make(chan error, 1)
+	go func() {
+		done <- bob.c.Handle(context.Background(), []byte(fmt.Sprintf(`{"type":"join","room":"big","after":%q}`, want[9])))
+	}()
+	j := bob.expect("joined")
+	if j.Recovered == nil || !*j.Recovered {
+		t.Fatalf("resume not recovered: %+v", j.Recovered)
+	}
+	// More than the queue, while the first pages wait to be read.
+	for i := range 200 {
+		id, err := h.PublishAs(context.Background(), fmt.Sprint("s", i), "big", fmt.Sprintf("%04d", 1000+i)+strings.Repeat("y", 996), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	got := append([]frame(nil), j.History...)
+	for len(got) < len(want)-10 {
+		f, ok := bob.tryNext(waitFor)
+		if !ok {
+			t.Fatalf("after %d of %d messages: no more (disconnected: %v)", len(got), len(want)-10, bob.c.Disconnected())
+		}
+		if f.Type == "message" {
+			got = append(got, f)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(want[10:], ","); ids(got) != w {
+		t.Fatalf("resume delivered\n%s\nwant\n%s", ids(got), w)
+	}
+	if bob.c.Disconnected() {
+		t.Fatal("the busy room cut the resuming client off")
+	}
+}
+
 // Each user creates at most RoomsPerHour rooms an hour; joining a room
 // that has history is no creation.
 func TestRoomCreationLimit(t *testing.T) {

@@ -49,6 +49,10 @@ type member struct {
 	pending  bool
 	buf      []buffered
 	bufBytes int
+	// paging members are sent a resume page by page (sendPaged): when
+	// their buffer overflows, its stored publications are dropped and
+	// overflowed set, and they are read from the history again.
+	paging, overflowed bool
 	// last is the newest stored publication the member has been given
 	// (through history or live). A broker may deliver a publication
 	// after History already returned it; those and any redelivery are
@@ -108,8 +112,25 @@ func (r *room) put(h *Hub, c *Client, m *member, f []byte, offset uint64, epoch 
 		return true
 	}
 	if m.bufBytes+len(f)+frameOverhead > h.queueBytes {
-		c.disconnect(CloseSlowConsumer, "slow_consumer")
-		return false
+		if !m.paging {
+			c.disconnect(CloseSlowConsumer, "slow_consumer")
+			return false
+		}
+		// The stored ones are in the history, read again once the pages
+		// are out; the ephemeral ones (presence, typing) are kept.
+		m.buf = slices.DeleteFunc(m.buf, func(b buffered) bool { return b.offset != 0 })
+		m.bufBytes = 0
+		for _, b := range m.buf {
+			m.bufBytes += len(b.frame) + frameOverhead
+		}
+		m.overflowed = true
+		if offset != 0 {
+			return true
+		}
+		if m.bufBytes+len(f)+frameOverhead > h.queueBytes {
+			c.disconnect(CloseSlowConsumer, "slow_consumer")
+			return false
+		}
 	}
 	m.buf = append(m.buf, buffered{frame: f, offset: offset, epoch: epoch})
 	m.bufBytes += len(f) + frameOverhead
@@ -459,15 +480,50 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 		// More than the outbound queue takes at once (a resume after a
 		// long absence): the frames go out page by page as the client
 		// reads them, while m, still pending, buffers what comes live.
-		frames = h.sendPaged(ctx, c, frames)
-		if frames == nil {
-			return nil // c is gone: its rooms go with it
-		}
+		return h.resumePaged(ctx, c, r, m, frames, cut, cutEpoch)
 	}
 	r.mu.Lock()
 	r.goLiveLocked(c, m, cut, cutEpoch, frames...)
 	r.mu.Unlock()
 	return nil
+}
+
+// resumePaged sends frames page by page (sendPaged), then releases what
+// m buffered meanwhile. When m's buffer overflowed (a busy room), what it
+// dropped is read from the history after cut and paged out in turn, until
+// the buffer held: the member still gets every publication once, in
+// order. Only when that history is gone too is c cut off, to resume with
+// recovered false.
+func (h *Hub) resumePaged(ctx context.Context, c *Client, r *room, m *member, frames [][]byte, cut uint64, epoch string) *frameError {
+	r.mu.Lock()
+	m.paging = true
+	r.mu.Unlock()
+	for {
+		frames = h.sendPaged(ctx, c, frames)
+		if frames == nil {
+			return nil // c is gone: its rooms go with it
+		}
+		r.mu.Lock()
+		if !m.overflowed {
+			m.paging = false
+			r.goLiveLocked(c, m, cut, epoch, frames...)
+			r.mu.Unlock()
+			return nil
+		}
+		m.overflowed = false
+		r.mu.Unlock()
+		res, err := h.broker.History(ctx, r.channel, transport.HistoryRequest{Since: &transport.StreamPosition{Offset: cut, Epoch: epoch}})
+		if err != nil || !res.Recovered {
+			c.disconnect(CloseSlowConsumer, "slow_consumer")
+			return nil
+		}
+		if n := len(res.Publications); n > 0 {
+			cut, epoch = res.Publications[n-1].Offset, res.Publications[n-1].Epoch
+		}
+		more, later := historyFrames(r.kind, r.name, res.Publications, true)
+		c.limiter.charge(float64(framesBytes(more)) / HistoryBytesPerToken)
+		frames = append(append(frames, more...), later...)
+	}
 }
 
 // sendPaged queues frames, oldest first, half a queue at a time, each once
