@@ -88,16 +88,7 @@ func TestResumeBeyondHistoryBytes(t *testing.T) {
 			})
 			want := fill(t, h, "big", 200, 1000)
 			bob := connect(t, h, "bob")
-			// Handled apart from the reading, as a connection's reader and
-			// writer are: a paged resume waits for its pages to be read.
-			done := make(chan error, 1)
-			go func() {
-				done <- bob.c.Handle(context.Background(), []byte(fmt.Sprintf(`{"type":"join","room":"big","after":%q}`, want[9])))
-			}()
-			j := bob.expect("joined")
-			if j.Recovered == nil || !*j.Recovered {
-				t.Fatalf("resume not recovered: %+v", j.Recovered)
-			}
+			done, j := resumeApart(t, bob, "big", want[9])
 			if n := historyBytes(j.History); n > DefaultHistoryBytes || len(j.History) == 0 {
 				t.Fatalf("joined.history holds %d bytes of text in %d messages", n, len(j.History))
 			}
@@ -123,6 +114,23 @@ func TestResumeBeyondHistoryBytes(t *testing.T) {
 	}
 }
 
+// resumeApart joins room after id on a goroutine of its own, as a
+// connection's reader does apart from its writer (a paged resume waits
+// for its pages to be read), and returns where Handle's result comes and
+// the joined frame, which must be recovered.
+func resumeApart(t *testing.T, tc *tconn, room, after string) (<-chan error, frame) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		done <- tc.c.Handle(context.Background(), []byte(fmt.Sprintf(`{"type":"join","room":%q,"after":%q}`, room, after)))
+	}()
+	j := tc.expect("joined")
+	if j.Recovered == nil || !*j.Recovered {
+		t.Fatalf("resume not recovered: %+v", j.Recovered)
+	}
+	return done, j
+}
+
 // A paged resume in a busy room: what is published while the pages go
 // out overflows the member's buffer, and is read from the history again
 // instead of cutting the client off.
@@ -130,14 +138,7 @@ func TestPagedResumeOutlastsBusyRoom(t *testing.T) {
 	h := newHub(t, nil, "n1", func(c *Config) { c.RateLimit = NoRateLimit; c.QueueBytes = 128 << 10 })
 	want := fill(t, h, "big", 200, 1000)
 	bob := connect(t, h, "bob")
-	done := make(chan error, 1)
-	go func() {
-		done <- bob.c.Handle(context.Background(), []byte(fmt.Sprintf(`{"type":"join","room":"big","after":%q}`, want[9])))
-	}()
-	j := bob.expect("joined")
-	if j.Recovered == nil || !*j.Recovered {
-		t.Fatalf("resume not recovered: %+v", j.Recovered)
-	}
+	done, j := resumeApart(t, bob, "big", want[9])
 	// More than the queue, while the first pages wait to be read.
 	for i := range 200 {
 		id, err := h.PublishAs(context.Background(), fmt.Sprint("s", i), "big", fmt.Sprintf("%04d", 1000+i)+strings.Repeat("y", 996), "")
