@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshchat/meshchat/transport"
+	"github.com/meshchat/meshchat/transport/inproc"
 )
 
 // fill posts n messages of size bytes to room, each from its own sender
@@ -165,6 +169,61 @@ func TestPagedResumeOutlastsBusyRoom(t *testing.T) {
 	}
 	if bob.c.Disconnected() {
 		t.Fatal("the busy room cut the resuming client off")
+	}
+}
+
+// historyReads counts a hub's History reads and the most publications
+// one answer held.
+type historyReads struct {
+	*inproc.Broker
+	mu          sync.Mutex
+	reads, most int
+}
+
+func (b *historyReads) History(ctx context.Context, ch string, req transport.HistoryRequest) (transport.HistoryResult, error) {
+	res, err := b.Broker.History(ctx, ch, req)
+	b.mu.Lock()
+	b.reads++
+	b.most = max(b.most, len(res.Publications))
+	b.mu.Unlock()
+	return res, err
+}
+
+// A resume after a long absence reads the history a chunk at a time, as
+// its pages go out, so that it holds about one chunk in memory: no read
+// answers more than a chunk, and the client still gets every message
+// once, in order, then what comes live.
+func TestLongResumeReadsHistoryInChunks(t *testing.T) {
+	hr := &historyReads{}
+	h := newHub(t, nil, "n1", func(c *Config) {
+		c.RateLimit = NoRateLimit
+		c.QueueBytes = 64 << 10
+		hr.Broker = c.Broker.(*inproc.Broker)
+		c.Broker = hr
+	})
+	want := fill(t, h, "big", 900, 200)
+	bob := connect(t, h, "bob")
+	done, j := resumeApart(t, bob, "big", want[0])
+	got := append([]frame(nil), j.History...)
+	for len(got) < len(want)-1 {
+		got = append(got, bob.expect("message"))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	live, err := h.PublishAs(context.Background(), "s0", "big", "live", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, bob.expect("message"))
+	if w := strings.Join(append(want[1:], live), ","); ids(got) != w {
+		t.Fatalf("resume delivered\n%s\nwant\n%s", ids(got), w)
+	}
+	hr.mu.Lock()
+	defer hr.mu.Unlock()
+	if hr.most > resumeChunkPubs || hr.reads < (len(want)-1)/resumeChunkPubs {
+		t.Fatalf("the resume read the history in %d reads of at most %d publications, want reads of at most %d",
+			hr.reads, hr.most, resumeChunkPubs)
 	}
 }
 

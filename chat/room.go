@@ -425,14 +425,23 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	if after != "" {
 		if off, epoch, ok := parseID(after); ok {
 			since = &transport.StreamPosition{Offset: off, Epoch: epoch}
-			req = transport.HistoryRequest{Since: since}
+			req = transport.HistoryRequest{Since: since, Limit: h.resumeChunk()}
 		}
 	}
 	var res transport.HistoryResult
-	err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
-		res, err = h.broker.History(ctx, r.channel, req)
-		return err
-	})
+	read := func() error {
+		return h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
+			res, err = h.broker.History(ctx, r.channel, req)
+			return err
+		})
+	}
+	err := read()
+	if err == nil && since != nil && !res.Recovered && r.kind == roomKindInbox && res.Latest.Epoch != since.Epoch {
+		// Perhaps the id of a DM this user sent (below): look for it in
+		// every retained publication.
+		req.Limit = 0
+		err = read()
+	}
 	if err != nil {
 		if !fresh {
 			r.mu.Lock()
@@ -446,6 +455,8 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	}
 	pubs := res.Publications
 	recovered := since != nil && res.Recovered
+	// A resume reads the history a chunk at a time: more may follow.
+	more := recovered && req.Limit > 0 && len(pubs) == req.Limit
 	if since != nil && !recovered && r.kind == roomKindInbox && res.Latest.Epoch != since.Epoch {
 		// Not a position in this inbox: the id of a DM this user sent,
 		// which is the recipient's copy's position. Not recovered, the
@@ -476,11 +487,11 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 	c.limiter.charge(float64(framesBytes(hist)+framesBytes(rest)) / HistoryBytesPerToken)
 	frames := make([][]byte, 0, 1+len(rest)+len(later))
 	frames = append(append(append(frames, first(hist, recovered)), rest...), later...)
-	if framesBytes(frames)+frameOverhead*len(frames) > h.resumeBytes() {
+	if more || framesBytes(frames)+frameOverhead*len(frames) > h.resumeBytes() {
 		// More than the outbound queue takes at once (a resume after a
 		// long absence): the frames go out page by page as the client
 		// reads them, while m, still pending, buffers what comes live.
-		return h.resumePaged(ctx, c, r, m, frames, cut, cutEpoch)
+		return h.resumePaged(ctx, c, r, m, frames, cut, cutEpoch, more)
 	}
 	r.mu.Lock()
 	r.goLiveLocked(c, m, cut, cutEpoch, frames...)
@@ -489,12 +500,14 @@ func (h *Hub) catchUp(ctx context.Context, c *Client, r *room, m *member, after 
 }
 
 // resumePaged sends frames page by page (sendPaged), then releases what
-// m buffered meanwhile. When m's buffer overflowed (a busy room), what it
-// dropped is read from the history after cut and paged out in turn, until
-// the buffer held: the member still gets every publication once, in
-// order. Only when that history is gone too is c cut off, to resume with
-// recovered false.
-func (h *Hub) resumePaged(ctx context.Context, c *Client, r *room, m *member, frames [][]byte, cut uint64, epoch string) *frameError {
+// m buffered meanwhile. While more is set the history after cut is read
+// on, a chunk at a time, each once the pages before it are nearly out:
+// a resume holds about one chunk in memory, however long the absence.
+// When m's buffer overflowed (a busy room), what it dropped is read from
+// the history after cut and paged out in turn, until the buffer held:
+// the member still gets every publication once, in order. Only when that
+// history is gone too is c cut off, to resume with recovered false.
+func (h *Hub) resumePaged(ctx context.Context, c *Client, r *room, m *member, frames [][]byte, cut uint64, epoch string, more bool) *frameError {
 	r.mu.Lock()
 	m.paging = true
 	r.mu.Unlock()
@@ -503,26 +516,41 @@ func (h *Hub) resumePaged(ctx context.Context, c *Client, r *room, m *member, fr
 		if frames == nil {
 			return nil // c is gone: its rooms go with it
 		}
-		r.mu.Lock()
-		if !m.overflowed {
-			m.paging = false
-			r.goLiveLocked(c, m, cut, epoch, frames...)
+		if !more {
+			r.mu.Lock()
+			if !m.overflowed {
+				m.paging = false
+				r.goLiveLocked(c, m, cut, epoch, frames...)
+				r.mu.Unlock()
+				return nil
+			}
+			m.overflowed = false
 			r.mu.Unlock()
-			return nil
 		}
-		m.overflowed = false
-		r.mu.Unlock()
-		res, err := h.broker.History(ctx, r.channel, transport.HistoryRequest{Since: &transport.StreamPosition{Offset: cut, Epoch: epoch}})
-		if err != nil || !res.Recovered {
+		req := transport.HistoryRequest{Since: &transport.StreamPosition{Offset: cut, Epoch: epoch}, Limit: h.resumeChunk()}
+		var res transport.HistoryResult
+		err := h.patiently(ctx, c, unavailableWait, func(ctx context.Context) (err error) {
+			res, err = h.broker.History(ctx, r.channel, req)
+			return err
+		})
+		switch {
+		case err != nil:
+			// The owner stayed out of reach: the client resumes on
+			// another try, perhaps on another node.
+			c.disconnect(CloseInternal, "unavailable")
+			return nil
+		case !res.Recovered:
 			c.disconnect(CloseSlowConsumer, "slow_consumer")
 			return nil
 		}
-		if n := len(res.Publications); n > 0 {
-			cut, epoch = res.Publications[n-1].Offset, res.Publications[n-1].Epoch
+		pubs := res.Publications
+		more = len(pubs) == req.Limit
+		if n := len(pubs); n > 0 {
+			cut, epoch = pubs[n-1].Offset, pubs[n-1].Epoch
 		}
-		more, later := historyFrames(r.kind, r.name, res.Publications, true)
-		c.limiter.charge(float64(framesBytes(more)) / HistoryBytesPerToken)
-		frames = append(append(frames, more...), later...)
+		next, later := historyFrames(r.kind, r.name, pubs, true)
+		c.limiter.charge(float64(framesBytes(next)) / HistoryBytesPerToken)
+		frames = append(append(frames, next...), later...)
 	}
 }
 
@@ -578,6 +606,14 @@ const HistoryBytesPerToken = 16 << 10
 // off as a slow consumer, with what it was sent dropped, and its next
 // resume would fare no better; more goes out page by page (sendPaged).
 func (h *Hub) resumeBytes() int { return h.queueBytes / 2 }
+
+// resumeChunk is how many publications a resume reads from the history
+// at once: a page of joined.history at least.
+func (h *Hub) resumeChunk() int { return max(h.page, resumeChunkPubs) }
+
+// resumeChunkPubs is how many publications a resume reads from the history
+// at a time; what follows is read once those are nearly out.
+const resumeChunkPubs = 256
 
 // joinedBytes bounds the history in one joined or dm_history frame:
 // HistoryBytes, and a quarter of the outbound queue when that is less.

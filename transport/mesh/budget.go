@@ -58,13 +58,21 @@ func (b *Broker) touch(s *chanState) { s.used.Store(b.useClock.Add(1)) }
 // cannot be read leaves what memory has, logged: nothing, for a resume
 // that is then not recovered.
 func (b *Broker) retained(s *chanState, minTime int64) []transport.Publication {
+	h := b.warmed(s)
+	n := h.kept(minTime)
+	return h.slice(h.len()-n, n)
+}
+
+// warmed returns s's history ring, read back from the log first when it
+// was evicted (see retained); s is locked.
+func (b *Broker) warmed(s *chanState) *ring {
 	b.touch(s)
 	if s.cold {
 		if err := b.warm(s); err != nil {
 			b.log.Error("reading evicted history back from the log", "channel", s.name, "err", err)
 		}
 	}
-	return s.hist.all(minTime)
+	return &s.hist
 }
 
 // warm loads an evicted channel's history back from the log; s is

@@ -147,14 +147,22 @@ func (r *ring) reset() {
 	r.buf, r.start, r.bytes = nil, 0, 0
 }
 
-// all returns the retained publications, dropping those older than
-// minTime (HistoryMaxAge; 0 keeps all).
-func (r *ring) all(minTime int64) []transport.Publication {
-	out := make([]transport.Publication, 0, r.len())
-	for i := range r.len() {
-		if p := r.at(i); p.Time >= minTime {
-			out = append(out, p)
-		}
+// kept is how many of the newest publications are not older than
+// minTime (HistoryMaxAge; 0 keeps all): times only grow along a channel.
+func (r *ring) kept(minTime int64) int {
+	n := r.len()
+	for n > 0 && r.at(r.len()-n).Time < minTime {
+		n--
+	}
+	return n
+}
+
+// slice copies n publications out, the first at index i (0 is the
+// oldest).
+func (r *ring) slice(i, n int) []transport.Publication {
+	out := make([]transport.Publication, n)
+	for k := range out {
+		out[k] = r.at(i + k)
 	}
 	return out
 }
@@ -166,26 +174,29 @@ func (b *Broker) minTime() int64 {
 	return time.Now().Add(-b.cfg.HistoryMaxAge).UnixMilli()
 }
 
-// history answers a HistoryRequest from s; s must be locked.
+// history answers a HistoryRequest from s; s must be locked. It copies
+// out only what it answers: a resume reading a long history a chunk at a
+// time costs each chunk, not the whole history each time.
 func (b *Broker) history(s *chanState, req transport.HistoryRequest) transport.HistoryResult {
 	res := transport.HistoryResult{Latest: transport.StreamPosition{Offset: s.offset, Epoch: s.epoch}}
-	all := b.retained(s, b.minTime())
-	if req.Since != nil && req.Since.Epoch == s.epoch && req.Since.Epoch != "" && req.Since.Offset <= s.offset {
-		oldest := s.offset - uint64(len(all)) // offset just before the oldest retained
-		if req.Since.Offset >= oldest {
-			res.Recovered = true
-			pubs := all[len(all)-int(s.offset-req.Since.Offset):]
-			if req.Limit > 0 && len(pubs) > req.Limit {
-				pubs = pubs[:req.Limit]
-			}
-			res.Publications = pubs
-			return res
+	h := b.warmed(s)
+	kept := h.kept(b.minTime())
+	first, n := h.len()-kept, kept // the retained ones, oldest first
+	if req.Since != nil && req.Since.Epoch == s.epoch && req.Since.Epoch != "" && req.Since.Offset <= s.offset &&
+		req.Since.Offset >= s.offset-uint64(kept) {
+		res.Recovered = true
+		n = int(s.offset - req.Since.Offset)
+		first = h.len() - n
+		if req.Limit > 0 {
+			n = min(n, req.Limit)
 		}
+		res.Publications = h.slice(first, n)
+		return res
 	}
-	if req.Limit > 0 && len(all) > req.Limit {
-		all = all[len(all)-req.Limit:]
+	if req.Limit > 0 && n > req.Limit {
+		first, n = h.len()-req.Limit, req.Limit
 	}
-	res.Publications = all
+	res.Publications = h.slice(first, n)
 	return res
 }
 
