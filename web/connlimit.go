@@ -132,6 +132,9 @@ type limitedConn struct {
 	closed atomic.Bool
 }
 
+// NetConn returns the accepted connection (see abortConn).
+func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	if c.closed.CompareAndSwap(false, true) {

@@ -91,6 +91,9 @@ type corkConn struct {
 	wdl  time.Time // write deadline last set on Conn
 }
 
+// NetConn returns the connection under the cork (see abortConn).
+func (c *corkConn) NetConn() net.Conn { return c.Conn }
+
 func newCorkConn(conn net.Conn, pool *corkPool) *corkConn {
 	c := &corkConn{Conn: conn, pool: pool}
 	c.writerFree = sync.NewCond(&c.mu)

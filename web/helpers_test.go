@@ -116,7 +116,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.srv != nil {
 		o.srv(srv)
 	}
-	ts := httptest.NewServer(srv.Handler())
+	ts := httptest.NewUnstartedServer(srv.Handler())
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
 	e := &env{t: t, hub: hub, rev: rev, acc: acc, srv: srv, ts: ts}
 	// Cleanups run last registered first: web, revocations, listener,
 	// broker.

@@ -282,6 +282,22 @@ func New(cfg Config) (*Server, error) {
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// ConnContext is for http.Server.ConnContext: it keeps each request's
+// connection in its context, so that an events stream cut off as a slow
+// consumer can reset it (abortConn). Without it such a stream is closed
+// in order.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+type connKey struct{}
+
+// connOf returns the connection ConnContext kept in ctx, or nil.
+func connOf(ctx context.Context) net.Conn {
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	return c
+}
+
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.recoverer)

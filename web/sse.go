@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -75,6 +76,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		s:     s,
 		w:     w,
 		rc:    http.NewResponseController(w),
+		conn:  connOf(r.Context()),
 		c:     client,
 		names: rooms,
 		pos:   parsePositions(resume, rooms),
@@ -109,6 +111,7 @@ type sseStream struct {
 	s     *Server
 	w     http.ResponseWriter
 	rc    *http.ResponseController
+	conn  net.Conn // the stream's connection (ConnContext); nil when unknown
 	c     *chat.Client
 	names []string
 	pos   positions // the writer's
@@ -148,6 +151,11 @@ func (st *sseStream) serve(ctx context.Context) {
 			st.control(ctx, initial)
 		}()
 		st.write(ctx)
+		if code, _ := st.c.CloseReason(); code == chat.CloseSlowConsumer && backlogged(st.conn) {
+			// Cut off with its socket backlogged: reset, as a
+			// WebSocket is (wsConn.finish).
+			st.abort()
+		}
 	}
 	cancel()
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -168,7 +176,7 @@ func (st *sseStream) notified() {
 			st.hurried = true
 			// A write blocked on a slow reader must not hold the stream
 			// for the whole WriteTimeout once the hub let go of it.
-			_ = st.rc.SetWriteDeadline(time.Now().Add(closeGrace))
+			_ = st.rc.SetWriteDeadline(time.Now().Add(cutGrace(st.c, st.conn)))
 		}
 		st.mu.Unlock()
 	}
@@ -237,8 +245,13 @@ func (st *sseStream) write(ctx context.Context) {
 				// event, telling it to resume, comes first.
 				st.frames(batch)
 			}
+			if code == chat.CloseSlowConsumer && backlogged(st.conn) {
+				return // reset by serve
+			}
 			st.closeEvent(code, reason)
-			st.flush()
+			if !st.flush() {
+				st.abort()
+			}
 			return
 		}
 		batch = st.c.Drain(batch[:0])
@@ -328,6 +341,15 @@ func (st *sseStream) closeEvent(code int, reason string) {
 // flush writes the buffer and flushes it through to the peer, under a
 // fresh write deadline unless the client was disconnected (then the
 // short one notified set stands). False means the stream is broken.
+// abort resets the stream's connection (abortConn) at once: the server
+// finds it closed when the handler returns.
+func (st *sseStream) abort() {
+	if st.conn != nil {
+		abortConn(st.conn)
+		_ = st.conn.Close()
+	}
+}
+
 func (st *sseStream) flush() bool {
 	if len(st.buf) == 0 {
 		return true

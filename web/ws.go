@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -14,6 +15,10 @@ import (
 
 	"github.com/meshchat/meshchat/chat"
 )
+
+// errBacklogged: a slow consumer's close is not written behind its
+// socket's backlog; the connection is reset instead.
+var errBacklogged = errors.New("web: socket backlogged")
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
@@ -107,6 +112,7 @@ type wsConn struct {
 	finished bool          // writing is over: nothing starts a writer
 	exited   chan struct{} // made by a reader waiting for the writer
 	ending   bool          // the writer is done: the read deadline is final
+	reset    bool          // the writer reset the connection (abortConn)
 	renewAt  time.Time     // when the write deadline is due for renewal; writer only
 }
 
@@ -274,8 +280,9 @@ func (w *wsConn) notified() {
 		if hurry {
 			// A write blocked on a full socket (the usual state of a
 			// slow consumer) must not hold the connection for the
-			// whole WriteTimeout once the hub has let go of the client.
-			_ = w.cork.SetWriteDeadline(time.Now().Add(closeGrace))
+			// whole WriteTimeout once the hub has let go of the client;
+			// nor at all when the connection is to be reset.
+			_ = w.cork.SetWriteDeadline(time.Now().Add(cutGrace(w.c, w.cork)))
 		}
 	}
 	w.kick()
@@ -320,14 +327,27 @@ func (w *wsConn) write() {
 }
 
 // finish ends writing for good and gives the reader closeGrace to read
-// the peer's answer to our close frame (or see the broken socket).
+// the peer's answer to our close frame (or see the broken socket). A
+// connection whose close could not go out, or a slow consumer's whose
+// socket is backlogged (a write to it failed on its cut deadline), is
+// reset instead (abortConn), and ends now.
 func (w *wsConn) finish() {
+	if code, _ := w.c.CloseReason(); code == chat.CloseSlowConsumer && backlogged(w.cork) {
+		w.mu.Lock()
+		w.reset = true
+		w.mu.Unlock()
+	}
 	w.mu.Lock()
 	w.finished = true
 	w.running = false
 	if !w.ending { // else the reader is draining on its own deadline
 		w.ending = true
-		_ = w.conn.SetReadDeadline(time.Now().Add(closeGrace))
+		grace := closeGrace
+		if w.reset {
+			abortConn(w.cork)
+			grace = 0
+		}
+		_ = w.conn.SetReadDeadline(time.Now().Add(grace))
 	}
 	if w.exited != nil {
 		close(w.exited)
@@ -343,16 +363,26 @@ func (w *wsConn) writeOnce() bool {
 		code, reason := c.CloseReason()
 		batch := w.drain()
 		var err error
-		if code != chat.CloseSlowConsumer {
+		switch {
+		case code != chat.CloseSlowConsumer:
 			err = s.writeBatch(w.conn, w.cork, &w.renewAt, *batch)
+		case backlogged(w.cork):
+			err = errBacklogged
 		}
 		// A slow consumer's backlog is dropped: it could not take it,
 		// and writing it first would keep the close code (and the
-		// reason to resume from history) from reaching it.
+		// reason to resume from history) from reaching it. So is what
+		// its socket holds, when that is much: the close frame would
+		// wait behind it.
 		w.releaseBatch(batch)
 		if err == nil {
-			_ = w.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
+			err = w.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
 				time.Now().Add(min(s.cfg.WriteTimeout, closeGrace)))
+		}
+		if err != nil {
+			w.mu.Lock()
+			w.reset = true // the close could not go out (finish)
+			w.mu.Unlock()
 		}
 		return false
 	}
@@ -392,6 +422,59 @@ func (w *wsConn) releaseBatch(b *[][]byte) {
 	}
 	*b = (*b)[:0]
 	w.s.batches.Put(b)
+}
+
+// closeBacklog is how much a cut connection's socket may still hold for
+// its peer (unsent or unacknowledged) for the close to be written behind
+// it; with more, the connection is reset instead (abortConn).
+const closeBacklog = 64 << 10
+
+// backlogged reports whether conn's socket holds more than closeBacklog
+// for its peer; false when that is not known.
+func backlogged(conn net.Conn) bool {
+	n, ok := unsent(conn)
+	return ok && n > closeBacklog
+}
+
+// cutGrace is how long a write may still take once the hub has let go
+// of c: closeGrace for the close to go out, none when c is a slow
+// consumer whose socket is backlogged, which is reset.
+func cutGrace(c *chat.Client, conn net.Conn) time.Duration {
+	if code, _ := c.CloseReason(); code == chat.CloseSlowConsumer && backlogged(conn) {
+		return 0
+	}
+	return closeGrace
+}
+
+// abortConn makes closing conn reset the TCP connection (SO_LINGER 0)
+// instead of ending it in order. It is for a slow consumer's connection
+// whose socket is backlogged, or whose close could not be written: what
+// the socket still holds for the peer is dropped with it, as the queue
+// above it was, and the peer learns on its next read that the connection
+// is gone. Closed in order, the kernel would first deliver that backlog,
+// megabytes the peer was cut off for being too slow to read; a peer
+// whose receive buffer drops segments may then wait minutes on the
+// kernel's retransmissions, or never hear of the end at all once they
+// give up.
+func abortConn(conn net.Conn) {
+	if tc := tcpConn(conn); tc != nil {
+		_ = tc.SetLinger(0)
+	}
+}
+
+// tcpConn finds the TCP connection under conn (a corked, TLS or counted
+// connection), or nil.
+func tcpConn(conn net.Conn) *net.TCPConn {
+	for {
+		switch c := conn.(type) {
+		case *net.TCPConn:
+			return c
+		case interface{ NetConn() net.Conn }:
+			conn = c.NetConn()
+		default:
+			return nil
+		}
+	}
 }
 
 // extendRead pushes the read deadline PongTimeout ahead, unless the

@@ -473,6 +473,7 @@ func (n *Node) serveMetrics(context.Context) error {
 func (n *Node) serve(context.Context) error {
 	n.srv = &http.Server{
 		Handler:           n.web.Handler(),
+		ConnContext:       web.ConnContext,
 		ReadHeaderTimeout: min(10*time.Second, n.cfg.RequestTimeout),
 		ReadTimeout:       n.cfg.RequestTimeout,
 		IdleTimeout:       DefaultIdleTimeout,
