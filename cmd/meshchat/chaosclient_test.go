@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -90,6 +91,7 @@ type chaosClient struct {
 	seq       int
 	outages   []*chaosOutage
 	held      time.Duration // handshake time of the live connection's dial
+	lastMsg   time.Time     // when the last message (or joined) arrived
 	events    []string      // connection-level history, for failure reports
 	problems  []string      // protocol violations seen by this client
 	// DM inbox: every DM frame as delivered, the resume requests and
@@ -110,6 +112,7 @@ type chaosClient struct {
 	// Counters.
 	unavailable, rateLimited, joinErrors, resends, reAcks int
 	lateErrors                                            int // transient errors for resends already acknowledged
+	abandoned                                             int // silent connections given up (heartbeat)
 	dmUnavailable, dmResends, dmReqErrors                 int
 	lastAck                                               time.Time
 	maxAckGap, maxAckLatency                              time.Duration
@@ -197,6 +200,8 @@ const (
 	chaosJoinTimeout    = 15 * time.Second
 	chaosConnectTimeout = 5 * time.Second // meshchat.js connectTimeout
 	chaosBackoffCap     = 5 * time.Second
+	chaosPingAfter      = 25 * time.Second // meshchat.js pingInterval
+	chaosPongTimeout    = 10 * time.Second // meshchat.js pongTimeout
 )
 
 func newChaosClient(user string, sess webtest.Session, home string, rooms []string) *chaosClient {
@@ -325,16 +330,7 @@ func (c *chaosClient) dial(ctx context.Context, base string, connID int) (chaosL
 	for _, ck := range c.sess.Cookies {
 		h.Add("Cookie", ck.Name+"="+ck.Value)
 	}
-	d := websocket.Dialer{HandshakeTimeout: chaosConnectTimeout}
-	if c.readBuffer > 0 {
-		d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if tc, ok := conn.(*net.TCPConn); ok {
-				_ = tc.SetReadBuffer(c.readBuffer)
-			}
-			return conn, err
-		}
-	}
+	d := websocket.Dialer{HandshakeTimeout: chaosConnectTimeout, NetDialContext: c.dialer().DialContext}
 	ws, resp, err := d.DialContext(ctx, wsURL(base), h)
 	if err != nil {
 		if resp != nil {
@@ -343,6 +339,27 @@ func (c *chaosClient) dial(ctx context.Context, base string, connID int) (chaosL
 		return nil, 0, err
 	}
 	return &wsLink{ws: ws, c: c}, 0, nil
+}
+
+// dialer opens the client's TCP connections. A small receive buffer
+// (readBuffer) is set before the connection is made, so that the window
+// the client advertises never exceeds it: shrunk afterwards, the kernel
+// drops what the larger window let in, and the node's retransmissions
+// crawl.
+func (c *chaosClient) dialer() *net.Dialer {
+	d := &net.Dialer{Timeout: chaosConnectTimeout}
+	if n := c.readBuffer; n > 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			if cerr := rc.Control(func(fd uintptr) {
+				err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
+			}); cerr != nil {
+				return cerr
+			}
+			return err
+		}
+	}
+	return d
 }
 
 // session serves one connection until it ends; it reports the close code
@@ -381,9 +398,16 @@ func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, 
 	welcomed := false
 	tick := time.NewTicker(cmp.Or(c.tick, 20*time.Millisecond))
 	defer tick.Stop()
+	// The heartbeat, as the browser client's: a connection silent for
+	// chaosPingAfter is probed with a ping (an events stream has the
+	// node's keepalives instead), and abandoned when still silent
+	// chaosPongTimeout later. A stall holds the clock, as it holds a
+	// slow client's whole loop.
+	heard, pinged := time.Now(), false
 	for {
 		select {
 		case f, ok := <-frames:
+			heard, pinged = time.Now(), false
 			if !ok {
 				code := 0
 				var ce *websocket.CloseError
@@ -393,6 +417,10 @@ func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, 
 				return code, welcomed
 			}
 			c.mu.Lock()
+			switch f.Str("type") {
+			case "message", "joined", "welcome":
+				c.lastMsg = time.Now()
+			}
 			if f.Str("type") == "welcome" {
 				welcomed = true
 			}
@@ -408,8 +436,22 @@ func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, 
 			if !welcomed {
 				continue
 			}
+			now := time.Now()
+			quiet := now.Sub(later(heard, time.Unix(0, c.stallUntil.Load())))
 			c.mu.Lock()
-			out := c.tickLocked(time.Now(), connID)
+			out := c.tickLocked(now, connID)
+			switch {
+			case quiet > chaosPingAfter+chaosPongTimeout:
+				c.abandoned++
+				c.eventf("silent for %v: abandoning the connection", quiet.Round(time.Millisecond))
+				c.mu.Unlock()
+				link.close()
+				continue
+			case quiet > chaosPingAfter && !pinged && !c.sse:
+				pinged = true
+				c.seq++
+				out = append(out, map[string]string{"type": "ping", "ref": fmt.Sprintf("p:%d", c.seq)})
+			}
 			c.mu.Unlock()
 			if !link.write(out) {
 				link.close()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -124,13 +123,7 @@ func (c *chaosClient) dialEvents(ctx context.Context, base, resume string, connI
 func (c *chaosClient) httpClient() *http.Client {
 	c.httpOnce.Do(func() {
 		c.http = &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				conn, err := (&net.Dialer{Timeout: chaosConnectTimeout}).DialContext(ctx, network, addr)
-				if tc, ok := conn.(*net.TCPConn); ok && c.readBuffer > 0 {
-					_ = tc.SetReadBuffer(c.readBuffer)
-				}
-				return conn, err
-			},
+			DialContext:           c.dialer().DialContext,
 			ResponseHeaderTimeout: chaosConnectTimeout,
 			MaxIdleConnsPerHost:   4,
 		}}

@@ -6,9 +6,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,10 +38,12 @@ var (
 	soakFor    = flag.Duration("soak", 0, "run TestSoak for this long (e.g. 10m); 0 skips it")
 	soakConns  = flag.Int("soak-conns", 2000, "TestSoak: client connections")
 	soakBroker = flag.String("soak-broker", "mesh", "TestSoak: the broker, mesh or redis")
-	// With big messages a slow client's resume can exceed its queue
-	// bound every time (docs/performance.md, "Soak test").
-	soakPad   = flag.Int("soak-pad", 0, "TestSoak: bytes added to each firehose message")
-	soakStall = flag.Duration("soak-stall", 25*time.Second, "TestSoak: how long a slow client stalls; 0 stalls none")
+	// A stalled reader is cut off once the node's queue and the socket
+	// buffers between them are full: about 4 MiB on loopback, which the
+	// default firehose (80 messages of about 2 KB a second) fills within
+	// the default stall.
+	soakPad   = flag.Int("soak-pad", 2000, "TestSoak: bytes added to each firehose message")
+	soakStall = flag.Duration("soak-stall", 40*time.Second, "TestSoak: how long a slow client stalls; 0 stalls none")
 )
 
 const (
@@ -49,6 +55,18 @@ const (
 	soakFirehoseSize = 24
 	soakFirehosePubs = 4
 	soakSample       = 5 * time.Second
+	// A slow client stalls again only this long after its last stall
+	// ended: it reads faster than the room between stalls, and catches
+	// up. (A client slower than its room for good falls out of the
+	// retention whatever the server does.)
+	soakStallCool = time.Minute
+	// soakHeapAt is the resident memory (KiB) past which a node's heap
+	// profile is written once, to see what holds it.
+	soakHeapAt = 200 << 10
+	// soakSilent is how long a connected client may go without a
+	// message (its room has one a second): longer than its heartbeat
+	// takes to give a dead connection up.
+	soakSilent = chaosPingAfter + chaosPongTimeout + 10*time.Second
 )
 
 // soakRSS is one node's resident memory over time.
@@ -68,12 +86,20 @@ func TestSoak(t *testing.T) {
 		flags = redisFlags(redistest.Start(t).URL())
 	}
 	// Every login and connection comes from this one address; the
-	// firehose room's history covers a stall.
-	extra := []string{"--log-level", "info", "--login-limit", "1000000", "--queue-bytes", "65536", "--history", "5000"}
+	// firehose room's history (8,000 messages, 100 s of it) covers a
+	// stall, or a connection the heartbeat gives up, and the catching up
+	// after it.
+	extra := []string{"--log-level", "info", "--login-limit", "1000000", "--queue-bytes", "65536", "--history", "8000"}
 	if serveHas(t, "--max-conns-per-ip") {
 		extra = append(extra, "--max-conns-per-ip", "0")
 	}
-	h := startChaosNodes(t, *soakBroker, func(i int) []string { return append(flags(i), extra...) })
+	debug := make([]string, 3)
+	for i := range debug {
+		debug[i] = clustertest.FreeAddr(t, false)
+	}
+	h := startChaosNodes(t, *soakBroker, func(i int) []string {
+		return append(append(flags(i), extra...), "--debug-addr", debug[i])
+	})
 	h.waitConverged(60 * time.Second)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -124,6 +150,10 @@ func TestSoak(t *testing.T) {
 	rss := make([]soakRSS, len(h.nodes))
 	var restarts []string
 	stalls := 0
+	stallEnds := map[*chaosClient]time.Time{}
+	slowCuts := 0
+	heaped := make([]bool, len(h.nodes))
+	silent := map[*chaosClient]bool{}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for now := range tick.C {
@@ -135,22 +165,42 @@ func TestSoak(t *testing.T) {
 		}
 		if *soakStall > 0 && now.After(nextStall) {
 			nextStall = now.Add(10 * time.Second)
-			for range 3 {
-				slow[rand.N(len(slow))].stall(*soakStall)
+			picked := 0
+			for _, i := range rand.Perm(len(slow)) {
+				c := slow[i]
+				if picked == 3 || !now.After(stallEnds[c].Add(soakStallCool)) {
+					continue
+				}
+				c.stall(*soakStall)
+				stallEnds[c] = now.Add(*soakStall)
 				stalls++
+				picked++
 			}
 		}
 		if now.After(nextSample) {
 			nextSample = now.Add(soakSample)
+			for _, c := range h.clients {
+				if !silent[c] && c.silentFor(soakSilent) {
+					silent[c] = true
+					t.Errorf("%s: connected and reading, but no message for %v", c.user, soakSilent)
+					h.dumpClients([]*chaosClient{c})
+					soakStacks(t, debug)
+				}
+			}
 			for i, nd := range h.nodes {
 				if kib, ok := vmRSS(nd.p); ok {
 					rss[i].at = append(rss[i].at, now.Sub(began))
 					rss[i].kib = append(rss[i].kib, kib)
+					if kib > soakHeapAt && !heaped[i] {
+						heaped[i] = true
+						soakHeap(t, debug[i], fmt.Sprintf("%s-at-%dMiB", nd.name, kib>>10))
+					}
 				}
 			}
 		}
 		if now.After(nextRestart) {
 			nd := h.nodes[len(restarts)%len(h.nodes)]
+			slowCuts += soakSlowCuts(nd) // its counter starts over
 			restarts = append(restarts, h.soakRestart(nd, len(restarts)%2 == 1))
 			nextRestart = time.Now().Add(restartEvery)
 		}
@@ -165,11 +215,14 @@ func TestSoak(t *testing.T) {
 	if !clustertest.Eventually(2*time.Minute, func() bool { return h.allHave(acked) }) {
 		t.Error("not every client received every acknowledged message of its rooms within 2m")
 	}
+	for _, nd := range h.nodes {
+		slowCuts += soakSlowCuts(nd)
+	}
 	h.stop()
 
 	// Delivery: exactly once, one order, per room, for its members.
 	var problems []string
-	sent, delivered, outages, rejoins, unrecovered := 0, 0, 0, 0, 0
+	sent, delivered, outages, rejoins, unrecovered, abandoned := 0, 0, 0, 0, 0, 0
 	closes := map[int]int{}
 	var cuts int64
 	for room, ids := range acked {
@@ -190,6 +243,7 @@ func TestSoak(t *testing.T) {
 		}
 		problems = append(problems, c.problems...)
 		sent += len(c.acks) + len(c.pending)
+		abandoned += c.abandoned
 		cuts += c.cuts.Load()
 		for name, r := range c.room {
 			delivered += len(r.ids)
@@ -247,13 +301,88 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	t.Logf("SOAK %s: ran %v with %d connections (%d on events streams): sent=%d acked=%d delivered=%d "+
-		"outages=%d closeCodes=%v churnCuts=%d stalls=%d slowCuts(4008)=%d rejoins=%d unrecovered=%d restarts=%v",
+		"outages=%d closeCodes=%v churnCuts=%d stalls=%d slowConsumerCuts=%d silentAbandoned=%d rejoins=%d unrecovered=%d restarts=%v",
 		*soakBroker, ran.Round(time.Second), n, n/soakSSEEvery, sent, ackedN, delivered,
-		outages, closes, cuts, stalls, closes[4008], rejoins, unrecovered, restarts)
+		outages, closes, cuts, stalls, slowCuts, abandoned, rejoins, unrecovered, restarts)
 	t.Logf("SOAK RSS over time:\n%s", strings.Join(mem, "\n"))
-	if *soakStall > 0 && closes[4008] == 0 {
-		t.Error("no slow client was cut off (4008): the stalls did not test slow consumers")
+	if *soakStall > 0 && slowCuts == 0 {
+		t.Error("no slow client was cut off (meshchat_slow_consumer_disconnects_total): the stalls did not test slow consumers")
 	}
+}
+
+// soakHeap writes the heap profile of the node whose debug listener is
+// addr to a directory that outlives the test, and logs where.
+func soakHeap(t *testing.T, addr, name string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		t.Logf("heap profile %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	f := filepath.Join(os.TempDir(), "meshchat-soak-heap-"+name+".pb.gz")
+	if err := os.WriteFile(f, b, 0o644); err != nil {
+		t.Log(err)
+		return
+	}
+	t.Logf("heap profile of %s: %s (go tool pprof -sample_index=inuse_space %s)", name, f, f)
+}
+
+// soakSlowCuts reads how many connections nd has cut off as slow
+// consumers since it started (0 when it cannot tell).
+func soakSlowCuts(nd *chaosNode) int {
+	resp, err := http.Get(nd.url() + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "meshchat_slow_consumer_disconnects_total "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return int(n)
+		}
+	}
+	return 0
+}
+
+// silentFor reports whether the client is connected, yet has had no
+// message for d (keepalives do not count) since it last got one or its
+// last stall ended.
+func (c *chaosClient) silentFor(d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	since := c.lastMsg
+	if end := time.Unix(0, c.stallUntil.Load()); end.After(since) {
+		since = end
+	}
+	return c.online && time.Since(since) > d
+}
+
+// soakStacks writes the goroutines of the nodes (from their debug
+// listeners) and of the test process to a directory that outlives the
+// test, and logs where.
+func soakStacks(t *testing.T, debug []string) {
+	dir, err := os.MkdirTemp("", "meshchat-soak-")
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	for i, addr := range debug {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=2")
+		if err != nil {
+			t.Logf("n%d goroutines: %v", i+1, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("n%d.txt", i+1)), b, 0o644)
+	}
+	if f, err := os.Create(filepath.Join(dir, "test.txt")); err == nil {
+		_ = pprof.Lookup("goroutine").WriteTo(f, 2)
+		f.Close()
+	}
+	t.Logf("goroutines of the nodes and of the test: %s", dir)
 }
 
 // soakRestart stops nd (SIGKILL when kill, else SIGTERM), starts it
