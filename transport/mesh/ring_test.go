@@ -65,3 +65,34 @@ func TestOwnerMatchesRanking(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot's idempotency records share the publications of the history
+// they answer with, instead of keeping a copy of every message of the
+// dedupe window.
+func TestSnapshotDedupeSharesHistory(t *testing.T) {
+	snap := &snapshot{Epoch: "e", Offset: 10}
+	for i := uint64(1); i <= 10; i++ {
+		data := []byte(fmt.Sprintf("message %d", i))
+		snap.Pubs = append(snap.Pubs, transport.Publication{Offset: i, Epoch: "e", Data: data})
+		// Decoded apart, as from the wire or the log.
+		snap.Dedupe = append(snap.Dedupe, dedupeEntry{key: fmt.Sprint("k", i), pub: transport.Publication{Offset: i, Epoch: "e", Data: slices.Clone(data)}})
+	}
+	// One record whose publication left the history keeps its own.
+	snap.Dedupe = append(snap.Dedupe, dedupeEntry{key: "old", pub: transport.Publication{Offset: 11, Epoch: "other", Data: []byte("x")}})
+	b := &Broker{}
+	s := newChanState("r:x", 5)
+	b.applySnapshot(s, snap)
+	for i := uint64(1); i <= 10; i++ {
+		d := s.dedupe[fmt.Sprint("k", i)]
+		p, inHistory := s.hist.find(i)
+		if shared := inHistory && &d.pub.Data[0] == &p.Data[0]; shared != (i > 5) {
+			t.Errorf("record of offset %d shares the history's copy: %v, want %v", i, shared, i > 5)
+		}
+		if string(d.pub.Data) != fmt.Sprintf("message %d", i) {
+			t.Errorf("record of offset %d holds %q", i, d.pub.Data)
+		}
+	}
+	if d := s.dedupe["old"]; string(d.pub.Data) != "x" {
+		t.Errorf("record of another epoch holds %q", d.pub.Data)
+	}
+}

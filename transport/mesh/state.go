@@ -147,6 +147,20 @@ func (r *ring) reset() {
 	r.buf, r.start, r.bytes = nil, 0, 0
 }
 
+// find returns the retained publication at offset.
+func (r *ring) find(offset uint64) (transport.Publication, bool) {
+	n := r.len()
+	if n == 0 {
+		return transport.Publication{}, false
+	}
+	newest := r.at(n - 1).Offset
+	if offset > newest || newest-offset >= uint64(n) {
+		return transport.Publication{}, false
+	}
+	p := r.at(n - 1 - int(newest-offset))
+	return p, p.Offset == offset
+}
+
 // kept is how many of the newest publications are not older than
 // minTime (HistoryMaxAge; 0 keeps all): times only grow along a channel.
 func (r *ring) kept(minTime int64) int {
@@ -233,6 +247,12 @@ func (b *Broker) applySnapshot(s *chanState, snap *snapshot) {
 	clear(s.dedupe)
 	s.dedupeOrder = s.dedupeOrder[:0]
 	for _, d := range snap.Dedupe {
+		// The publication a key answers with is nearly always still in
+		// the history: share it, rather than hold a second copy of
+		// every message of the dedupe window (decoded or loaded apart).
+		if p, ok := s.hist.find(d.pub.Offset); ok && p.Epoch == d.pub.Epoch {
+			d.pub = p
+		}
 		s.dedupe[d.key] = d
 		s.dedupeOrder = append(s.dedupeOrder, d)
 	}
