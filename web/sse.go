@@ -121,6 +121,7 @@ type sseStream struct {
 
 	mu      sync.Mutex
 	hurried bool // the write deadline was cut short on disconnect
+	reset   bool // the connection is to be reset (resetCut), not closed
 	done    bool // the handler returned: w is not to be touched
 }
 
@@ -151,9 +152,10 @@ func (st *sseStream) serve(ctx context.Context) {
 			st.control(ctx, initial)
 		}()
 		st.write(ctx)
-		if code, _ := st.c.CloseReason(); code == chat.CloseSlowConsumer && backlogged(st.conn) {
-			// Cut off with its socket backlogged: reset, as a
-			// WebSocket is (wsConn.finish).
+		st.mu.Lock()
+		reset := st.reset
+		st.mu.Unlock()
+		if reset {
 			st.abort()
 		}
 	}
@@ -175,8 +177,14 @@ func (st *sseStream) notified() {
 		if !st.hurried && !st.done {
 			st.hurried = true
 			// A write blocked on a slow reader must not hold the stream
-			// for the whole WriteTimeout once the hub let go of it.
-			_ = st.rc.SetWriteDeadline(time.Now().Add(cutGrace(st.c, st.conn)))
+			// for the whole WriteTimeout once the hub let go of it; nor
+			// at all when the connection is reset (as a WebSocket's).
+			grace := closeGrace
+			if resetCut(st.c, st.conn) {
+				st.reset = true
+				grace = 0
+			}
+			_ = st.rc.SetWriteDeadline(time.Now().Add(grace))
 		}
 		st.mu.Unlock()
 	}
@@ -245,12 +253,17 @@ func (st *sseStream) write(ctx context.Context) {
 				// event, telling it to resume, comes first.
 				st.frames(batch)
 			}
-			if code == chat.CloseSlowConsumer && backlogged(st.conn) {
-				return // reset by serve
+			st.mu.Lock()
+			reset := st.reset
+			st.mu.Unlock()
+			if reset {
+				return // serve resets the connection
 			}
 			st.closeEvent(code, reason)
 			if !st.flush() {
-				st.abort()
+				st.mu.Lock()
+				st.reset = true // the close could not go out
+				st.mu.Unlock()
 			}
 			return
 		}

@@ -329,40 +329,13 @@ func TestEventsSlowReader(t *testing.T) {
 // is (TestSlowConsumerReset): its reader learns at once, without first
 // reading the backlog the node's socket held for it.
 func TestEventsSlowReaderReset(t *testing.T) {
-	e := newEnv(t, envOpts{hub: func(c *chat.Config) { c.QueueBytes = 256 << 10; c.RateLimit = chat.NoRateLimit }})
+	e, fast := floodEnv(t, 256<<10)
 	slow := e.events(webtest.Login(t, e.ts.URL, "slow"), webtest.EventsOptions{Rooms: []string{"general"}})
 	slow.ExpectNext("joined", waitFor)
 	slow.Pause()
-	fast := e.connect("fast", nil)
-	fast.Join("general")
 	text := strings.Repeat("x", 3000)
-	for i := 0; len(e.hub.SlowConsumers()) == 0; i++ {
-		if i == 10000 {
-			t.Fatal("slow reader never cut off")
-		}
-		ref := fmt.Sprintf("r%d", i)
-		fast.Send(map[string]string{"type": "send", "room": "general", "text": text, "ref": ref})
-		fast.Expect("message", waitFor, func(f webtest.Frame) bool { return f.Str("ref") == ref })
-	}
-	// Read once the node has let go of the connection.
-	clustertest.WaitFor(t, waitFor, "the node to let go of the slow client", func() bool { return e.hub.Clients() == 1 })
-	slow.Resume()
-	n := 0
-	for {
-		f, ok := slow.TryNext(waitFor)
-		if !ok {
-			break
-		}
-		if f.Type() == "message" {
-			n++
-		}
-	}
-	if slow.Err() == nil {
-		t.Fatalf("the cut stream still open after %d messages", n)
-	}
-	if limit := 4 * wsReadBuffer / len(text); n > limit {
-		t.Fatalf("the cut reader read %d messages before the end, want at most %d (its receive buffer)", n, limit)
-	}
+	floodUntilCut(t, e, fast, text)
+	checkReset(t, e, slow, len(text))
 }
 
 // TestEventsClose: a stream ends with a close event that carries the

@@ -390,28 +390,42 @@ func TestTooLarge(t *testing.T) {
 }
 
 func TestSlowConsumer(t *testing.T) {
-	e := newEnv(t, envOpts{hub: func(c *chat.Config) { c.QueueBytes = 16 << 10; c.RateLimit = chat.NoRateLimit }})
+	e, fast := floodEnv(t, 16<<10)
 	slow := e.connect("slow", nil)
 	slow.Join("general")
 	slow.Pause()
-	fast := e.connect("fast", nil)
-	fast.Join("general")
-	// fast sends the next message once its previous one came back, so
-	// it keeps up; slow reads nothing.
-	text := strings.Repeat("x", 3000)
-	for i := 0; len(e.hub.SlowConsumers()) == 0; i++ {
-		if i == 10000 {
-			t.Fatal("slow consumer never disconnected")
-		}
-		ref := fmt.Sprintf("r%d", i)
-		fast.Send(map[string]string{"type": "send", "room": "general", "text": text, "ref": ref})
-		fast.Expect("message", waitFor, func(f webtest.Frame) bool { return f.Str("ref") == ref })
-	}
+	floodUntilCut(t, e, fast, strings.Repeat("x", 3000))
 	// The close frame gets through when the socket has room for it; a
 	// client whose socket is backlogged sees the connection reset (no
 	// close frame) instead, or dropped.
 	if code := slow.Closed(waitFor); code != chat.CloseSlowConsumer && code != websocket.CloseAbnormalClosure && code != 0 {
 		t.Fatalf("close code %d", code)
+	}
+}
+
+// floodEnv starts a node with an outbound queue of queue bytes and no
+// rate limit, and fast, a connection in general to flood it with
+// (floodUntilCut).
+func floodEnv(t *testing.T, queue int) (*env, *webtest.Conn) {
+	t.Helper()
+	e := newEnv(t, envOpts{hub: func(c *chat.Config) { c.QueueBytes = queue; c.RateLimit = chat.NoRateLimit }})
+	fast := e.connect("fast", nil)
+	fast.Join("general")
+	return e, fast
+}
+
+// floodUntilCut has fast send text to general, each message once the one
+// before came back (so fast keeps up), until the node cuts a slow
+// consumer off.
+func floodUntilCut(t *testing.T, e *env, fast *webtest.Conn, text string) {
+	t.Helper()
+	for i := 0; len(e.hub.SlowConsumers()) == 0; i++ {
+		if i == 10000 {
+			t.Fatal("slow consumer never cut off")
+		}
+		ref := fmt.Sprintf("r%d", i)
+		fast.Send(map[string]string{"type": "send", "room": "general", "text": text, "ref": ref})
+		fast.Expect("message", waitFor, func(f webtest.Frame) bool { return f.Str("ref") == ref })
 	}
 }
 
@@ -422,26 +436,24 @@ func TestSlowConsumer(t *testing.T) {
 // that drops segments that can take minutes, or never end at all when
 // the kernel gives up retransmitting them.
 func TestSlowConsumerReset(t *testing.T) {
-	e := newEnv(t, envOpts{hub: func(c *chat.Config) { c.QueueBytes = 256 << 10; c.RateLimit = chat.NoRateLimit }})
+	e, fast := floodEnv(t, 256<<10)
 	slow := e.connect("slow", nil)
 	slow.Join("general")
 	slow.Pause()
-	fast := e.connect("fast", nil)
-	fast.Join("general")
 	text := strings.Repeat("x", 3000)
-	for i := 0; len(e.hub.SlowConsumers()) == 0; i++ {
-		if i == 10000 {
-			t.Fatal("slow consumer never disconnected")
-		}
-		ref := fmt.Sprintf("r%d", i)
-		fast.Send(map[string]string{"type": "send", "room": "general", "text": text, "ref": ref})
-		fast.Expect("message", waitFor, func(f webtest.Frame) bool { return f.Str("ref") == ref })
-	}
-	// The queue fills only once the node's socket is full: that holds
-	// megabytes for it (autotuned on loopback), its own receive buffer
-	// wsReadBuffer (twice that with the kernel's overhead), which is
-	// what a reset leaves it.
-	// Read once the node has let go of the connection.
+	floodUntilCut(t, e, fast, text)
+	checkReset(t, e, slow, len(text))
+}
+
+// checkReset reads slow (paused, and cut off as a slow consumer) again,
+// once the node has let go of it, and checks that its connection ends
+// having read no more messages of size bytes than its own receive buffer
+// held: the queue fills only once the node's socket is full, and that
+// holds megabytes for it (autotuned on loopback), its own receive buffer
+// wsReadBuffer (twice that with the kernel's overhead), which is what a
+// reset leaves it.
+func checkReset(t *testing.T, e *env, slow *webtest.Conn, size int) {
+	t.Helper()
 	clustertest.WaitFor(t, waitFor, "the node to let go of the slow client", func() bool { return e.hub.Clients() == 1 })
 	slow.Resume()
 	n := 0
@@ -457,7 +469,7 @@ func TestSlowConsumerReset(t *testing.T) {
 	if slow.Err() == nil {
 		t.Fatalf("the cut connection still open after %d messages", n)
 	}
-	if limit := 4 * wsReadBuffer / len(text); n > limit {
+	if limit := 4 * wsReadBuffer / size; n > limit {
 		t.Fatalf("the cut client read %d messages before the end, want at most %d (its receive buffer)", n, limit)
 	}
 }

@@ -16,9 +16,8 @@ import (
 	"github.com/meshchat/meshchat/chat"
 )
 
-// errBacklogged: a slow consumer's close is not written behind its
-// socket's backlog; the connection is reset instead.
-var errBacklogged = errors.New("web: socket backlogged")
+// errReset: the connection is reset (resetCut); no close frame goes out.
+var errReset = errors.New("web: connection reset")
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
@@ -281,8 +280,15 @@ func (w *wsConn) notified() {
 			// A write blocked on a full socket (the usual state of a
 			// slow consumer) must not hold the connection for the
 			// whole WriteTimeout once the hub has let go of the client;
-			// nor at all when the connection is to be reset.
-			_ = w.cork.SetWriteDeadline(time.Now().Add(cutGrace(w.c, w.cork)))
+			// nor at all when the connection is reset.
+			grace := closeGrace
+			if resetCut(w.c, w.cork) {
+				w.mu.Lock()
+				w.reset = true
+				w.mu.Unlock()
+				grace = 0
+			}
+			_ = w.cork.SetWriteDeadline(time.Now().Add(grace))
 		}
 	}
 	w.kick()
@@ -328,15 +334,10 @@ func (w *wsConn) write() {
 
 // finish ends writing for good and gives the reader closeGrace to read
 // the peer's answer to our close frame (or see the broken socket). A
-// connection whose close could not go out, or a slow consumer's whose
-// socket is backlogged (a write to it failed on its cut deadline), is
-// reset instead (abortConn), and ends now.
+// connection being reset (a slow consumer's with a backlogged socket,
+// see resetCut, or one whose close could not go out) has no answer to
+// wait for: it ends now.
 func (w *wsConn) finish() {
-	if code, _ := w.c.CloseReason(); code == chat.CloseSlowConsumer && backlogged(w.cork) {
-		w.mu.Lock()
-		w.reset = true
-		w.mu.Unlock()
-	}
 	w.mu.Lock()
 	w.finished = true
 	w.running = false
@@ -362,18 +363,19 @@ func (w *wsConn) writeOnce() bool {
 	if c.Disconnected() {
 		code, reason := c.CloseReason()
 		batch := w.drain()
+		w.mu.Lock()
+		reset := w.reset
+		w.mu.Unlock()
 		var err error
 		switch {
+		case reset:
+			err = errReset
 		case code != chat.CloseSlowConsumer:
 			err = s.writeBatch(w.conn, w.cork, &w.renewAt, *batch)
-		case backlogged(w.cork):
-			err = errBacklogged
 		}
 		// A slow consumer's backlog is dropped: it could not take it,
 		// and writing it first would keep the close code (and the
-		// reason to resume from history) from reaching it. So is what
-		// its socket holds, when that is much: the close frame would
-		// wait behind it.
+		// reason to resume from history) from reaching it.
 		w.releaseBatch(batch)
 		if err == nil {
 			err = w.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
@@ -436,14 +438,18 @@ func backlogged(conn net.Conn) bool {
 	return ok && n > closeBacklog
 }
 
-// cutGrace is how long a write may still take once the hub has let go
-// of c: closeGrace for the close to go out, none when c is a slow
-// consumer whose socket is backlogged, which is reset.
-func cutGrace(c *chat.Client, conn net.Conn) time.Duration {
-	if code, _ := c.CloseReason(); code == chat.CloseSlowConsumer && backlogged(conn) {
-		return 0
+// resetCut reports whether the hub's cut of c is to reset its
+// connection conn, and if so prepares conn for it (abortConn): a slow
+// consumer whose socket is backlogged. The close frame (or event) would
+// wait behind that backlog, which is dropped with the connection as its
+// queue was. It is decided once, when the hub lets go of c, while the
+// socket is surely open.
+func resetCut(c *chat.Client, conn net.Conn) bool {
+	if code, _ := c.CloseReason(); code != chat.CloseSlowConsumer || !backlogged(conn) {
+		return false
 	}
-	return closeGrace
+	abortConn(conn)
+	return true
 }
 
 // abortConn makes closing conn reset the TCP connection (SO_LINGER 0)
