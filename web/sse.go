@@ -351,9 +351,6 @@ func (st *sseStream) closeEvent(code int, reason string) {
 	st.buf = append(st.buf, "\n\n"...)
 }
 
-// flush writes the buffer and flushes it through to the peer, under a
-// fresh write deadline unless the client was disconnected (then the
-// short one notified set stands). False means the stream is broken.
 // abort resets the stream's connection (abortConn) at once: the server
 // finds it closed when the handler returns.
 func (st *sseStream) abort() {
@@ -363,6 +360,9 @@ func (st *sseStream) abort() {
 	}
 }
 
+// flush writes the buffer and flushes it through to the peer, under a
+// fresh write deadline unless the client was disconnected (then the
+// short one notified set stands). False means the stream is broken.
 func (st *sseStream) flush() bool {
 	if len(st.buf) == 0 {
 		return true

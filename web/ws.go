@@ -111,7 +111,7 @@ type wsConn struct {
 	finished bool          // writing is over: nothing starts a writer
 	exited   chan struct{} // made by a reader waiting for the writer
 	ending   bool          // the writer is done: the read deadline is final
-	reset    bool          // the writer reset the connection (abortConn)
+	reset    bool          // the connection is reset, not closed (resetCut, or the close could not go out)
 	renewAt  time.Time     // when the write deadline is due for renewal; writer only
 }
 
