@@ -93,7 +93,7 @@ var (
 	descDMs           = desc("meshchat_dms_total", "Direct messages the broker accepted from this node's clients.")
 	descJoins         = desc("meshchat_joins_total", "Rooms joined by this node's connections.")
 	descDeliveries    = desc("meshchat_deliveries_total", "Message and DM frames handed to this node's connections.")
-	descSlow          = desc("meshchat_slow_consumer_disconnects_total", "Connections closed because they read too slowly (close code 4008).")
+	descSlow          = desc("meshchat_slow_consumer_disconnects_total", "Connections cut off because they read too slowly (close code 4008, or a reset when their socket was backlogged).")
 	descRejected      = desc("meshchat_rejected_frames_total", "Client frames answered with an error frame, by error code.", "code")
 	descRateLimited   = desc("meshchat_rate_limited_frames_total", "Client frames dropped for exceeding the rate limit.")
 	descCloses        = desc("meshchat_connections_closed_total", "Connections ended, by WebSocket close code.", "code")
