@@ -404,6 +404,7 @@ func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, 
 	// chaosPongTimeout later. A stall holds the clock, as it holds a
 	// slow client's whole loop.
 	heard, pinged := time.Now(), false
+	var frozen time.Time // when a stall stopped the clock, zero when running
 	for {
 		select {
 		case f, ok := <-frames:
@@ -437,8 +438,22 @@ func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, 
 				continue
 			}
 			now := time.Now()
-			quiet := now.Sub(later(heard, time.Unix(0, c.stallUntil.Load())))
+			stallEnd := time.Unix(0, c.stallUntil.Load())
+			if now.Before(stallEnd) {
+				// A stalled client's whole loop stands still, its
+				// timers too: a join or send is not given up on for
+				// an answer the client could not read.
+				if frozen.IsZero() {
+					frozen = now
+				}
+				continue
+			}
 			c.mu.Lock()
+			if !frozen.IsZero() {
+				c.postponeLocked(now.Sub(frozen))
+				frozen = time.Time{}
+			}
+			quiet := now.Sub(later(heard, stallEnd))
 			out := c.tickLocked(now, connID)
 			switch {
 			case quiet > chaosPingAfter+chaosPongTimeout:
@@ -462,6 +477,18 @@ func (c *chaosClient) session(ctx context.Context, link chaosLink, base string, 
 			}
 			return -1, welcomed
 		}
+	}
+}
+
+// postponeLocked moves every timeout and retry of the client d later:
+// the time it stood still.
+func (c *chaosClient) postponeLocked(d time.Duration) {
+	for _, r := range c.room {
+		r.joinDue = r.joinDue.Add(d)
+	}
+	c.dmReqDue = c.dmReqDue.Add(d)
+	for _, p := range c.pending {
+		p.due = p.due.Add(d)
 	}
 }
 
