@@ -465,7 +465,7 @@ func TestRevocationTableSingles(t *testing.T) {
 		t.Fatal("fold covers the wrong sessions")
 	}
 	// Expiry prunes folds and users alike.
-	if n := tb.prune(now + 1000); n != 2 || tb.len() != 0 || len(tb.users) != 0 || len(tb.crowded) != 0 {
+	if n := tb.prune(now + 1000); n != 2 || tb.len() != 0 || len(tb.users) != 0 || len(tb.crowded.s) != 0 {
 		t.Fatalf("pruned %d, left %d records, %d users", n, tb.len(), len(tb.users))
 	}
 }

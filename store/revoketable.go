@@ -48,9 +48,9 @@ type revTable struct {
 	max, perUser int
 	sessions     map[string]*revEntry
 	users        map[string]*userRevs
-	expiry       expiryHeap
-	crowded      crowdedHeap
-	dropped      uint64 // revocations forgotten before they expired
+	expiry       indexHeap[*revEntry] // soonest expiry first
+	crowded      indexHeap[*userRevs] // most places first
+	dropped      uint64               // revocations forgotten before they expired
 }
 
 func newRevTable(max, perUser int) *revTable {
@@ -59,11 +59,13 @@ func newRevTable(max, perUser int) *revTable {
 		perUser:  perUser,
 		sessions: make(map[string]*revEntry),
 		users:    make(map[string]*userRevs),
+		expiry:   indexHeap[*revEntry]{before: func(a, b *revEntry) bool { return a.until < b.until }},
+		crowded:  indexHeap[*userRevs]{before: func(a, b *userRevs) bool { return a.records() > b.records() }},
 	}
 }
 
 // len is how many records the table holds.
-func (t *revTable) len() int { return len(t.expiry) }
+func (t *revTable) len() int { return len(t.expiry.s) }
 
 // revoked reports whether session id itself was revoked, at ms.
 func (t *revTable) revoked(id string, ms int64) bool {
@@ -199,8 +201,8 @@ func (t *revTable) recount(u *userRevs) {
 // how many.
 func (t *revTable) prune(now int64) int {
 	n := 0
-	for len(t.expiry) > 0 && t.expiry[0].until <= now {
-		t.remove(t.expiry[0])
+	for len(t.expiry.s) > 0 && t.expiry.s[0].until <= now {
+		t.remove(t.expiry.s[0])
 		n++
 	}
 	return n
@@ -217,11 +219,11 @@ func (t *revTable) makeRoom(now int64) bool {
 	if t.prune(now) > 0 {
 		return false
 	}
-	if u := t.crowded[0]; u.name != "" && u.records() > 1 {
+	if u := t.crowded.s[0]; u.name != "" && u.records() > 1 {
 		t.foldUser(u, false)
 		return false
 	}
-	t.remove(t.expiry[0])
+	t.remove(t.expiry.s[0])
 	t.dropped++
 	return true
 }
@@ -229,7 +231,7 @@ func (t *revTable) makeRoom(now int64) bool {
 // records calls fn with every unexpired record at now (Unix ms), for a
 // snapshot.
 func (t *revTable) records(now int64, fn func(revRecord)) {
-	for _, e := range t.expiry {
+	for _, e := range t.expiry.s {
 		if e.until > now {
 			fn(revRecord{Session: e.session, User: e.user.name, Issued: e.issued, Until: e.until})
 		}
@@ -245,46 +247,36 @@ type revRecord struct {
 	Until   int64  `json:"e"`
 }
 
-// expiryHeap orders records by expiry, soonest first.
-type expiryHeap []*revEntry
+// placed is what an indexHeap holds: each element keeps its index, so
+// that heap.Fix and heap.Remove can find it.
+type placed interface{ place(i int) }
 
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].until < h[j].until }
-func (h expiryHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
+func (e *revEntry) place(i int) { e.index = i }
+func (u *userRevs) place(i int) { u.index = i }
+
+// indexHeap is a container/heap of elements ordered by before.
+type indexHeap[T placed] struct {
+	s      []T
+	before func(a, b T) bool
 }
-func (h *expiryHeap) Push(x any) {
-	e := x.(*revEntry)
-	e.index = len(*h)
-	*h = append(*h, e)
+
+func (h *indexHeap[T]) Len() int           { return len(h.s) }
+func (h *indexHeap[T]) Less(i, j int) bool { return h.before(h.s[i], h.s[j]) }
+func (h *indexHeap[T]) Swap(i, j int) {
+	h.s[i], h.s[j] = h.s[j], h.s[i]
+	h.s[i].place(i)
+	h.s[j].place(j)
 }
-func (h *expiryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
+func (h *indexHeap[T]) Push(x any) {
+	e := x.(T)
+	e.place(len(h.s))
+	h.s = append(h.s, e)
+}
+func (h *indexHeap[T]) Pop() any {
+	var zero T
+	n := len(h.s) - 1
+	e := h.s[n]
+	h.s[n] = zero
+	h.s = h.s[:n]
 	return e
-}
-
-// crowdedHeap orders users by the places they take, most first.
-type crowdedHeap []*userRevs
-
-func (h crowdedHeap) Len() int           { return len(h) }
-func (h crowdedHeap) Less(i, j int) bool { return h[i].records() > h[j].records() }
-func (h crowdedHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *crowdedHeap) Push(x any) {
-	u := x.(*userRevs)
-	u.index = len(*h)
-	*h = append(*h, u)
-}
-func (h *crowdedHeap) Pop() any {
-	old := *h
-	u := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return u
 }
