@@ -119,6 +119,8 @@ type sseStream struct {
 	retry chan retryReq
 	buf   []byte
 
+	// mu nests outside the client's own lock (notified reads the close
+	// reason under it); the client calls notified with its lock let go.
 	mu      sync.Mutex
 	hurried bool // the write deadline was cut short on disconnect
 	reset   bool // the connection is to be reset (resetCut), not closed
